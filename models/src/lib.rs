@@ -1,0 +1,55 @@
+//! The SAM networks written once, generic over a tensor [`backend::Backend`], plus checkpoint import.
+//!
+//! The same forward code computes with tch (training, parity tests) and records ONNX graphs (export);
+//! see the crate README for why this removes drift between training and deployment.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod config;
+pub mod image_encoder;
+pub mod mask_decoder;
+pub mod params;
+pub mod prompt;
+pub mod prompt_encoder;
+pub mod sam;
+
+pub use backend::Backend;
+pub use checkpoint::{load_checkpoint, HostTensor, StateDict};
+pub use config::SamConfig;
+pub use sam::Sam;
+
+/// Errors of model configuration and checkpoint import.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A configuration problem (unknown preset, inconsistent numbers, unreadable file).
+    #[error("{0}")]
+    Config(String),
+    /// A checkpoint file that cannot be read; names the file and the problem.
+    #[error("{path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A checkpoint whose keys do not match the model.
+    #[error("checkpoint does not match the model: {}", describe_mismatch(.missing, .unexpected, .misshaped))]
+    KeyMismatch {
+        /// Keys the model needs that the checkpoint lacks.
+        missing: Vec<String>,
+        /// Keys of the checkpoint the model does not have.
+        unexpected: Vec<String>,
+        /// Keys whose shapes differ, with both shapes.
+        misshaped: Vec<String>,
+    },
+}
+
+fn describe_mismatch(missing: &[String], unexpected: &[String], misshaped: &[String]) -> String {
+    let mut parts = Vec::new();
+    for (what, keys) in [("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)] {
+        if !keys.is_empty() {
+            parts.push(format!("{} {what} key(s): {}", keys.len(), keys.join(", ")));
+        }
+    }
+    parts.join("; ")
+}

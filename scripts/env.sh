@@ -1,0 +1,6 @@
+# Source this file: points cargo and the binaries at the libraries scripts/setup.sh installed.
+_medico_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export LIBTORCH="$_medico_root/.deps/libtorch"
+export ORT_DYLIB_PATH="$_medico_root/.deps/onnxruntime/lib/libonnxruntime.so"
+export LD_LIBRARY_PATH="$LIBTORCH/lib:$_medico_root/.deps/onnxruntime/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+unset _medico_root

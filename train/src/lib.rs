@@ -1,0 +1,10 @@
+//! The tch (libtorch) side of medico: the [`backend::TchBackend`] on which the SAM definition of
+//! `medico-models` computes (CPU or CUDA, f32 or bf16), device selection, and the parity check against
+//! the official implementation's reference outputs.
+
+pub mod backend;
+pub mod device;
+pub mod parity;
+
+pub use backend::{TchBackend, TchTensor};
+pub use device::{select_device, DeviceChoice};
