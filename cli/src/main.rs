@@ -1,1 +1,76 @@
-fn main() {}
+//! `medico-cli`: medico's command line.
+
+mod checkpoint_cmd;
+#[cfg(feature = "torch")]
+mod parity_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad input files or prompts.
+pub const EXIT_INPUT: u8 = 3;
+/// Exit code for model and checkpoint problems.
+pub const EXIT_MODEL: u8 = 4;
+
+/// Segment Anything for medical images: checkpoints, parity, export and inference.
+#[derive(Parser)]
+#[command(name = "medico-cli", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect SAM checkpoints (any format medico reads).
+    Checkpoint {
+        #[command(subcommand)]
+        command: checkpoint_cmd::CheckpointCommand,
+    },
+    /// Check the SAM definition against official reference outputs (needs the `torch` feature).
+    #[cfg(feature = "torch")]
+    Parity(parity_cmd::ParityArgs),
+}
+
+/// A failure with the exit code it maps to.
+pub struct Failure {
+    /// Process exit code.
+    pub code: u8,
+    /// The error, printed on one line.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// A model or checkpoint failure (exit code 4).
+    pub fn model(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_MODEL,
+            error: error.into(),
+        }
+    }
+
+    /// An input failure (exit code 3).
+    pub fn input(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_INPUT,
+            error: error.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Checkpoint { command } => checkpoint_cmd::run(command),
+        #[cfg(feature = "torch")]
+        Command::Parity(args) => parity_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}

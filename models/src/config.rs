@@ -178,12 +178,18 @@ impl SamConfig {
     /// Checks that the numbers fit together (divisibility, index ranges).
     pub fn validate(&self) -> Result<(), String> {
         let checks: [(bool, String); 7] = [
-            (self.patch_size > 0 && self.img_size % self.patch_size == 0, "img_size must be a multiple of patch_size".into()),
             (
-                self.encoder_num_heads > 0 && self.encoder_embed_dim % self.encoder_num_heads == 0,
+                self.patch_size > 0 && self.img_size.is_multiple_of(self.patch_size),
+                "img_size must be a multiple of patch_size".into(),
+            ),
+            (
+                self.encoder_num_heads > 0 && self.encoder_embed_dim.is_multiple_of(self.encoder_num_heads),
                 "encoder_embed_dim must be a multiple of encoder_num_heads".into(),
             ),
-            (self.encoder_window_size > 0, "encoder_window_size must be positive".into()),
+            (
+                self.encoder_window_size > 0,
+                "encoder_window_size must be positive".into(),
+            ),
             (
                 self.encoder_global_attn_indexes.iter().all(|&i| i < self.encoder_depth),
                 "encoder_global_attn_indexes must be below encoder_depth".into(),
@@ -191,11 +197,18 @@ impl SamConfig {
             (
                 self.decoder_attention_downsample_rate > 0
                     && self.decoder_num_heads > 0
-                    && (self.prompt_embed_dim / self.decoder_attention_downsample_rate) % self.decoder_num_heads == 0,
+                    && (self.prompt_embed_dim / self.decoder_attention_downsample_rate)
+                        .is_multiple_of(self.decoder_num_heads),
                 "prompt_embed_dim / decoder_attention_downsample_rate must be a multiple of decoder_num_heads".into(),
             ),
-            (self.prompt_embed_dim % 8 == 0, "prompt_embed_dim must be a multiple of 8".into()),
-            (self.mask_in_chans % 4 == 0 && self.mask_in_chans > 0, "mask_in_chans must be a positive multiple of 4".into()),
+            (
+                self.prompt_embed_dim.is_multiple_of(8),
+                "prompt_embed_dim must be a multiple of 8".into(),
+            ),
+            (
+                self.mask_in_chans.is_multiple_of(4) && self.mask_in_chans > 0,
+                "mask_in_chans must be a positive multiple of 4".into(),
+            ),
         ];
         match checks.into_iter().find(|(ok, _)| !ok) {
             Some((_, message)) => Err(message),
@@ -287,11 +300,18 @@ impl SamConfig {
                     )))
                 }
             };
-            (preset.encoder_num_heads, preset.encoder_global_attn_indexes, preset.encoder_window_size)
+            (
+                preset.encoder_num_heads,
+                preset.encoder_global_attn_indexes,
+                preset.encoder_window_size,
+            )
         };
         let mlp_hidden = dim_at("image_encoder.blocks.0.mlp.lin1.weight", 0)?;
         let prompt_embed_dim = dim_at("prompt_encoder.no_mask_embed.weight", 1)?;
-        let cross_dim = dim_at("mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight", 0)?;
+        let cross_dim = dim_at(
+            "mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight",
+            0,
+        )?;
         let config = Self {
             img_size,
             patch_size,

@@ -102,7 +102,13 @@ impl<'a> ImageEncoder<'a> {
             trace(&format!("block{i}"), &x);
         }
         let channels_first = b.permute(&x, &[0, 3, 1, 2]);
-        let y = b.conv2d(&channels_first, &b.param(&format!("{PREFIX}.neck.0.weight")), None, 1, 0);
+        let y = b.conv2d(
+            &channels_first,
+            &b.param(&format!("{PREFIX}.neck.0.weight")),
+            None,
+            1,
+            0,
+        );
         let y = layer_norm_2d(b, &y, &format!("{PREFIX}.neck.1"), LAYERNORM2D_EPS);
         let y = b.conv2d(&y, &b.param(&format!("{PREFIX}.neck.2.weight")), None, 1, 1);
         layer_norm_2d(b, &y, &format!("{PREFIX}.neck.3"), LAYERNORM2D_EPS)

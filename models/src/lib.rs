@@ -46,7 +46,11 @@ pub enum ModelError {
 
 fn describe_mismatch(missing: &[String], unexpected: &[String], misshaped: &[String]) -> String {
     let mut parts = Vec::new();
-    for (what, keys) in [("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)] {
+    for (what, keys) in [
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("mis-shaped", misshaped),
+    ] {
         if !keys.is_empty() {
             parts.push(format!("{} {what} key(s): {}", keys.len(), keys.join(", ")));
         }

@@ -54,7 +54,14 @@ impl<'a> MaskDecoder<'a> {
         specs.add(format!("{PREFIX}.output_upscaling.3.weight"), &[dim / 4, dim / 8, 2, 2]);
         specs.add(format!("{PREFIX}.output_upscaling.3.bias"), &[dim / 8]);
         for i in 0..c.num_mask_tokens() {
-            mlp_specs(specs, &format!("{PREFIX}.output_hypernetworks_mlps.{i}"), dim, dim, dim / 8, 3);
+            mlp_specs(
+                specs,
+                &format!("{PREFIX}.output_hypernetworks_mlps.{i}"),
+                dim,
+                dim,
+                dim / 8,
+                3,
+            );
         }
         mlp_specs(
             specs,
@@ -105,7 +112,12 @@ impl<'a> MaskDecoder<'a> {
             Some(&b.param(&format!("{PREFIX}.output_upscaling.0.bias"))),
             2,
         );
-        let up = b.gelu(&layer_norm_2d(b, &up, &format!("{PREFIX}.output_upscaling.1"), LAYERNORM2D_EPS));
+        let up = b.gelu(&layer_norm_2d(
+            b,
+            &up,
+            &format!("{PREFIX}.output_upscaling.1"),
+            LAYERNORM2D_EPS,
+        ));
         let up = b.gelu(&b.conv_transpose2d(
             &up,
             &b.param(&format!("{PREFIX}.output_upscaling.3.weight")),
@@ -124,7 +136,12 @@ impl<'a> MaskDecoder<'a> {
         let hyper_in = b.concat(&hyper.iter().collect::<Vec<_>>(), 1);
         let flat = b.reshape(&up, &[-1, mask_dim, low * low]);
         let masks = b.reshape(&b.matmul(&hyper_in, &flat), &[-1, m as i64, low, low]);
-        let iou_predictions = mlp(b, &iou_token_out, &format!("{PREFIX}.iou_prediction_head"), c.iou_head_depth);
+        let iou_predictions = mlp(
+            b,
+            &iou_token_out,
+            &format!("{PREFIX}.iou_prediction_head"),
+            c.iou_head_depth,
+        );
         DecoderOutput { masks, iou_predictions }
     }
 
@@ -153,8 +170,14 @@ impl<'a> MaskDecoder<'a> {
         let heads = c.decoder_num_heads;
         let self_dim = c.prompt_embed_dim;
         let cross_dim = c.prompt_embed_dim / c.decoder_attention_downsample_rate;
-        let self_attn = Attention { heads, internal_dim: self_dim };
-        let cross_attn = Attention { heads, internal_dim: cross_dim };
+        let self_attn = Attention {
+            heads,
+            internal_dim: self_dim,
+        };
+        let cross_attn = Attention {
+            heads,
+            internal_dim: cross_dim,
+        };
         let mut queries = point_embedding.clone();
         let mut keys = image_tokens;
         for i in 0..c.decoder_depth {
@@ -165,7 +188,10 @@ impl<'a> MaskDecoder<'a> {
                 self_attn.forward(b, &format!("{l}.self_attn"), &queries, &queries, &queries)
             } else {
                 let q = b.add(&queries, point_embedding);
-                b.add(&queries, &self_attn.forward(b, &format!("{l}.self_attn"), &q, &q, &queries))
+                b.add(
+                    &queries,
+                    &self_attn.forward(b, &format!("{l}.self_attn"), &q, &q, &queries),
+                )
             };
             queries = norm(&attended, &format!("{l}.norm1"));
             // Tokens attend to the image.
@@ -228,12 +254,18 @@ impl Attention {
         let head_dim = (self.internal_dim / self.heads) as i64;
         let split_heads = |x: &B::Tensor, proj: &str| {
             let projected = linear_layer(b, x, &format!("{prefix}.{proj}"));
-            b.permute(&b.reshape(&projected, &[0, -1, self.heads as i64, head_dim]), &[0, 2, 1, 3])
+            b.permute(
+                &b.reshape(&projected, &[0, -1, self.heads as i64, head_dim]),
+                &[0, 2, 1, 3],
+            )
         };
         let q = split_heads(q, "q_proj");
         let k = split_heads(k, "k_proj");
         let v = split_heads(v, "v_proj");
-        let logits = b.scale(&b.matmul(&q, &b.permute(&k, &[0, 1, 3, 2])), 1.0 / (head_dim as f64).sqrt());
+        let logits = b.scale(
+            &b.matmul(&q, &b.permute(&k, &[0, 1, 3, 2])),
+            1.0 / (head_dim as f64).sqrt(),
+        );
         let out = b.matmul(&b.softmax_last(&logits), &v);
         let out = b.reshape(&b.permute(&out, &[0, 2, 1, 3]), &[0, -1, self.internal_dim as i64]);
         linear_layer(b, &out, &format!("{prefix}.out_proj"))

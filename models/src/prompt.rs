@@ -66,11 +66,7 @@ impl CoordinateMap {
 /// Point coordinates `[N, 2]` and labels `[N]` for the decoder, in the resized frame: the points, then
 /// the box corners (labels 2 and 3), or a padding point when there is no box. `None` when there are
 /// neither points nor a box (a mask-only prompt).
-pub fn sparse_prompt(
-    points: &[Point],
-    bbox: Option<&BoxPrompt>,
-    map: &CoordinateMap,
-) -> Option<(Vec<f32>, Vec<f32>)> {
+pub fn sparse_prompt(points: &[Point], bbox: Option<&BoxPrompt>, map: &CoordinateMap) -> Option<(Vec<f32>, Vec<f32>)> {
     if points.is_empty() && bbox.is_none() {
         return None;
     }
@@ -110,10 +106,19 @@ mod tests {
     #[test]
     fn padding_point_only_without_box() {
         let map = CoordinateMap::new((200, 300), 256);
-        let point = Point { x: 150.0, y: 100.0, positive: true };
+        let point = Point {
+            x: 150.0,
+            y: 100.0,
+            positive: true,
+        };
         let (_, labels) = sparse_prompt(&[point], None, &map).unwrap();
         assert_eq!(labels, vec![1.0, LABEL_PADDING]);
-        let bbox = BoxPrompt { x0: 10.0, y0: 20.0, x1: 100.0, y1: 120.0 };
+        let bbox = BoxPrompt {
+            x0: 10.0,
+            y0: 20.0,
+            x1: 100.0,
+            y1: 120.0,
+        };
         let (coords, labels) = sparse_prompt(&[point], Some(&bbox), &map).unwrap();
         assert_eq!(labels, vec![1.0, 2.0, 3.0]);
         assert_eq!(coords.len(), 6);

@@ -41,15 +41,24 @@ impl<'a> PromptEncoder<'a> {
     pub fn param_specs(&self, specs: &mut ParamSpecs) {
         let dim = self.config.prompt_embed_dim;
         let mask_chans = self.config.mask_in_chans;
-        specs.add(format!("{PREFIX}.pe_layer.positional_encoding_gaussian_matrix"), &[2, dim / 2]);
+        specs.add(
+            format!("{PREFIX}.pe_layer.positional_encoding_gaussian_matrix"),
+            &[2, dim / 2],
+        );
         for i in 0..NUM_POINT_EMBEDDINGS {
             specs.add(format!("{PREFIX}.point_embeddings.{i}.weight"), &[1, dim]);
         }
         specs.add(format!("{PREFIX}.not_a_point_embed.weight"), &[1, dim]);
-        specs.add(format!("{PREFIX}.mask_downscaling.0.weight"), &[mask_chans / 4, 1, 2, 2]);
+        specs.add(
+            format!("{PREFIX}.mask_downscaling.0.weight"),
+            &[mask_chans / 4, 1, 2, 2],
+        );
         specs.add(format!("{PREFIX}.mask_downscaling.0.bias"), &[mask_chans / 4]);
         specs.add_norm(&format!("{PREFIX}.mask_downscaling.1"), mask_chans / 4);
-        specs.add(format!("{PREFIX}.mask_downscaling.3.weight"), &[mask_chans, mask_chans / 4, 2, 2]);
+        specs.add(
+            format!("{PREFIX}.mask_downscaling.3.weight"),
+            &[mask_chans, mask_chans / 4, 2, 2],
+        );
         specs.add(format!("{PREFIX}.mask_downscaling.3.bias"), &[mask_chans]);
         specs.add_norm(&format!("{PREFIX}.mask_downscaling.4"), mask_chans);
         specs.add(format!("{PREFIX}.mask_downscaling.6.weight"), &[dim, mask_chans, 1, 1]);
@@ -127,12 +136,28 @@ impl<'a> PromptEncoder<'a> {
     fn downscale_mask<B: Backend>(&self, b: &B, mask: &B::Tensor) -> B::Tensor {
         let conv = |x: &B::Tensor, layer: usize, stride: usize| {
             let p = format!("{PREFIX}.mask_downscaling.{layer}");
-            b.conv2d(x, &b.param(&format!("{p}.weight")), Some(&b.param(&format!("{p}.bias"))), stride, 0)
+            b.conv2d(
+                x,
+                &b.param(&format!("{p}.weight")),
+                Some(&b.param(&format!("{p}.bias"))),
+                stride,
+                0,
+            )
         };
         let x = conv(mask, 0, 2);
-        let x = b.gelu(&layer_norm_2d(b, &x, &format!("{PREFIX}.mask_downscaling.1"), LAYERNORM2D_EPS));
+        let x = b.gelu(&layer_norm_2d(
+            b,
+            &x,
+            &format!("{PREFIX}.mask_downscaling.1"),
+            LAYERNORM2D_EPS,
+        ));
         let x = conv(&x, 3, 2);
-        let x = b.gelu(&layer_norm_2d(b, &x, &format!("{PREFIX}.mask_downscaling.4"), LAYERNORM2D_EPS));
+        let x = b.gelu(&layer_norm_2d(
+            b,
+            &x,
+            &format!("{PREFIX}.mask_downscaling.4"),
+            LAYERNORM2D_EPS,
+        ));
         conv(&x, 6, 1)
     }
 }

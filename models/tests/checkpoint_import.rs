@@ -23,7 +23,12 @@ fn load(name: &str, file: &str) -> StateDict {
 fn every_format_loads_the_same_tensors() {
     let expected = load("tiny", "weights.safetensors");
     assert_eq!(expected.len(), 174);
-    for file in ["weights.pth", "weights_legacy.pth", "checkpoint_nested.pt", "weights_ddp_prefix.pth"] {
+    for file in [
+        "weights.pth",
+        "weights_legacy.pth",
+        "checkpoint_nested.pt",
+        "weights_ddp_prefix.pth",
+    ] {
         let state = load("tiny", file);
         assert_eq!(
             state.keys().collect::<Vec<_>>(),
@@ -75,7 +80,10 @@ fn official_presets_have_the_published_sizes() {
         assert_eq!(inferred.architecture_name(), name);
     }
     // SAM ViT-B has 93,735,472 parameters, plus the 2 x 128 Gaussian PE buffer in its state dict.
-    assert_eq!(Sam::new(SamConfig::preset("vit_b").unwrap()).param_specs().numel(), 93_735_472 + 256);
+    assert_eq!(
+        Sam::new(SamConfig::preset("vit_b").unwrap()).param_specs().numel(),
+        93_735_472 + 256
+    );
 }
 
 #[test]
@@ -86,15 +94,26 @@ fn key_mismatches_are_listed() {
     found.insert("mask_decoder.extra.weight".into(), vec![3]);
     found.insert("image_encoder.neck.1.weight".into(), vec![65]);
     let err = Sam::new(config).param_specs().check(&found).unwrap_err();
-    let ModelError::KeyMismatch { missing, unexpected, misshaped } = &err else {
+    let ModelError::KeyMismatch {
+        missing,
+        unexpected,
+        misshaped,
+    } = &err
+    else {
         panic!("wrong error: {err}");
     };
     assert_eq!(missing, &["mask_decoder.iou_token.weight"]);
     assert_eq!(unexpected, &["mask_decoder.extra.weight"]);
     assert_eq!(misshaped.len(), 1);
     let message = err.to_string();
-    assert!(message.contains("1 missing key(s): mask_decoder.iou_token.weight"), "{message}");
-    assert!(message.contains("image_encoder.neck.1.weight (expected [64], found [65])"), "{message}");
+    assert!(
+        message.contains("1 missing key(s): mask_decoder.iou_token.weight"),
+        "{message}"
+    );
+    assert!(
+        message.contains("image_encoder.neck.1.weight (expected [64], found [65])"),
+        "{message}"
+    );
 }
 
 fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
@@ -107,13 +126,21 @@ fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
 
 #[test]
 fn truncated_files_are_clear_errors() {
-    for file in ["weights.safetensors", "weights.pth", "weights_legacy.pth", "checkpoint_nested.pt"] {
+    for file in [
+        "weights.safetensors",
+        "weights.pth",
+        "weights_legacy.pth",
+        "checkpoint_nested.pt",
+    ] {
         let bytes = std::fs::read(reference("tiny").join(file)).unwrap();
         for keep in [4, 100, bytes.len() / 2, bytes.len() - 7] {
             let path = temp_file(&format!("cut-{keep}-{file}"), &bytes[..keep]);
             let err = load_checkpoint(&path).expect_err("a truncated file must not load");
             let message = err.to_string();
-            assert!(message.starts_with(&path.display().to_string()), "names the file: {message}");
+            assert!(
+                message.starts_with(&path.display().to_string()),
+                "names the file: {message}"
+            );
         }
     }
 }
@@ -148,5 +175,8 @@ fn unknown_files_are_rejected() {
     let message = load_checkpoint(&path).unwrap_err().to_string();
     assert!(message.contains("not a checkpoint"), "{message}");
     let missing = std::env::temp_dir().join("medico-does-not-exist.pth");
-    assert!(load_checkpoint(&missing).unwrap_err().to_string().contains("cannot read"));
+    assert!(load_checkpoint(&missing)
+        .unwrap_err()
+        .to_string()
+        .contains("cannot read"));
 }

@@ -30,7 +30,10 @@ impl TchBackend {
             .iter()
             .map(|(name, t)| {
                 let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-                let tensor = Tensor::from_slice(&t.data).reshape(&shape).to_device(device).to_kind(kind);
+                let tensor = Tensor::from_slice(&t.data)
+                    .reshape(&shape)
+                    .to_device(device)
+                    .to_kind(kind);
                 (name.clone(), tensor)
             })
             .collect();
@@ -90,11 +93,15 @@ impl Backend for TchBackend {
         TchTensor(x.0.conv2d(&weight.0, bias.map(|b| &b.0), [s, s], [p, p], [1, 1], 1))
     }
 
-    fn conv_transpose2d(&self, x: &TchTensor, weight: &TchTensor, bias: Option<&TchTensor>, stride: usize) -> TchTensor {
+    fn conv_transpose2d(
+        &self,
+        x: &TchTensor,
+        weight: &TchTensor,
+        bias: Option<&TchTensor>,
+        stride: usize,
+    ) -> TchTensor {
         let s = stride as i64;
-        TchTensor(
-            x.0.conv_transpose2d(&weight.0, bias.map(|b| &b.0), [s, s], [0, 0], [0, 0], 1, [1, 1]),
-        )
+        TchTensor(x.0.conv_transpose2d(&weight.0, bias.map(|b| &b.0), [s, s], [0, 0], [0, 0], 1, [1, 1]))
     }
 
     fn layer_norm(&self, x: &TchTensor, weight: &TchTensor, bias: &TchTensor, eps: f64) -> TchTensor {

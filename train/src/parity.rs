@@ -139,17 +139,20 @@ pub fn run_parity(reference: &Path, device: Device, kind: Kind) -> Result<Parity
     let input = b.input(get(&pre, "input", "preprocess.safetensors")?);
     let mut encoder = Vec::new();
     let mut trace_error: Option<String> = None;
-    let embeddings = sam.image_encoder().forward_traced(&b, &input, &mut |name, t| {
-        match reference_embeddings.get(name) {
-            Some(r) => encoder.push((name.to_string(), max_abs_diff(&t.0, r))),
-            None => trace_error = Some(format!("embeddings.safetensors: tensor '{name}' missing")),
-        }
-    });
+    let embeddings =
+        sam.image_encoder()
+            .forward_traced(&b, &input, &mut |name, t| match reference_embeddings.get(name) {
+                Some(r) => encoder.push((name.to_string(), max_abs_diff(&t.0, r))),
+                None => trace_error = Some(format!("embeddings.safetensors: tensor '{name}' missing")),
+            });
     if let Some(e) = trace_error {
         return Err(e);
     }
     let reference_image_embeddings = get(&reference_embeddings, "image_embeddings", "embeddings.safetensors")?;
-    encoder.push(("image_embeddings".into(), max_abs_diff(&embeddings.0, reference_image_embeddings)));
+    encoder.push((
+        "image_embeddings".into(),
+        max_abs_diff(&embeddings.0, reference_image_embeddings),
+    ));
 
     let list_text = std::fs::read_to_string(reference.join("cases.json"))
         .map_err(|e| format!("{}: {e}", reference.join("cases.json").display()))?;
@@ -161,7 +164,16 @@ pub fn run_parity(reference: &Path, device: Device, kind: Kind) -> Result<Parity
     let mut cases = Vec::new();
     for spec in &list.cases {
         let data = read_safetensors(&reference.join(&spec.file))?;
-        cases.push(run_case(&sam, &b, spec, &data, &map, (input_hw, original_hw), &embeddings, &fed_reference_embeddings)?);
+        cases.push(run_case(
+            &sam,
+            &b,
+            spec,
+            &data,
+            &map,
+            (input_hw, original_hw),
+            &embeddings,
+            &fed_reference_embeddings,
+        )?);
     }
     Ok(ParityReport {
         reference: reference.to_path_buf(),
@@ -186,7 +198,11 @@ fn run_case(
         .point_coords
         .iter()
         .zip(&spec.point_labels)
-        .map(|(&[x, y], &label)| Point { x, y, positive: label == 1 })
+        .map(|(&[x, y], &label)| Point {
+            x,
+            y,
+            positive: label == 1,
+        })
         .collect();
     let bbox = spec.bbox.map(|[x0, y0, x1, y1]| BoxPrompt { x0, y0, x1, y1 });
     let sparse = sparse_prompt(&points, bbox.as_ref(), map);
@@ -211,9 +227,7 @@ fn run_case(
             b.input(&Tensor::from_slice(labels).reshape([1, n])),
         )
     });
-    let mask_input = data
-        .get("mask_input")
-        .map(|m| b.input(&m.unsqueeze(0)));
+    let mask_input = data.get("mask_input").map(|m| b.input(&m.unsqueeze(0)));
     let prompts = || PromptTensors {
         sparse: sparse_tensors.as_ref().map(|(c, l)| (c, l)),
         dense: match &mask_input {
@@ -243,7 +257,10 @@ fn run_case(
     let decoded = sam.decode(b, reference_embeddings, prompts());
     let selected = sam.select_outputs(b, &decoded, spec.multimask_output);
     let low_res_logits = max_abs_diff(&selected.masks.0.squeeze_dim(0), get(data, "low_res_logits", file)?);
-    let iou_predictions = max_abs_diff(&selected.iou_predictions.0.squeeze_dim(0), get(data, "iou_predictions", file)?);
+    let iou_predictions = max_abs_diff(
+        &selected.iou_predictions.0.squeeze_dim(0),
+        get(data, "iou_predictions", file)?,
+    );
     let mask_logits = data.get("mask_logits").map(|r| {
         let full = sam.postprocess_masks(b, &selected.masks, input_hw, original_hw);
         max_abs_diff(&full.0.squeeze_dim(0), r)

@@ -18,7 +18,10 @@ const TOLERANCE: f64 = 1e-4;
 fn check(report: &ParityReport) {
     println!("{}", report.render());
     for (name, err) in &report.encoder {
-        assert!(*err <= TOLERANCE, "encoder output {name}: max|Δ| {err:e} > {TOLERANCE:e}");
+        assert!(
+            *err <= TOLERANCE,
+            "encoder output {name}: max|Δ| {err:e} > {TOLERANCE:e}"
+        );
     }
     for c in &report.cases {
         assert!(c.coords <= 1e-4, "{}: prompt coordinates off by {:e}", c.name, c.coords);

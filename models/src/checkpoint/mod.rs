@@ -101,7 +101,9 @@ fn model_state(entries: Vec<(String, Entry)>) -> Result<StateDict, String> {
             .unwrap_or(&key)
             .to_string();
         if state.insert(official.clone(), tensor).is_some() {
-            return Err(format!("key '{official}' appears twice after stripping training prefixes"));
+            return Err(format!(
+                "key '{official}' appears twice after stripping training prefixes"
+            ));
         }
     }
     Ok(state)

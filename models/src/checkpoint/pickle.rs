@@ -381,12 +381,17 @@ impl<'d> Machine<'d> {
                     match (self.top_mut()?, state) {
                         // OrderedDict attributes such as `_metadata`, and tensor state: data only, ignored.
                         (Value::Dict(_) | Value::Tensor(_), _) => {}
-                        _ => return Err(format!("malformed pickle: BUILD on an unsupported object at offset {at}")),
+                        _ => {
+                            return Err(format!(
+                                "malformed pickle: BUILD on an unsupported object at offset {at}"
+                            ))
+                        }
                     }
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    self.stack.push(persistent_load(pid).map_err(|e| format!("{e} (offset {at})"))?);
+                    self.stack
+                        .push(persistent_load(pid).map_err(|e| format!("{e} (offset {at})"))?);
                 }
                 b's' => {
                     let value = self.pop()?;

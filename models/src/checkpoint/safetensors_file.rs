@@ -23,16 +23,24 @@ pub(super) fn read(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, String> {
 fn to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
     let chunks = |n: usize| bytes.chunks_exact(n);
     Ok(match dtype {
-        Dtype::F32 => chunks(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
-        Dtype::F64 => chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32).collect(),
+        Dtype::F32 => chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+            .collect(),
+        Dtype::F64 => chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32)
+            .collect(),
         Dtype::F16 => chunks(2)
             .map(|c| half::f16::from_le_bytes(c.try_into().expect("2")).to_f32())
             .collect(),
         Dtype::BF16 => chunks(2)
             .map(|c| half::bf16::from_le_bytes(c.try_into().expect("2")).to_f32())
             .collect(),
-        Dtype::I64 => chunks(8).map(|c| i64::from_le_bytes(c.try_into().expect("8")) as f32).collect(),
-        Dtype::I32 => chunks(4).map(|c| i32::from_le_bytes(c.try_into().expect("4")) as f32).collect(),
+        Dtype::I64 => chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8")) as f32)
+            .collect(),
+        Dtype::I32 => chunks(4)
+            .map(|c| i32::from_le_bytes(c.try_into().expect("4")) as f32)
+            .collect(),
         Dtype::U8 | Dtype::BOOL => bytes.iter().map(|&b| b as f32).collect(),
         other => return Err(format!("unsupported dtype {other:?}")),
     })

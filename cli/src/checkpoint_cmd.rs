@@ -1,0 +1,86 @@
+//! `medico-cli checkpoint info`: what a checkpoint holds and whether it is a valid SAM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use medico_models::checkpoint::{load_checkpoint, shapes};
+use medico_models::{Sam, SamConfig};
+
+use crate::Failure;
+
+#[derive(Subcommand)]
+pub enum CheckpointCommand {
+    /// Reads a checkpoint, infers (or takes) its architecture and checks every key and shape.
+    Info {
+        /// .safetensors, .pth/.pt (zip or legacy torch.save), flat or nested training checkpoint.
+        file: PathBuf,
+        /// Architecture JSON (fields of the reference config.json) instead of inference from shapes.
+        #[arg(long, conflicts_with = "arch")]
+        config: Option<PathBuf>,
+        /// Official architecture: vit_b, vit_l or vit_h.
+        #[arg(long)]
+        arch: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(command: CheckpointCommand) -> Result<(), Failure> {
+    let CheckpointCommand::Info {
+        file,
+        config,
+        arch,
+        json,
+    } = command;
+    let state = load_checkpoint(&file).map_err(Failure::model)?;
+    let found = shapes(&state);
+    let (config, source) = match (config, arch) {
+        (Some(path), _) => (SamConfig::from_json_file(&path).map_err(Failure::model)?, "config file"),
+        (None, Some(name)) => (SamConfig::preset(&name).map_err(Failure::model)?, "--arch"),
+        (None, None) => (
+            SamConfig::infer_from_shapes(&found, None)
+                .with_context(|| format!("{}: cannot infer the architecture", file.display()))
+                .map_err(Failure::model)?,
+            "inferred from shapes",
+        ),
+    };
+    let sam = Sam::new(config);
+    sam.param_specs()
+        .check(&found)
+        .with_context(|| format!("{}", file.display()))
+        .map_err(Failure::model)?;
+    let parameters: usize = state.values().map(|t| t.data.len()).sum();
+    let c = &sam.config;
+    if json {
+        let report = serde_json::json!({
+            "file": file.display().to_string(),
+            "architecture": c.architecture_name(),
+            "config_source": source,
+            "tensors": state.len(),
+            "values": parameters,
+            "config": c,
+        });
+        println!("{report:#}");
+    } else {
+        println!("{}: valid SAM checkpoint", file.display());
+        println!("  architecture  {} ({source})", c.architecture_name());
+        println!("  tensors       {} ({parameters} values)", state.len());
+        println!(
+            "  encoder       {} wide, {} blocks, {} heads, global blocks {:?}, window {}",
+            c.encoder_embed_dim,
+            c.encoder_depth,
+            c.encoder_num_heads,
+            c.encoder_global_attn_indexes,
+            c.encoder_window_size
+        );
+        println!(
+            "  input         {0}x{0}, embedding {1}x{2}x{2}",
+            c.img_size,
+            c.prompt_embed_dim,
+            c.embedding_size()
+        );
+    }
+    Ok(())
+}

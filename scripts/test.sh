@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every check medico has, on a fresh machine too: installs the native dependencies (scripts/setup.sh),
+# then formatting, clippy and all tests of every crate (libtorch parity tests included).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash scripts/setup.sh
+# shellcheck source=env.sh
+source scripts/env.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+cargo test --workspace --all-features -- --show-output
