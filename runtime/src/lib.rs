@@ -1,5 +1,24 @@
-//! Inference runtime for exported SAM bundles (ONNX Runtime and tract backends, preprocessing,
-//! prompting, propagation and medical I/O). The backends land with the runtime issue; the prompt
-//! geometry shared with training is re-exported from `medico-models`.
+//! Inference for exported SAM graphs on ONNX Runtime or tract, and the host-side steps around them
+//! (mask post-processing). Never links libtorch. The prompt geometry shared with training is
+//! re-exported from `medico-models`.
+
+pub mod engine;
+pub mod postprocess;
 
 pub use medico_models::prompt;
+
+/// Errors of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A model file that cannot be loaded.
+    #[error("{path}: {message}")]
+    Model {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An engine that cannot run (library missing, run failure).
+    #[error("{0}")]
+    Backend(String),
+}

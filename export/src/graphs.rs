@@ -1,0 +1,241 @@
+//! The exported graphs: `encoder.onnx` and the decoder variants, each recorded from the one SAM
+//! definition through [`OnnxBackend`].
+
+use medico_models::prompt_encoder::DensePrompt;
+use medico_models::sam::PromptTensors;
+use medico_models::{Backend, Sam, StateDict};
+use tract_onnx::pb;
+
+use crate::onnx_backend::{resize_linear, Attr, OnnxBackend, OnnxTensor};
+
+/// ONNX opset of every exported graph.
+pub const OPSET: i64 = 17;
+/// ONNX IR version matching [`OPSET`].
+pub const IR_VERSION: i64 = 8;
+
+/// Which decoder graph to export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecoderVariant {
+    /// The official `SamOnnxModel` interface: all mask tokens, in-graph post-processing to `orig_im_size`.
+    Official,
+    /// As `Official` with `return_single_mask=True`: the official selection rule picks one mask.
+    OfficialSingle,
+    /// No `orig_im_size` input and no post-processing: `iou_predictions` and `low_res_masks` of all
+    /// mask tokens (for runtimes that cannot resize by a runtime value, such as tract).
+    LowRes,
+}
+
+impl DecoderVariant {
+    /// File name inside a bundle.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Official => "decoder.onnx",
+            Self::OfficialSingle => "decoder_single.onnx",
+            Self::LowRes => "decoder_lowres.onnx",
+        }
+    }
+}
+
+/// A dimension of a graph input or output.
+enum Dim {
+    Fixed(usize),
+    Named(&'static str),
+}
+
+fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Dim::Fixed(n) => Value::DimValue(*n as i64),
+                Dim::Named(s) => Value::DimParam(s.to_string()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn model(
+    name: &str,
+    b: OnnxBackend<'_>,
+    inputs: Vec<pb::ValueInfoProto>,
+    outputs: Vec<pb::ValueInfoProto>,
+) -> pb::ModelProto {
+    let (node, initializer) = b.finish();
+    pb::ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "medico".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(pb::GraphProto {
+            name: name.to_string(),
+            node,
+            initializer,
+            input: inputs,
+            output: outputs,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn input(name: &str, rank: usize) -> OnnxTensor {
+    OnnxTensor {
+        name: name.to_string(),
+        rank,
+    }
+}
+
+/// `encoder.onnx`: `images` `[B, 3, S, S]` (normalized, padded) → `image_embeddings` `[B, C, E, E]`.
+pub fn encoder_model(sam: &Sam, state: &StateDict) -> pb::ModelProto {
+    let c = &sam.config;
+    let b = OnnxBackend::new(state);
+    let embeddings = sam.encode_image(&b, &input("images", 4));
+    b.output_as(&embeddings, "image_embeddings");
+    let s = c.img_size;
+    let e = c.embedding_size();
+    model(
+        "medico_sam_encoder",
+        b,
+        vec![value_info(
+            "images",
+            &[Dim::Named("batch"), Dim::Fixed(c.in_chans), Dim::Fixed(s), Dim::Fixed(s)],
+        )],
+        vec![value_info(
+            "image_embeddings",
+            &[Dim::Named("batch"), Dim::Fixed(c.prompt_embed_dim), Dim::Fixed(e), Dim::Fixed(e)],
+        )],
+    )
+}
+
+/// A decoder graph with the official `SamOnnxModel` inputs (see [`DecoderVariant`]).
+pub fn decoder_model(sam: &Sam, state: &StateDict, variant: DecoderVariant) -> pb::ModelProto {
+    let c = &sam.config;
+    let b = OnnxBackend::new(state);
+    let embeddings = input("image_embeddings", 4);
+    let coords = input("point_coords", 3);
+    let labels = input("point_labels", 2);
+    let mask_input = input("mask_input", 4);
+    let has_mask = input("has_mask_input", 1);
+    let decoded = sam.decode(
+        &b,
+        &embeddings,
+        PromptTensors {
+            sparse: Some((&coords, &labels)),
+            dense: DensePrompt::Blend {
+                mask: &mask_input,
+                has_mask: &has_mask,
+            },
+        },
+    );
+    let (masks, scores) = match variant {
+        DecoderVariant::OfficialSingle => {
+            select_single_mask(&b, sam, &decoded.masks, &decoded.iou_predictions, &coords)
+        }
+        _ => (decoded.masks, decoded.iou_predictions),
+    };
+    let e = c.embedding_size();
+    let low = c.low_res_size();
+    let m = match variant {
+        DecoderVariant::OfficialSingle => 1,
+        _ => c.num_mask_tokens(),
+    };
+    let mut inputs = vec![
+        value_info(
+            "image_embeddings",
+            &[Dim::Fixed(1), Dim::Fixed(c.prompt_embed_dim), Dim::Fixed(e), Dim::Fixed(e)],
+        ),
+        value_info("point_coords", &[Dim::Fixed(1), Dim::Named("num_points"), Dim::Fixed(2)]),
+        value_info("point_labels", &[Dim::Fixed(1), Dim::Named("num_points")]),
+        value_info("mask_input", &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(low), Dim::Fixed(low)]),
+        value_info("has_mask_input", &[Dim::Fixed(1)]),
+    ];
+    let mut outputs = Vec::new();
+    if variant != DecoderVariant::LowRes {
+        inputs.push(value_info("orig_im_size", &[Dim::Fixed(2)]));
+        let upscaled = postprocess_to_original(&b, sam, &masks, &input("orig_im_size", 1));
+        b.output_as(&upscaled, "masks");
+        outputs.push(value_info(
+            "masks",
+            &[Dim::Fixed(1), Dim::Fixed(m), Dim::Named("height"), Dim::Named("width")],
+        ));
+    }
+    b.output_as(&scores, "iou_predictions");
+    b.output_as(&masks, "low_res_masks");
+    outputs.push(value_info("iou_predictions", &[Dim::Fixed(1), Dim::Fixed(m)]));
+    outputs.push(value_info(
+        "low_res_masks",
+        &[Dim::Fixed(1), Dim::Fixed(m), Dim::Fixed(low), Dim::Fixed(low)],
+    ));
+    model("medico_sam_decoder", b, inputs, outputs)
+}
+
+/// Official `select_masks`: `argmax(iou + (N - 2.5) * [1000, 0, ...])` over the mask tokens, where `N`
+/// counts every input point (padding and box corners included); returns the chosen mask and score.
+fn select_single_mask(
+    b: &OnnxBackend<'_>,
+    sam: &Sam,
+    masks: &OnnxTensor,
+    iou: &OnnxTensor,
+    coords: &OnnxTensor,
+) -> (OnnxTensor, OnnxTensor) {
+    let count = b.shape_slice(coords, 1, 2);
+    let count = b.node("Cast", &[&count.name], vec![("to", Attr::Int(1))], 1);
+    let mut reweight = vec![0.0f32; sam.config.num_mask_tokens()];
+    reweight[0] = 1000.0;
+    let reweight = b.constant(&reweight, &[1, reweight.len()]);
+    let score = b.add(iou, &b.mul(&b.add_scalar(&count, -2.5), &reweight));
+    let best = b.node(
+        "ArgMax",
+        &[&score.name],
+        vec![("axis", Attr::Int(1)), ("keepdims", Attr::Int(0))],
+        1,
+    );
+    let pick = |x: &OnnxTensor| b.node("Gather", &[&x.name, &best.name], vec![("axis", Attr::Int(1))], x.rank);
+    (pick(masks), pick(iou))
+}
+
+/// The official in-graph post-processing: low-res logits → `S x S` → crop to the resized image size
+/// `floor(orig * S / max(orig) + 0.5)` → bilinear resize to `orig_im_size`.
+fn postprocess_to_original(
+    b: &OnnxBackend<'_>,
+    sam: &Sam,
+    masks: &OnnxTensor,
+    orig_im_size: &OnnxTensor,
+) -> OnnxTensor {
+    let s = sam.config.img_size;
+    let full = b.resize_bilinear(masks, s, s);
+    let longest = b.node(
+        "ReduceMax",
+        &[&orig_im_size.name],
+        vec![("keepdims", Attr::Int(1))],
+        1,
+    );
+    let side = b.const_scalar(s as f32);
+    let scale = b.node("Div", &[&side, &longest.name], vec![], 1);
+    let scaled = b.mul(&scale, orig_im_size);
+    let rounded = b.node("Floor", &[&b.add_scalar(&scaled, 0.5).name], vec![], 1);
+    let prepadded = b.node("Cast", &[&rounded.name], vec![("to", Attr::Int(7))], 1);
+    let starts = b.const_i64(&[0, 0], &[2]);
+    let axes = b.const_i64(&[2, 3], &[2]);
+    let cropped = b.node("Slice", &[&full.name, &starts, &prepadded.name, &axes], vec![], 4);
+    let leading = b.shape_slice(&cropped, 0, 2);
+    let original = b.node("Cast", &[&orig_im_size.name], vec![("to", Attr::Int(7))], 1);
+    let sizes = b.node("Concat", &[&leading.name, &original.name], vec![("axis", Attr::Int(0))], 1);
+    resize_linear(b, &cropped, &sizes)
+}

@@ -1,0 +1,265 @@
+//! Exported graphs on ONNX Runtime and tract reproduce the official implementation: encoder embeddings,
+//! low-res logits, IoU predictions and binary masks for every prompt case the ONNX interface can express,
+//! and the decoder behaves as the official `SamOnnxModel` export on the same feeds.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
+use medico_models::Sam;
+use medico_runtime::engine::{Engine, OrtEngine, TractEngine};
+use medico_runtime::postprocess::upscale_logits;
+use medico_tests::{export_reference, max_abs_diff, read_arrays, reference_dir};
+use ndarray::{ArrayD, Axis, IxDyn};
+use serde_json::Value;
+
+const TOLERANCE: f64 = 1e-4;
+
+/// One prompt case of `cases.json`, fed through the official ONNX interface.
+struct Case {
+    name: String,
+    multimask: bool,
+    feeds: Vec<(&'static str, ArrayD<f32>)>,
+    reference: HashMap<String, ArrayD<f32>>,
+}
+
+fn cases(name: &str, sam: &Sam) -> (Vec<Case>, (usize, usize), (usize, usize)) {
+    let dir = reference_dir(name);
+    let list: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let hw = |key: &str| {
+        let v = &list[key];
+        (v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize)
+    };
+    let (original_hw, input_hw) = (hw("original_size_hw"), hw("input_size_hw"));
+    let map = CoordinateMap::new(original_hw, sam.config.img_size);
+    let low = sam.config.low_res_size();
+    let embeddings = read_arrays(&dir.join("embeddings.safetensors")).remove("image_embeddings").unwrap();
+    let mut out = Vec::new();
+    for spec in list["cases"].as_array().unwrap() {
+        let points: Vec<Point> = spec["point_coords"]
+            .as_array()
+            .map(|pts| {
+                pts.iter()
+                    .zip(spec["point_labels"].as_array().unwrap())
+                    .map(|(p, l)| Point {
+                        x: p[0].as_f64().unwrap(),
+                        y: p[1].as_f64().unwrap(),
+                        positive: l.as_i64() == Some(1),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bbox = spec["box"].as_array().map(|b| BoxPrompt {
+            x0: b[0].as_f64().unwrap(),
+            y0: b[1].as_f64().unwrap(),
+            x1: b[2].as_f64().unwrap(),
+            y1: b[3].as_f64().unwrap(),
+        });
+        // A mask-only prompt cannot be expressed through the ONNX interface (see onnx_io.json).
+        let Some((coords, labels)) = sparse_prompt(&points, bbox.as_ref(), &map) else {
+            continue;
+        };
+        let reference = read_arrays(&dir.join(spec["file"].as_str().unwrap()));
+        let n = labels.len();
+        let (mask, has_mask) = match reference.get("mask_input") {
+            Some(m) => (m.clone().into_shape_with_order(IxDyn(&[1, 1, low, low])).unwrap(), 1.0),
+            None => (ArrayD::zeros(IxDyn(&[1, 1, low, low])), 0.0),
+        };
+        let feeds = vec![
+            ("image_embeddings", embeddings.clone()),
+            ("point_coords", ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).unwrap()),
+            ("point_labels", ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).unwrap()),
+            ("mask_input", mask),
+            ("has_mask_input", ArrayD::from_elem(IxDyn(&[1]), has_mask)),
+            (
+                "orig_im_size",
+                ArrayD::from_shape_vec(IxDyn(&[2]), vec![original_hw.0 as f32, original_hw.1 as f32]).unwrap(),
+            ),
+        ];
+        out.push(Case {
+            name: spec["name"].as_str().unwrap().to_string(),
+            multimask: spec["multimask_output"].as_bool().unwrap(),
+            feeds,
+            reference,
+        });
+    }
+    (out, input_hw, original_hw)
+}
+
+/// The outputs of the predictor's selection (`1..` multimask, `0..1` single) along axis 1.
+fn select(all: &ArrayD<f32>, multimask: bool) -> ArrayD<f32> {
+    let m = all.shape()[1];
+    let range = if multimask { 1..m } else { 0..1 };
+    all.slice_axis(Axis(1), range.into()).index_axis(Axis(0), 0).to_owned()
+}
+
+/// Pixels whose binary value differs from the reference where |logit| >= 1e-3.
+fn flipped_pixels(logits: &ArrayD<f32>, reference_masks: &ArrayD<f32>) -> usize {
+    logits
+        .iter()
+        .zip(reference_masks)
+        .filter(|(l, r)| ((**l > 0.0) != (**r > 0.5)) && l.abs() >= 1e-3)
+        .count()
+}
+
+fn without(feeds: &[(&'static str, ArrayD<f32>)], skip: &str) -> Vec<(&'static str, ArrayD<f32>)> {
+    feeds.iter().filter(|(n, _)| *n != skip).cloned().collect()
+}
+
+fn check_encoder(engine: &mut dyn Engine, name: &str) -> f64 {
+    let dir = reference_dir(name);
+    let input = read_arrays(&dir.join("preprocess.safetensors")).remove("input").unwrap();
+    let expected = read_arrays(&dir.join("embeddings.safetensors")).remove("image_embeddings").unwrap();
+    let out = engine.run(&[("images", input)]).unwrap();
+    max_abs_diff(&out["image_embeddings"], &expected)
+}
+
+fn check_config(name: &str) {
+    let (dir, sam) = export_reference(name);
+    let threads = 2;
+    let mut ort_encoder = OrtEngine::open(&dir.join("encoder.onnx"), threads).unwrap();
+    let mut tract_encoder = TractEngine::open(&dir.join("encoder.onnx"), threads).unwrap();
+    let ort_err = check_encoder(&mut ort_encoder, name);
+    let tract_err = check_encoder(&mut tract_encoder, name);
+    println!("{name}: encoder embeddings max|Δ| ort {ort_err:.3e}, tract {tract_err:.3e}");
+    assert!(ort_err <= TOLERANCE && tract_err <= TOLERANCE);
+
+    let mut ort_decoder = OrtEngine::open(&dir.join("decoder.onnx"), threads).unwrap();
+    let mut tract_decoder = TractEngine::open(&dir.join("decoder_lowres.onnx"), threads).unwrap();
+    let (cases, input_hw, original_hw) = cases(name, &sam);
+    assert_eq!(cases.len(), 10, "every case but the two mask-only ones");
+    for case in &cases {
+        let expected_low = &case.reference["low_res_logits"];
+        let expected_iou = &case.reference["iou_predictions"];
+        let expected_masks = &case.reference["masks"];
+
+        let ort = ort_decoder.run(&case.feeds).unwrap();
+        let low = select(&ort["low_res_masks"], case.multimask);
+        let iou = select(&ort["iou_predictions"], case.multimask);
+        let masks = select(&ort["masks"], case.multimask);
+        let (ort_low, ort_iou) = (max_abs_diff(&low, expected_low), max_abs_diff(&iou, expected_iou));
+        let ort_flipped = flipped_pixels(&masks, expected_masks);
+
+        let tract = tract_decoder.run(&without(&case.feeds, "orig_im_size")).unwrap();
+        let low = select(&tract["low_res_masks"], case.multimask);
+        let iou = select(&tract["iou_predictions"], case.multimask);
+        let (tract_low, tract_iou) = (max_abs_diff(&low, expected_low), max_abs_diff(&iou, expected_iou));
+        let upscaled: Vec<ArrayD<f32>> = low
+            .outer_iter()
+            .map(|m| {
+                let m2 = m.into_dimensionality::<ndarray::Ix2>().unwrap();
+                upscale_logits(m2, sam.config.img_size, input_hw, original_hw).into_dyn()
+            })
+            .collect();
+        let views: Vec<_> = upscaled.iter().map(|a| a.view()).collect();
+        let tract_masks = ndarray::stack(Axis(0), &views).unwrap();
+        let tract_flipped = flipped_pixels(&tract_masks, expected_masks);
+        println!(
+            "{name}/{:<18} ort: low-res {ort_low:.3e} iou {ort_iou:.3e} flipped {ort_flipped} | tract: low-res {tract_low:.3e} iou {tract_iou:.3e} flipped {tract_flipped}",
+            case.name
+        );
+        for err in [ort_low, ort_iou, tract_low, tract_iou] {
+            assert!(err <= TOLERANCE, "{}: max|Δ| {err:e}", case.name);
+        }
+        assert_eq!(ort_flipped + tract_flipped, 0, "{}: binary masks differ", case.name);
+    }
+}
+
+#[test]
+fn tiny_graphs_match_the_official_outputs_on_ort_and_tract() {
+    check_config("tiny");
+}
+
+#[test]
+fn small_graphs_match_the_official_outputs_on_ort_and_tract() {
+    check_config("small");
+}
+
+fn io_signature(path: &Path) -> Vec<(String, String, usize)> {
+    let value: Value =
+        serde_json::from_str(&std::fs::read_to_string(reference_dir("tiny").join("onnx_io.json")).unwrap()).unwrap();
+    let file = path.file_name().unwrap().to_str().unwrap();
+    let model = &value["models"][file];
+    ["inputs", "outputs"]
+        .iter()
+        .flat_map(|kind| model[kind].as_array().unwrap().clone())
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["dtype"].as_str().unwrap().to_string(),
+                v["shape"].as_array().unwrap().len(),
+            )
+        })
+        .collect()
+}
+
+fn our_signature(path: &Path) -> Vec<(String, String, usize)> {
+    use tract_onnx_pb::*;
+    let bytes = std::fs::read(path).unwrap();
+    let model = decode_model(&bytes);
+    let graph = model.graph.unwrap();
+    graph
+        .input
+        .iter()
+        .chain(&graph.output)
+        .map(|v| {
+            let Some(TypeValue::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.clone()) else {
+                panic!("{}: not a tensor", v.name)
+            };
+            let dtype = if t.elem_type == 1 { "float" } else { "other" };
+            (v.name.clone(), dtype.to_string(), t.shape.unwrap().dim.len())
+        })
+        .collect()
+}
+
+/// Protobuf decoding of a model, through the types the exporter writes with.
+mod tract_onnx_pb {
+    pub use medico_export::pb::type_proto::Value as TypeValue;
+    pub fn decode_model(bytes: &[u8]) -> medico_export::pb::ModelProto {
+        medico_export::decode_model(bytes).unwrap()
+    }
+}
+
+#[test]
+fn decoder_speaks_the_official_onnx_interface() {
+    let (dir, sam) = export_reference("tiny");
+    let official_dir = reference_dir("tiny");
+    for (ours, theirs) in [("decoder.onnx", "decoder_official.onnx"), ("decoder_single.onnx", "decoder_official_single.onnx")] {
+        assert_eq!(
+            our_signature(&dir.join(ours)),
+            io_signature(&official_dir.join(theirs)),
+            "{ours}: names, dtypes and ranks"
+        );
+        let mut mine = OrtEngine::open(&dir.join(ours), 2).unwrap();
+        let mut official = OrtEngine::open(&official_dir.join(theirs), 2).unwrap();
+        // The official feed of onnx_case.safetensors, then every expressible prompt case.
+        let onnx_case = read_arrays(&official_dir.join("onnx_case.safetensors"));
+        let mut feeds: Vec<Vec<(&'static str, ArrayD<f32>)>> = vec![[
+            "image_embeddings",
+            "point_coords",
+            "point_labels",
+            "mask_input",
+            "has_mask_input",
+            "orig_im_size",
+        ]
+        .iter()
+        .map(|&k| (k, onnx_case[k].clone()))
+        .collect()];
+        feeds.extend(cases("tiny", &sam).0.into_iter().map(|c| c.feeds));
+        for (i, feed) in feeds.iter().enumerate() {
+            let a = mine.run(feed).unwrap();
+            let b = official.run(feed).unwrap();
+            let low = max_abs_diff(&a["low_res_masks"], &b["low_res_masks"]);
+            let iou = max_abs_diff(&a["iou_predictions"], &b["iou_predictions"]);
+            let flipped = flipped_pixels(&a["masks"], &b["masks"].mapv(|v| if v > 0.0 { 1.0 } else { 0.0 }));
+            println!("{ours} feed {i}: low-res {low:.3e} iou {iou:.3e} flipped {flipped}");
+            assert!(low <= TOLERANCE && iou <= TOLERANCE, "{ours} feed {i}");
+            assert_eq!(flipped, 0, "{ours} feed {i}: masks differ");
+        }
+        if ours == "decoder.onnx" {
+            let out = mine.run(&feeds[0]).unwrap();
+            let expected = &onnx_case["out_low_res_masks"];
+            assert!(max_abs_diff(&out["low_res_masks"], expected) <= TOLERANCE);
+        }
+    }
+}
