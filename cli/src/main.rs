@@ -1,6 +1,7 @@
 //! `medico-cli`: medico's command line.
 
 mod checkpoint_cmd;
+mod export_cmd;
 #[cfg(feature = "torch")]
 mod parity_cmd;
 
@@ -8,6 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Exit code for usage errors (as clap's).
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code for bad input files or prompts.
 pub const EXIT_INPUT: u8 = 3;
 /// Exit code for model and checkpoint problems.
@@ -27,6 +30,13 @@ enum Command {
     Checkpoint {
         #[command(subcommand)]
         command: checkpoint_cmd::CheckpointCommand,
+    },
+    /// Export a checkpoint to a bundle (encoder.onnx, decoder graphs, model.json).
+    Export(export_cmd::ExportArgs),
+    /// The model registry: list and pull published checkpoints.
+    Models {
+        #[command(subcommand)]
+        command: export_cmd::ModelsCommand,
     },
     /// Check the SAM definition against official reference outputs (needs the `torch` feature).
     #[cfg(feature = "torch")]
@@ -50,6 +60,14 @@ impl Failure {
         }
     }
 
+    /// A usage failure (exit code 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_USAGE,
+            error: error.into(),
+        }
+    }
+
     /// An input failure (exit code 3).
     pub fn input(error: impl Into<anyhow::Error>) -> Self {
         Self {
@@ -63,6 +81,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Checkpoint { command } => checkpoint_cmd::run(command),
+        Command::Export(args) => export_cmd::run_export(args),
+        Command::Models { command } => export_cmd::run_models(command),
         #[cfg(feature = "torch")]
         Command::Parity(args) => parity_cmd::run(args),
     };

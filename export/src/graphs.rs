@@ -114,11 +114,21 @@ pub fn encoder_model(sam: &Sam, state: &StateDict) -> pb::ModelProto {
         b,
         vec![value_info(
             "images",
-            &[Dim::Named("batch"), Dim::Fixed(c.in_chans), Dim::Fixed(s), Dim::Fixed(s)],
+            &[
+                Dim::Named("batch"),
+                Dim::Fixed(c.in_chans),
+                Dim::Fixed(s),
+                Dim::Fixed(s),
+            ],
         )],
         vec![value_info(
             "image_embeddings",
-            &[Dim::Named("batch"), Dim::Fixed(c.prompt_embed_dim), Dim::Fixed(e), Dim::Fixed(e)],
+            &[
+                Dim::Named("batch"),
+                Dim::Fixed(c.prompt_embed_dim),
+                Dim::Fixed(e),
+                Dim::Fixed(e),
+            ],
         )],
     )
 }
@@ -158,11 +168,22 @@ pub fn decoder_model(sam: &Sam, state: &StateDict, variant: DecoderVariant) -> p
     let mut inputs = vec![
         value_info(
             "image_embeddings",
-            &[Dim::Fixed(1), Dim::Fixed(c.prompt_embed_dim), Dim::Fixed(e), Dim::Fixed(e)],
+            &[
+                Dim::Fixed(1),
+                Dim::Fixed(c.prompt_embed_dim),
+                Dim::Fixed(e),
+                Dim::Fixed(e),
+            ],
         ),
-        value_info("point_coords", &[Dim::Fixed(1), Dim::Named("num_points"), Dim::Fixed(2)]),
+        value_info(
+            "point_coords",
+            &[Dim::Fixed(1), Dim::Named("num_points"), Dim::Fixed(2)],
+        ),
         value_info("point_labels", &[Dim::Fixed(1), Dim::Named("num_points")]),
-        value_info("mask_input", &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(low), Dim::Fixed(low)]),
+        value_info(
+            "mask_input",
+            &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(low), Dim::Fixed(low)],
+        ),
         value_info("has_mask_input", &[Dim::Fixed(1)]),
     ];
     let mut outputs = Vec::new();
@@ -220,12 +241,7 @@ fn postprocess_to_original(
 ) -> OnnxTensor {
     let s = sam.config.img_size;
     let full = b.resize_bilinear(masks, s, s);
-    let longest = b.node(
-        "ReduceMax",
-        &[&orig_im_size.name],
-        vec![("keepdims", Attr::Int(1))],
-        1,
-    );
+    let longest = b.node("ReduceMax", &[&orig_im_size.name], vec![("keepdims", Attr::Int(1))], 1);
     let side = b.const_scalar(s as f32);
     let scale = b.node("Div", &[&side, &longest.name], vec![], 1);
     let scaled = b.mul(&scale, orig_im_size);
@@ -236,6 +252,11 @@ fn postprocess_to_original(
     let cropped = b.node("Slice", &[&full.name, &starts, &prepadded.name, &axes], vec![], 4);
     let leading = b.shape_slice(&cropped, 0, 2);
     let original = b.node("Cast", &[&orig_im_size.name], vec![("to", Attr::Int(7))], 1);
-    let sizes = b.node("Concat", &[&leading.name, &original.name], vec![("axis", Attr::Int(0))], 1);
+    let sizes = b.node(
+        "Concat",
+        &[&leading.name, &original.name],
+        vec![("axis", Attr::Int(0))],
+        1,
+    );
     resize_linear(b, &cropped, &sizes)
 }

@@ -2,10 +2,13 @@
 //! ([`onnx_backend::OnnxBackend`]), the encoder and decoder graphs ([`graphs`]) and a structural
 //! validator ([`validate`]). No libtorch, no Python: protobuf types are `tract_onnx::pb` (prost).
 
+pub mod bundle;
 pub mod graphs;
 pub mod onnx_backend;
+pub mod registry;
 pub mod validate;
 
+pub use bundle::{export_bundle, Bundle, BundleError, ExportRequest, Manifest, Provenance};
 pub use graphs::{decoder_model, encoder_model, DecoderVariant};
 
 pub use tract_onnx::pb;

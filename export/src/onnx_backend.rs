@@ -202,7 +202,10 @@ impl Backend for OnnxBackend<'_> {
             .borrow_mut()
             .initializers
             .push(float_tensor(&name, shape, values));
-        OnnxTensor { name, rank: shape.len() }
+        OnnxTensor {
+            name,
+            rank: shape.len(),
+        }
     }
 
     fn linear(&self, x: &OnnxTensor, weight: &OnnxTensor, bias: Option<&OnnxTensor>) -> OnnxTensor {
@@ -230,7 +233,10 @@ impl Backend for OnnxBackend<'_> {
         self.node(
             "Conv",
             &inputs,
-            vec![("strides", Attr::Ints(vec![s, s])), ("pads", Attr::Ints(vec![p, p, p, p]))],
+            vec![
+                ("strides", Attr::Ints(vec![s, s])),
+                ("pads", Attr::Ints(vec![p, p, p, p])),
+            ],
             4,
         )
     }

@@ -30,7 +30,10 @@ pub fn check_structure(model: &pb::ModelProto) -> Result<(), Vec<String>> {
     for node in &graph.node {
         for name in node.input.iter().filter(|n| !n.is_empty()) {
             if !defined.contains(name.as_str()) {
-                problems.push(format!("node '{}' ({}) uses undefined value '{name}'", node.name, node.op_type));
+                problems.push(format!(
+                    "node '{}' ({}) uses undefined value '{name}'",
+                    node.name, node.op_type
+                ));
             }
         }
         for name in &node.output {

@@ -161,7 +161,12 @@ impl TractEngine {
             let outputs = inference
                 .output_outlets()?
                 .iter()
-                .map(|o| inference.outlet_label(*o).map(str::to_string).unwrap_or_else(|| inference.node(o.node).name.clone()))
+                .map(|o| {
+                    inference
+                        .outlet_label(*o)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| inference.node(o.node).name.clone())
+                })
                 .collect::<Vec<_>>();
             let plan = inference.into_optimized()?.into_runnable()?;
             Ok((plan, inputs, outputs))

@@ -33,7 +33,9 @@ fn cases(name: &str, sam: &Sam) -> (Vec<Case>, (usize, usize), (usize, usize)) {
     let (original_hw, input_hw) = (hw("original_size_hw"), hw("input_size_hw"));
     let map = CoordinateMap::new(original_hw, sam.config.img_size);
     let low = sam.config.low_res_size();
-    let embeddings = read_arrays(&dir.join("embeddings.safetensors")).remove("image_embeddings").unwrap();
+    let embeddings = read_arrays(&dir.join("embeddings.safetensors"))
+        .remove("image_embeddings")
+        .unwrap();
     let mut out = Vec::new();
     for spec in list["cases"].as_array().unwrap() {
         let points: Vec<Point> = spec["point_coords"]
@@ -67,7 +69,10 @@ fn cases(name: &str, sam: &Sam) -> (Vec<Case>, (usize, usize), (usize, usize)) {
         };
         let feeds = vec![
             ("image_embeddings", embeddings.clone()),
-            ("point_coords", ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).unwrap()),
+            (
+                "point_coords",
+                ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).unwrap(),
+            ),
             ("point_labels", ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).unwrap()),
             ("mask_input", mask),
             ("has_mask_input", ArrayD::from_elem(IxDyn(&[1]), has_mask)),
@@ -108,8 +113,12 @@ fn without(feeds: &[(&'static str, ArrayD<f32>)], skip: &str) -> Vec<(&'static s
 
 fn check_encoder(engine: &mut dyn Engine, name: &str) -> f64 {
     let dir = reference_dir(name);
-    let input = read_arrays(&dir.join("preprocess.safetensors")).remove("input").unwrap();
-    let expected = read_arrays(&dir.join("embeddings.safetensors")).remove("image_embeddings").unwrap();
+    let input = read_arrays(&dir.join("preprocess.safetensors"))
+        .remove("input")
+        .unwrap();
+    let expected = read_arrays(&dir.join("embeddings.safetensors"))
+        .remove("image_embeddings")
+        .unwrap();
     let out = engine.run(&[("images", input)]).unwrap();
     max_abs_diff(&out["image_embeddings"], &expected)
 }
@@ -224,7 +233,10 @@ mod tract_onnx_pb {
 fn decoder_speaks_the_official_onnx_interface() {
     let (dir, sam) = export_reference("tiny");
     let official_dir = reference_dir("tiny");
-    for (ours, theirs) in [("decoder.onnx", "decoder_official.onnx"), ("decoder_single.onnx", "decoder_official_single.onnx")] {
+    for (ours, theirs) in [
+        ("decoder.onnx", "decoder_official.onnx"),
+        ("decoder_single.onnx", "decoder_official_single.onnx"),
+    ] {
         assert_eq!(
             our_signature(&dir.join(ours)),
             io_signature(&official_dir.join(theirs)),

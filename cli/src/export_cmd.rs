@@ -1,0 +1,111 @@
+//! `medico-cli export` and `medico-cli models`: bundles from checkpoints and from the registry.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use medico_export::bundle::{export_bundle, BundleError, ExportRequest, Provenance};
+use medico_export::registry::{active_registry, default_cache_dir, pull, RegistryError};
+use medico_models::SamConfig;
+
+use crate::Failure;
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Checkpoint: .safetensors, .pth/.pt (zip or legacy), flat or nested training checkpoint.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Architecture JSON (fields of the reference config.json); default: inferred from shapes.
+    #[arg(long, conflicts_with = "arch")]
+    config: Option<PathBuf>,
+    /// Official architecture: vit_b, vit_l or vit_h.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Output bundle folder (written atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace a non-empty output folder.
+    #[arg(long)]
+    force: bool,
+    /// Model name for the bundle's provenance.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn bundle_failure(e: BundleError) -> Failure {
+    match e {
+        BundleError::Output { .. } => Failure::input(e),
+        _ => Failure::model(e),
+    }
+}
+
+pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
+    let config = match (&args.config, &args.arch) {
+        (Some(path), _) => Some(SamConfig::from_json_file(path).map_err(Failure::model)?),
+        (None, Some(name)) => Some(SamConfig::preset(name).map_err(Failure::model)?),
+        (None, None) => None,
+    };
+    let manifest = export_bundle(&ExportRequest {
+        checkpoint: &args.checkpoint,
+        config,
+        out: &args.out,
+        force: args.force,
+        provenance: Provenance {
+            name: args.name,
+            ..Default::default()
+        },
+    })
+    .map_err(bundle_failure)?;
+    println!(
+        "wrote {} ({} model, input {}, {} graphs)",
+        args.out.display(),
+        manifest.architecture,
+        manifest.input_size,
+        manifest.files.len()
+    );
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// Lists the registry's models (built in, or $MEDICO_REGISTRY).
+    List,
+    /// Downloads a model into the cache, verifies its checksum and exports a bundle.
+    Pull {
+        /// Registry name (see `models list`).
+        name: String,
+        /// Cache folder (default: $MEDICO_CACHE_DIR, $XDG_CACHE_HOME/medico or ~/.cache/medico).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+}
+
+pub fn run_models(command: ModelsCommand) -> Result<(), Failure> {
+    match command {
+        ModelsCommand::List => {
+            let registry = active_registry().map_err(Failure::input)?;
+            for e in registry {
+                println!(
+                    "{:<32} {:<8} {}",
+                    e.name,
+                    e.architecture.as_deref().unwrap_or("-"),
+                    e.description
+                );
+            }
+            Ok(())
+        }
+        ModelsCommand::Pull { name, cache } => {
+            let cache = cache.unwrap_or_else(default_cache_dir);
+            let pulled = pull(&name, &cache, true).map_err(|e| match e {
+                RegistryError::Bundle(b) => bundle_failure(b),
+                RegistryError::Registry(_) => Failure::usage(e),
+                other => Failure::input(other),
+            })?;
+            println!("checkpoint {}", pulled.checkpoint.display());
+            match pulled.bundle {
+                Some((dir, _)) => println!("bundle {}", dir.display()),
+                None => println!("(not a SAM model: downloaded and verified, no bundle exported)"),
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! `medico-cli export` and `medico-cli models` as a user runs them: bundles with verified checksums,
+//! atomic output, clear failures that leave nothing behind, and the registry's download path against a
+//! loopback HTTP server (good file, wrong checksum, interrupted transfer).
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use medico_export::Bundle;
+
+fn shared() -> PathBuf {
+    std::env::var_os("MEDICO_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+fn medico(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_medico-cli"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run medico-cli")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("medico-cli-export-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn export_writes_a_verified_bundle_and_refuses_to_overwrite() {
+    let dir = scratch("bundle");
+    let out = dir.join("small-bundle");
+    let small = shared().join("reference/small");
+    let checkpoint = small.join("weights.safetensors");
+    let args = [
+        "export",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let run = medico(&args, &[]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let bundle = Bundle::open(&out).expect("bundle verifies");
+    let m = &bundle.manifest;
+    assert_eq!(m.input_size, 512);
+    assert_eq!(m.opset, 17);
+    assert_eq!(m.intensity, "percentile:1,99");
+    assert_eq!(m.source_checkpoint.file, "weights.safetensors");
+    assert_eq!(m.source_checkpoint.sha256.len(), 64);
+    assert_eq!(
+        entries(&out),
+        [
+            "decoder.onnx",
+            "decoder_lowres.onnx",
+            "decoder_single.onnx",
+            "encoder.onnx",
+            "model.json"
+        ]
+    );
+    assert_eq!(entries(&dir), ["small-bundle"], "no staging folder left behind");
+
+    // A second export into the non-empty folder is refused and changes nothing.
+    let before = std::fs::read(out.join("model.json")).unwrap();
+    let again = medico(&args, &[]);
+    assert_eq!(again.status.code(), Some(3));
+    assert!(
+        text(&again.stderr).contains("exists and is not empty (use --force"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(std::fs::read(out.join("model.json")).unwrap(), before);
+    // --force replaces it.
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    assert!(medico(&forced, &[]).status.success());
+    assert_eq!(entries(&dir), ["small-bundle"]);
+
+    // A tampered graph is detected on load.
+    let mut encoder = std::fs::read(out.join("encoder.onnx")).unwrap();
+    let last = encoder.len() - 1;
+    encoder[last] ^= 1;
+    std::fs::write(out.join("encoder.onnx"), encoder).unwrap();
+    let err = Bundle::open(&out).unwrap_err().to_string();
+    assert!(
+        err.contains("encoder.onnx") && err.contains("checksum mismatch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn failed_exports_leave_nothing_behind() {
+    let dir = scratch("failures");
+    let tiny = shared().join("reference/tiny/weights.pth");
+    let out = dir.join("bundle");
+    let cases: [(Vec<&str>, i32, &str); 3] = [
+        (
+            vec![
+                "export",
+                "--checkpoint",
+                tiny.to_str().unwrap(),
+                "--arch",
+                "vit_b",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            4,
+            "mis-shaped key(s)",
+        ),
+        (
+            vec![
+                "export",
+                "--checkpoint",
+                tiny.to_str().unwrap(),
+                "--arch",
+                "vit_q",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            4,
+            "unknown architecture 'vit_q'",
+        ),
+        (
+            vec![
+                "export",
+                "--checkpoint",
+                "/nonexistent/model.pth",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            4,
+            "/nonexistent/model.pth: cannot read",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let run = medico(&args, &[]);
+        assert_eq!(run.status.code(), Some(code), "{}", text(&run.stderr));
+        assert!(text(&run.stderr).contains(message), "{}", text(&run.stderr));
+        assert!(entries(&dir).is_empty(), "left behind: {:?}", entries(&dir));
+    }
+    // An output folder that cannot be created (its parent is a file).
+    let blocker = dir.join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let bad_out = blocker.join("bundle");
+    let run = medico(
+        &[
+            "export",
+            "--checkpoint",
+            tiny.to_str().unwrap(),
+            "--config",
+            shared().join("reference/tiny/config.json").to_str().unwrap(),
+            "--out",
+            bad_out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains(bad_out.to_str().unwrap()),
+        "{}",
+        text(&run.stderr)
+    );
+    assert_eq!(entries(&dir), ["a-file"]);
+}
+
+/// Serves `body` once per connection on loopback; `cut` sends only that many bytes while announcing
+/// the full length, then closes (an interrupted transfer). Stops after `requests` connections.
+fn serve(body: Vec<u8>, cut: Option<usize>, requests: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let mut stream = stream.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let header = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(header.as_bytes());
+            let _ = stream.write_all(&body[..cut.unwrap_or(body.len())]);
+        }
+    });
+    format!("http://{addr}/model.safetensors")
+}
+
+#[test]
+fn registry_downloads_verify_and_never_keep_partial_files() {
+    let dir = scratch("registry");
+    let small = shared().join("reference/small");
+    let body = std::fs::read(small.join("weights.safetensors")).unwrap();
+    let good_sum = format!("xxh128:{:032x}", xxhash_rust::xxh3::xxh3_128(&body));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(small.join("config.json")).unwrap()).unwrap();
+    let entry = |name: &str, url: String, checksum: &str| {
+        serde_json::json!({
+            "name": name, "description": "test", "url": url, "file": format!("{name}.safetensors"),
+            "checksum": checksum, "architecture": null, "config": config, "training_data": "synthetic"
+        })
+    };
+    let registry = serde_json::json!([
+        entry("good", serve(body.clone(), None, 1), &good_sum),
+        entry(
+            "corrupt",
+            serve(body.clone(), None, 1),
+            "xxh128:00000000000000000000000000000000"
+        ),
+        entry("interrupted", serve(body.clone(), Some(body.len() / 2), 1), &good_sum),
+    ]);
+    let registry_path = dir.join("registry.json");
+    std::fs::write(&registry_path, registry.to_string()).unwrap();
+    let cache = dir.join("cache");
+    let env = [("MEDICO_REGISTRY", registry_path.as_path())];
+
+    let list = medico(&["models", "list"], &env);
+    assert!(text(&list.stdout).contains("interrupted"), "{}", text(&list.stdout));
+
+    for (name, message) in [("corrupt", "checksum mismatch"), ("interrupted", "interrupted")] {
+        let run = medico(&["models", "pull", name, "--cache", cache.to_str().unwrap()], &env);
+        assert_eq!(run.status.code(), Some(3), "{name}: {}", text(&run.stderr));
+        assert!(text(&run.stderr).contains(message), "{name}: {}", text(&run.stderr));
+        assert!(
+            entries(&cache.join("checkpoints")).is_empty(),
+            "{name}: partial file kept"
+        );
+    }
+
+    let run = medico(&["models", "pull", "good", "--cache", cache.to_str().unwrap()], &env);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(entries(&cache.join("checkpoints")), ["good.safetensors"]);
+    let bundle = Bundle::open(&cache.join("bundles/good")).unwrap();
+    assert_eq!(bundle.manifest.provenance.name.as_deref(), Some("good"));
+    assert_eq!(bundle.manifest.provenance.training_data.as_deref(), Some("synthetic"));
+
+    let unknown = medico(&["models", "pull", "nope", "--cache", cache.to_str().unwrap()], &env);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown.stderr).contains("unknown model 'nope'"));
+}
