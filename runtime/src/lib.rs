@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod postprocess;
+pub mod preprocess;
 
 pub use medico_models::prompt;
 

@@ -1,0 +1,163 @@
+//! Image preprocessing exactly as the official `SamPredictor.set_image`: resize the longest side to the
+//! model's input size with Pillow's bilinear filter (antialiased when shrinking, fixed-point arithmetic on
+//! 8-bit channels), normalize with the pixel mean and standard deviation, zero-pad bottom and right.
+//!
+//! The resampler follows Pillow's separable convolution (`Resample.c`): per output pixel a triangle
+//! filter stretched by the scale when shrinking, weights normalized and quantized to 22 fractional bits,
+//! horizontal pass first, then vertical, rounding and clamping to 0–255 after each pass. Reproducing it
+//! bit for bit is what makes our embeddings match the official predictor's.
+
+use ndarray::Array4;
+
+use medico_models::prompt::resized_size;
+
+/// Fractional bits of Pillow's 8-bit resampling weights.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Per output position: first input index and quantized weights.
+struct Taps {
+    start: Vec<usize>,
+    weights: Vec<Vec<i32>>,
+}
+
+fn bilinear_filter(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 {
+        1.0 - x
+    } else {
+        0.0
+    }
+}
+
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for a bilinear filter (support 1).
+fn taps(in_size: usize, out_size: usize) -> Taps {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale;
+    let mut start = Vec::with_capacity(out_size);
+    let mut weights = Vec::with_capacity(out_size);
+    for xx in 0..out_size {
+        let center = (xx as f64 + 0.5) * scale;
+        let inv = 1.0 / filter_scale;
+        // C casts truncate toward zero.
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+        let raw: Vec<f64> = (xmin..xmax)
+            .map(|x| bilinear_filter((x as f64 - center + 0.5) * inv))
+            .collect();
+        let total: f64 = raw.iter().sum();
+        let quantized = raw
+            .iter()
+            .map(|&w| {
+                let w = if total != 0.0 { w / total } else { w };
+                let scaled = w * (1u64 << PRECISION_BITS) as f64;
+                if w < 0.0 {
+                    (scaled - 0.5) as i32
+                } else {
+                    (scaled + 0.5) as i32
+                }
+            })
+            .collect();
+        start.push(xmin);
+        weights.push(quantized);
+    }
+    Taps { start, weights }
+}
+
+fn clip8(acc: i64) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Resizes an interleaved 8-bit image (`channels` per pixel, row-major `[h, w, c]`) to `out_h x out_w`
+/// with Pillow's bilinear filter.
+pub fn resize_pillow_bilinear(
+    pixels: &[u8],
+    (h, w): (usize, usize),
+    channels: usize,
+    (out_h, out_w): (usize, usize),
+) -> Vec<u8> {
+    debug_assert_eq!(pixels.len(), h * w * channels);
+    let round = 1i64 << (PRECISION_BITS - 1);
+    // Horizontal pass (skipped when the width does not change, as Pillow does).
+    let horizontal = if out_w != w {
+        let t = taps(w, out_w);
+        let mut out = vec![0u8; h * out_w * channels];
+        for y in 0..h {
+            for x in 0..out_w {
+                for c in 0..channels {
+                    let acc = t.weights[x].iter().enumerate().fold(round, |acc, (k, &wt)| {
+                        acc + pixels[(y * w + t.start[x] + k) * channels + c] as i64 * wt as i64
+                    });
+                    out[(y * out_w + x) * channels + c] = clip8(acc);
+                }
+            }
+        }
+        out
+    } else {
+        pixels.to_vec()
+    };
+    if out_h == h {
+        return horizontal;
+    }
+    let t = taps(h, out_h);
+    let mut out = vec![0u8; out_h * out_w * channels];
+    for y in 0..out_h {
+        for x in 0..out_w {
+            for c in 0..channels {
+                let acc = t.weights[y].iter().enumerate().fold(round, |acc, (k, &wt)| {
+                    acc + horizontal[((t.start[y] + k) * out_w + x) * channels + c] as i64 * wt as i64
+                });
+                out[(y * out_w + x) * channels + c] = clip8(acc);
+            }
+        }
+    }
+    out
+}
+
+/// The encoder input for an RGB image: `[1, 3, S, S]`, `(resized - mean) / std`, zero-padded bottom and
+/// right; also returns the resized size `(h, w)`.
+pub fn encoder_input(
+    rgb: &[u8],
+    (h, w): (usize, usize),
+    input_size: usize,
+    pixel_mean: [f64; 3],
+    pixel_std: [f64; 3],
+) -> (Array4<f32>, (usize, usize)) {
+    let (new_h, new_w) = resized_size(h, w, input_size);
+    let resized = resize_pillow_bilinear(rgb, (h, w), 3, (new_h, new_w));
+    let mut input = Array4::<f32>::zeros((1, 3, input_size, input_size));
+    for c in 0..3 {
+        let (mean, std) = (pixel_mean[c] as f32, pixel_std[c] as f32);
+        for y in 0..new_h {
+            for x in 0..new_w {
+                input[[0, c, y, x]] = (resized[(y * new_w + x) * 3 + c] as f32 - mean) / std;
+            }
+        }
+    }
+    (input, (new_h, new_w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_sum_to_one_in_fixed_point() {
+        for (inp, out) in [(300, 256), (300, 400), (7, 3), (3, 7)] {
+            let t = taps(inp, out);
+            for w in &t.weights {
+                let sum: i64 = w.iter().map(|&v| v as i64).sum();
+                assert!((sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64, "{inp}->{out}: {sum}");
+            }
+        }
+    }
+
+    #[test]
+    fn constant_images_stay_constant() {
+        let pixels = vec![77u8; 5 * 9 * 3];
+        let out = resize_pillow_bilinear(&pixels, (5, 9), 3, (3, 4));
+        assert!(out.iter().all(|&v| v == 77));
+        let out = resize_pillow_bilinear(&pixels, (5, 9), 3, (11, 20));
+        assert!(out.iter().all(|&v| v == 77));
+    }
+}
