@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod postprocess;
+pub mod predictor;
 pub mod preprocess;
 
 pub use medico_models::prompt;
@@ -22,4 +23,7 @@ pub enum RuntimeError {
     /// An engine that cannot run (library missing, run failure).
     #[error("{0}")]
     Backend(String),
+    /// A prompt that cannot be used.
+    #[error("{0}")]
+    Prompt(String),
 }

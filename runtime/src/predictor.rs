@@ -1,0 +1,212 @@
+//! The predictor: set an image once (its embedding is kept), then prompt it any number of times with
+//! points, a box and/or the previous low-res mask; the same results as the official `SamPredictor`.
+
+use std::path::Path;
+
+use medico_export::Bundle;
+use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
+use medico_models::SamConfig;
+use ndarray::{Array2, ArrayD, Axis, IxDyn};
+
+use crate::engine::{ort_available, Engine, OrtEngine, TractEngine};
+use crate::postprocess::upscale_logits;
+use crate::preprocess::encoder_input;
+use crate::RuntimeError;
+
+/// Which inference engine to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// ONNX Runtime if its library loads, else tract.
+    Auto,
+    /// ONNX Runtime (an error when its library is missing).
+    Ort,
+    /// tract.
+    Tract,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "ort" => Ok(Self::Ort),
+            "tract" => Ok(Self::Tract),
+            other => Err(format!("unknown backend '{other}' (expected auto, ort or tract)")),
+        }
+    }
+}
+
+/// The masks for one prompt.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Logits at the original image size, one per returned mask (`> mask_threshold` = inside).
+    pub logits: Vec<Array2<f32>>,
+    /// Predicted IoU per mask.
+    pub iou: Vec<f32>,
+    /// Low-resolution logits per mask (`4E x 4E`), to feed back as the next mask prompt.
+    pub low_res: Vec<Array2<f32>>,
+}
+
+impl Prediction {
+    /// Index of the mask with the highest predicted IoU.
+    pub fn best(&self) -> usize {
+        (0..self.iou.len())
+            .max_by(|&a, &b| self.iou[a].total_cmp(&self.iou[b]))
+            .unwrap_or(0)
+    }
+}
+
+struct ImageState {
+    embedding: ArrayD<f32>,
+    original_hw: (usize, usize),
+    resized_hw: (usize, usize),
+}
+
+/// A bundle's encoder and low-res decoder on one engine.
+pub struct Predictor {
+    config: SamConfig,
+    encoder: Box<dyn Engine>,
+    decoder: Box<dyn Engine>,
+    image: Option<ImageState>,
+}
+
+fn open_engine(choice: BackendChoice, path: &Path, threads: usize) -> Result<Box<dyn Engine>, RuntimeError> {
+    let use_ort = match choice {
+        BackendChoice::Ort => true,
+        BackendChoice::Tract => false,
+        BackendChoice::Auto => ort_available(),
+    };
+    Ok(if use_ort {
+        Box::new(OrtEngine::open(path, threads)?)
+    } else {
+        Box::new(TractEngine::open(path, threads)?)
+    })
+}
+
+impl Predictor {
+    /// Opens a verified bundle on `backend` with `threads` threads.
+    pub fn open(bundle: &Bundle, backend: BackendChoice, threads: usize) -> Result<Self, RuntimeError> {
+        let graph = |role: &str| {
+            bundle.graph(role).ok_or_else(|| RuntimeError::Model {
+                path: bundle.dir.display().to_string(),
+                message: format!("bundle has no '{role}' graph"),
+            })
+        };
+        Ok(Self {
+            config: bundle.manifest.config.clone(),
+            encoder: open_engine(backend, &graph("encoder")?, threads)?,
+            decoder: open_engine(backend, &graph("decoder_lowres")?, threads)?,
+            image: None,
+        })
+    }
+
+    /// The engine in use (`ort` or `tract`).
+    pub fn engine_name(&self) -> &'static str {
+        self.encoder.name()
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &SamConfig {
+        &self.config
+    }
+
+    /// Encodes an RGB image (`[h, w, 3]` row-major 8-bit) and keeps its embedding.
+    pub fn set_image(&mut self, rgb: &[u8], original_hw: (usize, usize)) -> Result<(), RuntimeError> {
+        let c = &self.config;
+        let (input, resized_hw) = encoder_input(rgb, original_hw, c.img_size, c.pixel_mean, c.pixel_std);
+        let mut out = self.encoder.run(&[("images", input.into_dyn())])?;
+        let embedding = out
+            .remove("image_embeddings")
+            .ok_or_else(|| RuntimeError::Backend("encoder returned no image_embeddings".into()))?;
+        self.image = Some(ImageState {
+            embedding,
+            original_hw,
+            resized_hw,
+        });
+        Ok(())
+    }
+
+    /// Uses a precomputed embedding `[1, C, E, E]` for an image of `original_hw`.
+    pub fn set_embedding(&mut self, embedding: ArrayD<f32>, original_hw: (usize, usize)) {
+        let resized_hw = medico_models::prompt::resized_size(original_hw.0, original_hw.1, self.config.img_size);
+        self.image = Some(ImageState {
+            embedding,
+            original_hw,
+            resized_hw,
+        });
+    }
+
+    /// The current image embedding.
+    pub fn embedding(&self) -> Option<&ArrayD<f32>> {
+        self.image.as_ref().map(|i| &i.embedding)
+    }
+
+    /// Predicts masks for points and/or a box (original pixels) and an optional previous low-res mask.
+    /// `multimask` returns the three multimask outputs, else the single-mask output.
+    pub fn predict(
+        &mut self,
+        points: &[Point],
+        bbox: Option<&BoxPrompt>,
+        mask_input: Option<&Array2<f32>>,
+        multimask: bool,
+    ) -> Result<Prediction, RuntimeError> {
+        let image = self
+            .image
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Prompt("no image set".into()))?;
+        let map = CoordinateMap::new(image.original_hw, self.config.img_size);
+        let (coords, labels) = sparse_prompt(points, bbox, &map).ok_or_else(|| {
+            RuntimeError::Prompt("a prompt needs at least one point or a box (a mask alone cannot be fed to the decoder)".into())
+        })?;
+        let n = labels.len();
+        let low = self.config.low_res_size();
+        let (mask, has_mask) = match mask_input {
+            Some(m) if m.dim() == (low, low) => (m.clone().into_shape_with_order((1, 1, low, low)).expect("sizes match").into_dyn(), 1.0),
+            Some(m) => {
+                return Err(RuntimeError::Prompt(format!(
+                    "mask prompt is {}x{}, the model takes {low}x{low}",
+                    m.nrows(),
+                    m.ncols()
+                )))
+            }
+            None => (ArrayD::zeros(IxDyn(&[1, 1, low, low])), 0.0),
+        };
+        let feeds = [
+            ("image_embeddings", image.embedding.clone()),
+            ("point_coords", ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).expect("2 per point")),
+            ("point_labels", ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).expect("1 per point")),
+            ("mask_input", mask),
+            ("has_mask_input", ArrayD::from_elem(IxDyn(&[1]), has_mask)),
+        ];
+        let out = self.decoder.run(&feeds)?;
+        let get = |name: &str| {
+            out.get(name)
+                .ok_or_else(|| RuntimeError::Backend(format!("decoder returned no {name}")))
+        };
+        let (masks, iou) = (get("low_res_masks")?, get("iou_predictions")?);
+        let tokens = masks.shape()[1];
+        let range = if multimask { 1..tokens } else { 0..1 };
+        let mut prediction = Prediction {
+            logits: Vec::new(),
+            iou: Vec::new(),
+            low_res: Vec::new(),
+        };
+        for t in range {
+            let low_res = masks
+                .index_axis(Axis(0), 0)
+                .index_axis(Axis(0), t)
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|e| RuntimeError::Backend(format!("decoder output shape: {e}")))?
+                .to_owned();
+            prediction.logits.push(upscale_logits(
+                low_res.view(),
+                self.config.img_size,
+                image.resized_hw,
+                image.original_hw,
+            ));
+            prediction.iou.push(iou[[0, t]]);
+            prediction.low_res.push(low_res);
+        }
+        Ok(prediction)
+    }
+}
