@@ -4,6 +4,7 @@ mod checkpoint_cmd;
 mod export_cmd;
 #[cfg(feature = "torch")]
 mod parity_cmd;
+mod segment_cmd;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Command {
         #[command(subcommand)]
         command: checkpoint_cmd::CheckpointCommand,
     },
+    /// Segment an image with a box and/or points.
+    Segment(segment_cmd::SegmentArgs),
     /// Export a checkpoint to a bundle (encoder.onnx, decoder graphs, model.json).
     Export(export_cmd::ExportArgs),
     /// The model registry: list and pull published checkpoints.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Checkpoint { command } => checkpoint_cmd::run(command),
+        Command::Segment(args) => segment_cmd::run(args),
         Command::Export(args) => export_cmd::run_export(args),
         Command::Models { command } => export_cmd::run_models(command),
         #[cfg(feature = "torch")]

@@ -41,16 +41,17 @@ pub fn open_engine(kind: EngineKind, model: &Path, threads: usize) -> Result<Box
 
 static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
-/// Where the ONNX Runtime library is looked for, in order: `$ORT_DYLIB_PATH`, the project's set-up folder
-/// (`.deps/onnxruntime/lib`, from `scripts/setup.sh`), then the system's library path.
+/// Where the ONNX Runtime library is looked for: `$ORT_DYLIB_PATH` alone when it is set (an explicit
+/// choice is never second-guessed); otherwise the project's set-up folder (`.deps/onnxruntime/lib`, from
+/// `scripts/setup.sh`), then the system's library path.
 pub fn ort_library_candidates() -> Vec<PathBuf> {
-    let mut candidates = Vec::new();
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
-        candidates.push(PathBuf::from(path));
+        return vec![PathBuf::from(path)];
     }
-    candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.deps/onnxruntime/lib/libonnxruntime.so"));
-    candidates.push(PathBuf::from("libonnxruntime.so"));
-    candidates
+    vec![
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.deps/onnxruntime/lib/libonnxruntime.so"),
+        PathBuf::from("libonnxruntime.so"),
+    ]
 }
 
 fn ort_environment() -> Result<&'static ort::environment::Environment, RuntimeError> {

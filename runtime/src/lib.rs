@@ -3,6 +3,7 @@
 //! re-exported from `medico-models`.
 
 pub mod engine;
+pub mod image2d;
 pub mod postprocess;
 pub mod predictor;
 pub mod preprocess;
@@ -23,6 +24,22 @@ pub enum RuntimeError {
     /// An engine that cannot run (library missing, run failure).
     #[error("{0}")]
     Backend(String),
+    /// An input file that cannot be used; names the file and the problem.
+    #[error("{path}: {message}")]
+    Input {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An output that cannot be written.
+    #[error("{path}: {message}")]
+    Output {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A prompt that cannot be used.
     #[error("{0}")]
     Prompt(String),

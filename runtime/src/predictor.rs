@@ -156,12 +156,20 @@ impl Predictor {
             .ok_or_else(|| RuntimeError::Prompt("no image set".into()))?;
         let map = CoordinateMap::new(image.original_hw, self.config.img_size);
         let (coords, labels) = sparse_prompt(points, bbox, &map).ok_or_else(|| {
-            RuntimeError::Prompt("a prompt needs at least one point or a box (a mask alone cannot be fed to the decoder)".into())
+            RuntimeError::Prompt(
+                "a prompt needs at least one point or a box (a mask alone cannot be fed to the decoder)".into(),
+            )
         })?;
         let n = labels.len();
         let low = self.config.low_res_size();
         let (mask, has_mask) = match mask_input {
-            Some(m) if m.dim() == (low, low) => (m.clone().into_shape_with_order((1, 1, low, low)).expect("sizes match").into_dyn(), 1.0),
+            Some(m) if m.dim() == (low, low) => (
+                m.clone()
+                    .into_shape_with_order((1, 1, low, low))
+                    .expect("sizes match")
+                    .into_dyn(),
+                1.0,
+            ),
             Some(m) => {
                 return Err(RuntimeError::Prompt(format!(
                     "mask prompt is {}x{}, the model takes {low}x{low}",
@@ -173,8 +181,14 @@ impl Predictor {
         };
         let feeds = [
             ("image_embeddings", image.embedding.clone()),
-            ("point_coords", ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).expect("2 per point")),
-            ("point_labels", ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).expect("1 per point")),
+            (
+                "point_coords",
+                ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).expect("2 per point"),
+            ),
+            (
+                "point_labels",
+                ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).expect("1 per point"),
+            ),
             ("mask_input", mask),
             ("has_mask_input", ArrayD::from_elem(IxDyn(&[1]), has_mask)),
         ];

@@ -147,7 +147,10 @@ mod tests {
             let t = taps(inp, out);
             for w in &t.weights {
                 let sum: i64 = w.iter().map(|&v| v as i64).sum();
-                assert!((sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64, "{inp}->{out}: {sum}");
+                assert!(
+                    (sum - (1 << PRECISION_BITS)).abs() <= w.len() as i64,
+                    "{inp}->{out}: {sum}"
+                );
             }
         }
     }

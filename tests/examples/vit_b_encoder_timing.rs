@@ -26,7 +26,10 @@ fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let out = PathBuf::from(args.next().expect("usage: vit_b_encoder_timing OUT_DIR [THREADS] [RUNS]"));
+    let out = PathBuf::from(
+        args.next()
+            .expect("usage: vit_b_encoder_timing OUT_DIR [THREADS] [RUNS]"),
+    );
     let threads: usize = args.next().map(|s| s.parse().unwrap()).unwrap_or(2);
     let runs: usize = args.next().map(|s| s.parse().unwrap()).unwrap_or(3);
     std::fs::create_dir_all(&out).unwrap();
@@ -44,7 +47,11 @@ fn main() {
             } else {
                 noise(n, i as u64 + 1, 0.02)
             };
-            (p.name.clone(), p.shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            (
+                p.name.clone(),
+                p.shape.clone(),
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
@@ -86,7 +93,7 @@ fn main() {
         let load = started.elapsed().as_secs_f64();
         let feeds = [("images", input.clone())];
         let warm = Instant::now();
-        let out = engine.run(&feeds).unwrap();
+        let mut out = engine.run(&feeds).unwrap();
         let warm = warm.elapsed().as_secs_f64();
         assert_eq!(out["image_embeddings"].shape(), &[1, 256, 64, 64]);
         let mut times: Vec<f64> = (0..runs)
@@ -98,7 +105,9 @@ fn main() {
             .collect();
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let median = times[times.len() / 2];
-        println!("{kind}: load {load:.1} s, first run {warm:.2} s, median of {runs} runs {median:.2} s ({threads} threads)");
+        println!(
+            "{kind}: load {load:.1} s, first run {warm:.2} s, median of {runs} runs {median:.2} s ({threads} threads)"
+        );
         results.push((kind, median, out.remove("image_embeddings").unwrap()));
     }
     let diff = results[0]

@@ -23,7 +23,9 @@ fn check(name: &str, backend: BackendChoice) {
     .unwrap();
     let bundle = Bundle::open(&out).unwrap();
     let mut predictor = Predictor::open(&bundle, backend, 2).unwrap();
-    let image = read_arrays(&dir.join("preprocess.safetensors")).remove("image").unwrap();
+    let image = read_arrays(&dir.join("preprocess.safetensors"))
+        .remove("image")
+        .unwrap();
     let hw = (image.shape()[0], image.shape()[1]);
     let raw: Vec<u8> = image.iter().map(|&v| v as u8).collect();
     predictor.set_image(&raw, hw).unwrap();
@@ -53,11 +55,16 @@ fn check(name: &str, backend: BackendChoice) {
             continue; // mask-only: not expressible through the decoder interface (documented)
         }
         let reference = read_arrays(&dir.join(spec["file"].as_str().unwrap()));
-        let mask_input: Option<Array2<f32>> = reference
-            .get("mask_input")
-            .map(|m| m.index_axis(Axis(0), 0).into_dimensionality::<Ix2>().unwrap().to_owned());
+        let mask_input: Option<Array2<f32>> = reference.get("mask_input").map(|m| {
+            m.index_axis(Axis(0), 0)
+                .into_dimensionality::<Ix2>()
+                .unwrap()
+                .to_owned()
+        });
         let multimask = spec["multimask_output"].as_bool().unwrap();
-        let prediction = predictor.predict(&points, bbox.as_ref(), mask_input.as_ref(), multimask).unwrap();
+        let prediction = predictor
+            .predict(&points, bbox.as_ref(), mask_input.as_ref(), multimask)
+            .unwrap();
         let case = spec["name"].as_str().unwrap();
         let mut worst_iou: f32 = 0.0;
         for (i, logits) in prediction.logits.iter().enumerate() {
@@ -74,7 +81,10 @@ fn check(name: &str, backend: BackendChoice) {
         checked += 1;
     }
     assert_eq!(checked, 10);
-    println!("{name} on {}: 10 prompt cases reproduce SamPredictor's masks", predictor.engine_name());
+    println!(
+        "{name} on {}: 10 prompt cases reproduce SamPredictor's masks",
+        predictor.engine_name()
+    );
 }
 
 #[test]

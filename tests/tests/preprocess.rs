@@ -22,8 +22,14 @@ fn preprocessing_matches_the_official_predictor() {
             .zip(expected.iter())
             .map(|(a, b)| (*a as f32 - b).abs())
             .fold(0.0f32, f32::max);
-        let differing = resized.iter().zip(expected.iter()).filter(|(a, b)| **a as f32 != **b).count();
-        println!("{name}: resize {h}x{w} -> {rh}x{rw}: {differing} channel values differ, max {max_gray_diff} gray levels");
+        let differing = resized
+            .iter()
+            .zip(expected.iter())
+            .filter(|(a, b)| **a as f32 != **b)
+            .count();
+        println!(
+            "{name}: resize {h}x{w} -> {rh}x{rw}: {differing} channel values differ, max {max_gray_diff} gray levels"
+        );
         assert_eq!(differing, 0, "{name}: resized image differs from Pillow's");
 
         let (input, resized_hw) = encoder_input(&raw, (h, w), config.img_size, config.pixel_mean, config.pixel_std);
