@@ -6,15 +6,16 @@ use anyhow::anyhow;
 use clap::Args;
 use medico_export::Bundle;
 use medico_models::prompt::{BoxPrompt, Point};
-use medico_runtime::image2d::{read_image, write_mask_png};
+use medico_runtime::image2d::{percentile_to_u8, read_image, write_mask_png, RgbImage};
 use medico_runtime::predictor::{BackendChoice, Predictor};
+use medico_runtime::volume::{is_nifti, read_nifti, write_mask_nifti, Plane, Volume};
 use medico_runtime::RuntimeError;
 
 use crate::Failure;
 
 #[derive(Args)]
 pub struct SegmentArgs {
-    /// Input image (PNG or TIFF; 8/16-bit gray, RGB).
+    /// Input: a 2D image (PNG or TIFF; 8/16-bit gray, RGB) or a NIfTI volume (.nii, .nii.gz).
     input: PathBuf,
     /// Model bundle folder (see `export` and `models pull`).
     #[arg(long)]
@@ -31,9 +32,21 @@ pub struct SegmentArgs {
     /// Print a JSON report (score, bounding box, area) on standard output.
     #[arg(long)]
     json: bool,
-    /// Output mask (PNG, 0/255).
+    /// Output mask: PNG (0/255) for 2D input, NIfTI on the input's grid for volumes.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+    /// Volumes: the slice to prompt (default: the central slice).
+    #[arg(long)]
+    slice: Option<usize>,
+    /// Volumes: anatomical plane of the slice, resolved through the affine.
+    #[arg(long, default_value = "axial", conflicts_with = "axis")]
+    plane: Plane,
+    /// Volumes: slice along this array axis instead of a plane.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..3))]
+    axis: Option<u8>,
+    /// 4D volumes: which volume (index along the 4th axis).
+    #[arg(long)]
+    volume: Option<usize>,
     /// Inference engine: auto (ONNX Runtime if its library loads, else tract), ort or tract.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
@@ -107,9 +120,17 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
             args.output.display()
         )));
     }
-    let image = read_image(&args.input).map_err(runtime_failure)?;
+    let source = if is_nifti(&args.input) {
+        Source::volume(&args)?
+    } else {
+        Source::Flat(read_image(&args.input).map_err(runtime_failure)?)
+    };
+    let image = source.image();
     let (h, w) = image.hw;
-    let where_ = args.input.display();
+    let where_ = match &source {
+        Source::Flat(_) => args.input.display().to_string(),
+        Source::Slice { axis, index, .. } => format!("{} (slice {index} along axis {axis})", args.input.display()),
+    };
     for p in &points {
         if !(0.0..=w as f64).contains(&p.x) || !(0.0..=h as f64).contains(&p.y) {
             return Err(Failure::input(anyhow!(
@@ -148,9 +169,8 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
     let best = prediction.best();
     let threshold = predictor.config().mask_threshold as f32;
     let mask: Vec<bool> = prediction.logits[best].iter().map(|&l| l > threshold).collect();
-    write_mask_png(&args.output, &mask, image.hw).map_err(runtime_failure)?;
-
     let area = mask.iter().filter(|&&m| m).count();
+    let pixel_mm2 = source.write_mask(&args.output, &mask).map_err(runtime_failure)?;
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
         let (y, x) = (i / w, i % w);
@@ -170,6 +190,8 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
             "score": prediction.iou[best],
             "bbox": bbox_json,
             "area_px": area,
+            "area_mm2": pixel_mm2.map(|a| a * area as f64),
+            "slice": source.slice_report(),
             "intensity": image.intensity,
         });
         println!("{report:#}");
@@ -188,5 +210,79 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
+    }
+}
+
+/// What is being segmented: a 2D image, or one slice of a volume.
+enum Source {
+    Flat(RgbImage),
+    Slice {
+        volume: Box<Volume>,
+        axis: usize,
+        index: usize,
+        image: RgbImage,
+    },
+}
+
+impl Source {
+    fn volume(args: &SegmentArgs) -> Result<Self, Failure> {
+        let volume = read_nifti(&args.input, args.volume).map_err(runtime_failure)?;
+        let axis = match args.axis {
+            Some(a) => a as usize,
+            None => volume.axis_for_plane(args.plane),
+        };
+        let count = volume.slices(axis);
+        let index = args.slice.unwrap_or(count / 2);
+        if index >= count {
+            return Err(Failure::input(anyhow!(
+                "{}: slice {index} is outside the volume ({count} slices along axis {axis})",
+                args.input.display()
+            )));
+        }
+        let (values, hw) = volume.slice(axis, index);
+        let gray = percentile_to_u8(&values, 1.0, 99.0);
+        let image = RgbImage {
+            pixels: gray.iter().flat_map(|&v| [v, v, v]).collect(),
+            hw,
+            intensity: "percentile:1,99".into(),
+        };
+        Ok(Self::Slice {
+            volume: Box::new(volume),
+            axis,
+            index,
+            image,
+        })
+    }
+
+    fn image(&self) -> &RgbImage {
+        match self {
+            Self::Flat(image) | Self::Slice { image, .. } => image,
+        }
+    }
+
+    /// Writes the mask; returns the area of one pixel in mm² when known.
+    fn write_mask(&self, path: &std::path::Path, mask: &[bool]) -> Result<Option<f64>, RuntimeError> {
+        match self {
+            Self::Flat(image) => write_mask_png(path, mask, image.hw).map(|_| None),
+            Self::Slice {
+                volume,
+                axis,
+                index,
+                image,
+            } => {
+                let out = volume.mask_from_slice(*axis, *index, mask, image.hw);
+                write_mask_nifti(path, &volume.header, &out)?;
+                let spacing = volume.spacing();
+                let in_plane: Vec<f64> = (0..3).filter(|a| a != axis).map(|a| spacing[a]).collect();
+                Ok(Some(in_plane[0] * in_plane[1]))
+            }
+        }
+    }
+
+    fn slice_report(&self) -> serde_json::Value {
+        match self {
+            Self::Flat(_) => serde_json::Value::Null,
+            Self::Slice { axis, index, .. } => serde_json::json!({"axis": axis, "index": index}),
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod image2d;
 pub mod postprocess;
 pub mod predictor;
 pub mod preprocess;
+pub mod volume;
 
 pub use medico_models::prompt;
 
