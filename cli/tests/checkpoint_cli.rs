@@ -1,25 +1,8 @@
 //! `medico-cli checkpoint info` as a user runs it: valid checkpoints of every format, hostile and broken
 //! files (one-line error naming the file, exit code 4), usage errors (exit code 2).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn shared() -> PathBuf {
-    std::env::var_os("MEDICO_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
-fn medico(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medico-cli"))
-        .args(args)
-        .output()
-        .expect("run medico-cli")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::*;
 
 #[test]
 fn every_checkpoint_format_is_a_valid_sam() {

@@ -2,38 +2,14 @@
 //! atomic output, clear failures that leave nothing behind, and the registry's download path against a
 //! loopback HTTP server (good file, wrong checksum, interrupted transfer).
 
+mod common;
+use common::*;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use medico_export::Bundle;
-
-fn shared() -> PathBuf {
-    std::env::var_os("MEDICO_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
-fn medico(args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_medico-cli"));
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run medico-cli")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("medico-cli-export-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -59,7 +35,7 @@ fn export_writes_a_verified_bundle_and_refuses_to_overwrite() {
         "--out",
         out.to_str().unwrap(),
     ];
-    let run = medico(&args, &[]);
+    let run = medico(&args);
     assert!(run.status.success(), "{}", text(&run.stderr));
     let bundle = Bundle::open(&out).expect("bundle verifies");
     let m = &bundle.manifest;
@@ -82,7 +58,7 @@ fn export_writes_a_verified_bundle_and_refuses_to_overwrite() {
 
     // A second export into the non-empty folder is refused and changes nothing.
     let before = std::fs::read(out.join("model.json")).unwrap();
-    let again = medico(&args, &[]);
+    let again = medico(&args);
     assert_eq!(again.status.code(), Some(3));
     assert!(
         text(&again.stderr).contains("exists and is not empty (use --force"),
@@ -93,7 +69,7 @@ fn export_writes_a_verified_bundle_and_refuses_to_overwrite() {
     // --force replaces it.
     let mut forced = args.to_vec();
     forced.push("--force");
-    assert!(medico(&forced, &[]).status.success());
+    assert!(medico(&forced).status.success());
     assert_eq!(entries(&dir), ["small-bundle"]);
 
     // A tampered graph is detected on load.
@@ -153,7 +129,7 @@ fn failed_exports_leave_nothing_behind() {
         ),
     ];
     for (args, code, message) in cases {
-        let run = medico(&args, &[]);
+        let run = medico(&args);
         assert_eq!(run.status.code(), Some(code), "{}", text(&run.stderr));
         assert!(text(&run.stderr).contains(message), "{}", text(&run.stderr));
         assert!(entries(&dir).is_empty(), "left behind: {:?}", entries(&dir));
@@ -162,18 +138,15 @@ fn failed_exports_leave_nothing_behind() {
     let blocker = dir.join("a-file");
     std::fs::write(&blocker, b"x").unwrap();
     let bad_out = blocker.join("bundle");
-    let run = medico(
-        &[
-            "export",
-            "--checkpoint",
-            tiny.to_str().unwrap(),
-            "--config",
-            shared().join("reference/tiny/config.json").to_str().unwrap(),
-            "--out",
-            bad_out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let run = medico(&[
+        "export",
+        "--checkpoint",
+        tiny.to_str().unwrap(),
+        "--config",
+        shared().join("reference/tiny/config.json").to_str().unwrap(),
+        "--out",
+        bad_out.to_str().unwrap(),
+    ]);
     assert_eq!(run.status.code(), Some(3), "{}", text(&run.stderr));
     assert!(
         text(&run.stderr).contains(bad_out.to_str().unwrap()),
@@ -230,13 +203,13 @@ fn registry_downloads_verify_and_never_keep_partial_files() {
     let registry_path = dir.join("registry.json");
     std::fs::write(&registry_path, registry.to_string()).unwrap();
     let cache = dir.join("cache");
-    let env = [("MEDICO_REGISTRY", registry_path.as_path())];
+    let env = [("MEDICO_REGISTRY", registry_path.to_str().unwrap())];
 
-    let list = medico(&["models", "list"], &env);
+    let list = medico_env(&["models", "list"], &env);
     assert!(text(&list.stdout).contains("interrupted"), "{}", text(&list.stdout));
 
     for (name, message) in [("corrupt", "checksum mismatch"), ("interrupted", "interrupted")] {
-        let run = medico(&["models", "pull", name, "--cache", cache.to_str().unwrap()], &env);
+        let run = medico_env(&["models", "pull", name, "--cache", cache.to_str().unwrap()], &env);
         assert_eq!(run.status.code(), Some(3), "{name}: {}", text(&run.stderr));
         assert!(text(&run.stderr).contains(message), "{name}: {}", text(&run.stderr));
         assert!(
@@ -245,14 +218,14 @@ fn registry_downloads_verify_and_never_keep_partial_files() {
         );
     }
 
-    let run = medico(&["models", "pull", "good", "--cache", cache.to_str().unwrap()], &env);
+    let run = medico_env(&["models", "pull", "good", "--cache", cache.to_str().unwrap()], &env);
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(entries(&cache.join("checkpoints")), ["good.safetensors"]);
     let bundle = Bundle::open(&cache.join("bundles/good")).unwrap();
     assert_eq!(bundle.manifest.provenance.name.as_deref(), Some("good"));
     assert_eq!(bundle.manifest.provenance.training_data.as_deref(), Some("synthetic"));
 
-    let unknown = medico(&["models", "pull", "nope", "--cache", cache.to_str().unwrap()], &env);
+    let unknown = medico_env(&["models", "pull", "nope", "--cache", cache.to_str().unwrap()], &env);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(text(&unknown.stderr).contains("unknown model 'nope'"));
 }

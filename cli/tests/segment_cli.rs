@@ -1,51 +1,8 @@
 //! `medico-cli segment` on 2D images as a user runs it: the official predictor's masks from `image.png` on
 //! both engines, and every bad input rejected with a one-line message, the right exit code and no output.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn shared() -> PathBuf {
-    std::env::var_os("MEDICO_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
-fn medico(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_medico-cli"));
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run medico-cli")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("medico-cli-segment-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn export_small(dir: &Path) -> PathBuf {
-    let out = dir.join("bundle");
-    let checkpoint = shared().join("reference/small/weights.safetensors");
-    let run = medico(
-        &[
-            "export",
-            "--checkpoint",
-            checkpoint.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(run.status.success(), "{}", text(&run.stderr));
-    out
-}
+mod common;
+use common::*;
 
 /// The reference binary mask `index` of a case file, as 0/255 bytes.
 fn reference_mask(case: &str, index: usize) -> Vec<u8> {
@@ -72,22 +29,19 @@ fn segment_reproduces_the_official_predictor_on_both_engines() {
     let image = shared().join("reference/small/image.png");
     for backend in ["ort", "tract"] {
         let out = dir.join(format!("box-{backend}.png"));
-        let run = medico(
-            &[
-                "segment",
-                image.to_str().unwrap(),
-                "--model",
-                bundle.to_str().unwrap(),
-                "--box",
-                "60,96,210,307",
-                "--backend",
-                backend,
-                "--json",
-                "-o",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let run = medico(&[
+            "segment",
+            image.to_str().unwrap(),
+            "--model",
+            bundle.to_str().unwrap(),
+            "--box",
+            "60,96,210,307",
+            "--backend",
+            backend,
+            "--json",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         assert!(run.status.success(), "{backend}: {}", text(&run.stderr));
         let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
         assert_eq!(report["backend"], backend);
@@ -100,25 +54,22 @@ fn segment_reproduces_the_official_predictor_on_both_engines() {
         assert_eq!(report["area_px"], mask.iter().filter(|&&v| v == 255).count());
 
         let out = dir.join(format!("points-{backend}.png"));
-        let run = medico(
-            &[
-                "segment",
-                image.to_str().unwrap(),
-                "--model",
-                bundle.to_str().unwrap(),
-                "--point",
-                "135,192",
-                "--point",
-                "90,134,1",
-                "--point",
-                "239,77,0",
-                "--backend",
-                backend,
-                "-o",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let run = medico(&[
+            "segment",
+            image.to_str().unwrap(),
+            "--model",
+            bundle.to_str().unwrap(),
+            "--point",
+            "135,192",
+            "--point",
+            "90,134,1",
+            "--point",
+            "239,77,0",
+            "--backend",
+            backend,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         assert!(run.status.success(), "{backend}: {}", text(&run.stderr));
         let mask = image::open(&out).unwrap().to_luma8().into_raw();
         assert_eq!(
@@ -230,7 +181,7 @@ fn bad_input_fails_cleanly_and_writes_nothing() {
     for (args, env, code, message) in cases {
         let mut full = vec!["segment"];
         full.extend(&args);
-        let run = medico(&full, &env);
+        let run = medico_env(&full, &env);
         let stderr = text(&run.stderr);
         assert_eq!(run.status.code(), Some(code), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");

@@ -2,48 +2,10 @@
 //! input's exact grid and header; 4D input without `--volume`, truncated files and slices outside the
 //! volume are clear errors that write nothing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
 use nifti::{NiftiObject, ReaderOptions};
-
-fn shared() -> PathBuf {
-    std::env::var_os("MEDICO_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
-fn medico(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medico-cli"))
-        .args(args)
-        .output()
-        .expect("run medico-cli")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("medico-cli-volume-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn export_small(dir: &Path) -> PathBuf {
-    let out = dir.join("bundle");
-    let checkpoint = shared().join("reference/small/weights.safetensors");
-    let run = medico(&[
-        "export",
-        "--checkpoint",
-        checkpoint.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(run.status.success(), "{}", text(&run.stderr));
-    out
-}
 
 #[test]
 fn mask_lands_on_the_prompted_slice_with_the_input_geometry() {

@@ -1,0 +1,56 @@
+//! Helpers shared by the command-line tests: locating the shared data, running the binary, scratch
+//! folders and a reference bundle. (Each test file uses a subset.)
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `shared/` beside the checkout, or `$MEDICO_SHARED`.
+pub fn shared() -> PathBuf {
+    std::env::var_os("MEDICO_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+/// Runs `medico-cli` with extra environment variables.
+pub fn medico_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_medico-cli"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run medico-cli")
+}
+
+/// Runs `medico-cli`.
+pub fn medico(args: &[&str]) -> Output {
+    medico_env(args, &[])
+}
+
+/// Lossy UTF-8 of captured output.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A fresh, empty scratch folder for this process and `name`.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("medico-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Exports the `small` reference model into `dir/bundle` through the CLI.
+pub fn export_small(dir: &Path) -> PathBuf {
+    let out = dir.join("bundle");
+    let checkpoint = shared().join("reference/small/weights.safetensors");
+    let run = medico(&[
+        "export",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    out
+}
