@@ -25,7 +25,7 @@ fn entries(dir: &Path) -> Vec<String> {
 #[test]
 fn export_writes_a_verified_bundle_and_refuses_to_overwrite() {
     let dir = scratch("bundle");
-    let out = dir.join("small-bundle");
+    let out = dir.join("new-parent/small-bundle");
     let small = shared().join("reference/small");
     let checkpoint = small.join("weights.safetensors");
     let args = [
@@ -54,6 +54,7 @@ fn export_writes_a_verified_bundle_and_refuses_to_overwrite() {
             "model.json"
         ]
     );
+    let dir = dir.join("new-parent");
     assert_eq!(entries(&dir), ["small-bundle"], "no staging folder left behind");
 
     // A second export into the non-empty folder is refused and changes nothing.

@@ -177,6 +177,8 @@ pub fn export_bundle(request: &ExportRequest<'_>) -> Result<Manifest, BundleErro
         path: out_text.clone(),
         message: e.to_string(),
     };
+    // Like `mkdir -p`: missing parent folders are created (a file in the way is still an error).
+    std::fs::create_dir_all(&parent).map_err(output_error)?;
     let staging = tempfile_dir(&parent, out).map_err(output_error)?;
     let result = write_bundle(&sam, &state, staging.path(), request, checkpoint_sha).and_then(|manifest| {
         replace_dir(staging.path(), out, request.force).map_err(output_error)?;
