@@ -20,20 +20,40 @@ pub trait Engine {
     fn name(&self) -> &'static str;
 }
 
-/// Which engine to use.
+/// Which inference engine to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineKind {
-    /// ONNX Runtime.
+pub enum BackendChoice {
+    /// ONNX Runtime if its library loads, else tract.
+    Auto,
+    /// ONNX Runtime (an error when its library is missing).
     Ort,
     /// tract.
     Tract,
 }
 
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "ort" => Ok(Self::Ort),
+            "tract" => Ok(Self::Tract),
+            other => Err(format!("unknown backend '{other}' (expected auto, ort or tract)")),
+        }
+    }
+}
+
 /// Opens `model` on the chosen engine with `threads` intra-op threads.
-pub fn open_engine(kind: EngineKind, model: &Path, threads: usize) -> Result<Box<dyn Engine>, RuntimeError> {
-    Ok(match kind {
-        EngineKind::Ort => Box::new(OrtEngine::open(model, threads)?),
-        EngineKind::Tract => Box::new(TractEngine::open(model, threads)?),
+pub fn open_engine(choice: BackendChoice, model: &Path, threads: usize) -> Result<Box<dyn Engine>, RuntimeError> {
+    let use_ort = match choice {
+        BackendChoice::Ort => true,
+        BackendChoice::Tract => false,
+        BackendChoice::Auto => ort_available(),
+    };
+    Ok(if use_ort {
+        Box::new(OrtEngine::open(model, threads)?)
+    } else {
+        Box::new(TractEngine::open(model, threads)?)
     })
 }
 

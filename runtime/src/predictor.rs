@@ -1,40 +1,16 @@
 //! The predictor: set an image once (its embedding is kept), then prompt it any number of times with
 //! points, a box and/or the previous low-res mask; the same results as the official `SamPredictor`.
 
-use std::path::Path;
-
 use medico_export::Bundle;
 use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
 use medico_models::SamConfig;
 use ndarray::{Array2, ArrayD, Axis, IxDyn};
 
-use crate::engine::{ort_available, Engine, OrtEngine, TractEngine};
+pub use crate::engine::BackendChoice;
+use crate::engine::{open_engine, Engine};
 use crate::postprocess::upscale_logits;
 use crate::preprocess::encoder_input;
 use crate::RuntimeError;
-
-/// Which inference engine to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendChoice {
-    /// ONNX Runtime if its library loads, else tract.
-    Auto,
-    /// ONNX Runtime (an error when its library is missing).
-    Ort,
-    /// tract.
-    Tract,
-}
-
-impl std::str::FromStr for BackendChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "ort" => Ok(Self::Ort),
-            "tract" => Ok(Self::Tract),
-            other => Err(format!("unknown backend '{other}' (expected auto, ort or tract)")),
-        }
-    }
-}
 
 /// The masks for one prompt.
 #[derive(Debug, Clone)]
@@ -68,19 +44,6 @@ pub struct Predictor {
     encoder: Box<dyn Engine>,
     decoder: Box<dyn Engine>,
     image: Option<ImageState>,
-}
-
-fn open_engine(choice: BackendChoice, path: &Path, threads: usize) -> Result<Box<dyn Engine>, RuntimeError> {
-    let use_ort = match choice {
-        BackendChoice::Ort => true,
-        BackendChoice::Tract => false,
-        BackendChoice::Auto => ort_available(),
-    };
-    Ok(if use_ort {
-        Box::new(OrtEngine::open(path, threads)?)
-    } else {
-        Box::new(TractEngine::open(path, threads)?)
-    })
 }
 
 impl Predictor {
