@@ -3,4 +3,6 @@ _medico_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export LIBTORCH="$_medico_root/.deps/libtorch"
 export ORT_DYLIB_PATH="$_medico_root/.deps/onnxruntime/lib/libonnxruntime.so"
 export LD_LIBRARY_PATH="$LIBTORCH/lib:$_medico_root/.deps/onnxruntime/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# cmake from the PyPI wheel (builds CharLS for the jpegls feature): the wheel's own binary, no Python launcher.
+export PATH="$_medico_root/.deps/cmake/cmake/data/bin:$PATH"
 unset _medico_root

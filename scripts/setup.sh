@@ -2,6 +2,7 @@
 # Installs what medico's build and tests need into the git-ignored folder .deps/, from PyPI wheels only:
 #   .deps/libtorch      libtorch 2.11.0 (CPU part of the torch wheel + the two small CUDA runtime stubs it links)
 #   .deps/onnxruntime   libonnxruntime.so.1.31.1 (from the onnxruntime wheel)
+#   .deps/cmake         cmake (from the cmake wheel), used only to build CharLS for DICOM JPEG-LS (feature jpegls)
 # Idempotent: a part that is already installed (marker file present) is skipped. Prints what it did.
 # Then `source scripts/env.sh` sets LIBTORCH, ORT_DYLIB_PATH and LD_LIBRARY_PATH.
 set -euo pipefail
@@ -9,6 +10,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEPS="$ROOT/.deps"
 TORCH_VERSION=2.11.0
 ORT_VERSION=1.31.1
+CMAKE_VERSION=3.31.6
 mkdir -p "$DEPS"
 
 fetch_wheels() { # DIR PKG==VER...
@@ -83,6 +85,21 @@ PY
   echo "setup: onnxruntime $ORT_VERSION installed in $dest"
 }
 
+install_cmake() {
+  local dest="$DEPS/cmake"
+  if [ -f "$dest/.installed-$CMAKE_VERSION" ]; then
+    echo "setup: cmake $CMAKE_VERSION already in $dest"
+    return
+  fi
+  echo "setup: installing cmake==$CMAKE_VERSION from PyPI..."
+  rm -rf "$dest"
+  python3 -m pip install --disable-pip-version-check --no-cache-dir --only-binary=:all: -q \
+    --target "$dest" "cmake==$CMAKE_VERSION"
+  touch "$dest/.installed-$CMAKE_VERSION"
+  echo "setup: cmake $CMAKE_VERSION installed in $dest"
+}
+
 install_libtorch
 install_onnxruntime
+install_cmake
 echo "setup: done; run 'source scripts/env.sh' to use it"

@@ -1,9 +1,13 @@
 //! `medico-cli`: medico's command line.
 
+mod bench_cmd;
 mod checkpoint_cmd;
 mod export_cmd;
+mod info_cmd;
 #[cfg(feature = "torch")]
 mod parity_cmd;
+mod progress;
+mod prompt_args;
 mod segment_cmd;
 
 use std::process::ExitCode;
@@ -32,8 +36,12 @@ enum Command {
         #[command(subcommand)]
         command: checkpoint_cmd::CheckpointCommand,
     },
-    /// Segment an image with a box and/or points.
+    /// Segment an image or a slice of a volume with a box and/or points.
     Segment(segment_cmd::SegmentArgs),
+    /// Describe a scan: format, grid, spacing, orientation, value range, slices per plane.
+    Info(info_cmd::InfoArgs),
+    /// Time a bundle's encoder and decoder on each available engine.
+    Bench(bench_cmd::BenchArgs),
     /// Export a checkpoint to a bundle (encoder.onnx, decoder graphs, model.json).
     Export(export_cmd::ExportArgs),
     /// The model registry: list and pull published checkpoints.
@@ -85,6 +93,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Checkpoint { command } => checkpoint_cmd::run(command),
         Command::Segment(args) => segment_cmd::run(args),
+        Command::Info(args) => info_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
         Command::Export(args) => export_cmd::run_export(args),
         Command::Models { command } => export_cmd::run_models(command),
         #[cfg(feature = "torch")]

@@ -31,7 +31,10 @@ fn mask_lands_on_the_prompted_slice_with_the_input_geometry() {
     ]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-    assert_eq!(report["slice"], serde_json::json!({"axis": 2, "index": 82}));
+    assert_eq!(
+        report["slice"],
+        serde_json::json!({"axis": 2, "index": 82, "plane": "axial"})
+    );
     assert_eq!(report["intensity"], "percentile:1,99");
 
     let source = ReaderOptions::new().read_file(&input).unwrap();
@@ -87,7 +90,7 @@ fn volume_input_errors_write_nothing() {
     for (args, message) in [
         (
             vec![four_d.to_str().unwrap(), "--model", b, "--box", "1,1,9,9", "-o", o],
-            "4D volume with 2 time points: choose one with --volume T",
+            "4D volume with 2 volumes: choose one with --volume T",
         ),
         (
             vec![truncated.to_str().unwrap(), "--model", b, "--box", "1,1,9,9", "-o", o],

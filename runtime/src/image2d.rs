@@ -1,16 +1,20 @@
-//! 2D images (PNG, TIFF; 8/16-bit gray, RGB, RGBA) in, binary mask PNGs out.
+//! 2D images (PNG, TIFF; 8/16-bit and float gray, RGB, RGBA) in, binary mask PNGs out.
 //!
-//! 8-bit images are used as they are (as `SamPredictor` does); 16-bit and float images are mapped to
-//! 0–255 with the per-image 1st–99th percentile window, the normalization MedicoSAM was trained with.
-//! Masks are written to a temporary file in the destination folder and renamed into place.
+//! 8-bit images are used as they are unless an intensity mapping is asked for (as `SamPredictor` uses
+//! them); 16-bit and float images go through an [`Intensity`] mapping (default: per-image 1st–99th
+//! percentile, the normalization MedicoSAM was trained with). Masks are written to a temporary file in
+//! the destination folder and renamed into place.
 
 use std::path::Path;
 
 use image::{DynamicImage, GrayImage};
 
+use crate::atomic_output::{output_error, persist, temp_beside};
+use crate::intensity::Intensity;
 use crate::RuntimeError;
 
 /// An RGB image ready for the predictor.
+#[derive(Debug, Clone)]
 pub struct RgbImage {
     /// Row-major `[h, w, 3]` pixels.
     pub pixels: Vec<u8>,
@@ -20,6 +24,74 @@ pub struct RgbImage {
     pub intensity: String,
 }
 
+impl RgbImage {
+    /// Gray values mapped with `intensity`, copied to the three channels.
+    pub fn from_gray(values: &[f32], hw: (usize, usize), intensity: Intensity) -> Self {
+        Self {
+            pixels: intensity.apply_rgb(values),
+            hw,
+            intensity: intensity.to_string(),
+        }
+    }
+}
+
+/// The pixels of a decoded 2D image.
+#[derive(Debug, Clone)]
+pub enum Pixels {
+    /// 8-bit RGB, row-major `[h, w, 3]`.
+    Rgb8(Vec<u8>),
+    /// 8-bit gray, row-major `[h, w]`.
+    Gray8(Vec<u8>),
+    /// Gray of a higher bit depth or float, row-major `[h, w]`.
+    Gray(Vec<f32>),
+}
+
+/// A decoded 2D image.
+#[derive(Debug, Clone)]
+pub struct Image2d {
+    /// The pixels.
+    pub pixels: Pixels,
+    /// Height and width.
+    pub hw: (usize, usize),
+}
+
+impl Image2d {
+    /// Gray values of the image (BT.601 luma for RGB).
+    pub fn gray(&self) -> Vec<f32> {
+        match &self.pixels {
+            Pixels::Rgb8(rgb) => rgb
+                .chunks_exact(3)
+                .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
+                .collect(),
+            Pixels::Gray8(g) => g.iter().map(|&v| v as f32).collect(),
+            Pixels::Gray(g) => g.clone(),
+        }
+    }
+
+    /// The RGB input for SAM: 8-bit images as they are unless `explicit` asks for a mapping; other
+    /// images through `explicit`, else `default`. An explicit mapping on an RGB image is refused
+    /// (it would drop the colour).
+    pub fn to_rgb(&self, explicit: Option<Intensity>, default: Intensity) -> Result<RgbImage, String> {
+        match (&self.pixels, explicit) {
+            (Pixels::Rgb8(rgb), None) => Ok(RgbImage {
+                pixels: rgb.clone(),
+                hw: self.hw,
+                intensity: "none (8-bit image used as is)".into(),
+            }),
+            (Pixels::Gray8(g), None) => Ok(RgbImage {
+                pixels: g.iter().flat_map(|&v| [v, v, v]).collect(),
+                hw: self.hw,
+                intensity: "none (8-bit image used as is)".into(),
+            }),
+            (Pixels::Rgb8(_), Some(i)) => Err(format!(
+                "--intensity {i} applies to gray images; this is an 8-bit RGB image, used as is without it"
+            )),
+            (_, Some(i)) => Ok(RgbImage::from_gray(&self.gray(), self.hw, i)),
+            (Pixels::Gray(g), None) => Ok(RgbImage::from_gray(g, self.hw, default)),
+        }
+    }
+}
+
 fn input_error(path: &Path, message: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Input {
         path: path.display().to_string(),
@@ -27,33 +99,8 @@ fn input_error(path: &Path, message: impl std::fmt::Display) -> RuntimeError {
     }
 }
 
-/// Maps values to 0–255 with the `lo`–`hi` percentile window.
-pub fn percentile_to_u8(values: &[f32], lo: f64, hi: f64) -> Vec<u8> {
-    let mut sorted: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    if sorted.is_empty() {
-        return vec![0; values.len()];
-    }
-    sorted.sort_by(f32::total_cmp);
-    let at = |q: f64| {
-        // Linear interpolation between closest ranks, as numpy.percentile.
-        let pos = q / 100.0 * (sorted.len() - 1) as f64;
-        let i = pos.floor() as usize;
-        let j = (i + 1).min(sorted.len() - 1);
-        sorted[i] as f64 + (sorted[j] as f64 - sorted[i] as f64) * (pos - i as f64)
-    };
-    let (low, high) = (at(lo), at(hi));
-    let range = (high - low).max(f64::EPSILON);
-    values
-        .iter()
-        .map(|&v| {
-            let unit = ((v as f64 - low) / range).clamp(0.0, 1.0);
-            (unit * 255.0).round() as u8
-        })
-        .collect()
-}
-
 /// Reads a 2D image for segmentation.
-pub fn read_image(path: &Path) -> Result<RgbImage, RuntimeError> {
+pub fn read_image(path: &Path) -> Result<Image2d, RuntimeError> {
     let reader = image::ImageReader::open(path)
         .map_err(|e| input_error(path, format!("cannot open: {e}")))?
         .with_guessed_format()
@@ -68,50 +115,32 @@ pub fn read_image(path: &Path) -> Result<RgbImage, RuntimeError> {
     if hw.0 == 0 || hw.1 == 0 {
         return Err(input_error(path, "image is empty"));
     }
-    let (pixels, intensity) = match decoded {
-        DynamicImage::ImageLuma8(_)
-        | DynamicImage::ImageLumaA8(_)
-        | DynamicImage::ImageRgb8(_)
-        | DynamicImage::ImageRgba8(_) => (
-            decoded.to_rgb8().into_raw(),
-            "none (8-bit image used as is)".to_string(),
-        ),
-        other => {
-            let gray: Vec<f32> = other.to_luma32f().into_raw();
-            let mapped = percentile_to_u8(&gray, 1.0, 99.0);
-            (
-                mapped.iter().flat_map(|&v| [v, v, v]).collect(),
-                "percentile:1,99".to_string(),
-            )
-        }
+    let pixels = match decoded {
+        DynamicImage::ImageLuma8(g) => Pixels::Gray8(g.into_raw()),
+        DynamicImage::ImageLumaA8(_) => Pixels::Gray8(decoded.to_luma8().into_raw()),
+        DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) => Pixels::Rgb8(decoded.to_rgb8().into_raw()),
+        DynamicImage::ImageLuma16(g) => Pixels::Gray(g.into_raw().into_iter().map(f32::from).collect()),
+        other => Pixels::Gray(other.to_luma32f().into_raw()),
     };
-    Ok(RgbImage { pixels, hw, intensity })
+    Ok(Image2d { pixels, hw })
 }
 
 /// Writes a binary mask as an 8-bit PNG (0 / 255) atomically: temporary file, then rename.
 pub fn write_mask_png(path: &Path, mask: &[bool], (h, w): (usize, usize)) -> Result<(), RuntimeError> {
-    let output_error = |e: &dyn std::fmt::Display| RuntimeError::Output {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
     let image = GrayImage::from_raw(
         w as u32,
         h as u32,
         mask.iter().map(|&m| if m { 255 } else { 0 }).collect(),
     )
-    .ok_or_else(|| output_error(&"mask size does not match"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".medico-mask-")
-        .suffix(".png")
-        .tempfile_in(dir)
-        .map_err(|e| output_error(&e))?;
+    .ok_or_else(|| output_error(path, "mask size does not match"))?;
+    save_png_atomically(path, &DynamicImage::ImageLuma8(image))
+}
+
+/// Saves an image as PNG through a temporary file in the destination folder and a rename.
+pub fn save_png_atomically(path: &Path, image: &DynamicImage) -> Result<(), RuntimeError> {
+    let temp = temp_beside(path, ".png")?;
     image
         .save_with_format(temp.path(), image::ImageFormat::Png)
-        .map_err(|e| output_error(&e))?;
-    temp.persist(path).map_err(|e| output_error(&e.error))?;
-    Ok(())
+        .map_err(|e| output_error(path, e))?;
+    persist(temp, path)
 }

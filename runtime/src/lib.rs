@@ -2,11 +2,19 @@
 //! (mask post-processing). Never links libtorch. The prompt geometry shared with training is
 //! re-exported from `medico-models`.
 
+pub mod atomic_output;
+pub mod dicom_guard;
+pub mod dicom_io;
 pub mod engine;
 pub mod image2d;
+pub mod input;
+pub mod intensity;
+pub mod nifti2;
+pub mod nifti_io;
 pub mod postprocess;
 pub mod predictor;
 pub mod preprocess;
+pub mod preview;
 pub mod volume;
 
 pub use medico_models::prompt;

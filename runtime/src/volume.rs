@@ -1,15 +1,12 @@
-//! Medical volumes: NIfTI-1 (`.nii`, `.nii.gz`) in, with their voxel-to-world geometry, slices by array
-//! axis or anatomical plane, and masks written back on the input's exact grid and header.
+//! A 3D volume with its voxel-to-world geometry, whatever file it came from (NIfTI-1/2, DICOM):
+//! slices by array axis or anatomical plane, world ↔ voxel coordinates, and mask volumes on its grid.
 //!
 //! Slice convention (as `shared/data/cases.json`): on a slice along array axis `a`, image columns (x)
 //! run along the lower remaining array axis and rows (y) along the higher one.
 
-use std::path::Path;
+use ndarray::{Array3, Axis};
 
-use ndarray::{Array3, Axis, Ix3, Ix4};
-use nifti::{IntoNdArray, NiftiHeader, NiftiObject, ReaderOptions};
-
-use crate::RuntimeError;
+use crate::nifti2::Nifti2Header;
 
 /// Anatomical plane of a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,120 +31,28 @@ impl std::str::FromStr for Plane {
     }
 }
 
+/// The header a mask is written with, so that it lies on the input's exact grid.
+#[derive(Debug, Clone)]
+pub enum GridHeader {
+    /// A NIfTI-1 header (from a NIfTI-1 input, or built from DICOM geometry).
+    Nifti1(Box<nifti::NiftiHeader>),
+    /// A NIfTI-2 input's header, kept byte for byte.
+    Nifti2(Box<Nifti2Header>),
+}
+
 /// A 3D volume with its geometry.
+#[derive(Debug, Clone)]
 pub struct Volume {
-    /// Values `[i, j, k]` (scaling applied).
+    /// Values `[i, j, k]` (scaling / rescale applied).
     pub data: Array3<f32>,
-    /// The header, kept to write masks on the same grid.
-    pub header: NiftiHeader,
-    /// Voxel-to-world (RAS mm) affine, row-major 4x4.
+    /// Voxel-to-world (RAS+ millimetres) affine, row-major 4x4.
     pub affine: [[f64; 4]; 4],
-}
-
-fn input_error(path: &Path, message: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Input {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
-}
-
-/// True for `.nii` and `.nii.gz` paths.
-pub fn is_nifti(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    name.ends_with(".nii") || name.ends_with(".nii.gz")
-}
-
-/// Voxel-to-world affine of a header: sform when its code is set, else qform, else voxel sizes.
-pub fn header_affine(h: &NiftiHeader) -> [[f64; 4]; 4] {
-    if h.sform_code > 0 {
-        let row = |r: [f32; 4]| r.map(f64::from);
-        return [row(h.srow_x), row(h.srow_y), row(h.srow_z), [0.0, 0.0, 0.0, 1.0]];
-    }
-    let (dx, dy, dz) = (h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64);
-    if h.qform_code <= 0 {
-        return [
-            [dx, 0.0, 0.0, 0.0],
-            [0.0, dy, 0.0, 0.0],
-            [0.0, 0.0, dz, 0.0],
-            [0.0, 0.0, 0.0, 1.0],
-        ];
-    }
-    let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
-    let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
-    let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
-    let r = [
-        [
-            a * a + b * b - c * c - d * d,
-            2.0 * (b * c - a * d),
-            2.0 * (b * d + a * c),
-        ],
-        [
-            2.0 * (b * c + a * d),
-            a * a + c * c - b * b - d * d,
-            2.0 * (c * d - a * b),
-        ],
-        [
-            2.0 * (b * d - a * c),
-            2.0 * (c * d + a * b),
-            a * a + d * d - b * b - c * c,
-        ],
-    ];
-    let scale = [dx, dy, dz * qfac];
-    let offset = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
-    let mut m = [[0.0; 4]; 4];
-    for i in 0..3 {
-        for j in 0..3 {
-            m[i][j] = r[i][j] * scale[j];
-        }
-        m[i][3] = offset[i];
-    }
-    m[3][3] = 1.0;
-    m
-}
-
-/// Reads a NIfTI volume; a 4D file needs `volume` (the index along the 4th axis).
-pub fn read_nifti(path: &Path, volume: Option<usize>) -> Result<Volume, RuntimeError> {
-    let object = std::panic::catch_unwind(|| ReaderOptions::new().read_file(path))
-        .map_err(|_| input_error(path, "the NIfTI reader crashed on this file (corrupt header?)"))?
-        .map_err(|e| input_error(path, format!("not a readable NIfTI file (truncated or corrupt?): {e}")))?;
-    let header = object.header().clone();
-    let dims = header.dim;
-    let rank = dims[0] as usize;
-    let array = object
-        .into_volume()
-        .into_ndarray::<f32>()
-        .map_err(|e| input_error(path, format!("cannot read the voxel data: {e}")))?;
-    let data = match (rank, volume) {
-        (3, None) | (3, Some(0)) => array.into_dimensionality::<Ix3>().map_err(|e| input_error(path, e))?,
-        (3, Some(t)) => return Err(input_error(path, format!("--volume {t}: the file is 3D"))),
-        (4, None) => {
-            return Err(input_error(
-                path,
-                format!("4D volume with {} time points: choose one with --volume T", dims[4]),
-            ))
-        }
-        (4, Some(t)) => {
-            let four = array.into_dimensionality::<Ix4>().map_err(|e| input_error(path, e))?;
-            if t >= four.shape()[3] {
-                return Err(input_error(
-                    path,
-                    format!("--volume {t}: the file has {} volumes", four.shape()[3]),
-                ));
-            }
-            four.index_axis(Axis(3), t).to_owned()
-        }
-        (r, _) => {
-            return Err(input_error(
-                path,
-                format!("{r}-dimensional images are not supported (need 3D or 4D)"),
-            ))
-        }
-    };
-    let affine = header_affine(&header);
-    Ok(Volume { data, header, affine })
+    /// The header masks are written with.
+    pub grid: GridHeader,
+    /// What the file was, in words (e.g. "NIfTI-1", "DICOM series of 5 files").
+    pub format: String,
+    /// Remarks about the geometry or the values worth telling the user (assumptions made).
+    pub notes: Vec<String>,
 }
 
 impl Volume {
@@ -160,14 +65,53 @@ impl Volume {
         };
         (0..3)
             .max_by(|&a, &b| {
-                let weight = |axis: usize| {
-                    let col: Vec<f64> = (0..3).map(|r| self.affine[r][axis]).collect();
-                    let norm = col.iter().map(|v| v * v).sum::<f64>().sqrt().max(f64::EPSILON);
-                    col[world].abs() / norm
-                };
+                let weight = |axis: usize| self.direction(axis)[world].abs();
                 weight(a).total_cmp(&weight(b))
             })
             .unwrap_or(2)
+    }
+
+    /// Unit world direction of array axis `axis`.
+    pub fn direction(&self, axis: usize) -> [f64; 3] {
+        let col: [f64; 3] = std::array::from_fn(|r| self.affine[r][axis]);
+        let norm = col.iter().map(|v| v * v).sum::<f64>().sqrt().max(f64::EPSILON);
+        col.map(|v| v / norm)
+    }
+
+    /// Orientation codes of the array axes (nibabel's `aff2axcodes`): for each axis the RAS+
+    /// direction it points to most, e.g. `"RAS"` or `"LPS"`.
+    pub fn orientation(&self) -> String {
+        (0..3)
+            .map(|axis| {
+                let d = self.direction(axis);
+                let world = (0..3).max_by(|&a, &b| d[a].abs().total_cmp(&d[b].abs())).unwrap_or(0);
+                let positive = d[world] >= 0.0;
+                match (world, positive) {
+                    (0, true) => 'R',
+                    (0, false) => 'L',
+                    (1, true) => 'A',
+                    (1, false) => 'P',
+                    (_, true) => 'S',
+                    (_, false) => 'I',
+                }
+            })
+            .collect()
+    }
+
+    /// The anatomical plane a slice along `axis` shows (the world axis closest to the axis direction).
+    pub fn plane_of_axis(&self, axis: usize) -> Plane {
+        let d = self.direction(axis);
+        match (0..3).max_by(|&a, &b| d[a].abs().total_cmp(&d[b].abs())) {
+            Some(0) => Plane::Sagittal,
+            Some(1) => Plane::Coronal,
+            _ => Plane::Axial,
+        }
+    }
+
+    /// Array shape `[ni, nj, nk]`.
+    pub fn shape(&self) -> [usize; 3] {
+        let s = self.data.shape();
+        [s[0], s[1], s[2]]
     }
 
     /// Number of slices along `axis`.
@@ -182,6 +126,15 @@ impl Volume {
         let image = plane.t();
         let (h, w) = image.dim();
         (image.iter().copied().collect(), (h, w))
+    }
+
+    /// The in-plane axes of a slice along `axis`: (x axis, y axis).
+    pub fn in_plane_axes(axis: usize) -> (usize, usize) {
+        match axis {
+            0 => (1, 2),
+            1 => (0, 2),
+            _ => (0, 1),
+        }
     }
 
     /// A `u8` mask volume on this grid holding a 2D mask (`[h, w]` row-major, as [`Self::slice`]
@@ -200,39 +153,103 @@ impl Volume {
 
     /// Voxel size (mm) along each array axis.
     pub fn spacing(&self) -> [f64; 3] {
-        let mut s = [0.0; 3];
-        for (axis, v) in s.iter_mut().enumerate() {
-            *v = (0..3).map(|r| self.affine[r][axis].powi(2)).sum::<f64>().sqrt();
+        std::array::from_fn(|axis| (0..3).map(|r| self.affine[r][axis].powi(2)).sum::<f64>().sqrt())
+    }
+
+    /// World (RAS mm) position of a (continuous) voxel index.
+    pub fn voxel_to_world(&self, ijk: [f64; 3]) -> [f64; 3] {
+        std::array::from_fn(|r| (0..3).map(|c| self.affine[r][c] * ijk[c]).sum::<f64>() + self.affine[r][3])
+    }
+
+    /// Continuous voxel index of a world (RAS mm) position; `None` for a singular affine.
+    pub fn world_to_voxel(&self, xyz: [f64; 3]) -> Option<[f64; 3]> {
+        let m: [[f64; 3]; 3] = std::array::from_fn(|r| std::array::from_fn(|c| self.affine[r][c]));
+        let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+        if det.abs() < 1e-12 {
+            return None;
         }
-        s
+        let b: [f64; 3] = std::array::from_fn(|r| xyz[r] - self.affine[r][3]);
+        // Cramer's rule: replace column c by b.
+        let solve = |c: usize| {
+            let mut mc = m;
+            for r in 0..3 {
+                mc[r][c] = b[r];
+            }
+            (mc[0][0] * (mc[1][1] * mc[2][2] - mc[1][2] * mc[2][1])
+                - mc[0][1] * (mc[1][0] * mc[2][2] - mc[1][2] * mc[2][0])
+                + mc[0][2] * (mc[1][0] * mc[2][1] - mc[1][1] * mc[2][0]))
+                / det
+        };
+        Some([solve(0), solve(1), solve(2)])
+    }
+
+    /// Finite minimum and maximum of the values (`None` when there is no finite value).
+    pub fn value_range(&self) -> Option<(f32, f32)> {
+        self.data
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(None, |acc, &v| match acc {
+                None => Some((v, v)),
+                Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+            })
     }
 }
 
-/// Writes a `u8` mask `[i, j, k]` as NIfTI on `reference`'s grid (affine, codes, units), atomically:
-/// a temporary file in the destination folder, then a rename.
-pub fn write_mask_nifti(path: &Path, reference: &NiftiHeader, mask: &Array3<u8>) -> Result<(), RuntimeError> {
-    let output_error = |e: &dyn std::fmt::Display| RuntimeError::Output {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let suffix = if path.to_string_lossy().to_lowercase().ends_with(".gz") {
-        ".nii.gz"
-    } else {
-        ".nii"
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".medico-mask-")
-        .suffix(suffix)
-        .tempfile_in(dir)
-        .map_err(|e| output_error(&e))?;
-    nifti::writer::WriterOptions::new(temp.path())
-        .reference_header(reference)
-        .write_nifti(mask)
-        .map_err(|e| output_error(&e))?;
-    temp.persist(path).map_err(|e| output_error(&e.error))?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume_with(affine: [[f64; 4]; 4]) -> Volume {
+        Volume {
+            data: Array3::zeros((4, 5, 6)),
+            affine,
+            grid: GridHeader::Nifti1(Box::default()),
+            format: "test".into(),
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn orientation_and_planes_follow_the_affine() {
+        // LPS with 0.5 x 0.5 x 2 mm voxels, as a DICOM axial series.
+        let lps = volume_with([
+            [-0.5, 0.0, 0.0, 10.0],
+            [0.0, -0.5, 0.0, 20.0],
+            [0.0, 0.0, 2.0, -30.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]);
+        assert_eq!(lps.orientation(), "LPS");
+        assert_eq!(lps.axis_for_plane(Plane::Axial), 2);
+        assert_eq!(lps.plane_of_axis(0), Plane::Sagittal);
+        assert_eq!(lps.spacing(), [0.5, 0.5, 2.0]);
+        // Axes permuted: array axis 0 runs superior, axis 2 anterior.
+        let permuted = volume_with([
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]);
+        assert_eq!(permuted.orientation(), "SRA");
+        assert_eq!(permuted.axis_for_plane(Plane::Axial), 0);
+        assert_eq!(permuted.axis_for_plane(Plane::Coronal), 2);
+    }
+
+    #[test]
+    fn world_and_voxel_coordinates_round_trip() {
+        let oblique = volume_with([
+            [-2.0, 0.0, 0.0, 117.86],
+            [0.0, 1.97, -0.36, -35.72],
+            [0.0, 0.32, 2.17, -7.25],
+            [0.0, 0.0, 0.0, 1.0],
+        ]);
+        let ijk = [3.0, 7.5, -1.25];
+        let back = oblique.world_to_voxel(oblique.voxel_to_world(ijk)).unwrap();
+        for (a, b) in ijk.iter().zip(back) {
+            assert!((a - b).abs() < 1e-9, "{ijk:?} -> {back:?}");
+        }
+        assert_eq!(oblique.voxel_to_world([0.0; 3]), [117.86, -35.72, -7.25]);
+        let singular = volume_with([[0.0; 4], [0.0; 4], [0.0; 4], [0.0, 0.0, 0.0, 1.0]]);
+        assert!(singular.world_to_voxel([0.0; 3]).is_none());
+    }
 }

@@ -1,0 +1,236 @@
+//! A bound on memory before any DICOM value is allocated: walks the element headers of a file's bytes
+//! and rejects any element or item whose declared length runs past the end of the data.
+//!
+//! The DICOM parser reserves and zero-fills a value's declared length before reading it, so a 10 kB
+//! file whose element claims 4 GB would make it allocate 4 GB. This walk reads only headers (tag, VR,
+//! length), skips defined-length values, and steps into undefined-length sequences, items and
+//! encapsulated pixel data, so its cost is one pass over the headers and no allocation. Deflated
+//! datasets are inflated with a cap first.
+
+use std::io::Read;
+
+/// Inflated deflate datasets larger than this many times the file are refused (zip-bomb guard).
+const MAX_INFLATE_RATIO: u64 = 1000;
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+/// How a dataset is encoded.
+#[derive(Debug, Clone, Copy)]
+struct Encoding {
+    explicit_vr: bool,
+    big_endian: bool,
+}
+
+/// Checks every declared length in the DICOM file `bytes`; the error names the offending element.
+pub fn check_lengths(bytes: &[u8]) -> Result<(), String> {
+    let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        132
+    } else {
+        0
+    };
+    let meta_encoding = Encoding {
+        explicit_vr: true,
+        big_endian: false,
+    };
+    // File meta group (0002,xxxx): always explicit VR little endian.
+    let mut transfer_syntax = String::new();
+    let mut pos = start;
+    while pos + 8 <= bytes.len() && u16::from_le_bytes([bytes[pos], bytes[pos + 1]]) == 0x0002 {
+        let header = read_header(bytes, pos, meta_encoding)?;
+        let value_end = value_end(bytes, &header)?;
+        if header.element == 0x0010 {
+            transfer_syntax = String::from_utf8_lossy(&bytes[header.value_start..value_end])
+                .trim_end_matches(['\0', ' '])
+                .to_string();
+        }
+        pos = value_end;
+    }
+    let dataset = &bytes[pos..];
+    match transfer_syntax.as_str() {
+        "1.2.840.10008.1.2.1.99" => {
+            let limit = (bytes.len() as u64).saturating_mul(MAX_INFLATE_RATIO);
+            let mut inflated = Vec::new();
+            flate2::read::DeflateDecoder::new(dataset)
+                .take(limit + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|e| format!("the deflated dataset cannot be inflated: {e}"))?;
+            if inflated.len() as u64 > limit {
+                return Err(format!(
+                    "the deflated dataset inflates to more than {MAX_INFLATE_RATIO} times the file size"
+                ));
+            }
+            walk(
+                &inflated,
+                Encoding {
+                    explicit_vr: true,
+                    big_endian: false,
+                },
+            )
+        }
+        "1.2.840.10008.1.2" => walk(
+            dataset,
+            Encoding {
+                explicit_vr: false,
+                big_endian: false,
+            },
+        ),
+        "1.2.840.10008.1.2.2" => walk(
+            dataset,
+            Encoding {
+                explicit_vr: true,
+                big_endian: true,
+            },
+        ),
+        // No meta group: the parser guesses implicit little endian, as does this walk.
+        "" => walk(
+            dataset,
+            Encoding {
+                explicit_vr: false,
+                big_endian: false,
+            },
+        ),
+        _ => walk(
+            dataset,
+            Encoding {
+                explicit_vr: true,
+                big_endian: false,
+            },
+        ),
+    }
+}
+
+struct Header {
+    group: u16,
+    element: u16,
+    length: u32,
+    value_start: usize,
+}
+
+fn value_end(bytes: &[u8], header: &Header) -> Result<usize, String> {
+    let end = header.value_start as u64 + header.length as u64;
+    if end > bytes.len() as u64 {
+        return Err(format!(
+            "element ({:04X},{:04X}) claims {} bytes but only {} remain in the file (corrupt or truncated)",
+            header.group,
+            header.element,
+            header.length,
+            bytes.len() - header.value_start.min(bytes.len())
+        ));
+    }
+    Ok(end as usize)
+}
+
+fn read_header(bytes: &[u8], pos: usize, encoding: Encoding) -> Result<Header, String> {
+    let u16_at = |p: usize| {
+        let b = [bytes[p], bytes[p + 1]];
+        if encoding.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    };
+    let u32_at = |p: usize| {
+        let b = [bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]];
+        if encoding.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    let truncated = || format!("truncated element header at byte {pos}");
+    if pos + 8 > bytes.len() {
+        return Err(truncated());
+    }
+    let (group, element) = (u16_at(pos), u16_at(pos + 2));
+    // Items and delimiters have no VR in any encoding.
+    if group == 0xFFFE || !encoding.explicit_vr {
+        return Ok(Header {
+            group,
+            element,
+            length: u32_at(pos + 4),
+            value_start: pos + 8,
+        });
+    }
+    let vr = [bytes[pos + 4], bytes[pos + 5]];
+    let long_form = matches!(
+        &vr,
+        b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UR" | b"UT" | b"UN" | b"SV" | b"UV"
+    );
+    if long_form {
+        if pos + 12 > bytes.len() {
+            return Err(truncated());
+        }
+        Ok(Header {
+            group,
+            element,
+            length: u32_at(pos + 8),
+            value_start: pos + 12,
+        })
+    } else {
+        Ok(Header {
+            group,
+            element,
+            length: u16_at(pos + 6) as u32,
+            value_start: pos + 8,
+        })
+    }
+}
+
+/// Walks a dataset: defined lengths are checked and skipped, undefined ones are stepped into.
+fn walk(bytes: &[u8], encoding: Encoding) -> Result<(), String> {
+    let mut pos = 0;
+    // Fewer than 8 bytes left cannot hold an element; the parser reports real truncation itself.
+    while pos + 8 <= bytes.len() {
+        let header = read_header(bytes, pos, encoding)?;
+        pos = if header.length == UNDEFINED {
+            header.value_start
+        } else {
+            value_end(bytes, &header)?
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explicit_le_file(elements: &[u8]) -> Vec<u8> {
+        let ts = b"1.2.840.10008.1.2.1\0";
+        let mut bytes = vec![0u8; 128];
+        bytes.extend_from_slice(b"DICM");
+        bytes.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        bytes.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(ts);
+        bytes.extend_from_slice(elements);
+        bytes
+    }
+
+    #[test]
+    fn accepts_consistent_lengths_and_undefined_sequences() {
+        let mut elements = vec![0x10, 0x00, 0x10, 0x00, b'P', b'N', 4, 0, b'D', b'o', b'e', b' '];
+        // (0008,1140) SQ, undefined length, one undefined-length item, item and sequence delimiters.
+        elements.extend_from_slice(&[0x08, 0x00, 0x40, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        elements.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        elements.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        elements.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        assert_eq!(check_lengths(&explicit_le_file(&elements)), Ok(()));
+    }
+
+    #[test]
+    fn rejects_an_element_claiming_gigabytes() {
+        // (7FE0,0010) OW claiming 0xF0000000 bytes in a tiny file.
+        let elements = [
+            0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 0x00, 0x00, 0x00, 0xF0, 1, 2, 3, 4,
+        ];
+        let err = check_lengths(&explicit_le_file(&elements)).unwrap_err();
+        assert!(err.contains("(7FE0,0010) claims 4026531840 bytes"), "{err}");
+    }
+
+    #[test]
+    fn rejects_an_oversized_item_inside_encapsulated_pixel_data() {
+        let mut elements = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        elements.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0x00, 0x00, 0x00, 0x80]);
+        let err = check_lengths(&explicit_le_file(&elements)).unwrap_err();
+        assert!(err.contains("(FFFE,E000) claims 2147483648 bytes"), "{err}");
+    }
+}
