@@ -8,6 +8,7 @@ mod info_cmd;
 mod parity_cmd;
 mod progress;
 mod prompt_args;
+mod propagate_cmd;
 mod segment_cmd;
 
 use std::process::ExitCode;

@@ -18,6 +18,7 @@ use medico_runtime::RuntimeError;
 
 use crate::progress::Spinner;
 use crate::prompt_args::RawPrompts;
+use crate::propagate_cmd::{read_prompts_file, Annotation, PropagationArgs, PropagationJob};
 use crate::Failure;
 
 #[derive(Args)]
@@ -75,6 +76,8 @@ pub struct SegmentArgs {
     /// Threads for inference.
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
+    #[command(flatten)]
+    propagation: PropagationArgs,
 }
 
 /// All cores this process may use.
@@ -167,7 +170,15 @@ fn choose_axis(volume: &Volume, axis: Option<u8>, plane: Option<Plane>) -> usize
 }
 
 pub fn run(args: SegmentArgs) -> Result<(), Failure> {
-    let raw = RawPrompts::parse(args.bbox.as_deref(), &args.points, args.world)?;
+    let raw = match &args.propagation.prompts {
+        Some(_) if args.bbox.is_some() || !args.points.is_empty() || args.world => {
+            return Err(Failure::usage(anyhow!(
+                "give the prompts either with --box/--point or in --prompts, not both"
+            )))
+        }
+        Some(_) => None,
+        None => Some(RawPrompts::parse(args.bbox.as_deref(), &args.points, args.world)?),
+    };
     for out in std::iter::once(&args.output).chain(args.preview.as_ref()) {
         if same_file(&args.input, out) || out == &args.input {
             return Err(Failure::input(anyhow!(
@@ -182,13 +193,18 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
     let scan = open_scan(&args.input, args.volume).map_err(runtime_failure)?;
     let (target, points, bbox) = match scan {
         Scan::Image(image) => {
-            if args.world || args.slice.is_some() || args.axis.is_some() || args.plane.is_some() {
+            if args.world
+                || args.slice.is_some()
+                || args.axis.is_some()
+                || args.plane.is_some()
+                || args.propagation.enabled()
+            {
                 return Err(Failure::usage(anyhow!(
-                    "{}: --world, --slice, --plane and --axis apply to volumes; this is a 2D image",
+                    "{}: --world, --slice, --plane, --axis and propagation apply to volumes; this is a 2D image",
                     args.input.display()
                 )));
             }
-            let (points, bbox) = raw.in_pixels();
+            let (points, bbox) = raw.as_ref().map(|r| r.in_pixels()).unwrap_or_default();
             (
                 flat_target(&args.input, &image, args.intensity, default_intensity)?,
                 points,
@@ -197,12 +213,16 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
         }
         Scan::Volume(volume) => {
             let axis = choose_axis(&volume, args.axis, args.plane);
-            let (points, bbox, prompt_slice) = if args.world {
-                let (p, b, k) = raw.on_slice_from_world(&volume, axis)?;
-                (p, b, Some(k))
-            } else {
-                let (p, b) = raw.in_pixels();
-                (p, b, None)
+            let (points, bbox, prompt_slice) = match &raw {
+                Some(raw) if args.world => {
+                    let (p, b, k) = raw.on_slice_from_world(&volume, axis)?;
+                    (p, b, Some(k))
+                }
+                Some(raw) => {
+                    let (p, b) = raw.in_pixels();
+                    (p, b, None)
+                }
+                None => (Vec::new(), None, None),
             };
             let count = volume.slices(axis);
             let index = args.slice.or(prompt_slice).unwrap_or(count / 2);
@@ -219,6 +239,36 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
                         args.input.display()
                     )));
                 }
+            }
+            if args.propagation.enabled() {
+                let annotations = match &args.propagation.prompts {
+                    Some(file) => read_prompts_file(file)?,
+                    None => vec![Annotation {
+                        slice: index,
+                        points,
+                        bbox,
+                    }],
+                };
+                let (x, y) = Volume::in_plane_axes(axis);
+                let hw = (volume.shape()[y], volume.shape()[x]);
+                for a in &annotations {
+                    let where_ = format!("{} (slice {} along axis {axis})", args.input.display(), a.slice);
+                    check_prompts(&where_, &a.points, a.bbox.as_ref(), hw)?;
+                }
+                let job = PropagationJob {
+                    input: &args.input,
+                    output: &args.output,
+                    bundle: &bundle,
+                    axis,
+                    intensity,
+                    backend: args.backend,
+                    threads: args.threads,
+                    annotations,
+                    multimask: args.multimask,
+                    json: args.json,
+                    preview: args.preview.as_deref(),
+                };
+                return crate::propagate_cmd::run(job, *volume, &args.propagation);
             }
             let (values, hw) = volume.slice(axis, index);
             let image = RgbImage::from_gray(&values, hw, intensity);

@@ -5,17 +5,21 @@
 pub mod atomic_output;
 pub mod dicom_guard;
 pub mod dicom_io;
+pub mod embedding_cache;
 pub mod engine;
 pub mod image2d;
 pub mod input;
 pub mod intensity;
+pub mod mask_prompts;
 pub mod nifti2;
 pub mod nifti_io;
 pub mod postprocess;
 pub mod predictor;
 pub mod preprocess;
 pub mod preview;
+pub mod propagation;
 pub mod volume;
+pub mod volume_session;
 
 pub use medico_models::prompt;
 

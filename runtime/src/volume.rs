@@ -139,13 +139,26 @@ impl Volume {
 
     /// A `u8` mask volume on this grid holding a 2D mask (`[h, w]` row-major, as [`Self::slice`]
     /// returns images) at slice `index` along `axis`, zeros elsewhere.
-    pub fn mask_from_slice(&self, axis: usize, index: usize, mask: &[bool], (h, w): (usize, usize)) -> Array3<u8> {
+    pub fn mask_from_slice(&self, axis: usize, index: usize, mask: &[bool], hw: (usize, usize)) -> Array3<u8> {
+        self.mask_from_slices(axis, [(index, mask)], hw)
+    }
+
+    /// A `u8` mask volume on this grid holding 2D masks (`[h, w]` row-major) at the given slices along
+    /// `axis`, zeros elsewhere.
+    pub fn mask_from_slices<'a>(
+        &self,
+        axis: usize,
+        masks: impl IntoIterator<Item = (usize, &'a [bool])>,
+        (h, w): (usize, usize),
+    ) -> Array3<u8> {
         let mut out = Array3::<u8>::zeros(self.data.dim());
-        let mut plane = out.index_axis_mut(Axis(axis), index);
-        // The slice plane is [x, y] = [lower axis, higher axis]; the mask is [y, x].
-        for y in 0..h {
-            for x in 0..w {
-                plane[[x, y]] = u8::from(mask[y * w + x]);
+        for (index, mask) in masks {
+            let mut plane = out.index_axis_mut(Axis(axis), index);
+            // The slice plane is [x, y] = [lower axis, higher axis]; the mask is [y, x].
+            for y in 0..h {
+                for x in 0..w {
+                    plane[[x, y]] = u8::from(mask[y * w + x]);
+                }
             }
         }
         out
