@@ -1,0 +1,102 @@
+//! Benchmark command (not a test): 3D propagation on the `cases_3d` of `shared/data/cases.json` — a box on the
+//! central slice, then propagation with each projection mode — printing Dice against the label volume and the
+//! time split (encoder vs everything else). Embeddings are cached, so modes after the first reuse them.
+//!
+//! `cargo run --release -p medico-tests --example propagation_dice -- BUNDLE CACHE_DIR [IOU] [HALF_RANGE] [THREADS]`
+//!
+//! IOU (default 0.5) is the stop threshold; HALF_RANGE (default: the whole volume) limits the walk to that many
+//! slices on each side of the central slice (with IOU 0 this times a fixed number of slices).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use medico_export::Bundle;
+use medico_models::prompt::BoxPrompt;
+use medico_runtime::engine::BackendChoice;
+use medico_runtime::intensity::Intensity;
+use medico_runtime::nifti_io::read_nifti;
+use medico_runtime::propagation::PropagationConfig;
+use medico_runtime::volume_session::VolumeSession;
+use medico_tests::shared_dir;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let bundle = PathBuf::from(args.next().expect("BUNDLE"));
+    let cache = PathBuf::from(args.next().expect("CACHE_DIR"));
+    let iou: f64 = args.next().map(|s| s.parse().unwrap()).unwrap_or(0.5);
+    let half_range: Option<usize> = args.next().map(|s| s.parse().unwrap());
+    let threads: usize = args.next().map(|s| s.parse().unwrap()).unwrap_or(2);
+    let bundle = Bundle::open(&bundle).unwrap();
+    let data = shared_dir().join("data");
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("cases.json")).unwrap()).unwrap();
+    println!("| case | projection | Dice | slices | encoder s (slices) | propagation s without encoder |");
+    println!("|---|---|---|---|---|---|");
+    for case in cases["cases_3d"].as_array().unwrap() {
+        let id = case["id"].as_str().unwrap();
+        let image = read_nifti(&data.join(case["image"].as_str().unwrap()), None).unwrap();
+        let labels = read_nifti(&data.join(case["labels"].as_str().unwrap()), None).unwrap();
+        let label = case["label"].as_f64().unwrap() as f32;
+        let truth: Vec<bool> = labels.data.iter().map(|&v| v == label).collect();
+        let axis = case["axis"].as_u64().unwrap() as usize;
+        let centre = case["central_slice"].as_u64().unwrap() as usize;
+        let b: Vec<f64> = case["box_xyxy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let bbox = BoxPrompt {
+            x0: b[0],
+            y0: b[1],
+            x1: b[2] + 1.0,
+            y1: b[3] + 1.0,
+        };
+        let mut session = VolumeSession::open(
+            image,
+            axis,
+            Intensity::default(),
+            &bundle,
+            BackendChoice::Auto,
+            threads,
+            Some(&cache),
+        )
+        .unwrap();
+        for mode in ["single_point", "mask", "box", "points", "points_and_mask"] {
+            let before = session.stats();
+            let start = Instant::now();
+            session.annotate(centre, &[], Some(&bbox), false).unwrap();
+            let config = PropagationConfig {
+                projection: mode.parse().unwrap(),
+                iou_threshold: iou,
+                lower_limit: half_range.map(|h| centre.saturating_sub(h)),
+                upper_limit: half_range.map(|h| centre + h),
+                ..PropagationConfig::default()
+            };
+            let masks: BTreeMap<usize, Vec<bool>> = session.propagate(config).unwrap().masks.clone();
+            let wall = start.elapsed().as_secs_f64();
+            let after = session.stats();
+            let encoder = (after.encoder_time - before.encoder_time).as_secs_f64();
+            let volume = session
+                .volume()
+                .mask_from_slices(axis, masks.iter().map(|(&z, m)| (z, m.as_slice())), {
+                    let (x, y) = medico_runtime::volume::Volume::in_plane_axes(axis);
+                    let s = session.volume().shape();
+                    (s[y], s[x])
+                });
+            let (mut inter, mut sum) = (0usize, 0usize);
+            for (&p, &t) in volume.iter().zip(&truth) {
+                inter += usize::from(p != 0 && t);
+                sum += usize::from(p != 0) + usize::from(t);
+            }
+            let dice = if sum == 0 { 1.0 } else { 2.0 * inter as f64 / sum as f64 };
+            println!(
+                "| {id} | {mode} | {dice:.3} | {} | {encoder:.1} ({}) | {:.2} |",
+                masks.len(),
+                after.encoder_runs - before.encoder_runs,
+                wall - encoder
+            );
+        }
+    }
+}
