@@ -18,7 +18,7 @@ use medico_runtime::volume_session::VolumeSession;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::progress::Spinner;
+use crate::progress::{self, Spinner};
 use crate::segment_cmd::runtime_failure;
 use crate::Failure;
 
@@ -55,6 +55,10 @@ pub struct PropagationArgs {
     /// Do not read or write the embedding cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Encode (or load from the cache) every slice of the plane first, with a progress bar, as annotation
+    /// tools do; without it only the slices the propagation reaches are encoded.
+    #[arg(long)]
+    pub precompute: bool,
 }
 
 impl PropagationArgs {
@@ -218,13 +222,20 @@ pub fn run(job: PropagationJob<'_>, volume: Volume, args: &PropagationArgs) -> R
         root.as_deref(),
     )
     .map_err(runtime_failure)?;
+    if args.precompute {
+        let bar = progress::bar(slices as u64, "embedding slices");
+        session.precompute(0..slices, |_| bar.inc(1)).map_err(runtime_failure)?;
+        bar.finish_and_clear();
+    }
     let spinner = Spinner::start(format!("segmenting and propagating ({})", session.engine_name()));
+    let started = std::time::Instant::now();
     for a in &job.annotations {
         session
             .annotate(a.slice, &a.points, a.bbox.as_ref(), job.multimask)
             .map_err(runtime_failure)?;
     }
     let result = session.propagate(config.clone()).map_err(runtime_failure)?.clone();
+    let total_seconds = started.elapsed().as_secs_f64();
     spinner.finish();
     let hw = {
         let (x, y) = Volume::in_plane_axes(job.axis);
@@ -274,6 +285,8 @@ pub fn run(job: PropagationJob<'_>, volume: Volume, args: &PropagationArgs) -> R
             "decoder_runs": stats.decoder_runs,
             "encoder_seconds": stats.encoder_time.as_secs_f64(),
             "decoder_seconds": stats.decoder_time.as_secs_f64(),
+            "total_seconds": total_seconds,
+            "other_seconds": total_seconds - stats.encoder_time.as_secs_f64() - stats.decoder_time.as_secs_f64(),
         });
         println!("{report:#}");
     } else {

@@ -64,6 +64,17 @@ fn the_second_run_skips_the_encoder_and_corrupt_cache_files_are_rebuilt() {
         "the rebuilt file is whole again"
     );
 
+    // --precompute encodes every slice up front; all 5 are then in the cache.
+    let all = propagate(&input, &bundle, &cache, &out, &["--box", "1,1,15,15", "--precompute"]);
+    assert_eq!(
+        all["encoder_runs"].as_u64().unwrap(),
+        5 - encoded,
+        "the slices not yet cached"
+    );
+    assert_eq!(std::fs::read_dir(cache_dir).unwrap().count(), 5);
+    let again = propagate(&input, &bundle, &cache, &out, &["--box", "1,1,15,15", "--precompute"]);
+    assert_eq!(again["encoder_runs"], 0);
+
     // A different intensity mapping is a different cache entry.
     let other = propagate(
         &input,

@@ -105,9 +105,25 @@ pub fn ort_available() -> bool {
     ort_environment().is_ok()
 }
 
-/// A graph on ONNX Runtime (CPU execution provider).
+/// A graph on ONNX Runtime: TensorRT and CUDA execution providers when the loaded library provides them
+/// (each falls back silently to the next when it cannot start, e.g. without a GPU or TensorRT libraries),
+/// else CPU.
 pub struct OrtEngine {
     session: ort::session::Session,
+    providers: Vec<&'static str>,
+}
+
+/// GPU execution providers the loaded ONNX Runtime library was built with, best first.
+fn gpu_providers() -> Vec<(&'static str, ort::ep::ExecutionProviderDispatch)> {
+    use ort::ep::ExecutionProvider;
+    let mut eps = Vec::new();
+    if ort::ep::TensorRT::is_available().unwrap_or(false) {
+        eps.push(("tensorrt", ort::ep::TensorRT::default().build()));
+    }
+    if ort::ep::CUDA::is_available().unwrap_or(false) {
+        eps.push(("cuda", ort::ep::CUDA::default().build()));
+    }
+    eps
 }
 
 impl OrtEngine {
@@ -118,13 +134,23 @@ impl OrtEngine {
             path: model.display().to_string(),
             message: format!("ONNX Runtime: {e}"),
         };
+        let gpu = gpu_providers();
+        let providers = gpu.iter().map(|(name, _)| *name).chain(["cpu"]).collect();
+        let dispatch: Vec<_> = gpu.into_iter().map(|(_, ep)| ep).collect();
         let session = ort::session::Session::builder(env)
             .map_err(fail)?
             .with_intra_threads(threads)
             .map_err(|e| fail(e.into()))?
+            .with_execution_providers(dispatch)
+            .map_err(|e| fail(e.into()))?
             .commit_from_file(model)
             .map_err(fail)?;
-        Ok(Self { session })
+        Ok(Self { session, providers })
+    }
+
+    /// The execution providers offered to the session, in order of preference (always ending with `cpu`).
+    pub fn providers(&self) -> &[&'static str] {
+        &self.providers
     }
 }
 
