@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod checkpoint_cmd;
+mod eval_cmd;
 mod export_cmd;
 mod info_cmd;
 #[cfg(feature = "torch")]
@@ -43,6 +44,11 @@ enum Command {
     Info(info_cmd::InfoArgs),
     /// Time a bundle's encoder and decoder on each available engine.
     Bench(bench_cmd::BenchArgs),
+    /// Evaluate a bundle by simulated prompting.
+    Eval {
+        #[command(subcommand)]
+        command: eval_cmd::EvalCommand,
+    },
     /// Export a checkpoint to a bundle (encoder.onnx, decoder graphs, model.json).
     Export(export_cmd::ExportArgs),
     /// The model registry: list and pull published checkpoints.
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
         Command::Segment(args) => segment_cmd::run(args),
         Command::Info(args) => info_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Eval { command } => eval_cmd::run(command),
         Command::Export(args) => export_cmd::run_export(args),
         Command::Models { command } => export_cmd::run_models(command),
         #[cfg(feature = "torch")]

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod clicks;
 pub mod config;
 pub mod image_encoder;
 pub mod mask_decoder;

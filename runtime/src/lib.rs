@@ -10,6 +10,7 @@ pub mod engine;
 pub mod image2d;
 pub mod input;
 pub mod intensity;
+pub mod interactive_eval;
 pub mod mask_prompts;
 pub mod nifti2;
 pub mod nifti_io;
