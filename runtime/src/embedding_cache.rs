@@ -168,6 +168,32 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_never_expose_a_partial_file() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = EmbeddingCache::new(root.path(), "k");
+        let array = ArrayD::from_shape_vec(IxDyn(&[1, 64, 32, 32]), (0..65536).map(|v| v as f32).collect()).unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..20 {
+                        cache.store(0, &array).unwrap();
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..200 {
+                    match cache.load(0) {
+                        Lookup::Hit(back) => assert_eq!(back, array),
+                        Lookup::Miss => {}
+                        Lookup::Corrupt(reason) => panic!("a reader saw a partial file: {reason}"),
+                    }
+                }
+            });
+        });
+        assert!(matches!(cache.load(0), Lookup::Hit(_)));
+    }
+
+    #[test]
     fn the_key_changes_with_every_input() {
         let base = cache_key(&[1.0, 2.0], &[2, 1, 1], 2, "percentile:1,99", "abc");
         assert_ne!(base, cache_key(&[1.0, 2.5], &[2, 1, 1], 2, "percentile:1,99", "abc"));
