@@ -50,6 +50,20 @@ impl TchBackend {
         self.kind
     }
 
+    /// Makes every parameter an autograd leaf that requires gradients; returns them with their keys.
+    pub fn make_trainable(&mut self) -> Vec<(String, Tensor)> {
+        for tensor in self.params.values_mut() {
+            *tensor = tensor.detach().set_requires_grad(true);
+        }
+        let mut params: Vec<(String, Tensor)> = self
+            .params
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        params
+    }
+
     /// Moves a host tensor (any kind) to this backend's device and dtype.
     pub fn input(&self, tensor: &Tensor) -> TchTensor {
         TchTensor(tensor.to_device(self.device).to_kind(self.kind))

@@ -1,10 +1,12 @@
 //! The tch (libtorch) side of medico: the [`backend::TchBackend`] on which the SAM definition of
 //! `medico-models` computes (CPU or CUDA, f32 or bf16), device selection, and the parity check against
-//! the official implementation's reference outputs.
+//! the official implementation's reference outputs, and MedicoSAM's training objective with its trainer.
 
 pub mod backend;
 pub mod device;
+pub mod objective;
 pub mod parity;
+pub mod trainer;
 
 pub use backend::{TchBackend, TchTensor};
 pub use device::{select_device, DeviceChoice};
