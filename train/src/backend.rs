@@ -50,11 +50,13 @@ impl TchBackend {
         self.kind
     }
 
-    /// Makes every parameter an autograd leaf that requires gradients; returns them with their keys.
-    pub fn make_trainable(&mut self) -> Vec<(String, Tensor)> {
-        for tensor in self.params.values_mut() {
-            *tensor = tensor.detach().set_requires_grad(true);
-        }
+    /// Parameters already on `device` as `kind` (e.g. read from a training checkpoint).
+    pub fn from_tensors(params: HashMap<String, Tensor>, device: Device, kind: Kind) -> Self {
+        Self { params, device, kind }
+    }
+
+    /// Every parameter with its key, sorted by key (shallow handles).
+    pub fn named_params(&self) -> Vec<(String, Tensor)> {
         let mut params: Vec<(String, Tensor)> = self
             .params
             .iter()
@@ -62,6 +64,14 @@ impl TchBackend {
             .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         params
+    }
+
+    /// Makes every parameter an autograd leaf that requires gradients; returns them with their keys.
+    pub fn make_trainable(&mut self) -> Vec<(String, Tensor)> {
+        for tensor in self.params.values_mut() {
+            *tensor = tensor.detach().set_requires_grad(true);
+        }
+        self.named_params()
     }
 
     /// Moves a host tensor (any kind) to this backend's device and dtype.

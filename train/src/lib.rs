@@ -2,6 +2,7 @@
 //! `medico-models` computes (CPU or CUDA, f32 or bf16), device selection, and the parity check against
 //! the official implementation's reference outputs, and MedicoSAM's training objective with its trainer.
 
+pub mod adamw;
 pub mod backend;
 pub mod device;
 pub mod objective;

@@ -1,11 +1,17 @@
-//! One optimisation step of the objective: AdamW over every SAM parameter (the reference recipe freezes
-//! nothing), zero-grad → objective → backward → step, counting iterations (which also alternate the point and
-//! box starts).
+//! One optimisation step of the objective — zero-grad → objective → backward → AdamW over every SAM parameter
+//! (the reference recipe freezes nothing) — plus checkpoints that resume exactly (parameters, AdamW moments,
+//! iteration and seed; the clicks of iteration `i` come from a generator seeded by (seed, i)) and the export
+//! of the SAM part as an official-format state dict.
+
+use std::collections::HashMap;
+use std::path::Path;
 
 use medico_models::{Sam, StateDict};
-use rand::Rng;
-use tch::{COptimizer, Device, Kind, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
 
+use crate::adamw::AdamW;
 use crate::backend::TchBackend;
 use crate::objective::{objective_forward, Batch, ObjectiveConfig};
 
@@ -40,13 +46,39 @@ pub struct StepReport {
     pub feedback_required_grad: bool,
 }
 
+/// Errors of training runs.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// libtorch failed.
+    #[error("{0}")]
+    Torch(#[from] tch::TchError),
+    /// A checkpoint that cannot be used.
+    #[error("{path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
 /// A SAM model being trained.
 pub struct Trainer {
     sam: Sam,
     backend: TchBackend,
-    optimizer: COptimizer,
+    optimizer: AdamW,
     objective: ObjectiveConfig,
     iteration: u64,
+    seed: u64,
+}
+
+const ITERATION_KEY: &str = "trainer.iteration";
+const SEED_KEY: &str = "trainer.seed";
+const STEPS_KEY: &str = "trainer.adamw_steps";
+
+/// The click generator of iteration `iteration` of a run seeded with `seed`.
+fn iteration_rng(seed: u64, iteration: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 impl Trainer {
@@ -57,19 +89,33 @@ impl Trainer {
         device: Device,
         objective: ObjectiveConfig,
         optimizer: OptimizerConfig,
-    ) -> Result<Self, tch::TchError> {
-        let mut backend = TchBackend::from_state_dict(state, device, Kind::Float);
-        let mut adamw = COptimizer::adamw(optimizer.lr, 0.9, 0.999, optimizer.weight_decay, 1e-8, false)?;
-        for (_, tensor) in backend.make_trainable() {
-            adamw.add_parameters(&tensor, 0)?;
-        }
-        Ok(Self {
+        seed: u64,
+    ) -> Self {
+        Self::from_backend(
+            sam,
+            TchBackend::from_state_dict(state, device, Kind::Float),
+            objective,
+            optimizer,
+            seed,
+        )
+    }
+
+    fn from_backend(
+        sam: Sam,
+        mut backend: TchBackend,
+        objective: ObjectiveConfig,
+        optimizer: OptimizerConfig,
+        seed: u64,
+    ) -> Self {
+        let params = backend.make_trainable();
+        Self {
             sam,
             backend,
-            optimizer: adamw,
+            optimizer: AdamW::new(params, optimizer.lr, optimizer.weight_decay),
             objective,
             iteration: 0,
-        })
+            seed,
+        }
     }
 
     /// The backend holding the current parameters.
@@ -82,25 +128,44 @@ impl Trainer {
         self.iteration
     }
 
-    /// The loss of the objective on `batch` without updating anything.
-    pub fn evaluate(&self, batch: &Batch, rng: &mut impl Rng) -> f64 {
-        tch::no_grad(|| objective_forward(&self.sam, &self.backend, batch, self.objective, self.iteration, rng).loss)
-            .double_value(&[])
+    /// The loss of the objective on `batch` with clicks from `seed`, without updating anything.
+    pub fn evaluate(&self, batch: &Batch, seed: u64) -> f64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        tch::no_grad(|| {
+            objective_forward(
+                &self.sam,
+                &self.backend,
+                batch,
+                self.objective,
+                self.iteration,
+                &mut rng,
+            )
+            .loss
+        })
+        .double_value(&[])
     }
 
     /// One optimisation step on `batch`.
-    pub fn step(&mut self, batch: &Batch, rng: &mut impl Rng) -> Result<StepReport, tch::TchError> {
-        self.optimizer.zero_grad()?;
-        let out = objective_forward(&self.sam, &self.backend, batch, self.objective, self.iteration, rng);
+    pub fn step(&mut self, batch: &Batch) -> StepReport {
+        let mut rng = iteration_rng(self.seed, self.iteration);
+        self.optimizer.zero_grad();
+        let out = objective_forward(
+            &self.sam,
+            &self.backend,
+            batch,
+            self.objective,
+            self.iteration,
+            &mut rng,
+        );
         out.loss.backward();
-        self.optimizer.step()?;
+        self.optimizer.step();
         self.iteration += 1;
-        Ok(StepReport {
+        StepReport {
             loss: out.loss.double_value(&[]),
             round_losses: out.round_losses,
             mask_fed: out.mask_fed,
             feedback_required_grad: out.feedback_required_grad,
-        })
+        }
     }
 
     /// A copy of parameter `name`.
@@ -108,4 +173,91 @@ impl Trainer {
         use medico_models::Backend;
         self.backend.param(name).0.detach().copy()
     }
+
+    /// The SAM parameters under their official keys (detached copies on the CPU, f32).
+    fn sam_tensors(&self) -> Vec<(String, Tensor)> {
+        self.backend
+            .named_params()
+            .into_iter()
+            .map(|(k, t)| (k, t.detach().to_device(Device::Cpu).to_kind(Kind::Float)))
+            .collect()
+    }
+
+    /// Writes a checkpoint (parameters, AdamW moments, iteration, seed) as safetensors, atomically.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {
+        let mut tensors = self.sam_tensors();
+        tensors.extend(
+            self.optimizer
+                .state()
+                .into_iter()
+                .map(|(k, t)| (k, t.to_device(Device::Cpu))),
+        );
+        tensors.push((ITERATION_KEY.into(), Tensor::from(self.iteration as i64)));
+        tensors.push((SEED_KEY.into(), Tensor::from(self.seed as i64)));
+        tensors.push((STEPS_KEY.into(), Tensor::from(self.optimizer.steps)));
+        write_atomically(path, &tensors)
+    }
+
+    /// Writes only the SAM parameters under their official keys: a state dict `load_checkpoint`, the exporter
+    /// and the official `segment_anything` loader accept.
+    pub fn export_state_dict(&self, path: &Path) -> Result<(), TrainError> {
+        write_atomically(path, &self.sam_tensors())
+    }
+
+    /// Resumes a run from a checkpoint written by [`Self::save_checkpoint`].
+    pub fn resume(
+        sam: Sam,
+        path: &Path,
+        device: Device,
+        objective: ObjectiveConfig,
+        optimizer: OptimizerConfig,
+    ) -> Result<Self, TrainError> {
+        let bad = |message: String| TrainError::Checkpoint {
+            path: path.display().to_string(),
+            message,
+        };
+        let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+        let scalar = |key: &str| {
+            tensors
+                .get(key)
+                .map(|t| t.int64_value(&[]))
+                .ok_or_else(|| bad(format!("no {key}")))
+        };
+        let (iteration, seed, steps) = (scalar(ITERATION_KEY)?, scalar(SEED_KEY)?, scalar(STEPS_KEY)?);
+        let params: HashMap<String, Tensor> = tensors
+            .iter()
+            .filter(|(k, _)| !k.starts_with("adamw.") && !k.starts_with("trainer."))
+            .map(|(k, t)| (k.clone(), t.to_device(device).to_kind(Kind::Float)))
+            .collect();
+        let backend = TchBackend::from_tensors(params, device, Kind::Float);
+        let mut trainer = Self::from_backend(sam, backend, objective, optimizer, seed as u64);
+        let on_device: HashMap<String, Tensor> = tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with("adamw."))
+            .map(|(k, t)| (k.clone(), t.to_device(device)))
+            .collect();
+        trainer.optimizer.load_state(&on_device).map_err(bad)?;
+        trainer.optimizer.steps = steps;
+        trainer.iteration = iteration as u64;
+        Ok(trainer)
+    }
+}
+
+fn write_atomically(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
+    let bad = |message: String| TrainError::Checkpoint {
+        path: path.display().to_string(),
+        message,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".medico-checkpoint-")
+        .suffix(".safetensors")
+        .tempfile_in(dir)
+        .map_err(|e| bad(e.to_string()))?;
+    Tensor::write_safetensors(tensors, temp.path())?;
+    temp.persist(path).map_err(|e| bad(e.error.to_string()))?;
+    Ok(())
 }

@@ -1,0 +1,98 @@
+//! AdamW (decoupled weight decay, bias-corrected moments; PyTorch's `torch.optim.AdamW` update) whose state
+//! lives in ordinary tensors, so that checkpoints can store it for an exact resume — libtorch's C++ optimizer
+//! behind `tch::COptimizer` keeps its moments out of reach.
+
+use tch::Tensor;
+
+/// AdamW over named parameters.
+pub struct AdamW {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    /// Updates done (the bias correction's `t`).
+    pub steps: i64,
+    params: Vec<(String, Tensor)>,
+    /// First and second moments, one pair per parameter.
+    moments: Vec<(Tensor, Tensor)>,
+}
+
+impl AdamW {
+    /// AdamW with PyTorch's defaults (betas 0.9/0.999, eps 1e-8) over `params`.
+    pub fn new(params: Vec<(String, Tensor)>, lr: f64, weight_decay: f64) -> Self {
+        let moments = params.iter().map(|(_, p)| (p.zeros_like(), p.zeros_like())).collect();
+        Self {
+            lr,
+            weight_decay,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            steps: 0,
+            params,
+            moments,
+        }
+    }
+
+    /// Clears the parameters' gradients.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// One update from the current gradients (parameters without a gradient are left alone).
+    pub fn step(&mut self) {
+        self.steps += 1;
+        let t = self.steps as i32;
+        let (c1, c2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
+        tch::no_grad(|| {
+            for ((_, p), (m, v)) in self.params.iter_mut().zip(&mut self.moments) {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
+                let _ = m.g_mul_scalar_(self.beta1);
+                let _ = m.g_add_(&(&g * (1.0 - self.beta1)));
+                let _ = v.g_mul_scalar_(self.beta2);
+                let _ = v.g_add_(&(&g * &g * (1.0 - self.beta2)));
+                let denominator = (&*v / c2).sqrt() + self.eps;
+                let _ = p.g_sub_(&(&*m / c1 / denominator * self.lr));
+            }
+        });
+    }
+
+    /// The moments as named tensors (`adamw.m.KEY`, `adamw.v.KEY`) for a checkpoint.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .zip(&self.moments)
+            .flat_map(|((k, _), (m, v))| {
+                [
+                    (format!("adamw.m.{k}"), m.shallow_clone()),
+                    (format!("adamw.v.{k}"), v.shallow_clone()),
+                ]
+            })
+            .collect()
+    }
+
+    /// Restores the moments from checkpoint tensors; every parameter must have both.
+    pub fn load_state(&mut self, tensors: &std::collections::HashMap<String, Tensor>) -> Result<(), String> {
+        for ((k, _), (m, v)) in self.params.iter().zip(&mut self.moments) {
+            let get = |kind: &str| {
+                tensors
+                    .get(&format!("adamw.{kind}.{k}"))
+                    .ok_or(format!("checkpoint lacks adamw.{kind}.{k}"))
+            };
+            tch::no_grad(|| {
+                m.copy_(get("m")?);
+                v.copy_(get("v")?);
+                Ok::<(), String>(())
+            })?;
+        }
+        Ok(())
+    }
+}
