@@ -4,6 +4,7 @@
 
 pub mod adamw;
 pub mod backend;
+pub mod data;
 pub mod device;
 pub mod objective;
 pub mod parity;
