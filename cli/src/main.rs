@@ -11,6 +11,8 @@ mod progress;
 mod prompt_args;
 mod propagate_cmd;
 mod segment_cmd;
+#[cfg(feature = "torch")]
+mod train_cmd;
 
 use std::process::ExitCode;
 
@@ -59,6 +61,9 @@ enum Command {
     /// Check the SAM definition against official reference outputs (needs the `torch` feature).
     #[cfg(feature = "torch")]
     Parity(parity_cmd::ParityArgs),
+    /// Finetune or train SAM with the MedicoSAM objective (needs the `torch` feature).
+    #[cfg(feature = "torch")]
+    Train(train_cmd::TrainArgs),
 }
 
 /// A failure with the exit code it maps to.
@@ -107,6 +112,8 @@ fn main() -> ExitCode {
         Command::Models { command } => export_cmd::run_models(command),
         #[cfg(feature = "torch")]
         Command::Parity(args) => parity_cmd::run(args),
+        #[cfg(feature = "torch")]
+        Command::Train(args) => train_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

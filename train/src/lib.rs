@@ -8,6 +8,7 @@ pub mod data;
 pub mod device;
 pub mod objective;
 pub mod parity;
+pub mod run;
 pub mod trainer;
 
 pub use backend::{TchBackend, TchTensor};
