@@ -237,11 +237,7 @@ pub fn run(job: PropagationJob<'_>, volume: Volume, args: &PropagationArgs) -> R
     let result = session.propagate(config.clone()).map_err(runtime_failure)?.clone();
     let total_seconds = started.elapsed().as_secs_f64();
     spinner.finish();
-    let hw = {
-        let (x, y) = Volume::in_plane_axes(job.axis);
-        let shape = session.volume().shape();
-        (shape[y], shape[x])
-    };
+    let hw = session.volume().slice_hw(job.axis);
     let masks = result.masks.iter().map(|(&z, m)| (z, m.as_slice()));
     let mask = session.volume().mask_from_slices(job.axis, masks, hw);
     write_mask_nifti(job.output, session.volume(), &mask).map_err(runtime_failure)?;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use clap::Args;
 use medico_export::Bundle;
+use medico_models::clicks::tight_box;
 use medico_models::prompt::{BoxPrompt, Point};
 use medico_runtime::image2d::{write_mask_png, Image2d, RgbImage};
 use medico_runtime::input::{open_scan, Scan};
@@ -249,8 +250,7 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
                         bbox,
                     }],
                 };
-                let (x, y) = Volume::in_plane_axes(axis);
-                let hw = (volume.shape()[y], volume.shape()[x]);
+                let hw = volume.slice_hw(axis);
                 for a in &annotations {
                     let where_ = format!("{} (slice {} along axis {axis})", args.input.display(), a.slice);
                     check_prompts(&where_, &a.points, a.bbox.as_ref(), hw)?;
@@ -329,12 +329,6 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
     if let Some(preview) = &args.preview {
         write_preview(preview, image, &mask, &points, bbox.as_ref()).map_err(runtime_failure)?;
     }
-    let (w, _) = (image.hw.1, image.hw.0);
-    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-    for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
-        let (y, x) = (i / w, i % w);
-        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
-    }
     if args.json {
         let report = serde_json::json!({
             "input": args.input.display().to_string(),
@@ -343,7 +337,7 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
             "backend": predictor.engine_name(),
             "mask_index": best,
             "score": prediction.iou[best],
-            "bbox": if area > 0 { serde_json::json!([x0, y0, x1, y1]) } else { serde_json::Value::Null },
+            "bbox": tight_box(&mask, image.hw.1),
             "area_px": area,
             "area_mm2": measures.map(|(pixel, _)| pixel * area as f64),
             "volume_ml": measures.map(|(_, voxel)| voxel * area as f64 / 1000.0),

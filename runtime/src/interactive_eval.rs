@@ -11,7 +11,7 @@ use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::mask_prompts::distance_transform;
+use crate::mask_prompts::{argmax_in_mask, distance_transform};
 use crate::predictor::Predictor;
 use crate::RuntimeError;
 
@@ -95,21 +95,7 @@ pub fn components(mask: &[bool], (h, w): (usize, usize), min_pixels: usize) -> V
 
 /// The object pixel farthest from the boundary (first in row-major order on ties).
 pub fn farthest_interior_point(mask: &[bool], hw: (usize, usize)) -> Option<Point> {
-    let distance = distance_transform(mask, hw);
-    let (i, _) =
-        distance
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| mask[*i])
-            .fold(None, |best: Option<(usize, f32)>, (i, &d)| match best {
-                Some((_, b)) if b >= d => best,
-                _ => Some((i, d)),
-            })?;
-    Some(Point {
-        x: (i % hw.1) as f64,
-        y: (i / hw.1) as f64,
-        positive: true,
-    })
+    argmax_in_mask(&distance_transform(mask, hw), mask, hw)
 }
 
 /// Runs the protocol on one image (already set on `predictor`) and one class mask; returns the Dice after

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use medico_models::clicks::tight_box;
 use medico_models::prompt::{resized_size, BoxPrompt, Point};
 use ndarray::Array2;
 
@@ -112,14 +113,7 @@ pub struct SlicePrompt {
 
 /// Tight bounding box `[x0, y0, x1, y1)` of a non-empty mask, extended and clipped to the image.
 pub fn box_from_mask(mask: &[bool], (h, w): (usize, usize), extension: BoxExtension) -> Option<[usize; 4]> {
-    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-    for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
-        let (y, x) = (i / w, i % w);
-        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
-    }
-    if x0 == usize::MAX {
-        return None;
-    }
+    let [x0, y0, x1, y1] = tight_box(mask, w)?;
     let (ex, ey) = if extension >= 1.0 {
         (extension.round() as usize, extension.round() as usize)
     } else {
@@ -295,11 +289,9 @@ pub fn points_from_mask(mask: &[bool], hw: (usize, usize), extension: BoxExtensi
     points
 }
 
-/// The deepest interior point: the maximum of the smoothed inner distance (first in row-major order on ties),
-/// restricted to mask pixels.
-pub fn deepest_point(mask: &[bool], hw: (usize, usize)) -> Option<Point> {
-    let smooth = gaussian_sigma1(&distance_transform(mask, hw), hw);
-    let (i, _) = smooth.iter().enumerate().filter(|(i, _)| mask[*i]).fold(
+/// The mask pixel where `values` is largest (first in row-major order on ties), as a positive point.
+pub fn argmax_in_mask(values: &[f32], mask: &[bool], hw: (usize, usize)) -> Option<Point> {
+    let (i, _) = values.iter().enumerate().filter(|(i, _)| mask[*i]).fold(
         None,
         |best: Option<(usize, f32)>, (i, &v)| match best {
             Some((_, bv)) if bv >= v => best,
@@ -311,6 +303,11 @@ pub fn deepest_point(mask: &[bool], hw: (usize, usize)) -> Option<Point> {
         y: (i / hw.1) as f64,
         positive: true,
     })
+}
+
+/// The deepest interior point: the maximum of the smoothed inner distance, restricted to mask pixels.
+pub fn deepest_point(mask: &[bool], hw: (usize, usize)) -> Option<Point> {
+    argmax_in_mask(&gaussian_sigma1(&distance_transform(mask, hw), hw), mask, hw)
 }
 
 /// The mask as a `low x low` logit prompt: resized (longest side to `low`, Pillow bilinear), re-binarised

@@ -128,6 +128,13 @@ impl Volume {
         (image.iter().copied().collect(), (h, w))
     }
 
+    /// Height and width of the slices along `axis` (rows: the higher in-plane axis).
+    pub fn slice_hw(&self, axis: usize) -> (usize, usize) {
+        let (x, y) = Self::in_plane_axes(axis);
+        let shape = self.shape();
+        (shape[y], shape[x])
+    }
+
     /// The in-plane axes of a slice along `axis`: (x axis, y axis).
     pub fn in_plane_axes(axis: usize) -> (usize, usize) {
         match axis {

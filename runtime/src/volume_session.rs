@@ -255,9 +255,7 @@ impl VolumeSession {
 
 impl SliceSegmenter for VolumeSession {
     fn slice_hw(&self) -> (usize, usize) {
-        let (x, y) = Volume::in_plane_axes(self.axis);
-        let shape = self.volume.shape();
-        (shape[y], shape[x])
+        self.volume.slice_hw(self.axis)
     }
 
     fn slices(&self) -> usize {

@@ -78,13 +78,11 @@ fn main() {
             let wall = start.elapsed().as_secs_f64();
             let after = session.stats();
             let encoder = (after.encoder_time - before.encoder_time).as_secs_f64();
-            let volume = session
-                .volume()
-                .mask_from_slices(axis, masks.iter().map(|(&z, m)| (z, m.as_slice())), {
-                    let (x, y) = medico_runtime::volume::Volume::in_plane_axes(axis);
-                    let s = session.volume().shape();
-                    (s[y], s[x])
-                });
+            let volume = session.volume().mask_from_slices(
+                axis,
+                masks.iter().map(|(&z, m)| (z, m.as_slice())),
+                session.volume().slice_hw(axis),
+            );
             let (mut inter, mut sum) = (0usize, 0usize);
             for (&p, &t) in volume.iter().zip(&truth) {
                 inter += usize::from(p != 0 && t);

@@ -11,9 +11,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
+use medico_runtime::atomic_output::{persist, temp_beside};
+
 use crate::adamw::AdamW;
 use crate::backend::TchBackend;
-use crate::objective::{objective_forward, Batch, ObjectiveConfig};
+use crate::objective::{objective_forward, Batch, ObjectiveConfig, ObjectiveOutput};
 
 /// AdamW settings (the reference: lr 1e-5, PyTorch's AdamW defaults otherwise).
 #[derive(Debug, Clone, Copy)]
@@ -131,32 +133,19 @@ impl Trainer {
     /// The loss of the objective on `batch` with clicks from `seed`, without updating anything.
     pub fn evaluate(&self, batch: &Batch, seed: u64) -> f64 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        tch::no_grad(|| {
-            objective_forward(
-                &self.sam,
-                &self.backend,
-                batch,
-                self.objective,
-                self.iteration,
-                &mut rng,
-            )
-            .loss
-        })
-        .double_value(&[])
+        tch::no_grad(|| self.forward(batch, &mut rng).loss).double_value(&[])
+    }
+
+    /// The objective on `batch` at the current iteration.
+    fn forward(&self, batch: &Batch, rng: &mut ChaCha8Rng) -> ObjectiveOutput {
+        objective_forward(&self.sam, &self.backend, batch, self.objective, self.iteration, rng)
     }
 
     /// One optimisation step on `batch`.
     pub fn step(&mut self, batch: &Batch) -> StepReport {
         let mut rng = iteration_rng(self.seed, self.iteration);
         self.optimizer.zero_grad();
-        let out = objective_forward(
-            &self.sam,
-            &self.backend,
-            batch,
-            self.objective,
-            self.iteration,
-            &mut rng,
-        );
+        let out = self.forward(batch, &mut rng);
         out.loss.backward();
         self.optimizer.step();
         self.iteration += 1;
@@ -243,21 +232,13 @@ impl Trainer {
     }
 }
 
+/// Writes `tensors` as safetensors through a temporary file beside `path` and a rename.
 fn write_atomically(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
-    let bad = |message: String| TrainError::Checkpoint {
+    let bad = |e: medico_runtime::RuntimeError| TrainError::Checkpoint {
         path: path.display().to_string(),
-        message,
+        message: e.to_string(),
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".medico-checkpoint-")
-        .suffix(".safetensors")
-        .tempfile_in(dir)
-        .map_err(|e| bad(e.to_string()))?;
+    let temp = temp_beside(path, ".safetensors").map_err(bad)?;
     Tensor::write_safetensors(tensors, temp.path())?;
-    temp.persist(path).map_err(|e| bad(e.error.to_string()))?;
-    Ok(())
+    persist(temp, path).map_err(bad)
 }
