@@ -67,7 +67,7 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
 
 #[derive(Subcommand)]
 pub enum ModelsCommand {
-    /// Lists the registry's models (built in, or $MEDICO_REGISTRY).
+    /// Lists the built-in default model and the registry's models (built in, or $MEDICO_REGISTRY).
     List,
     /// Downloads a model into the cache, verifies its checksum and exports a bundle.
     Pull {
@@ -83,6 +83,11 @@ pub fn run_models(command: ModelsCommand) -> Result<(), Failure> {
     match command {
         ModelsCommand::List => {
             let registry = active_registry().map_err(Failure::input)?;
+            println!(
+                "{:<32} {:<8} built in, the default of `segment`: a small SAM trained by medico (models/medico-tiny)",
+                crate::default_model::DEFAULT_MODEL,
+                "custom",
+            );
             for e in registry {
                 println!(
                     "{:<32} {:<8} {}",

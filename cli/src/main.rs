@@ -2,6 +2,8 @@
 
 mod bench_cmd;
 mod checkpoint_cmd;
+mod default_model;
+mod dice_plot;
 mod eval_cmd;
 mod export_cmd;
 mod info_cmd;

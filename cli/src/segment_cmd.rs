@@ -27,9 +27,9 @@ pub struct SegmentArgs {
     /// Input: a 2D image (PNG/TIFF), a NIfTI volume (.nii, .nii.gz), a DICOM file or a folder holding one
     /// DICOM series.
     input: PathBuf,
-    /// Model bundle folder (see `export` and `models pull`).
+    /// Model bundle folder (see `export` and `models pull`); default: the built-in medico-tiny model.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Box prompt: x0,y0,x1,y1 in pixels of the slice (x1/y1 exclusive), or x0,y0,z0,x1,y1,z1 with --world.
     #[arg(long = "box", value_name = "X0,Y0,X1,Y1", allow_hyphen_values = true)]
     bbox: Option<String>,
@@ -188,7 +188,11 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
             )));
         }
     }
-    let bundle = Bundle::open(&args.model).map_err(Failure::model)?;
+    let model_dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => crate::default_model::default_model_dir().map_err(Failure::model)?,
+    };
+    let bundle = Bundle::open(&model_dir).map_err(Failure::model)?;
     let default_intensity = bundle_intensity(&bundle)?;
     let intensity = args.intensity.unwrap_or(default_intensity);
     let scan = open_scan(&args.input, args.volume).map_err(runtime_failure)?;

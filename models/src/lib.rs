@@ -45,6 +45,9 @@ pub enum ModelError {
     },
 }
 
+/// Keys listed per kind in a mismatch message; the rest are counted (a training checkpoint has hundreds).
+const KEYS_SHOWN: usize = 8;
+
 fn describe_mismatch(missing: &[String], unexpected: &[String], misshaped: &[String]) -> String {
     let mut parts = Vec::new();
     for (what, keys) in [
@@ -53,8 +56,28 @@ fn describe_mismatch(missing: &[String], unexpected: &[String], misshaped: &[Str
         ("mis-shaped", misshaped),
     ] {
         if !keys.is_empty() {
-            parts.push(format!("{} {what} key(s): {}", keys.len(), keys.join(", ")));
+            let shown = keys[..keys.len().min(KEYS_SHOWN)].join(", ");
+            let more = match keys.len().saturating_sub(KEYS_SHOWN) {
+                0 => String::new(),
+                rest => format!(" and {rest} more"),
+            };
+            parts.push(format!("{} {what} key(s): {shown}{more}", keys.len()));
         }
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_key_lists_are_cut_with_a_count() {
+        let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+        let text = describe_mismatch(&[], &keys, &["a".into()]);
+        assert_eq!(
+            text,
+            "20 unexpected key(s): k0, k1, k2, k3, k4, k5, k6, k7 and 12 more; 1 mis-shaped key(s): a"
+        );
+    }
 }

@@ -15,21 +15,50 @@ pub fn output_error(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
     }
 }
 
-/// A hidden temporary file beside `path` (same folder, so the rename cannot cross file systems).
+/// A hidden temporary file beside `path` (same folder, so the rename cannot cross file systems), created
+/// with the permissions of an ordinary new file (0666 less the umask), not the private 0600 of temporary
+/// files, since it becomes the user's output.
 pub fn temp_beside(path: &Path, suffix: &str) -> Result<NamedTempFile, RuntimeError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    tempfile::Builder::new()
-        .prefix(".medico-")
-        .suffix(suffix)
-        .tempfile_in(dir)
-        .map_err(|e| output_error(path, e))
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".medico-").suffix(suffix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir).map_err(|e| output_error(path, e))
 }
 
 /// Renames the finished temporary file to `path`.
 pub fn persist(temp: NamedTempFile, path: &Path) -> Result<(), RuntimeError> {
     temp.persist(path).map_err(|e| output_error(path, e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_the_permissions_of_ordinary_new_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ordinary = dir.path().join("ordinary");
+        std::fs::File::create(&ordinary).unwrap();
+        let out = dir.path().join("mask.png");
+        let mut temp = temp_beside(&out, ".png").unwrap();
+        temp.write_all(b"data").unwrap();
+        persist(temp, &out).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out), mode(&ordinary));
+        assert_eq!(std::fs::read(&out).unwrap(), b"data");
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 2, "no temporary file left");
+    }
 }

@@ -20,6 +20,7 @@ pub mod preprocess;
 pub mod preview;
 pub mod propagation;
 pub mod volume;
+pub mod volume_eval;
 pub mod volume_session;
 
 pub use medico_models::prompt;

@@ -217,6 +217,12 @@ impl VolumeSession {
         Ok(mask)
     }
 
+    /// Forgets every annotation and the last propagation (the embeddings and cache stay).
+    pub fn clear_annotations(&mut self) {
+        self.annotations.clear();
+        self.result = Propagation::default();
+    }
+
     /// The annotated slices and their masks.
     pub fn annotations(&self) -> &BTreeMap<usize, Vec<bool>> {
         &self.annotations

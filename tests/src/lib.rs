@@ -60,16 +60,36 @@ pub fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max)
 }
 
-/// A scratch folder unique to this process and `name`.
-pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("medico-tests-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch folder that is removed (with everything in it) when dropped, so a test run leaves no
+/// exported bundles behind in the temporary directory.
+pub struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// A new scratch folder whose name starts with `medico-tests-<name>`.
+pub fn scratch_dir(name: &str) -> Scratch {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("medico-tests-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder in the temporary directory");
+    Scratch(dir)
 }
 
 /// Exports the reference model `name` (weights.safetensors + config.json) as encoder and decoder
 /// variants into a scratch folder; returns the folder and the model.
-pub fn export_reference(name: &str) -> (PathBuf, Sam) {
+pub fn export_reference(name: &str) -> (Scratch, Sam) {
     let reference = reference_dir(name);
     let config = SamConfig::from_json_file(&reference.join("config.json")).unwrap();
     let state = load_checkpoint(&reference.join("weights.safetensors")).unwrap();

@@ -1,18 +1,23 @@
-//! Training samples from NIfTI volumes with label volumes, sliced along an array axis: each slice gets the
-//! per-image 1st–99th percentile normalisation MedicoSAM trains with, SamPredictor's resize (longest side to
-//! the model's input, Pillow bilinear) / normalise / pad, and one object per label value present with enough
-//! pixels (the label map resized with nearest neighbour onto the same grid). Samples are grouped into
+//! Training samples from three sources: NIfTI volumes with label volumes, sliced along an array axis; folders
+//! of 2D images with label maps of the same file name (PNG/TIFF, instance or semantic: one object per non-zero
+//! value); and the SA-Med2D-20M layout (a JSON index from each image to its binary object masks). Every image
+//! gets the intensity mapping inference uses (per-image 1st–99th percentile to 0–255 for volumes and
+//! high-bit-depth images; 8-bit images as they are), SamPredictor's resize (longest side to the model's input,
+//! Pillow bilinear) / normalise / pad, and its objects with enough pixels (label maps resized with nearest
+//! neighbour onto the same grid). Images are decoded and prepared in parallel (rayon). Samples are grouped into
 //! [`Batch`]es with at most a given number of objects per image, chosen by a seeded generator.
 
 use std::path::{Path, PathBuf};
 
 use medico_models::prompt::resized_size;
 use medico_models::SamConfig;
+use medico_runtime::image2d::read_image;
 use medico_runtime::intensity::Intensity;
 use medico_runtime::nifti_io::read_nifti;
 use medico_runtime::preprocess::encoder_input;
 use rand::seq::SliceRandom;
 use rand::Rng;
+use rayon::prelude::*;
 use tch::Tensor;
 
 use crate::objective::Batch;
@@ -71,33 +76,168 @@ pub fn slice_samples(source: &VolumeSource, config: &SamConfig, min_pixels: usiz
             format!("axis {} (expected 0, 1 or 2)", source.axis),
         ));
     }
-    let side = config.img_size;
-    let mut samples = Vec::new();
-    for index in 0..image.slices(source.axis) {
-        let (label_values, hw) = labels.slice(source.axis, index);
-        let resized_hw = resized_size(hw.0, hw.1, side);
-        let resized = resize_labels(&label_values, hw, resized_hw, side);
-        let mut present: Vec<i64> = resized.iter().filter(|&&v| v != 0.0).map(|&v| v as i64).collect();
-        present.sort_unstable();
-        present.dedup();
-        let objects: Vec<Vec<bool>> = present
-            .into_iter()
-            .filter(|v| source.values.as_ref().is_none_or(|wanted| wanted.contains(v)))
-            .map(|v| resized.iter().map(|&l| l as i64 == v).collect::<Vec<bool>>())
-            .filter(|m| m.iter().filter(|&&b| b).count() >= min_pixels)
-            .collect();
-        if objects.is_empty() {
-            continue;
-        }
-        let (values, hw) = image.slice(source.axis, index);
-        let rgb = Intensity::default().apply_rgb(&values);
-        let (input, _) = encoder_input(&rgb, hw, side, config.pixel_mean, config.pixel_std);
-        samples.push(SliceSample {
-            input: input.iter().copied().collect(),
-            objects,
-        });
-    }
+    let wanted = |v: i64| source.values.as_ref().is_none_or(|list| list.contains(&v));
+    let samples = (0..image.slices(source.axis))
+        .into_par_iter()
+        .filter_map(|index| {
+            let (label_values, hw) = labels.slice(source.axis, index);
+            let objects = label_objects(&label_values, hw, config.img_size, min_pixels, wanted);
+            if objects.is_empty() {
+                return None;
+            }
+            let (values, hw) = image.slice(source.axis, index);
+            let rgb = Intensity::default().apply_rgb(&values);
+            Some(sample(&rgb, hw, objects, config))
+        })
+        .collect();
     Ok(samples)
+}
+
+/// The objects of a label image (`[h, w]`, 0 = background) at model resolution: one mask per value for
+/// which `wanted` holds, with at least `min_pixels` pixels after the nearest-neighbour resize and padding.
+fn label_objects(
+    labels: &[f32],
+    hw: (usize, usize),
+    side: usize,
+    min_pixels: usize,
+    wanted: impl Fn(i64) -> bool,
+) -> Vec<Vec<bool>> {
+    let resized = resize_labels(labels, hw, resized_size(hw.0, hw.1, side), side);
+    let mut present: Vec<i64> = resized.iter().filter(|&&v| v != 0.0).map(|&v| v as i64).collect();
+    present.sort_unstable();
+    present.dedup();
+    present
+        .into_iter()
+        .filter(|&v| wanted(v))
+        .map(|v| resized.iter().map(|&l| l as i64 == v).collect::<Vec<bool>>())
+        .filter(|m| m.iter().filter(|&&b| b).count() >= min_pixels)
+        .collect()
+}
+
+/// A prepared sample: SamPredictor's resize / normalise / pad of an RGB image, with its objects.
+fn sample(rgb: &[u8], hw: (usize, usize), objects: Vec<Vec<bool>>, config: &SamConfig) -> SliceSample {
+    let (input, _) = encoder_input(rgb, hw, config.img_size, config.pixel_mean, config.pixel_std);
+    SliceSample {
+        input: input.iter().copied().collect(),
+        objects,
+    }
+}
+
+/// An image file as the RGB inference would see (8-bit images as they are, others percentile-mapped).
+fn read_rgb(path: &Path) -> Result<(Vec<u8>, (usize, usize)), String> {
+    let image = read_image(path).map_err(|e| e.to_string())?;
+    let rgb = image.to_rgb(None, Intensity::default()).map_err(|e| error(path, e))?;
+    Ok((rgb.pixels, rgb.hw))
+}
+
+/// A label or mask image as values (grey level; 16-bit PNG/TIFF keep their values).
+fn read_labels(path: &Path) -> Result<(Vec<f32>, (usize, usize)), String> {
+    let image = read_image(path).map_err(|e| e.to_string())?;
+    Ok((image.gray(), image.hw))
+}
+
+/// Image files (PNG/TIFF) directly in `dir`, sorted by name.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| error(dir, format!("cannot list: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "tif" | "tiff"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A folder of 2D images and a folder of label maps with the same file names.
+#[derive(Debug, Clone)]
+pub struct ImageFolderSource {
+    /// The images (PNG/TIFF; grey or RGB).
+    pub images: PathBuf,
+    /// Label maps named like the images: 0 = background, every other value one object.
+    pub labels: PathBuf,
+}
+
+/// Every image of `source` with at least one object of `min_pixels` pixels (at model resolution). An image
+/// without a label map of the same name, or one of another size, is refused with its path.
+pub fn folder_samples(
+    source: &ImageFolderSource,
+    config: &SamConfig,
+    min_pixels: usize,
+) -> Result<Vec<SliceSample>, String> {
+    let images = image_files(&source.images)?;
+    if images.is_empty() {
+        return Err(error(&source.images, "no PNG or TIFF images"));
+    }
+    let samples: Vec<Option<SliceSample>> = images
+        .par_iter()
+        .map(|image_path| {
+            let name = image_path.file_name().unwrap_or_default();
+            let labels_path = source.labels.join(name);
+            if !labels_path.exists() {
+                return Err(error(image_path, format!("no label map {}", labels_path.display())));
+            }
+            let (rgb, hw) = read_rgb(image_path)?;
+            let (labels, label_hw) = read_labels(&labels_path)?;
+            if label_hw != hw {
+                return Err(error(
+                    &labels_path,
+                    format!("size {label_hw:?} differs from the image's {hw:?}"),
+                ));
+            }
+            let objects = label_objects(&labels, hw, config.img_size, min_pixels, |_| true);
+            Ok((!objects.is_empty()).then(|| sample(&rgb, hw, objects, config)))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(samples.into_iter().flatten().collect())
+}
+
+/// The SA-Med2D-20M layout: a JSON index mapping each image to its binary object masks, all paths relative
+/// to the index's folder (`{"images/x.png": ["masks/x_000.png", ...], ...}`).
+#[derive(Debug, Clone)]
+pub struct SaMed2dSource {
+    /// The JSON index (e.g. `SAMed2D_v1.json` or a split of it).
+    pub index: PathBuf,
+}
+
+/// Every image of the index with at least one mask of `min_pixels` pixels (at model resolution).
+pub fn sa_med2d_samples(
+    source: &SaMed2dSource,
+    config: &SamConfig,
+    min_pixels: usize,
+) -> Result<Vec<SliceSample>, String> {
+    let text = std::fs::read_to_string(&source.index).map_err(|e| error(&source.index, e))?;
+    let index: std::collections::BTreeMap<String, Vec<String>> =
+        serde_json::from_str(&text).map_err(|e| error(&source.index, format!("not an image → masks index: {e}")))?;
+    if index.is_empty() {
+        return Err(error(&source.index, "the index lists no images"));
+    }
+    let root = source.index.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let entries: Vec<(&String, &Vec<String>)> = index.iter().collect();
+    let samples: Vec<Option<SliceSample>> = entries
+        .par_iter()
+        .map(|(image, masks)| {
+            let image_path = root.join(image);
+            let (rgb, hw) = read_rgb(&image_path)?;
+            let mut objects = Vec::new();
+            for mask in masks.iter() {
+                let mask_path = root.join(mask);
+                let (values, mask_hw) = read_labels(&mask_path)?;
+                if mask_hw != hw {
+                    return Err(error(
+                        &mask_path,
+                        format!("size {mask_hw:?} differs from the image's {hw:?}"),
+                    ));
+                }
+                let binary: Vec<f32> = values.iter().map(|&v| f32::from(v > 0.0)).collect();
+                objects.extend(label_objects(&binary, hw, config.img_size, min_pixels, |_| true));
+            }
+            Ok((!objects.is_empty()).then(|| sample(&rgb, hw, objects, config)))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(samples.into_iter().flatten().collect())
 }
 
 /// A batch of `samples` with at most `max_objects` objects per image, chosen at random.

@@ -15,9 +15,43 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{make_batch, slice_samples, SliceSample, VolumeSource};
-use crate::objective::{Objective, ObjectiveConfig};
+use crate::data::{
+    folder_samples, make_batch, sa_med2d_samples, slice_samples, ImageFolderSource, SaMed2dSource, SliceSample,
+    VolumeSource,
+};
+use crate::objective::{Batch, Objective, ObjectiveConfig};
 use crate::trainer::{OptimizerConfig, Trainer};
+
+/// One data source of the configuration: a volume, a folder pair of 2D images and label maps, or an
+/// SA-Med2D-style index (told apart by their fields).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DataEntry {
+    /// `{"image": ..., "labels": ..., "axis": 2, "values": [...]}`.
+    Volume(VolumeEntry),
+    /// `{"images": "dir", "label_maps": "dir"}`.
+    Folder(FolderEntry),
+    /// `{"sa_med2d": "index.json"}`.
+    SaMed2d(SaMed2dEntry),
+}
+
+/// 2D images with label maps of the same file names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderEntry {
+    /// Folder of images (PNG/TIFF).
+    pub images: PathBuf,
+    /// Folder of label maps (0 = background, each other value an object).
+    pub label_maps: PathBuf,
+}
+
+/// An SA-Med2D-20M style index (image → object masks).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaMed2dEntry {
+    /// The JSON index; its paths are relative to its folder.
+    pub sa_med2d: PathBuf,
+}
 
 /// One volume of the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,11 +82,11 @@ pub struct RunConfig {
     /// `"scratch"` or a checkpoint to start from.
     #[serde(default = "scratch")]
     pub init: String,
-    /// Training volumes.
-    pub train: Vec<VolumeEntry>,
-    /// Validation volumes (held out: split by volume, never by slice).
+    /// Training data.
+    pub train: Vec<DataEntry>,
+    /// Validation data (held out: split by volume or image, never by slice).
     #[serde(default)]
-    pub val: Vec<VolumeEntry>,
+    pub val: Vec<DataEntry>,
     /// `medicosam`, `simple` or `medsam`.
     #[serde(default = "default_objective")]
     pub objective: String,
@@ -62,11 +96,18 @@ pub struct RunConfig {
     /// Mask feedback probability.
     #[serde(default = "default_mask_prob")]
     pub mask_prob: f64,
+    /// Weight of a per-pixel BCE added to the loss (default 0: the paper's Dice + IoU MSE).
+    #[serde(default)]
+    pub bce_weight: f64,
     /// Optimisation steps.
     pub steps: u64,
     /// Images per batch.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Micro-batches of `batch_size` images whose gradients are summed before each update (gradient
+    /// accumulation: the effective batch is `batch_size * accumulate` at one micro-batch's memory).
+    #[serde(default = "default_accumulate")]
+    pub accumulate: usize,
     /// Objects per image.
     #[serde(default = "default_objects")]
     pub objects_per_image: usize,
@@ -118,6 +159,9 @@ fn default_lr() -> f64 {
 }
 fn default_weight_decay() -> f64 {
     0.01
+}
+fn default_accumulate() -> usize {
+    1
 }
 fn default_every() -> u64 {
     50
@@ -185,22 +229,49 @@ pub fn random_state(sam: &Sam, seed: u64) -> StateDict {
 }
 
 fn samples_of(
-    entries: &[VolumeEntry],
+    entries: &[DataEntry],
     base: &Path,
     config: &SamConfig,
     min_pixels: usize,
 ) -> Result<Vec<SliceSample>, String> {
     let mut all = Vec::new();
-    for e in entries {
-        let source = VolumeSource {
-            image: resolve(base, &e.image),
-            labels: resolve(base, &e.labels),
-            axis: e.axis,
-            values: e.values.clone(),
+    for entry in entries {
+        let samples = match entry {
+            DataEntry::Volume(e) => {
+                let source = VolumeSource {
+                    image: resolve(base, &e.image),
+                    labels: resolve(base, &e.labels),
+                    axis: e.axis,
+                    values: e.values.clone(),
+                };
+                slice_samples(&source, config, min_pixels)?
+            }
+            DataEntry::Folder(e) => {
+                let source = ImageFolderSource {
+                    images: resolve(base, &e.images),
+                    labels: resolve(base, &e.label_maps),
+                };
+                folder_samples(&source, config, min_pixels)?
+            }
+            DataEntry::SaMed2d(e) => {
+                let source = SaMed2dSource {
+                    index: resolve(base, &e.sa_med2d),
+                };
+                sa_med2d_samples(&source, config, min_pixels)?
+            }
         };
-        all.extend(slice_samples(&source, config, min_pixels)?);
+        all.extend(samples);
     }
     Ok(all)
+}
+
+/// A short description of a data entry for the bundle's provenance.
+fn describe(entry: &DataEntry) -> String {
+    match entry {
+        DataEntry::Volume(e) => format!("{} (labels {}, axis {})", e.image.display(), e.labels.display(), e.axis),
+        DataEntry::Folder(e) => format!("{} (label maps {})", e.images.display(), e.label_maps.display()),
+        DataEntry::SaMed2d(e) => format!("SA-Med2D index {}", e.sa_med2d.display()),
+    }
 }
 
 /// Runs the training described by the configuration file at `config_path` on `device`.
@@ -213,9 +284,9 @@ pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progres
         Err(_) => SamConfig::from_json_file(&resolve(&base, Path::new(&run.model))).map_err(|e| e.to_string())?,
     };
     let objective: Objective = run.objective.parse()?;
-    if run.train.is_empty() || run.steps == 0 || run.batch_size == 0 {
+    if run.train.is_empty() || run.steps == 0 || run.batch_size == 0 || run.accumulate == 0 {
         return Err(format!(
-            "{}: need training volumes, steps > 0 and batch_size > 0",
+            "{}: need training volumes, steps > 0, batch_size > 0 and accumulate > 0",
             config_path.display()
         ));
     }
@@ -234,6 +305,7 @@ pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progres
         objective,
         rounds: run.rounds,
         mask_prob: run.mask_prob,
+        bce_weight: run.bce_weight,
     };
     let optimizer = OptimizerConfig {
         lr: run.lr,
@@ -280,9 +352,13 @@ pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progres
         // Batch order from (seed, step): a resumed run sees the same batches.
         let step = trainer.iteration();
         let mut rng = ChaCha8Rng::seed_from_u64(run.seed.wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)));
-        let chosen: Vec<&SliceSample> = train.choose_multiple(&mut rng, run.batch_size).collect();
-        let batch = make_batch(&chosen, side, run.objects_per_image, &mut rng);
-        let report = trainer.step(&batch);
+        let batches: Vec<Batch> = (0..run.accumulate)
+            .map(|_| {
+                let chosen: Vec<&SliceSample> = train.choose_multiple(&mut rng, run.batch_size).collect();
+                make_batch(&chosen, side, run.objects_per_image, &mut rng)
+            })
+            .collect();
+        let report = trainer.step_accumulated(&batches);
         final_loss = report.loss;
         let done = trainer.iteration();
         let mut entry = serde_json::json!({"step": done, "loss": report.loss, "round_losses": report.round_losses,
@@ -310,7 +386,7 @@ pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progres
         progress(&Progress {
             step: done,
             loss: report.loss,
-            images_per_second: ((done - first) as f64 * run.batch_size as f64) / elapsed,
+            images_per_second: ((done - first) as f64 * (run.batch_size * run.accumulate) as f64) / elapsed,
         });
     }
     let state_dict = out.join("sam.safetensors");
@@ -333,13 +409,7 @@ pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progres
         provenance: Provenance {
             name: Some(format!("medico {} model", run.objective)),
             url: None,
-            training_data: Some(
-                run.train
-                    .iter()
-                    .map(|e| e.image.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
+            training_data: Some(run.train.iter().map(describe).collect::<Vec<_>>().join("; ")),
             extra,
         },
     })

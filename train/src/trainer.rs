@@ -143,18 +143,42 @@ impl Trainer {
 
     /// One optimisation step on `batch`.
     pub fn step(&mut self, batch: &Batch) -> StepReport {
+        self.step_accumulated(std::slice::from_ref(batch))
+    }
+
+    /// One optimisation step on the gradients of several micro-batches (gradient accumulation): each
+    /// micro-batch's loss is scaled by `1 / batches.len()` and back-propagated before the single AdamW update,
+    /// so only one micro-batch's activations are alive at a time. The clicks of all micro-batches come from the
+    /// iteration's one random stream, in order; with one micro-batch this is exactly [`Self::step`].
+    pub fn step_accumulated(&mut self, batches: &[Batch]) -> StepReport {
+        assert!(!batches.is_empty(), "a step needs at least one micro-batch");
         let mut rng = iteration_rng(self.seed, self.iteration);
         self.optimizer.zero_grad();
-        let out = self.forward(batch, &mut rng);
-        out.loss.backward();
+        let scale = 1.0 / batches.len() as f64;
+        let mut report = StepReport {
+            loss: 0.0,
+            round_losses: Vec::new(),
+            mask_fed: Vec::new(),
+            feedback_required_grad: false,
+        };
+        for batch in batches {
+            let out = self.forward(batch, &mut rng);
+            if batches.len() == 1 {
+                out.loss.backward();
+            } else {
+                (&out.loss * scale).backward();
+            }
+            report.loss += out.loss.double_value(&[]) * scale;
+            report.round_losses.resize(out.round_losses.len(), 0.0);
+            for (total, round) in report.round_losses.iter_mut().zip(&out.round_losses) {
+                *total += round * scale;
+            }
+            report.mask_fed.extend(out.mask_fed);
+            report.feedback_required_grad |= out.feedback_required_grad;
+        }
         self.optimizer.step();
         self.iteration += 1;
-        StepReport {
-            loss: out.loss.double_value(&[]),
-            round_losses: out.round_losses,
-            mask_fed: out.mask_fed,
-            feedback_required_grad: out.feedback_required_grad,
-        }
+        report
     }
 
     /// A copy of parameter `name`.

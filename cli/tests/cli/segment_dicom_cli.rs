@@ -2,8 +2,7 @@
 //! intensity recorded, previews written, `--world` equal to the voxel prompt it maps to, and bad DICOM
 //! input refused with the reason, exit code 3 and no output.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 

@@ -2,8 +2,7 @@
 //! input's exact grid and header; 4D input without `--volume`, truncated files and slices outside the
 //! volume are clear errors that write nothing.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use nifti::{NiftiObject, ReaderOptions};
 

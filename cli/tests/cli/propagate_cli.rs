@@ -2,8 +2,7 @@
 //! takes every embedding from the cache (no encoder run), a corrupted cache file is rebuilt rather than
 //! trusted, prompts files replay several annotated slices, and bad prompts files are refused.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 

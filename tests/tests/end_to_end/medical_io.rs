@@ -369,7 +369,8 @@ fn nifti2_mask_keeps_the_input_header() {
     let mut mask = Array3::<u8>::zeros(volume.data.dim());
     mask[[3, 4, 5]] = 1;
     mask[[31, 19, 11]] = 1;
-    let out = scratch_dir("nifti2-mask").join("mask.nii.gz");
+    let dir = scratch_dir("nifti2-mask");
+    let out = dir.join("mask.nii.gz");
     write_mask_nifti(&out, &volume, &mask).unwrap();
     let back = read_nifti(&out, None).unwrap();
     assert_eq!(back.format, "NIfTI-2");
@@ -385,7 +386,8 @@ fn dicom_mask_is_written_with_the_dicom_affine() {
     let volume = read_dicom(&data("dicom/series_ct5n")).unwrap();
     let mut mask = Array3::<u8>::zeros(volume.data.dim());
     mask[[2, 3, 4]] = 1;
-    let out = scratch_dir("dicom-mask").join("mask.nii.gz");
+    let dir = scratch_dir("dicom-mask");
+    let out = dir.join("mask.nii.gz");
     write_mask_nifti(&out, &volume, &mask).unwrap();
     let back = read_nifti(&out, None).unwrap();
     assert_series_affine_close(&back, &volume);

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 fn check(name: &str, backend: BackendChoice) {
     let dir = reference_dir(name);
-    let out = scratch_dir(&format!("predictor-{name}-{backend:?}")).join("bundle");
+    let scratch = scratch_dir(&format!("predictor-{name}-{backend:?}"));
+    let out = scratch.join("bundle");
     export_bundle(&ExportRequest {
         checkpoint: &dir.join("weights.safetensors"),
         config: Some(SamConfig::from_json_file(&dir.join("config.json")).unwrap()),

@@ -3,8 +3,7 @@
 //! with provenance that `segment` can use.
 #![cfg(feature = "torch")]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_tiny_run_logs_checkpoints_resumes_and_exports_a_usable_bundle() {

@@ -1,8 +1,7 @@
 //! `medico-cli segment` on 2D images as a user runs it: the official predictor's masks from `image.png` on
 //! both engines, and every bad input rejected with a one-line message, the right exit code and no output.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// The reference binary mask `index` of a case file, as 0/255 bytes.
 fn reference_mask(case: &str, index: usize) -> Vec<u8> {

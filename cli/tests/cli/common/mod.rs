@@ -32,12 +32,11 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A fresh, empty scratch folder for this process and `name`.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("medico-cli-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+pub use medico_tests::Scratch;
+
+/// A fresh, empty scratch folder named after `name`, removed when the returned guard is dropped.
+pub fn scratch(name: &str) -> Scratch {
+    medico_tests::scratch_dir(&format!("cli-{name}"))
 }
 
 /// Exports the `small` reference model into `dir/bundle` through the CLI.

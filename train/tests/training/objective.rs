@@ -57,6 +57,7 @@ fn config(objective: Objective) -> ObjectiveConfig {
         objective,
         rounds: 4,
         mask_prob: 0.5,
+        bce_weight: 0.0,
     }
 }
 
@@ -110,13 +111,15 @@ fn ablation_objectives_run_one_round_without_mask_feedback() {
 
 #[test]
 fn resuming_from_a_checkpoint_reproduces_the_next_step_exactly() {
-    let dir = std::env::temp_dir().join(format!("medico-train-resume-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("medico-train-resume-")
+        .tempdir()
+        .unwrap();
     let data = batch(256);
     let mut original = trainer(Objective::MedicoSam, 1e-3);
     original.step(&data);
     original.step(&data);
-    let checkpoint = dir.join("run.safetensors");
+    let checkpoint = dir.path().join("run.safetensors");
     original.save_checkpoint(&checkpoint).unwrap();
     let next = original.step(&data);
 
@@ -147,11 +150,75 @@ fn resuming_from_a_checkpoint_reproduces_the_next_step_exactly() {
     );
 
     // The SAM part exports as an official-format state dict that medico's importer reads and checks.
-    let exported = dir.join("sam.safetensors");
+    let exported = dir.path().join("sam.safetensors");
     resumed.export_state_dict(&exported).unwrap();
     let state = medico_models::load_checkpoint(&exported).unwrap();
     let (sam, _) = tiny();
     sam.param_specs()
         .check(&medico_models::checkpoint::shapes(&state))
         .unwrap();
+}
+
+#[test]
+fn gradient_accumulation_makes_one_update_from_several_micro_batches() {
+    let key = "image_encoder.blocks.0.attn.qkv.weight";
+    // One micro-batch is exactly a plain step.
+    let (mut plain, mut single) = (trainer(Objective::MedicoSam, 1e-3), trainer(Objective::MedicoSam, 1e-3));
+    let a = plain.step(&batch(256));
+    let b = single.step_accumulated(&[batch(256)]);
+    assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+    let gap = (plain.parameter(key) - single.parameter(key))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert_eq!(gap, 0.0);
+
+    // Three micro-batches: one update, the mean loss, every micro-batch's rounds and feedback draws.
+    let mut accumulated = trainer(Objective::MedicoSam, 1e-3);
+    let before = accumulated.parameter(key);
+    let report = accumulated.step_accumulated(&[batch(256), batch(256), batch(256)]);
+    assert_eq!(accumulated.iteration(), 1, "one optimizer step");
+    assert_eq!(report.round_losses.len(), 4);
+    assert_eq!(
+        report.mask_fed.len(),
+        3 * 3,
+        "3 micro-batches x 3 rounds after the first"
+    );
+    assert!(!report.feedback_required_grad);
+    let mean_round = report.round_losses.iter().sum::<f64>() / 4.0;
+    assert!(
+        (mean_round - report.loss).abs() < 1e-5,
+        "loss {} is the mean over rounds {mean_round}",
+        report.loss
+    );
+    let change = (accumulated.parameter(key) - before).abs().max().double_value(&[]);
+    assert!(change > 0.0, "the update changed the encoder");
+}
+
+#[test]
+fn the_optional_bce_term_raises_the_loss_only_when_weighted() {
+    let make = |bce_weight: f64| {
+        let (sam, state) = tiny();
+        let config = ObjectiveConfig {
+            bce_weight,
+            ..config(Objective::MedicoSam)
+        };
+        let optimizer = OptimizerConfig {
+            lr: 1e-3,
+            weight_decay: 0.0,
+        };
+        Trainer::new(sam, &state, Device::Cpu, config, optimizer, 1)
+    };
+    let data = batch(256);
+    let plain = make(0.0).evaluate(&data, 3);
+    let again = trainer(Objective::MedicoSam, 1e-3).evaluate(&data, 3);
+    assert_eq!(plain.to_bits(), again.to_bits(), "weight 0 is the paper's loss");
+    let weighted = make(1.0).evaluate(&data, 3);
+    let doubled = make(2.0).evaluate(&data, 3);
+    assert!(weighted > plain + 0.05, "{weighted} vs {plain}");
+    // The BCE term is the same for the same clicks, so it scales with its weight.
+    assert!(
+        ((doubled - plain) - 2.0 * (weighted - plain)).abs() < 1e-4,
+        "{plain} {weighted} {doubled}"
+    );
 }

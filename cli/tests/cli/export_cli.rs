@@ -2,8 +2,7 @@
 //! atomic output, clear failures that leave nothing behind, and the registry's download path against a
 //! loopback HTTP server (good file, wrong checksum, interrupted transfer).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -208,6 +207,7 @@ fn registry_downloads_verify_and_never_keep_partial_files() {
 
     let list = medico_env(&["models", "list"], &env);
     assert!(text(&list.stdout).contains("interrupted"), "{}", text(&list.stdout));
+    assert!(text(&list.stdout).starts_with("medico-tiny"), "{}", text(&list.stdout));
 
     for (name, message) in [("corrupt", "checksum mismatch"), ("interrupted", "interrupted")] {
         let run = medico_env(&["models", "pull", name, "--cache", cache.to_str().unwrap()], &env);

@@ -1,8 +1,7 @@
 //! `medico-cli checkpoint info` as a user runs it: valid checkpoints of every format, hostile and broken
 //! files (one-line error naming the file, exit code 4), usage errors (exit code 2).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn every_checkpoint_format_is_a_valid_sam() {

@@ -1,0 +1,9 @@
+//! End-to-end tests across medico's crates, one test binary (each separately linked binary costs disk and link
+//! time on CI's two cores).
+
+mod checkpoint_to_embeddings;
+mod medical_io;
+mod onnx_export;
+mod predictor;
+mod preprocess;
+mod volume_session;

@@ -1,0 +1,199 @@
+//! Training data from real images: MNI152 T1 with its tissue labels, axial slices at the tiny model's input
+//! size, objects per label value, one trainer step on a batch of them; the shared 2D slices and their masks as
+//! a folder pair and as an SA-Med2D index.
+
+use std::path::PathBuf;
+
+use medico_models::{load_checkpoint, Sam, SamConfig};
+use medico_train::data::{
+    folder_samples, make_batch, sa_med2d_samples, slice_samples, ImageFolderSource, SaMed2dSource, VolumeSource,
+};
+use medico_train::objective::{Objective, ObjectiveConfig};
+use medico_train::trainer::{OptimizerConfig, Trainer};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::Device;
+
+fn shared() -> PathBuf {
+    std::env::var_os("MEDICO_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+#[test]
+fn mni_slices_become_batches_the_trainer_steps_on() {
+    let reference = shared().join("reference/tiny");
+    let config = SamConfig::from_json_file(&reference.join("config.json")).unwrap();
+    let data = shared().join("data/volumes");
+    let source = VolumeSource {
+        image: data.join("mni152_t1.nii.gz"),
+        labels: data.join("mni152_tissue_labels.nii.gz"),
+        axis: 2,
+        values: None,
+    };
+    let samples = slice_samples(&source, &config, 20).unwrap();
+    let side = config.img_size;
+    // Tissue labels cover axial slices 2..=151 (cases.json); slices with objects of >= 20 px at 256² are kept.
+    assert!(samples.len() > 100 && samples.len() <= 189, "{}", samples.len());
+    for s in &samples {
+        assert_eq!(s.input.len(), 3 * side * side);
+        assert!((1..=2).contains(&s.objects.len()));
+        assert!(s
+            .objects
+            .iter()
+            .all(|m| m.len() == side * side && m.iter().filter(|&&b| b).count() >= 20));
+    }
+    // The padded area (233 x 197 -> 256 x 217) holds no object pixels.
+    let last_column_used = samples
+        .iter()
+        .flat_map(|s| s.objects.iter())
+        .flat_map(|m| m.iter().enumerate().filter(|(_, &b)| b).map(|(i, _)| i % side))
+        .max()
+        .unwrap();
+    assert!(last_column_used < 217, "{last_column_used}");
+
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let middle = samples.len() / 2;
+    let batch = make_batch(&[&samples[middle], &samples[middle + 5]], side, 1, &mut rng);
+    assert_eq!(batch.objects.len(), 2);
+    let sam = Sam::new(config);
+    let state = load_checkpoint(&reference.join("weights.safetensors")).unwrap();
+    let objective = ObjectiveConfig {
+        objective: Objective::MedicoSam,
+        rounds: 2,
+        mask_prob: 0.5,
+        bce_weight: 0.0,
+    };
+    let mut trainer = Trainer::new(sam, &state, Device::Cpu, objective, OptimizerConfig::default(), 0);
+    let report = trainer.step(&batch);
+    assert!(report.loss.is_finite() && report.loss > 0.0);
+}
+
+#[test]
+fn mismatched_grids_are_refused_with_the_file_named() {
+    let reference = shared().join("reference/tiny");
+    let config = SamConfig::from_json_file(&reference.join("config.json")).unwrap();
+    let source = VolumeSource {
+        image: shared().join("data/volumes/mni152_t1.nii.gz"),
+        labels: shared().join("data/volumes/inia19_neuromaps_labels.nii.gz"),
+        axis: 2,
+        values: None,
+    };
+    let err = slice_samples(&source, &config, 20).err().unwrap();
+    assert!(
+        err.contains("inia19_neuromaps_labels.nii.gz") && err.contains("differs"),
+        "{err}"
+    );
+}
+
+/// The shared 2D cases whose mask belongs to the image: (image, mask) file names.
+fn cases_2d() -> Vec<(String, String)> {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shared().join("data/cases.json")).unwrap()).unwrap();
+    cases["cases_2d"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["image"].as_str().unwrap().to_string(),
+                c["mask"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn tiny_config() -> SamConfig {
+    SamConfig::from_json_file(&shared().join("reference/tiny/config.json")).unwrap()
+}
+
+#[test]
+fn folders_of_images_and_label_maps_become_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = (dir.path().join("images"), dir.path().join("labels"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    let data = shared().join("data");
+    let cases = cases_2d();
+    for (i, (image, mask)) in cases.iter().enumerate() {
+        let name = format!("case{i}.png");
+        std::fs::copy(data.join(image), images.join(&name)).unwrap();
+        std::fs::copy(data.join(mask), labels.join(&name)).unwrap();
+    }
+    let config = tiny_config();
+    let samples = folder_samples(
+        &ImageFolderSource {
+            images: images.clone(),
+            labels: labels.clone(),
+        },
+        &config,
+        20,
+    )
+    .unwrap();
+    assert_eq!(
+        samples.len(),
+        cases.len(),
+        "every case has one object of >= 20 px at 256²"
+    );
+    let side = config.img_size;
+    for s in &samples {
+        assert_eq!(s.input.len(), 3 * side * side);
+        assert_eq!(s.objects.len(), 1, "a binary mask is one object");
+    }
+    // The brain mask of the axial MNI slice (case 0, 20297 px at 197x233) scales by (256/233)^2.
+    let brain = samples[0].objects[0].iter().filter(|&&m| m).count() as f64;
+    let expected = 20297.0 * (256.0f64 / 233.0).powi(2);
+    assert!((brain / expected - 1.0).abs() < 0.03, "{brain} vs {expected}");
+
+    // A missing label map is refused, naming it.
+    std::fs::remove_file(labels.join("case3.png")).unwrap();
+    let err = folder_samples(&ImageFolderSource { images, labels }, &config, 20)
+        .err()
+        .unwrap();
+    assert!(err.contains("case3.png") && err.contains("no label map"), "{err}");
+}
+
+#[test]
+fn an_sa_med2d_index_maps_images_to_their_masks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shared().join("data");
+    let mut index = serde_json::Map::new();
+    // Every case's image with its mask; the first image lists its mask twice (two objects).
+    let cases = cases_2d();
+    for (i, (image, mask)) in cases.iter().enumerate() {
+        let entry = index.entry(image.clone()).or_insert_with(|| serde_json::json!([]));
+        let copies = if i == 0 { 2 } else { 1 };
+        for _ in 0..copies {
+            entry
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!(format!("../data/{mask}")));
+        }
+    }
+    let index: serde_json::Map<String, serde_json::Value> =
+        index.into_iter().map(|(k, v)| (format!("../data/{k}"), v)).collect();
+    let index_path = dir.path().join("index").join("SAMed2D.json");
+    std::fs::create_dir_all(index_path.parent().unwrap()).unwrap();
+    std::fs::write(&index_path, serde_json::to_string(&index).unwrap()).unwrap();
+    // Paths are relative to the index's folder: link the shared data beside it.
+    std::os::unix::fs::symlink(&data, dir.path().join("data")).unwrap();
+    let config = tiny_config();
+    let samples = sa_med2d_samples(
+        &SaMed2dSource {
+            index: index_path.clone(),
+        },
+        &config,
+        20,
+    )
+    .unwrap();
+    assert_eq!(samples.len(), index.len());
+    let objects: usize = samples.iter().map(|s| s.objects.len()).sum();
+    assert_eq!(objects, cases.len() + 1, "one object per listed mask");
+    assert_eq!(samples.iter().map(|s| s.objects.len()).max(), Some(2));
+
+    std::fs::write(&index_path, "[1, 2]").unwrap();
+    let err = sa_med2d_samples(&SaMed2dSource { index: index_path }, &config, 20)
+        .err()
+        .unwrap();
+    assert!(err.contains("SAMed2D.json") && err.contains("index"), "{err}");
+}

@@ -1,0 +1,5 @@
+//! Training tests, one test binary: libtorch parity, the objective and trainer, and data from real volumes.
+
+mod data;
+mod objective;
+mod parity;
