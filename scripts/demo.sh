@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# medico's main job on the bundled default, on a fresh machine too. Until a trained model lands this is the
-# parity demo: import the reference checkpoints in pure Rust, run the SAM definition on libtorch (CUDA if
-# available, else CPU) and compare with the official implementation's outputs; then export the `small`
-# reference to an ONNX bundle and segment its reference image with a box, on ONNX Runtime and on tract; then
-# DICOM input with a CT window, a preview and propagation through a series.
+# medico's main job on the bundled default, on a fresh machine too: the built-in model `medico-tiny` (a small
+# SAM trained by medico's own trainer, see models/medico-tiny/README.md) segments the brain on an axial slice of
+# the bundled MNI152 T1 scan (examples/) from a box, writes the mask as NIfTI on the scan's grid (so it sits in
+# the right place in patient space) and a preview PNG, then propagates the mask through the volume.
+# With the project's shared/ folder beside the checkout it also checks medico's SAM against the official
+# implementation's reference outputs (libtorch), and runs the ONNX engines and DICOM input on them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -12,19 +13,33 @@ bash scripts/setup.sh
 # shellcheck source=env.sh
 source scripts/env.sh
 cargo build --release --quiet -p medico-cli --features torch,jpegls
-./target/release/medico-cli checkpoint info "$SHARED/reference/small/weights.safetensors"
-./target/release/medico-cli parity --device auto \
-  --reference "$SHARED/reference/tiny" --reference "$SHARED/reference/small" "$@"
+CLI=./target/release/medico-cli
 OUT=$ROOT/target/demo
-./target/release/medico-cli export --checkpoint "$SHARED/reference/small/weights.safetensors" --out "$OUT/small-bundle" --force
+mkdir -p "$OUT"
+SCAN=examples/mni152_t1.nii.gz
+$CLI info "$SCAN"
+# Axial slice 82; box in that slice's pixels (x0,y0,x1,y1, x1/y1 exclusive). No --model: the built-in default.
+$CLI segment "$SCAN" --plane axial --slice 82 --box 27,28,170,208 \
+  --preview "$OUT/brain-preview.png" -o "$OUT/brain-mask.nii.gz"
+$CLI segment "$SCAN" --plane axial --slice 82 --box 27,28,170,208 --propagate --cache-dir "$OUT/cache" \
+  -o "$OUT/brain-volume.nii.gz"
+echo "demo: masks and preview in $OUT"
+if [ ! -d "$SHARED" ]; then
+  echo "demo: no shared/ folder at $SHARED (set MEDICO_SHARED); skipping the parity and reference-model part"
+  exit 0
+fi
+# Parity: the reference checkpoints read in pure Rust, medico's SAM on libtorch (CUDA if available, else CPU),
+# compared with the official implementation's outputs per encoder block and prompt case.
+$CLI checkpoint info "$SHARED/reference/small/weights.safetensors"
+$CLI parity --device auto --reference "$SHARED/reference/tiny" --reference "$SHARED/reference/small" "$@"
+$CLI export --checkpoint "$SHARED/reference/small/weights.safetensors" --out "$OUT/small-bundle" --force
 for backend in ort tract; do
-  ./target/release/medico-cli segment "$SHARED/reference/small/image.png" --model "$OUT/small-bundle" \
+  $CLI segment "$SHARED/reference/small/image.png" --model "$OUT/small-bundle" \
     --box 60,96,210,307 --backend "$backend" -o "$OUT/small-box-$backend.png"
 done
-# Medical input: describe and segment a DICOM CT slice (CT window) with a preview, and propagate through the
-# 5-file CT series (slice embeddings cached under target/demo/cache).
-./target/release/medico-cli info "$SHARED/data/dicom/CT_small.dcm"
-./target/release/medico-cli segment "$SHARED/data/dicom/CT_small.dcm" --model "$OUT/small-bundle" \
+# DICOM input: a CT slice with a CT window and a preview, and propagation through a 5-file CT series.
+$CLI info "$SHARED/data/dicom/CT_small.dcm"
+$CLI segment "$SHARED/data/dicom/CT_small.dcm" --model "$OUT/small-bundle" \
   --box 30,30,100,100 --intensity ct-abdomen --preview "$OUT/ct-preview.png" -o "$OUT/ct-mask.nii.gz"
-./target/release/medico-cli segment "$SHARED/data/dicom/series_ct5n" --model "$OUT/small-bundle" \
+$CLI segment "$SHARED/data/dicom/series_ct5n" --model "$OUT/small-bundle" \
   --box 1,1,15,15 --propagate --cache-dir "$OUT/cache" -o "$OUT/series-mask.nii.gz"
