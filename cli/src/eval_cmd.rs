@@ -3,7 +3,6 @@
 //! a central-slice start and propagation with fixed parameters (volume Dice) — as a table, CSV, JSON and a PNG
 //! plot of Dice against iteration.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
@@ -21,7 +20,7 @@ use medico_runtime::volume_session::VolumeSession;
 use serde_json::{json, Value};
 
 use crate::dice_plot::{write_dice_plot, DiceCurve};
-use crate::segment_cmd::{default_threads, runtime_failure};
+use crate::segment_cmd::{bundle_intensity, default_threads, runtime_failure};
 use crate::Failure;
 
 #[derive(Subcommand)]
@@ -142,11 +141,7 @@ impl Model {
             }
         };
         let bundle = Bundle::open(&path).map_err(Failure::model)?;
-        let intensity = bundle
-            .manifest
-            .intensity
-            .parse()
-            .map_err(|e: String| Failure::model(anyhow!("{}: {e}", path.display())))?;
+        let intensity = bundle_intensity(&bundle)?;
         Ok(Self {
             label,
             path,
@@ -400,11 +395,7 @@ fn print_model(model: &Model, engine: &str, rows: &[Row2d], rows_3d: &[Row3d], i
     }
 }
 
+/// Writes an output file atomically.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let mut temp = medico_runtime::atomic_output::temp_beside(path, ".tmp").map_err(runtime_failure)?;
-    temp.as_file_mut()
-        .write_all(bytes)
-        .with_context(|| format!("{}: cannot write", path.display()))
-        .map_err(Failure::input)?;
-    medico_runtime::atomic_output::persist(temp, path).map_err(runtime_failure)
+    medico_runtime::atomic_output::write_atomically(path, bytes).map_err(runtime_failure)
 }

@@ -112,8 +112,8 @@ enum Target {
     },
 }
 
-/// The bundle's default intensity mapping.
-fn bundle_intensity(bundle: &Bundle) -> Result<Intensity, Failure> {
+/// The bundle's default intensity mapping (`model.json`), or a model error naming the file.
+pub fn bundle_intensity(bundle: &Bundle) -> Result<Intensity, Failure> {
     bundle.manifest.intensity.parse().map_err(|e| {
         Failure::model(anyhow!(
             "{}: model.json names intensity '{}': {e}",

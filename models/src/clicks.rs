@@ -47,6 +47,33 @@ pub fn tight_box(mask: &[bool], w: usize) -> Option<[usize; 4]> {
     (x0 != usize::MAX).then_some([x0, y0, x1, y1])
 }
 
+/// The tight box as a box prompt (exclusive ends, as regionprops' and SAM's boxes).
+pub fn box_prompt(mask: &[bool], w: usize) -> Option<BoxPrompt> {
+    tight_box(mask, w).map(|[x0, y0, x1, y1]| BoxPrompt {
+        x0: x0 as f64,
+        y0: y0 as f64,
+        x1: x1 as f64,
+        y1: y1 as f64,
+    })
+}
+
+/// A uniformly random background pixel inside the object's tight box grown by `margin` pixels.
+fn background_near(gt: &[bool], (h, w): (usize, usize), margin: usize, rng: &mut impl Rng) -> Option<(usize, usize)> {
+    let [x0, y0, x1, y1] = tight_box(gt, w)?;
+    let (rx0, ry0) = (x0.saturating_sub(margin), y0.saturating_sub(margin));
+    let (rx1, ry1) = ((x1 + margin).min(w), (y1 + margin).min(h));
+    random_pixel(gt.len(), w, rng, |i| {
+        let (x, y) = (i % w, i / w);
+        !gt[i] && (rx0..rx1).contains(&x) && (ry0..ry1).contains(&y)
+    })
+}
+
+/// A negative point uniformly from the background inside the object's tight box grown by `margin` pixels
+/// (micro-sam's 3D start takes 10 px); `None` when that ring holds no background.
+pub fn negative_near(gt: &[bool], hw: (usize, usize), margin: usize, rng: &mut impl Rng) -> Option<Point> {
+    background_near(gt, hw, margin, rng).map(|p| point(p, false))
+}
+
 /// A uniformly random object pixel as a positive point (`None` for an empty mask).
 pub fn start_point(gt: &[bool], (_, w): (usize, usize), rng: &mut impl Rng) -> Option<Point> {
     random_pixel(gt.len(), w, rng, |i| gt[i]).map(|p| point(p, true))
@@ -71,15 +98,7 @@ pub fn correction_clicks(gt: &[bool], pred: &[bool], (h, w): (usize, usize), rng
     let positive =
         random_pixel(gt.len(), w, rng, |i| gt[i] && !pred[i]).or_else(|| random_pixel(gt.len(), w, rng, |i| gt[i]))?;
     let negative = random_pixel(gt.len(), w, rng, |i| pred[i] && !gt[i])
-        .or_else(|| {
-            let [x0, y0, x1, y1] = tight_box(gt, w)?;
-            let (rx0, ry0) = (x0.saturating_sub(RING), y0.saturating_sub(RING));
-            let (rx1, ry1) = ((x1 + RING).min(w), (y1 + RING).min(h));
-            random_pixel(gt.len(), w, rng, |i| {
-                let (x, y) = (i % w, i / w);
-                !gt[i] && (rx0..rx1).contains(&x) && (ry0..ry1).contains(&y)
-            })
-        })
+        .or_else(|| background_near(gt, (h, w), RING, rng))
         .or_else(|| random_pixel(gt.len(), w, rng, |i| !gt[i]))?;
     Some([point(positive, true), point(negative, false)])
 }

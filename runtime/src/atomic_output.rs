@@ -33,6 +33,13 @@ pub fn temp_beside(path: &Path, suffix: &str) -> Result<NamedTempFile, RuntimeEr
     builder.tempfile_in(dir).map_err(|e| output_error(path, e))
 }
 
+/// Writes `bytes` to `path` through a temporary file beside it and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let mut temp = temp_beside(path, ".tmp")?;
+    std::io::Write::write_all(temp.as_file_mut(), bytes).map_err(|e| output_error(path, e))?;
+    persist(temp, path)
+}
+
 /// Renames the finished temporary file to `path`.
 pub fn persist(temp: NamedTempFile, path: &Path) -> Result<(), RuntimeError> {
     temp.persist(path).map_err(|e| output_error(path, e.error))?;
@@ -42,7 +49,6 @@ pub fn persist(temp: NamedTempFile, path: &Path) -> Result<(), RuntimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     #[cfg(unix)]
     #[test]
@@ -52,9 +58,7 @@ mod tests {
         let ordinary = dir.path().join("ordinary");
         std::fs::File::create(&ordinary).unwrap();
         let out = dir.path().join("mask.png");
-        let mut temp = temp_beside(&out, ".png").unwrap();
-        temp.write_all(b"data").unwrap();
-        persist(temp, &out).unwrap();
+        write_atomically(&out, b"data").unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&out), mode(&ordinary));
         assert_eq!(std::fs::read(&out).unwrap(), b"data");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{ArrayD, IxDyn};
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use crate::atomic_output::{output_error, persist, temp_beside};
+use crate::atomic_output::{output_error, write_atomically};
 use crate::RuntimeError;
 
 const MAGIC: &[u8; 8] = b"MDEMB01\n";
@@ -81,10 +81,7 @@ impl EmbeddingCache {
     /// Stores slice `slice` atomically.
     pub fn store(&self, slice: usize, embedding: &ArrayD<f32>) -> Result<(), RuntimeError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| output_error(&self.dir, e))?;
-        let path = self.path(slice);
-        let mut temp = temp_beside(&path, ".emb")?;
-        std::io::Write::write_all(temp.as_file_mut(), &encode(embedding)).map_err(|e| output_error(&path, e))?;
-        persist(temp, &path)
+        write_atomically(&self.path(slice), &encode(embedding))
     }
 }
 

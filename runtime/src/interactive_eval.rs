@@ -5,7 +5,7 @@
 //! false positives (earlier prompts kept, optionally the previous low-res logits fed back); after every
 //! iteration the Dice between the union of the objects' masks and the class mask is recorded.
 
-use medico_models::clicks::{correction_clicks, tight_box};
+use medico_models::clicks::{box_prompt, correction_clicks};
 use medico_models::prompt::{BoxPrompt, Point};
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -38,18 +38,25 @@ pub struct EvalOptions {
     pub seed: u64,
 }
 
-/// Dice `2|a∩b| / (|a| + |b|)` of binary masks (1 when both are empty).
-pub fn dice(a: &[bool], b: &[bool]) -> f64 {
-    let (mut inter, mut total) = (0usize, 0usize);
-    for (&x, &y) in a.iter().zip(b) {
-        inter += usize::from(x && y);
-        total += usize::from(x) + usize::from(y);
-    }
+/// The overlap counts of two binary masks: `|a∩b|` and `|a| + |b|` (summed over slices for a volume Dice).
+pub fn overlap(a: &[bool], b: &[bool]) -> (usize, usize) {
+    a.iter().zip(b).fold((0, 0), |(inter, total), (&x, &y)| {
+        (inter + usize::from(x && y), total + usize::from(x) + usize::from(y))
+    })
+}
+
+/// Dice from overlap counts (1 when both masks are empty).
+pub fn dice_of((inter, total): (usize, usize)) -> f64 {
     if total == 0 {
         1.0
     } else {
         2.0 * inter as f64 / total as f64
     }
+}
+
+/// Dice `2|a∩b| / (|a| + |b|)` of binary masks (1 when both are empty).
+pub fn dice(a: &[bool], b: &[bool]) -> f64 {
+    dice_of(overlap(a, b))
 }
 
 /// 8-connected components of `mask` with at least `min_pixels` pixels, each as a full-size mask.
@@ -118,14 +125,7 @@ pub fn evaluate_class(
         let mut points: Vec<Point> = Vec::new();
         let mut bbox: Option<BoxPrompt> = None;
         match start {
-            Start::Box => {
-                bbox = tight_box(object, hw.1).map(|[x0, y0, x1, y1]| BoxPrompt {
-                    x0: x0 as f64,
-                    y0: y0 as f64,
-                    x1: x1 as f64,
-                    y1: y1 as f64,
-                })
-            }
+            Start::Box => bbox = box_prompt(object, hw.1),
             Start::Point => points.extend(farthest_interior_point(object, hw)),
         }
         let mut feedback: Option<Array2<f32>> = None;

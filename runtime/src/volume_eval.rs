@@ -5,13 +5,12 @@
 //! directions. The reference grid-searches the propagation parameters per volume and reports the best Dice
 //! (an oracle); here they are fixed and given by the caller.
 
-use medico_models::clicks::tight_box;
+use medico_models::clicks::{box_prompt, negative_near, start_point};
 use medico_models::prompt::{BoxPrompt, Point};
-use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::interactive_eval::Start;
+use crate::interactive_eval::{dice_of, overlap, Start};
 use crate::propagation::{PropagationConfig, StopReason};
 use crate::volume::Volume;
 use crate::volume_session::VolumeSession;
@@ -38,14 +37,20 @@ pub struct VolumeEvalResult {
     pub stops: (Option<StopReason>, Option<StopReason>),
 }
 
-/// The object's mask on slice `index` (same layout as the image slices).
-fn object_slice(labels: &Volume, label: f32, axis: usize, index: usize) -> Vec<bool> {
-    labels.slice(axis, index).0.iter().map(|&v| v == label).collect()
+/// The object's mask on every slice along `axis` (same layout as the image slices).
+fn object_slices(labels: &Volume, label: f32, axis: usize) -> Vec<Vec<bool>> {
+    (0..labels.slices(axis))
+        .map(|k| labels.slice(axis, k).0.iter().map(|&v| v == label).collect())
+        .collect()
 }
 
-/// The first and last slice along `axis` that hold the object, if any.
-pub fn object_range(labels: &Volume, label: f32, axis: usize) -> Option<(usize, usize)> {
-    let mut present = (0..labels.slices(axis)).filter(|&k| object_slice(labels, label, axis, k).contains(&true));
+/// The first and last slice that hold the object, if any.
+fn object_range(slices: &[Vec<bool>]) -> Option<(usize, usize)> {
+    let mut present = slices
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.contains(&true))
+        .map(|(k, _)| k);
     let first = present.next()?;
     Some((first, present.next_back().unwrap_or(first)))
 }
@@ -54,40 +59,15 @@ pub fn object_range(labels: &Volume, label: f32, axis: usize) -> Option<(usize, 
 /// pixel of the box grown by 10 px outside the object (negative).
 fn start_prompt(
     mask: &[bool],
-    (h, w): (usize, usize),
+    hw: (usize, usize),
     start: Start,
     rng: &mut ChaCha8Rng,
 ) -> Option<(Vec<Point>, Option<BoxPrompt>)> {
-    let [x0, y0, x1, y1] = tight_box(mask, w)?;
     match start {
-        Start::Box => Some((
-            Vec::new(),
-            Some(BoxPrompt {
-                x0: x0 as f64,
-                y0: y0 as f64,
-                x1: x1 as f64,
-                y1: y1 as f64,
-            }),
-        )),
+        Start::Box => Some((Vec::new(), Some(box_prompt(mask, hw.1)?))),
         Start::Point => {
-            let inside: Vec<usize> = (0..h * w).filter(|&i| mask[i]).collect();
-            let (gx0, gy0) = (x0.saturating_sub(NEGATIVE_RING_PX), y0.saturating_sub(NEGATIVE_RING_PX));
-            // `tight_box` ends are exclusive (as regionprops' and SAM's boxes); the ring's are the last pixels.
-            let (gx1, gy1) = (
-                (x1 - 1 + NEGATIVE_RING_PX).min(w - 1),
-                (y1 - 1 + NEGATIVE_RING_PX).min(h - 1),
-            );
-            let ring: Vec<usize> = (gy0..=gy1)
-                .flat_map(|y| (gx0..=gx1).map(move |x| y * w + x))
-                .filter(|&i| !mask[i])
-                .collect();
-            let point = |i: usize, positive: bool| Point {
-                x: (i % w) as f64,
-                y: (i / w) as f64,
-                positive,
-            };
-            let mut points = vec![point(*inside.choose(rng)?, true)];
-            points.extend(ring.choose(rng).map(|&i| point(i, false)));
+            let mut points = vec![start_point(mask, hw, rng)?];
+            points.extend(negative_near(mask, hw, NEGATIVE_RING_PX, rng));
             Some((points, None))
         }
     }
@@ -114,43 +94,35 @@ pub fn evaluate_volume_object(
             session.volume().shape()
         )));
     }
-    let Some(range) = object_range(labels, label, axis) else {
+    let truth = object_slices(labels, label, axis);
+    let Some(range) = object_range(&truth) else {
         return Ok(None);
     };
     let central = prompt_slice.unwrap_or((range.0 + range.1) / 2);
-    if central >= labels.slices(axis) {
+    if central >= truth.len() {
         return Err(RuntimeError::Prompt(format!(
             "slice {central} is outside the volume ({} slices along axis {axis})",
-            labels.slices(axis)
+            truth.len()
         )));
     }
     let hw = labels.slice_hw(axis);
-    let central_mask = object_slice(labels, label, axis, central);
+    let central_mask = &truth[central];
     if central_mask.iter().filter(|&&m| m).count() < MIN_CENTRAL_PIXELS {
         return Ok(None);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let Some((points, bbox)) = start_prompt(&central_mask, hw, start, &mut rng) else {
+    let Some((points, bbox)) = start_prompt(central_mask, hw, start, &mut rng) else {
         return Ok(None);
     };
     session.clear_annotations();
     session.annotate(central, &points, bbox.as_ref(), start == Start::Point)?;
     let result = session.propagate(config.clone())?;
-    let (mut inter, mut total) = (0usize, 0usize);
-    for k in 0..labels.slices(axis) {
-        let truth = object_slice(labels, label, axis, k);
-        let predicted = result.masks.get(&k);
-        for (i, &t) in truth.iter().enumerate() {
-            let p = predicted.is_some_and(|m| m[i]);
-            inter += usize::from(p && t);
-            total += usize::from(p) + usize::from(t);
-        }
-    }
-    let dice = if total == 0 {
-        1.0
-    } else {
-        2.0 * inter as f64 / total as f64
-    };
+    let empty = vec![false; hw.0 * hw.1];
+    let counts = truth.iter().enumerate().fold((0, 0), |(inter, total), (k, object)| {
+        let (i, t) = overlap(result.masks.get(&k).unwrap_or(&empty), object);
+        (inter + i, total + t)
+    });
+    let dice = dice_of(counts);
     Ok(Some(VolumeEvalResult {
         central_slice: central,
         dice,

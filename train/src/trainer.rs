@@ -163,11 +163,8 @@ impl Trainer {
         };
         for batch in batches {
             let out = self.forward(batch, &mut rng);
-            if batches.len() == 1 {
-                out.loss.backward();
-            } else {
-                (&out.loss * scale).backward();
-            }
+            // With one micro-batch the scale is 1, an exact no-op on the loss and its gradients.
+            (&out.loss * scale).backward();
             report.loss += out.loss.double_value(&[]) * scale;
             report.round_losses.resize(out.round_losses.len(), 0.0);
             for (total, round) in report.round_losses.iter_mut().zip(&out.round_losses) {
