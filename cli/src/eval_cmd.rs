@@ -31,7 +31,8 @@ pub enum EvalCommand {
 
 #[derive(Args)]
 pub struct InteractiveArgs {
-    /// Model bundle folder, optionally labelled as LABEL=DIR; repeat to compare models side by side.
+    /// Model (bundle folder, `medico-tiny` or an installed model's name), optionally labelled as
+    /// LABEL=MODEL; repeat to compare models side by side.
     #[arg(long, required = true)]
     model: Vec<String>,
     /// A cases.json (or the folder holding it); its `cases_2d` and `cases_3d` are evaluated.
@@ -140,6 +141,7 @@ impl Model {
                 (name.unwrap_or_else(|| spec.to_string()), path)
             }
         };
+        let path = crate::default_model::resolve_model(Some(&path)).map_err(Failure::model)?;
         let bundle = Bundle::open(&path).map_err(Failure::model)?;
         let intensity = bundle_intensity(&bundle)?;
         Ok(Self {

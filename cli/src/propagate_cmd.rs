@@ -22,6 +22,9 @@ use crate::progress::{self, Spinner};
 use crate::segment_cmd::runtime_failure;
 use crate::Failure;
 
+/// The napari annotator's IoU threshold between consecutive slices.
+const DEFAULT_IOU_THRESHOLD: f64 = 0.5;
+
 /// Propagation options of `segment`.
 #[derive(Args, Debug, Clone)]
 pub struct PropagationArgs {
@@ -29,12 +32,14 @@ pub struct PropagationArgs {
     #[arg(long)]
     pub propagate: bool,
     /// Prompts derived from each slice's mask for the next: mask, points, box, points_and_mask,
-    /// single_point, or a combination such as box+mask+points.
-    #[arg(long, default_value = "single_point")]
-    pub projection: Projection,
-    /// Stop when the IoU between consecutive slices' masks falls below this.
-    #[arg(long, default_value_t = 0.5)]
-    pub iou_threshold: f64,
+    /// single_point, lite_medsam (upstream LiteMedSAM's: the previous box + 3 px), or a combination such as
+    /// box+mask+points. Default: lite_medsam for a LiteMedSAM model (it ignores points), else single_point.
+    #[arg(long)]
+    pub projection: Option<Projection>,
+    /// Stop when the IoU between consecutive slices' masks falls below this. Default: 0.5; 0 (stop only
+    /// on an empty mask, as upstream) with the lite_medsam projection.
+    #[arg(long)]
+    pub iou_threshold: Option<f64>,
     /// Grow the derived box by this fraction of its side (< 1) or by this many pixels (>= 1).
     #[arg(long, default_value_t = 0.05)]
     pub box_extension: f64,
@@ -67,16 +72,29 @@ impl PropagationArgs {
         self.propagate || self.prompts.is_some()
     }
 
-    fn config(&self) -> Result<PropagationConfig, Failure> {
-        if !(0.0..=1.0).contains(&self.iou_threshold) {
+    /// The propagation settings for `bundle`'s model, defaults filled in.
+    fn config(&self, bundle: &Bundle) -> Result<PropagationConfig, Failure> {
+        let projection = self
+            .projection
+            .unwrap_or(if bundle.manifest.architecture == "lite_medsam" {
+                Projection::LITE_MEDSAM
+            } else {
+                Projection::default()
+            });
+        let iou_threshold = self.iou_threshold.unwrap_or(if projection == Projection::LITE_MEDSAM {
+            0.0
+        } else {
+            DEFAULT_IOU_THRESHOLD
+        });
+        if !(0.0..=1.0).contains(&iou_threshold) {
             return Err(Failure::usage(anyhow!("--iou-threshold must lie in 0..1")));
         }
         if !(self.box_extension >= 0.0 && self.box_extension.is_finite()) {
             return Err(Failure::usage(anyhow!("--box-extension must be a non-negative number")));
         }
         Ok(PropagationConfig {
-            projection: self.projection,
-            iou_threshold: self.iou_threshold,
+            projection,
+            iou_threshold,
             box_extension: self.box_extension,
             lower_limit: self.stop_lower,
             upper_limit: self.stop_upper,
@@ -199,7 +217,7 @@ pub struct PropagationJob<'a> {
 
 /// Runs the propagation and writes the mask volume.
 pub fn run(job: PropagationJob<'_>, volume: Volume, args: &PropagationArgs) -> Result<(), Failure> {
-    let config = args.config()?;
+    let config = args.config(job.bundle)?;
     let root = cache_root(args);
     let slices = volume.slices(job.axis);
     for a in &job.annotations {

@@ -27,7 +27,8 @@ pub struct SegmentArgs {
     /// Input: a 2D image (PNG/TIFF), a NIfTI volume (.nii, .nii.gz), a DICOM file or a folder holding one
     /// DICOM series.
     input: PathBuf,
-    /// Model bundle folder (see `export` and `models pull`); default: the built-in medico-tiny model.
+    /// Model: a bundle folder (see `export`), `medico-tiny` (built in) or a model installed by `models pull`;
+    /// default: LiteMedSAM (`models pull litemedsam`).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Box prompt: x0,y0,x1,y1 in pixels of the slice (x1/y1 exclusive), or x0,y0,z0,x1,y1,z1 with --world.
@@ -188,10 +189,7 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
             )));
         }
     }
-    let model_dir = match &args.model {
-        Some(dir) => dir.clone(),
-        None => crate::default_model::default_model_dir().map_err(Failure::model)?,
-    };
+    let model_dir = crate::default_model::resolve_model(args.model.as_deref()).map_err(Failure::model)?;
     let bundle = Bundle::open(&model_dir).map_err(Failure::model)?;
     let default_intensity = bundle_intensity(&bundle)?;
     let intensity = args.intensity.unwrap_or(default_intensity);

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use medico_models::checkpoint::{load_checkpoint, shapes};
-use medico_models::{Sam, SamConfig, StateDict};
+use medico_models::{Preprocessing, Sam, SamConfig, StateDict};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -20,6 +20,19 @@ pub const MANIFEST: &str = "model.json";
 pub const FORMAT: &str = "medico-bundle/1";
 /// The intensity normalization MedicoSAM was trained with (per-slice 1st–99th percentile to 0–255).
 pub const DEFAULT_INTENSITY: &str = "percentile:1,99";
+
+/// MedSAM's (and so LiteMedSAM's) intensity rule for non-CT images: 0.5–99.5 percentile of the non-zero
+/// values to 0–255.
+pub const LITE_MEDSAM_INTENSITY: &str = "nonzero-percentile:0.5,99.5";
+
+/// The intensity normalization a model with this preprocessing was trained with.
+pub fn default_intensity(preprocessing: &Preprocessing) -> &'static str {
+    if *preprocessing == Preprocessing::LITE_MEDSAM {
+        LITE_MEDSAM_INTENSITY
+    } else {
+        DEFAULT_INTENSITY
+    }
+}
 
 /// Where a bundle's weights came from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -55,6 +68,9 @@ pub struct Manifest {
     pub config: SamConfig,
     /// Side of the square encoder input.
     pub input_size: usize,
+    /// Resize and normalization of the encoder input (bundles without it: SAM's).
+    #[serde(default)]
+    pub preprocessing: Preprocessing,
     /// Intensity normalization the model expects for medical images (see the runtime's `--intensity`).
     pub intensity: String,
     /// Role → file name: `encoder`, `decoder`, `decoder_single`, `decoder_lowres`.
@@ -252,12 +268,14 @@ fn write_bundle(
         );
         graphs.insert(role.to_string(), file.to_string());
     }
+    let preprocessing = Preprocessing::for_architecture(&sam.config);
     let manifest = Manifest {
         format: FORMAT.into(),
         architecture: sam.config.architecture_name().into(),
         config: sam.config.clone(),
         input_size: sam.config.img_size,
-        intensity: DEFAULT_INTENSITY.into(),
+        preprocessing,
+        intensity: default_intensity(&preprocessing).into(),
         graphs,
         files,
         source_checkpoint: SourceCheckpoint {

@@ -7,7 +7,8 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 
-use medico_models::{Backend, StateDict};
+use medico_models::backend::BatchNorm;
+use medico_models::{Backend, HostTensor, StateDict};
 use tract_onnx::pb;
 
 /// A value in the graph being built.
@@ -108,8 +109,29 @@ impl<'s> OnnxBackend<'s> {
         format!("{prefix}{}", g.next_id)
     }
 
+    /// The host values of parameter `name`.
+    fn host_param(&self, name: &str) -> &'s HostTensor {
+        self.state
+            .get(name)
+            .unwrap_or_else(|| panic!("parameter '{name}' missing: checkpoints are checked against the model first"))
+    }
+
+    /// Emits the initializer of every parameter among `inputs` that a node uses for the first time, so a
+    /// parameter only folded into another (BatchNorm) never reaches the graph.
+    fn emit_params(&self, inputs: &[&str]) {
+        let mut g = self.graph.borrow_mut();
+        for &name in inputs {
+            if let Some(tensor) = self.state.get(name) {
+                if g.emitted_params.insert(name.to_string()) {
+                    g.initializers.push(float_tensor(name, &tensor.shape, &tensor.data));
+                }
+            }
+        }
+    }
+
     /// Adds a node with one output of rank `rank`.
     pub fn node(&self, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>, rank: usize) -> OnnxTensor {
+        self.emit_params(inputs);
         let output = self.fresh("t");
         let node = pb::NodeProto {
             name: format!("{op}_{output}"),
@@ -182,17 +204,9 @@ impl Backend for OnnxBackend<'_> {
     type Tensor = OnnxTensor;
 
     fn param(&self, name: &str) -> OnnxTensor {
-        let tensor = self
-            .state
-            .get(name)
-            .unwrap_or_else(|| panic!("parameter '{name}' missing: checkpoints are checked against the model first"));
-        let mut g = self.graph.borrow_mut();
-        if g.emitted_params.insert(name.to_string()) {
-            g.initializers.push(float_tensor(name, &tensor.shape, &tensor.data));
-        }
         OnnxTensor {
             name: name.to_string(),
-            rank: tensor.shape.len(),
+            rank: self.host_param(name).shape.len(),
         }
     }
 
@@ -236,6 +250,40 @@ impl Backend for OnnxBackend<'_> {
             vec![
                 ("strides", Attr::Ints(vec![s, s])),
                 ("pads", Attr::Ints(vec![p, p, p, p])),
+            ],
+            4,
+        )
+    }
+
+    fn conv2d_batch_norm(
+        &self,
+        x: &OnnxTensor,
+        weight: &OnnxTensor,
+        norm: &BatchNorm<'_, OnnxTensor>,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+    ) -> OnnxTensor {
+        let (w, b) = fold_batch_norm(
+            self.host_param(&weight.name),
+            [norm.weight, norm.bias, norm.running_mean, norm.running_var].map(|t| &self.host_param(&t.name).data[..]),
+            norm.eps,
+        );
+        let weight_name = format!("{}.bn_folded", weight.name);
+        let bias_name = format!("{}.bn_folded_bias", weight.name);
+        {
+            let mut g = self.graph.borrow_mut();
+            g.initializers.push(float_tensor(&weight_name, &w.shape, &w.data));
+            g.initializers.push(float_tensor(&bias_name, &[b.len()], &b));
+        }
+        let (s, p) = (stride as i64, padding as i64);
+        self.node(
+            "Conv",
+            &[&x.name, &weight_name, &bias_name],
+            vec![
+                ("strides", Attr::Ints(vec![s, s])),
+                ("pads", Attr::Ints(vec![p, p, p, p])),
+                ("group", Attr::Int(groups as i64)),
             ],
             4,
         )
@@ -379,6 +427,28 @@ impl Backend for OnnxBackend<'_> {
         let sizes = self.node("Concat", &[&leading.name, &spatial], vec![("axis", Attr::Int(0))], 1);
         resize_linear(self, x, &sizes)
     }
+}
+
+/// Folds an inference-mode BatchNorm (`[gamma, beta, mean, var]`, one value per output channel) into the
+/// bias-free convolution before it: `w' = w * gamma / sqrt(var + eps)`, `b' = beta - mean * gamma /
+/// sqrt(var + eps)`, computed in f64 and rounded once.
+pub fn fold_batch_norm(weight: &HostTensor, norm: [&[f32]; 4], eps: f64) -> (HostTensor, Vec<f32>) {
+    let [gamma, beta, mean, var] = norm;
+    let out = weight.shape[0];
+    let per_channel = weight.data.len() / out.max(1);
+    let scale: Vec<f64> = (0..out)
+        .map(|o| gamma[o] as f64 / (var[o] as f64 + eps).sqrt())
+        .collect();
+    let data = weight
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v as f64 * scale[i / per_channel]) as f32)
+        .collect();
+    let bias = (0..out)
+        .map(|o| (beta[o] as f64 - mean[o] as f64 * scale[o]) as f32)
+        .collect();
+    (HostTensor::new(weight.shape.clone(), data), bias)
 }
 
 /// Bilinear `Resize` of an NCHW value to int64 `sizes` (PyTorch `align_corners=False`).

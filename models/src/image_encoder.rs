@@ -1,235 +1,72 @@
-//! SAM's ViT image encoder: patch embedding, absolute position embedding, blocks with windowed or global
-//! attention and decomposed relative position embeddings, and the convolutional neck.
+//! The image encoder of a SAM model: SAM's ViT or a TinyViT, as the configuration says, then the
+//! convolutional neck both share (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d, no biases).
 
-use crate::backend::{layer_norm_2d, linear_layer, Backend};
-use crate::config::{SamConfig, ENCODER_LAYERNORM_EPS, LAYERNORM2D_EPS};
+use crate::backend::{layer_norm_2d, Backend};
+use crate::config::{SamConfig, LAYERNORM2D_EPS};
+use crate::encoder_config::EncoderConfig;
 use crate::params::ParamSpecs;
+use crate::tiny_vit::TinyVitEncoder;
+use crate::vit::VitEncoder;
 
 /// The image encoder of a [`SamConfig`].
-pub struct ImageEncoder<'a> {
-    config: &'a SamConfig,
+pub enum ImageEncoder<'a> {
+    /// SAM's ViT.
+    Vit(VitEncoder<'a>),
+    /// TinyViT (MobileSAM, LiteMedSAM).
+    TinyVit(TinyVitEncoder<'a>),
 }
-
-const PREFIX: &str = "image_encoder";
 
 impl<'a> ImageEncoder<'a> {
     /// The encoder of `config`.
     pub fn new(config: &'a SamConfig) -> Self {
-        Self { config }
+        match &config.encoder {
+            EncoderConfig::Vit(vit) => Self::Vit(VitEncoder::new(config, vit)),
+            EncoderConfig::TinyVit { tiny_vit } => Self::TinyVit(TinyVitEncoder::new(config, tiny_vit)),
+        }
     }
 
     /// Declares the encoder's parameters.
     pub fn param_specs(&self, specs: &mut ParamSpecs) {
-        let c = self.config;
-        let dim = c.encoder_embed_dim;
-        let grid = c.embedding_size();
-        specs.add(
-            format!("{PREFIX}.patch_embed.proj.weight"),
-            &[dim, c.in_chans, c.patch_size, c.patch_size],
-        );
-        specs.add(format!("{PREFIX}.patch_embed.proj.bias"), &[dim]);
-        if c.encoder_use_abs_pos {
-            specs.add(format!("{PREFIX}.pos_embed"), &[1, grid, grid, dim]);
-        }
-        let hidden = self.mlp_hidden();
-        let head_dim = dim / c.encoder_num_heads;
-        for i in 0..c.encoder_depth {
-            let p = format!("{PREFIX}.blocks.{i}");
-            specs.add_norm(&format!("{p}.norm1"), dim);
-            if c.encoder_use_rel_pos {
-                let side = self.attention_side(i);
-                specs.add(format!("{p}.attn.rel_pos_h"), &[2 * side - 1, head_dim]);
-                specs.add(format!("{p}.attn.rel_pos_w"), &[2 * side - 1, head_dim]);
+        let (features, out) = match self {
+            Self::Vit(e) => {
+                e.param_specs(specs);
+                (e.output_dim(), e.sam().prompt_embed_dim)
             }
-            specs.add_linear(&format!("{p}.attn.qkv"), dim, 3 * dim, c.encoder_qkv_bias);
-            specs.add_linear(&format!("{p}.attn.proj"), dim, dim, true);
-            specs.add_norm(&format!("{p}.norm2"), dim);
-            specs.add_linear(&format!("{p}.mlp.lin1"), dim, hidden, true);
-            specs.add_linear(&format!("{p}.mlp.lin2"), hidden, dim, true);
-        }
-        let out = c.prompt_embed_dim;
-        specs.add(format!("{PREFIX}.neck.0.weight"), &[out, dim, 1, 1]);
-        specs.add_norm(&format!("{PREFIX}.neck.1"), out);
-        specs.add(format!("{PREFIX}.neck.2.weight"), &[out, out, 3, 3]);
-        specs.add_norm(&format!("{PREFIX}.neck.3"), out);
+            Self::TinyVit(e) => {
+                e.param_specs(specs);
+                (e.output_dim(), e.sam().prompt_embed_dim)
+            }
+        };
+        specs.add(format!("{NECK}.0.weight"), &[out, features, 1, 1]);
+        specs.add_norm(&format!("{NECK}.1"), out);
+        specs.add(format!("{NECK}.2.weight"), &[out, out, 3, 3]);
+        specs.add_norm(&format!("{NECK}.3"), out);
     }
 
-    fn mlp_hidden(&self) -> usize {
-        (self.config.encoder_embed_dim as f64 * self.config.encoder_mlp_ratio) as usize
-    }
-
-    fn is_global(&self, block: usize) -> bool {
-        self.config.encoder_global_attn_indexes.contains(&block)
-    }
-
-    /// Side of the token grid block `block` attends over (the window, or the whole grid).
-    fn attention_side(&self, block: usize) -> usize {
-        if self.is_global(block) {
-            self.config.embedding_size()
-        } else {
-            self.config.encoder_window_size
-        }
-    }
-
-    /// Encodes normalized, padded images `[B, 3, S, S]` into embeddings `[B, C, S/16, S/16]`.
+    /// Encodes normalized, padded images `[B, 3, S, S]` into embeddings `[B, C, E, E]`.
     pub fn forward<B: Backend>(&self, b: &B, images: &B::Tensor) -> B::Tensor {
         self.forward_traced(b, images, &mut |_, _| {})
     }
 
-    /// As [`Self::forward`], and hands intermediate outputs to `trace`: `patch_embed` (before the
-    /// position embedding) and `block{i}`, each `[B, E, E, D]`.
+    /// As [`Self::forward`], and hands named intermediate outputs to `trace` (ViT: `patch_embed`,
+    /// `block{i}`; TinyViT: `patch_embed`, `layer{i}`).
     pub fn forward_traced<B: Backend>(
         &self,
         b: &B,
         images: &B::Tensor,
         trace: &mut dyn FnMut(&str, &B::Tensor),
     ) -> B::Tensor {
-        let c = self.config;
-        let patches = b.conv2d(
-            images,
-            &b.param(&format!("{PREFIX}.patch_embed.proj.weight")),
-            Some(&b.param(&format!("{PREFIX}.patch_embed.proj.bias"))),
-            c.patch_size,
-            0,
-        );
-        let mut x = b.permute(&patches, &[0, 2, 3, 1]);
-        trace("patch_embed", &x);
-        if c.encoder_use_abs_pos {
-            x = b.add(&x, &b.param(&format!("{PREFIX}.pos_embed")));
-        }
-        for i in 0..c.encoder_depth {
-            x = self.block(b, &x, i);
-            trace(&format!("block{i}"), &x);
-        }
-        let channels_first = b.permute(&x, &[0, 3, 1, 2]);
-        let y = b.conv2d(
-            &channels_first,
-            &b.param(&format!("{PREFIX}.neck.0.weight")),
-            None,
-            1,
-            0,
-        );
-        let y = layer_norm_2d(b, &y, &format!("{PREFIX}.neck.1"), LAYERNORM2D_EPS);
-        let y = b.conv2d(&y, &b.param(&format!("{PREFIX}.neck.2.weight")), None, 1, 1);
-        layer_norm_2d(b, &y, &format!("{PREFIX}.neck.3"), LAYERNORM2D_EPS)
-    }
-
-    fn norm<B: Backend>(&self, b: &B, x: &B::Tensor, prefix: &str) -> B::Tensor {
-        b.layer_norm(
-            x,
-            &b.param(&format!("{prefix}.weight")),
-            &b.param(&format!("{prefix}.bias")),
-            ENCODER_LAYERNORM_EPS,
-        )
-    }
-
-    fn block<B: Backend>(&self, b: &B, x: &B::Tensor, index: usize) -> B::Tensor {
-        let p = format!("{PREFIX}.blocks.{index}");
-        let grid = self.config.embedding_size();
-        let dim = self.config.encoder_embed_dim as i64;
-        let normed = self.norm(b, x, &format!("{p}.norm1"));
-        let attended = if self.is_global(index) {
-            self.attention(b, &normed, &p, grid)
-        } else {
-            let ws = self.config.encoder_window_size;
-            let padded_side = grid.div_ceil(ws) * ws;
-            let pad = padded_side - grid;
-            let padded = if pad > 0 {
-                b.pad_end(&normed, &[(1, pad), (2, pad)])
-            } else {
-                normed
-            };
-            let n = (padded_side / ws) as i64;
-            let w = ws as i64;
-            // Window partition: [B, Hp, Wp, D] -> [B * n * n, ws, ws, D].
-            let parted = b.reshape(&padded, &[-1, n, w, n, w, dim]);
-            let parted = b.permute(&parted, &[0, 1, 3, 2, 4, 5]);
-            let windows = b.reshape(&parted, &[-1, w, w, dim]);
-            let out = self.attention(b, &windows, &p, ws);
-            // Window unpartition back to [B, Hp, Wp, D], then drop the padding.
-            let merged = b.reshape(&out, &[-1, n, n, w, w, dim]);
-            let merged = b.permute(&merged, &[0, 1, 3, 2, 4, 5]);
-            let merged = b.reshape(&merged, &[-1, n * w, n * w, dim]);
-            if pad > 0 {
-                let cropped = b.slice(&merged, 1, 0, grid);
-                b.slice(&cropped, 2, 0, grid)
-            } else {
-                merged
-            }
+        let tokens = match self {
+            Self::Vit(e) => e.features_traced(b, images, trace),
+            Self::TinyVit(e) => e.features_traced(b, images, trace),
         };
-        let x = b.add(x, &attended);
-        let normed = self.norm(b, &x, &format!("{p}.norm2"));
-        let hidden = b.gelu(&linear_layer(b, &normed, &format!("{p}.mlp.lin1")));
-        b.add(&x, &linear_layer(b, &hidden, &format!("{p}.mlp.lin2")))
-    }
-
-    /// Multi-head attention over a `[B', side, side, D]` token grid.
-    fn attention<B: Backend>(&self, b: &B, x: &B::Tensor, block: &str, side: usize) -> B::Tensor {
-        let c = self.config;
-        let heads = c.encoder_num_heads as i64;
-        let dim = c.encoder_embed_dim as i64;
-        let head_dim = dim / heads;
-        let s = side as i64;
-        let tokens = s * s;
-        let qkv_bias = c.encoder_qkv_bias.then(|| b.param(&format!("{block}.attn.qkv.bias")));
-        let qkv = b.linear(x, &b.param(&format!("{block}.attn.qkv.weight")), qkv_bias.as_ref());
-        let qkv = b.reshape(&qkv, &[-1, tokens, 3, heads, head_dim]);
-        let qkv = b.permute(&qkv, &[2, 0, 3, 1, 4]);
-        let qkv = b.reshape(&qkv, &[3, -1, tokens, head_dim]);
-        let part = |i: usize| b.reshape(&b.slice(&qkv, 0, i, i + 1), &[-1, tokens, head_dim]);
-        let (q, k, v) = (part(0), part(1), part(2));
-        let scaled_q = b.scale(&q, (head_dim as f64).powf(-0.5));
-        let mut attn = b.matmul(&scaled_q, &b.permute(&k, &[0, 2, 1]));
-        if c.encoder_use_rel_pos {
-            attn = self.add_decomposed_rel_pos(b, &attn, &q, block, side);
-        }
-        let attn = b.softmax_last(&attn);
-        let out = b.matmul(&attn, &v);
-        let out = b.reshape(&out, &[-1, heads, s, s, head_dim]);
-        let out = b.permute(&out, &[0, 2, 3, 1, 4]);
-        let out = b.reshape(&out, &[-1, s, s, dim]);
-        linear_layer(b, &out, &format!("{block}.attn.proj"))
-    }
-
-    /// Adds the decomposed relative position terms to attention logits `[B'', s*s, s*s]`.
-    fn add_decomposed_rel_pos<B: Backend>(
-        &self,
-        b: &B,
-        attn: &B::Tensor,
-        q: &B::Tensor,
-        block: &str,
-        side: usize,
-    ) -> B::Tensor {
-        let s = side as i64;
-        let head_dim = (self.config.encoder_embed_dim / self.config.encoder_num_heads) as i64;
-        let rel_h = relative_position_table(b, &format!("{block}.attn.rel_pos_h"), side);
-        let rel_w = relative_position_table(b, &format!("{block}.attn.rel_pos_w"), side);
-        let r_q = b.reshape(q, &[-1, s, s, head_dim]);
-        // rel_h[b, y, x, k] = sum_c r_q[b, y, x, c] * Rh[y, k, c]
-        let by_row = b.reshape(&b.permute(&r_q, &[1, 0, 2, 3]), &[s, -1, head_dim]);
-        let term_h = b.matmul(&by_row, &b.permute(&rel_h, &[0, 2, 1]));
-        let term_h = b.permute(&b.reshape(&term_h, &[s, -1, s, s]), &[1, 0, 2, 3]);
-        // rel_w[b, y, x, k] = sum_c r_q[b, y, x, c] * Rw[x, k, c]
-        let by_col = b.reshape(&b.permute(&r_q, &[2, 0, 1, 3]), &[s, -1, head_dim]);
-        let term_w = b.matmul(&by_col, &b.permute(&rel_w, &[0, 2, 1]));
-        let term_w = b.permute(&b.reshape(&term_w, &[s, -1, s, s]), &[1, 2, 0, 3]);
-        let attn = b.reshape(attn, &[-1, s, s, s, s]);
-        let attn = b.add(&attn, &b.reshape(&term_h, &[-1, s, s, s, 1]));
-        let attn = b.add(&attn, &b.reshape(&term_w, &[-1, s, s, 1, s]));
-        b.reshape(&attn, &[-1, s * s, s * s])
+        let channels_first = b.permute(&tokens, &[0, 3, 1, 2]);
+        let y = b.conv2d(&channels_first, &b.param(&format!("{NECK}.0.weight")), None, 1, 0);
+        let y = layer_norm_2d(b, &y, &format!("{NECK}.1"), LAYERNORM2D_EPS);
+        let y = b.conv2d(&y, &b.param(&format!("{NECK}.2.weight")), None, 1, 1);
+        layer_norm_2d(b, &y, &format!("{NECK}.3"), LAYERNORM2D_EPS)
     }
 }
 
-/// The `[side, side, C]` table of relative position embeddings for query/key grids of `side` tokens
-/// (official `get_rel_pos` with equal query and key sizes): row `q - k + side - 1` of the stored
-/// `[2 * side - 1, C]` table.
-///
-/// The official code linearly resamples a table whose length differs from `2 * side - 1`; with the
-/// official (strict) state-dict loading that branch cannot be reached, because the parameter's shape is
-/// fixed by the image size, and [`crate::params::ParamSpecs::check`] enforces the same shapes here.
-pub fn relative_position_table<B: Backend>(b: &B, name: &str, side: usize) -> B::Tensor {
-    let indices: Vec<i64> = (0..side)
-        .flat_map(|q| (0..side).map(move |k| (q + side - 1 - k) as i64))
-        .collect();
-    b.gather_rows(&b.param(name), &indices, &[side, side])
-}
+/// Key prefix of the neck's parameters.
+const NECK: &str = "image_encoder.neck";

@@ -7,16 +7,23 @@ pub mod backend;
 pub mod checkpoint;
 pub mod clicks;
 pub mod config;
+pub mod encoder_config;
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod params;
+pub mod preprocessing;
 pub mod prompt;
 pub mod prompt_encoder;
 pub mod sam;
+pub mod tiny_vit;
+pub mod vit;
+pub mod windows;
 
 pub use backend::Backend;
 pub use checkpoint::{load_checkpoint, HostTensor, StateDict};
 pub use config::SamConfig;
+pub use encoder_config::{EncoderConfig, TinyVitConfig, TinyVitStem, VitConfig};
+pub use preprocessing::Preprocessing;
 pub use sam::Sam;
 
 /// Errors of model configuration and checkpoint import.

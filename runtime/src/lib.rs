@@ -19,6 +19,7 @@ pub mod predictor;
 pub mod preprocess;
 pub mod preview;
 pub mod propagation;
+pub mod resize_area;
 pub mod volume;
 pub mod volume_eval;
 pub mod volume_session;

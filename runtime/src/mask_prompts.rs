@@ -26,14 +26,22 @@ pub struct Projection {
     pub use_points: bool,
     /// With `use_points`: only the deepest interior point, positive.
     pub single_point: bool,
+    /// With `use_box`: upstream LiteMedSAM's box instead of micro-sam's: the mask's inclusive corners
+    /// moved out by [`LITE_MEDSAM_BOX_SHIFT`] pixels and clipped to the last pixel (the box extension is
+    /// not used).
+    pub lite_medsam_box: bool,
 }
 
-const MODES: [(&str, Projection); 5] = [
+/// Pixels upstream LiteMedSAM's 3D inference adds on every side of the previous slice's box.
+pub const LITE_MEDSAM_BOX_SHIFT: usize = 3;
+
+const MODES: [(&str, Projection); 6] = [
     ("mask", Projection::new(true, true, false, false)),
     ("points", Projection::new(false, false, true, false)),
     ("box", Projection::new(true, false, false, false)),
     ("points_and_mask", Projection::new(false, true, true, false)),
     ("single_point", Projection::new(false, false, true, true)),
+    ("lite_medsam", Projection::LITE_MEDSAM),
 ];
 
 impl Projection {
@@ -43,8 +51,19 @@ impl Projection {
             use_mask,
             use_points,
             single_point,
+            lite_medsam_box: false,
         }
     }
+
+    /// Upstream LiteMedSAM's 3D rule: each slice prompted with the previous slice's box only (see
+    /// [`Projection::lite_medsam_box`]); upstream stops only on an empty mask (IoU threshold 0).
+    pub const LITE_MEDSAM: Self = Self {
+        use_box: true,
+        use_mask: false,
+        use_points: false,
+        single_point: false,
+        lite_medsam_box: true,
+    };
 }
 
 impl Default for Projection {
@@ -70,8 +89,8 @@ impl FromStr for Projection {
                 "points" => p.use_points = true,
                 _ => {
                     return Err(format!(
-                        "unknown projection '{text}' (expected mask, points, box, points_and_mask, single_point or a \
-                         combination like box+mask+points)"
+                        "unknown projection '{text}' (expected mask, points, box, points_and_mask, single_point, \
+                         lite_medsam or a combination like box+mask+points)"
                     ))
                 }
             }
@@ -128,6 +147,19 @@ pub fn box_from_mask(mask: &[bool], (h, w): (usize, usize), extension: BoxExtens
         y0.saturating_sub(ey),
         (x1 + ex).min(w),
         (y1 + ey).min(h),
+    ])
+}
+
+/// Upstream LiteMedSAM's box of a non-empty mask: inclusive corners `[x_min, y_min, x_max, y_max]` moved
+/// out by [`LITE_MEDSAM_BOX_SHIFT`] and clipped to `[0, w - 1] x [0, h - 1]`.
+pub fn lite_medsam_box(mask: &[bool], (h, w): (usize, usize)) -> Option<[usize; 4]> {
+    let [x0, y0, x1, y1] = tight_box(mask, w)?;
+    let shift = LITE_MEDSAM_BOX_SHIFT;
+    Some([
+        x0.saturating_sub(shift),
+        y0.saturating_sub(shift),
+        (x1 - 1 + shift).min(w - 1),
+        (y1 - 1 + shift).min(h - 1),
     ])
 }
 
@@ -337,7 +369,11 @@ pub fn prompts_from_mask(
     extension: BoxExtension,
     low: usize,
 ) -> Option<SlicePrompt> {
-    let b = box_from_mask(mask, hw, extension)?;
+    let b = if projection.lite_medsam_box {
+        lite_medsam_box(mask, hw)?
+    } else {
+        box_from_mask(mask, hw, extension)?
+    };
     let points = match (projection.use_points, projection.single_point) {
         (false, _) => Vec::new(),
         (true, true) => deepest_point(mask, hw).into_iter().collect(),
@@ -367,7 +403,15 @@ mod tests {
 
     #[test]
     fn projection_names_and_combinations() {
-        for name in ["mask", "points", "box", "points_and_mask", "single_point", "box+points"] {
+        for name in [
+            "mask",
+            "points",
+            "box",
+            "points_and_mask",
+            "single_point",
+            "lite_medsam",
+            "box+points",
+        ] {
             assert_eq!(name.parse::<Projection>().unwrap().to_string(), name);
         }
         assert_eq!("box+mask".parse::<Projection>().unwrap(), "mask".parse().unwrap());
@@ -376,6 +420,24 @@ mod tests {
             .unwrap_err()
             .contains("unknown projection"));
         assert_eq!(Projection::default().to_string(), "single_point");
+    }
+
+    #[test]
+    fn lite_medsam_box_is_inclusive_plus_three_pixels_clipped_to_the_last_pixel() {
+        let hw = (50, 60);
+        // Pixels x 10..=29, y 20..=29.
+        let mask = rect(hw, [10, 20, 30, 30]);
+        assert_eq!(lite_medsam_box(&mask, hw), Some([7, 17, 32, 32]));
+        let corner = rect(hw, [1, 0, 59, 49]);
+        assert_eq!(lite_medsam_box(&corner, hw), Some([0, 0, 59, 49]));
+        let prompt = prompts_from_mask(&mask, hw, Projection::LITE_MEDSAM, 0.05, 256).unwrap();
+        assert!(prompt.points.is_empty() && prompt.mask_logits.is_none());
+        let b = prompt.bbox.unwrap();
+        assert_eq!(
+            [b.x0, b.y0, b.x1, b.y1],
+            [7.0, 17.0, 32.0, 32.0],
+            "the box extension is not used"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use medico_export::Bundle;
 use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
-use medico_models::SamConfig;
+use medico_models::{Preprocessing, SamConfig};
 use ndarray::{Array2, ArrayD, Axis, IxDyn};
 
 pub use crate::engine::BackendChoice;
@@ -41,6 +41,7 @@ struct ImageState {
 /// A bundle's encoder and low-res decoder on one engine.
 pub struct Predictor {
     config: SamConfig,
+    preprocessing: Preprocessing,
     encoder: Box<dyn Engine>,
     decoder: Box<dyn Engine>,
     image: Option<ImageState>,
@@ -57,6 +58,7 @@ impl Predictor {
         };
         Ok(Self {
             config: bundle.manifest.config.clone(),
+            preprocessing: bundle.manifest.preprocessing,
             encoder: open_engine(backend, &graph("encoder")?, threads)?,
             decoder: open_engine(backend, &graph("decoder_lowres")?, threads)?,
             image: None,
@@ -76,7 +78,13 @@ impl Predictor {
     /// Encodes an RGB image (`[h, w, 3]` row-major 8-bit) and keeps its embedding.
     pub fn set_image(&mut self, rgb: &[u8], original_hw: (usize, usize)) -> Result<(), RuntimeError> {
         let c = &self.config;
-        let (input, resized_hw) = encoder_input(rgb, original_hw, c.img_size, c.pixel_mean, c.pixel_std);
+        let (input, resized_hw) = encoder_input(
+            rgb,
+            original_hw,
+            c.img_size,
+            &self.preprocessing,
+            (c.pixel_mean, c.pixel_std),
+        );
         let mut out = self.encoder.run(&[("images", input.into_dyn())])?;
         let embedding = out
             .remove("image_embeddings")

@@ -1,6 +1,8 @@
-//! Image preprocessing exactly as the official `SamPredictor.set_image`: resize the longest side to the
-//! model's input size with Pillow's bilinear filter (antialiased when shrinking, fixed-point arithmetic on
-//! 8-bit channels), normalize with the pixel mean and standard deviation, zero-pad bottom and right.
+//! Image preprocessing as the bundle declares it. SAM's, exactly as the official `SamPredictor.set_image`:
+//! resize the longest side to the model's input size with Pillow's bilinear filter (antialiased when
+//! shrinking, fixed-point arithmetic on 8-bit channels), normalize with the pixel mean and standard
+//! deviation, zero-pad bottom and right. LiteMedSAM's: OpenCV `INTER_AREA` ([`crate::resize_area`]),
+//! min-max to [0, 1], zero-pad.
 //!
 //! The resampler follows Pillow's separable convolution (`Resample.c`): per output pixel a triangle
 //! filter stretched by the scale when shrinking, weights normalized and quantized to 22 fractional bits,
@@ -9,7 +11,10 @@
 
 use ndarray::Array4;
 
+use medico_models::preprocessing::{Normalization, Preprocessing, ResizeMethod};
 use medico_models::prompt::resized_size;
+
+use crate::resize_area::resize_area;
 
 /// Fractional bits of Pillow's 8-bit resampling weights.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -114,27 +119,47 @@ pub fn resize_pillow_bilinear(
     out
 }
 
-/// The encoder input for an RGB image: `[1, 3, S, S]`, `(resized - mean) / std`, zero-padded bottom and
-/// right; also returns the resized size `(h, w)`.
+/// The encoder input for an RGB image: `[1, 3, S, S]`, resized and normalized as `preprocessing` says
+/// (SAM: Pillow bilinear, `(v - mean) / std`; LiteMedSAM: OpenCV `INTER_AREA`, min-max to [0, 1]),
+/// zero-padded bottom and right; also returns the resized size `(h, w)`.
 pub fn encoder_input(
     rgb: &[u8],
     (h, w): (usize, usize),
     input_size: usize,
-    pixel_mean: [f64; 3],
-    pixel_std: [f64; 3],
+    preprocessing: &Preprocessing,
+    (pixel_mean, pixel_std): ([f64; 3], [f64; 3]),
 ) -> (Array4<f32>, (usize, usize)) {
     let (new_h, new_w) = resized_size(h, w, input_size);
-    let resized = resize_pillow_bilinear(rgb, (h, w), 3, (new_h, new_w));
+    let resized = resize_rgb(rgb, (h, w), preprocessing.resize, (new_h, new_w));
+    let normalize: Box<dyn Fn(usize, u8) -> f32> = match preprocessing.normalization {
+        Normalization::MeanStd => Box::new(move |c, v| (v as f32 - pixel_mean[c] as f32) / pixel_std[c] as f32),
+        Normalization::MinMax01 => {
+            let lo = resized.iter().copied().min().unwrap_or(0) as f64;
+            let hi = resized.iter().copied().max().unwrap_or(0) as f64;
+            let range = (hi - lo).max(MIN_MAX_EPS);
+            Box::new(move |_, v| ((v as f64 - lo) / range) as f32)
+        }
+    };
     let mut input = Array4::<f32>::zeros((1, 3, input_size, input_size));
     for c in 0..3 {
-        let (mean, std) = (pixel_mean[c] as f32, pixel_std[c] as f32);
         for y in 0..new_h {
             for x in 0..new_w {
-                input[[0, c, y, x]] = (resized[(y * new_w + x) * 3 + c] as f32 - mean) / std;
+                input[[0, c, y, x]] = normalize(c, resized[(y * new_w + x) * 3 + c]);
             }
         }
     }
     (input, (new_h, new_w))
+}
+
+/// Smallest denominator of the min-max normalization (LiteMedSAM's `np.clip(max - min, 1e-8, None)`).
+const MIN_MAX_EPS: f64 = 1e-8;
+
+/// An interleaved 8-bit RGB image resized to `(h, w)` with `method`.
+pub fn resize_rgb(rgb: &[u8], hw: (usize, usize), method: ResizeMethod, out_hw: (usize, usize)) -> Vec<u8> {
+    match method {
+        ResizeMethod::PillowBilinear => resize_pillow_bilinear(rgb, hw, 3, out_hw),
+        ResizeMethod::Cv2Area => resize_area(rgb, hw, 3, out_hw),
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //!
 //! `cargo run --release -p medico-tests --example propagation_dice -- BUNDLE CACHE_DIR [IOU] [HALF_RANGE] [THREADS]`
 //!
-//! IOU (default 0.5) is the stop threshold; HALF_RANGE (default: the whole volume) limits the walk to that many
-//! slices on each side of the central slice (with IOU 0 this times a fixed number of slices).
+//! IOU (default 0.5) is the stop threshold (the `lite_medsam` mode always uses 0, upstream's stop on an empty
+//! mask); HALF_RANGE (default: the whole volume) limits the walk to that many slices on each side of the
+//! central slice (with IOU 0 this times a fixed number of slices). Intensity: the bundle's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -53,23 +54,24 @@ fn main() {
             x1: b[2] + 1.0,
             y1: b[3] + 1.0,
         };
+        let intensity: Intensity = bundle.manifest.intensity.parse().unwrap();
         let mut session = VolumeSession::open(
             image,
             axis,
-            Intensity::default(),
+            intensity,
             &bundle,
             BackendChoice::Auto,
             threads,
             Some(&cache),
         )
         .unwrap();
-        for mode in ["single_point", "mask", "box", "points", "points_and_mask"] {
+        for mode in ["single_point", "mask", "box", "points", "points_and_mask", "lite_medsam"] {
             let before = session.stats();
             let start = Instant::now();
             session.annotate(centre, &[], Some(&bbox), false).unwrap();
             let config = PropagationConfig {
                 projection: mode.parse().unwrap(),
-                iou_threshold: iou,
+                iou_threshold: if mode == "lite_medsam" { 0.0 } else { iou },
                 lower_limit: half_range.map(|h| centre.saturating_sub(h)),
                 upper_limit: half_range.map(|h| centre + h),
                 ..PropagationConfig::default()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use medico_export::{decoder_model, encoder_model, to_bytes, DecoderVariant};
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{Sam, SamConfig};
-use ndarray::ArrayD;
+use ndarray::{ArrayD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
 
 /// The `shared/` folder beside the checkout, or `$MEDICO_SHARED`.
@@ -20,6 +20,68 @@ pub fn shared_dir() -> PathBuf {
 /// `shared/reference/<name>`.
 pub fn reference_dir(name: &str) -> PathBuf {
     shared_dir().join("reference").join(name)
+}
+
+/// LiteMedSAM's real checkpoint: `$MEDICO_LITEMEDSAM_CHECKPOINT` (`scripts/env.sh` sets it), else
+/// `.deps/litemedsam/lite_medsam.pth` in the checkout; panics with how to get it when it is missing.
+pub fn lite_medsam_checkpoint() -> PathBuf {
+    let path = std::env::var_os("MEDICO_LITEMEDSAM_CHECKPOINT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.deps/litemedsam/lite_medsam.pth"));
+    assert!(
+        path.exists(),
+        "{}: LiteMedSAM's checkpoint is missing; run `bash scripts/setup.sh`",
+        path.display()
+    );
+    path
+}
+
+/// The feeds of the official ONNX decoder interface: embeddings, prompt points `[1, N, 2]` with labels,
+/// an optional low-res mask prompt (`low x low`) and the original image size.
+pub fn onnx_decoder_feeds(
+    embeddings: &ArrayD<f32>,
+    (coords, labels): (Vec<f32>, Vec<f32>),
+    mask: Option<ArrayD<f32>>,
+    low: usize,
+    original_hw: (usize, usize),
+) -> Vec<(&'static str, ArrayD<f32>)> {
+    let n = labels.len();
+    let (mask, has_mask) = match mask {
+        Some(m) => (m.into_shape_with_order(IxDyn(&[1, 1, low, low])).unwrap(), 1.0),
+        None => (ArrayD::zeros(IxDyn(&[1, 1, low, low])), 0.0),
+    };
+    vec![
+        ("image_embeddings", embeddings.clone()),
+        (
+            "point_coords",
+            ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).unwrap(),
+        ),
+        ("point_labels", ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).unwrap()),
+        ("mask_input", mask),
+        ("has_mask_input", ArrayD::from_elem(IxDyn(&[1]), has_mask)),
+        (
+            "orig_im_size",
+            ArrayD::from_shape_vec(IxDyn(&[2]), vec![original_hw.0 as f32, original_hw.1 as f32]).unwrap(),
+        ),
+    ]
+}
+
+/// The predictor's selection of decoder outputs along axis 1 (`1..` multimask, `0..1` single), batch row 0.
+pub fn select_outputs(all: &ArrayD<f32>, multimask: bool) -> ArrayD<f32> {
+    let m = all.shape()[1];
+    let range = if multimask { 1..m } else { 0..1 };
+    all.slice_axis(ndarray::Axis(1), range.into())
+        .index_axis(ndarray::Axis(0), 0)
+        .to_owned()
+}
+
+/// Pixels whose binary value differs from the reference mask where |logit| >= 1e-3 (the parity rule).
+pub fn flipped_pixels(logits: &ArrayD<f32>, reference_masks: &ArrayD<f32>) -> usize {
+    logits
+        .iter()
+        .zip(reference_masks)
+        .filter(|(l, r)| ((**l > 0.0) != (**r > 0.5)) && l.abs() >= 1e-3)
+        .count()
 }
 
 /// Every tensor of a safetensors file as f32 arrays (integers converted).

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use medico_models::backend::BatchNorm;
 use medico_models::{Backend, StateDict};
 use tch::{Device, Kind, Tensor};
 
@@ -115,6 +116,31 @@ impl Backend for TchBackend {
     ) -> TchTensor {
         let (s, p) = (stride as i64, padding as i64);
         TchTensor(x.0.conv2d(&weight.0, bias.map(|b| &b.0), [s, s], [p, p], [1, 1], 1))
+    }
+
+    fn conv2d_batch_norm(
+        &self,
+        x: &TchTensor,
+        weight: &TchTensor,
+        norm: &BatchNorm<'_, TchTensor>,
+        stride: usize,
+        padding: usize,
+        groups: usize,
+    ) -> TchTensor {
+        let (s, p) = (stride as i64, padding as i64);
+        let conv =
+            x.0.conv2d(&weight.0, None::<&Tensor>, [s, s], [p, p], [1, 1], groups as i64);
+        // Inference mode: the running statistics normalize and are never updated (nor differentiated).
+        TchTensor(conv.batch_norm(
+            Some(&norm.weight.0),
+            Some(&norm.bias.0),
+            Some(&norm.running_mean.0.detach()),
+            Some(&norm.running_var.0.detach()),
+            false,
+            0.0,
+            norm.eps,
+            true,
+        ))
     }
 
     fn conv_transpose2d(

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use medico_models::prompt::resized_size;
-use medico_models::SamConfig;
+use medico_models::{Preprocessing, SamConfig};
 use medico_runtime::image2d::read_image;
 use medico_runtime::intensity::Intensity;
 use medico_runtime::nifti_io::read_nifti;
@@ -116,7 +116,13 @@ fn label_objects(
 
 /// A prepared sample: SamPredictor's resize / normalise / pad of an RGB image, with its objects.
 fn sample(rgb: &[u8], hw: (usize, usize), objects: Vec<Vec<bool>>, config: &SamConfig) -> SliceSample {
-    let (input, _) = encoder_input(rgb, hw, config.img_size, config.pixel_mean, config.pixel_std);
+    let (input, _) = encoder_input(
+        rgb,
+        hw,
+        config.img_size,
+        &Preprocessing::for_architecture(config),
+        (config.pixel_mean, config.pixel_std),
+    );
     SliceSample {
         input: input.iter().copied().collect(),
         objects,

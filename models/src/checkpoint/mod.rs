@@ -72,6 +72,9 @@ pub(crate) enum Entry {
     Other,
 }
 
+/// BatchNorm's training-step counter: a buffer no inference or finetuning step reads, so it is dropped.
+const BATCH_COUNTER_SUFFIX: &str = ".num_batches_tracked";
+
 fn model_state(entries: Vec<(String, Entry)>) -> Result<StateDict, String> {
     let is_flat = entries.iter().any(|(_, e)| matches!(e, Entry::Tensor(_)));
     let tensors: Vec<(String, HostTensor)> = if is_flat {
@@ -95,6 +98,9 @@ fn model_state(entries: Vec<(String, Entry)>) -> Result<StateDict, String> {
     };
     let mut state = StateDict::new();
     for (key, tensor) in tensors {
+        if key.ends_with(BATCH_COUNTER_SUFFIX) {
+            continue;
+        }
         let official = TRAINING_PREFIXES
             .iter()
             .find_map(|p| key.strip_prefix(p))

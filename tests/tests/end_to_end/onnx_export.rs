@@ -9,8 +9,10 @@ use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
 use medico_models::Sam;
 use medico_runtime::engine::{Engine, OrtEngine, TractEngine};
 use medico_runtime::postprocess::upscale_logits;
-use medico_tests::{export_reference, max_abs_diff, read_arrays, reference_dir};
-use ndarray::{ArrayD, Axis, IxDyn};
+use medico_tests::{
+    export_reference, flipped_pixels, max_abs_diff, onnx_decoder_feeds, read_arrays, reference_dir, select_outputs,
+};
+use ndarray::{ArrayD, Axis};
 use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-4;
@@ -62,25 +64,13 @@ fn cases(name: &str, sam: &Sam) -> (Vec<Case>, (usize, usize), (usize, usize)) {
             continue;
         };
         let reference = read_arrays(&dir.join(spec["file"].as_str().unwrap()));
-        let n = labels.len();
-        let (mask, has_mask) = match reference.get("mask_input") {
-            Some(m) => (m.clone().into_shape_with_order(IxDyn(&[1, 1, low, low])).unwrap(), 1.0),
-            None => (ArrayD::zeros(IxDyn(&[1, 1, low, low])), 0.0),
-        };
-        let feeds = vec![
-            ("image_embeddings", embeddings.clone()),
-            (
-                "point_coords",
-                ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).unwrap(),
-            ),
-            ("point_labels", ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).unwrap()),
-            ("mask_input", mask),
-            ("has_mask_input", ArrayD::from_elem(IxDyn(&[1]), has_mask)),
-            (
-                "orig_im_size",
-                ArrayD::from_shape_vec(IxDyn(&[2]), vec![original_hw.0 as f32, original_hw.1 as f32]).unwrap(),
-            ),
-        ];
+        let feeds = onnx_decoder_feeds(
+            &embeddings,
+            (coords, labels),
+            reference.get("mask_input").cloned(),
+            low,
+            original_hw,
+        );
         out.push(Case {
             name: spec["name"].as_str().unwrap().to_string(),
             multimask: spec["multimask_output"].as_bool().unwrap(),
@@ -89,22 +79,6 @@ fn cases(name: &str, sam: &Sam) -> (Vec<Case>, (usize, usize), (usize, usize)) {
         });
     }
     (out, input_hw, original_hw)
-}
-
-/// The outputs of the predictor's selection (`1..` multimask, `0..1` single) along axis 1.
-fn select(all: &ArrayD<f32>, multimask: bool) -> ArrayD<f32> {
-    let m = all.shape()[1];
-    let range = if multimask { 1..m } else { 0..1 };
-    all.slice_axis(Axis(1), range.into()).index_axis(Axis(0), 0).to_owned()
-}
-
-/// Pixels whose binary value differs from the reference where |logit| >= 1e-3.
-fn flipped_pixels(logits: &ArrayD<f32>, reference_masks: &ArrayD<f32>) -> usize {
-    logits
-        .iter()
-        .zip(reference_masks)
-        .filter(|(l, r)| ((**l > 0.0) != (**r > 0.5)) && l.abs() >= 1e-3)
-        .count()
 }
 
 fn without(feeds: &[(&'static str, ArrayD<f32>)], skip: &str) -> Vec<(&'static str, ArrayD<f32>)> {
@@ -143,15 +117,15 @@ fn check_config(name: &str) {
         let expected_masks = &case.reference["masks"];
 
         let ort = ort_decoder.run(&case.feeds).unwrap();
-        let low = select(&ort["low_res_masks"], case.multimask);
-        let iou = select(&ort["iou_predictions"], case.multimask);
-        let masks = select(&ort["masks"], case.multimask);
+        let low = select_outputs(&ort["low_res_masks"], case.multimask);
+        let iou = select_outputs(&ort["iou_predictions"], case.multimask);
+        let masks = select_outputs(&ort["masks"], case.multimask);
         let (ort_low, ort_iou) = (max_abs_diff(&low, expected_low), max_abs_diff(&iou, expected_iou));
         let ort_flipped = flipped_pixels(&masks, expected_masks);
 
         let tract = tract_decoder.run(&without(&case.feeds, "orig_im_size")).unwrap();
-        let low = select(&tract["low_res_masks"], case.multimask);
-        let iou = select(&tract["iou_predictions"], case.multimask);
+        let low = select_outputs(&tract["low_res_masks"], case.multimask);
+        let iou = select_outputs(&tract["iou_predictions"], case.multimask);
         let (tract_low, tract_iou) = (max_abs_diff(&low, expected_low), max_abs_diff(&iou, expected_iou));
         let upscaled: Vec<ArrayD<f32>> = low
             .outer_iter()

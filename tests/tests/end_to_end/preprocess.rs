@@ -1,7 +1,7 @@
 //! The runtime's preprocessing reproduces the official predictor's: Pillow's bilinear resize of the raw
 //! image (`resized_image`, both a downscale and an upscale), then normalization and padding (`input`).
 
-use medico_models::SamConfig;
+use medico_models::{Preprocessing, SamConfig};
 use medico_runtime::preprocess::{encoder_input, resize_pillow_bilinear};
 use medico_tests::{max_abs_diff, read_arrays, reference_dir};
 
@@ -32,7 +32,13 @@ fn preprocessing_matches_the_official_predictor() {
         );
         assert_eq!(differing, 0, "{name}: resized image differs from Pillow's");
 
-        let (input, resized_hw) = encoder_input(&raw, (h, w), config.img_size, config.pixel_mean, config.pixel_std);
+        let (input, resized_hw) = encoder_input(
+            &raw,
+            (h, w),
+            config.img_size,
+            &Preprocessing::SAM,
+            (config.pixel_mean, config.pixel_std),
+        );
         assert_eq!(resized_hw, (rh, rw));
         let err = max_abs_diff(&input.into_dyn(), &arrays["input"]);
         println!("{name}: normalized, padded input max|Δ| {err:.3e}");

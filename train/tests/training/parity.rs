@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use medico_train::parity::{run_parity, ParityReport};
+use medico_train::parity::{run_lite_parity, run_parity, ParityReport};
 use tch::{Device, Kind};
 
 /// `shared/reference`, beside the checkout (or `$MEDICO_SHARED/reference`).
@@ -15,7 +15,7 @@ fn reference_dir(name: &str) -> PathBuf {
 
 const TOLERANCE: f64 = 1e-4;
 
-fn check(report: &ParityReport) {
+fn check(report: &ParityReport, cases: usize) {
     println!("{}", report.render());
     for (name, err) in &report.encoder {
         assert!(
@@ -42,15 +42,48 @@ fn check(report: &ParityReport) {
             c.name, c.mask_pixels_differing_beyond_tolerance
         );
     }
-    assert_eq!(report.cases.len(), 12, "every prompt case, multimask and single");
+    assert_eq!(report.cases.len(), cases, "every prompt case, multimask and single");
 }
 
 #[test]
 fn tiny_matches_the_official_implementation() {
-    check(&run_parity(&reference_dir("tiny"), Device::Cpu, Kind::Float).expect("parity run"));
+    check(
+        &run_parity(&reference_dir("tiny"), Device::Cpu, Kind::Float).expect("parity run"),
+        12,
+    );
 }
 
 #[test]
 fn small_matches_the_official_implementation() {
-    check(&run_parity(&reference_dir("small"), Device::Cpu, Kind::Float).expect("parity run"));
+    check(
+        &run_parity(&reference_dir("small"), Device::Cpu, Kind::Float).expect("parity run"),
+        12,
+    );
+}
+
+/// The TinyViT encoder and SAM's decoder with LiteMedSAM's real weights against its own PyTorch code:
+/// embeddings, every stage, logits and IoU within 1e-4 of max(1, |reference|), masks identical except
+/// where |logit| < 1e-3.
+#[test]
+fn lite_medsam_matches_its_own_code() {
+    let report = run_lite_parity(
+        &reference_dir("litemedsam"),
+        &medico_tests::lite_medsam_checkpoint(),
+        Device::Cpu,
+        Kind::Float,
+    )
+    .expect("parity run");
+    let stages: Vec<&str> = report.encoder.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        stages,
+        [
+            "patch_embed",
+            "layer0",
+            "layer1",
+            "layer2",
+            "layer3",
+            "image_embeddings"
+        ]
+    );
+    check(&report, 6);
 }
