@@ -18,7 +18,7 @@ pub enum CheckpointCommand {
         /// Architecture JSON (fields of the reference config.json) instead of inference from shapes.
         #[arg(long, conflicts_with = "arch")]
         config: Option<PathBuf>,
-        /// Official architecture: vit_b, vit_l or vit_h.
+        /// Preset architecture: vit_b, vit_l, vit_h or lite_medsam.
         #[arg(long)]
         arch: Option<String>,
         /// Print JSON instead of text.

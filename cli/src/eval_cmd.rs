@@ -15,7 +15,7 @@ use medico_runtime::mask_prompts::Projection;
 use medico_runtime::nifti_io::read_nifti;
 use medico_runtime::predictor::{BackendChoice, Predictor};
 use medico_runtime::propagation::PropagationConfig;
-use medico_runtime::volume_eval::evaluate_volume_object;
+use medico_runtime::volume_eval::{evaluate_volume_object, VolumePrompt};
 use medico_runtime::volume_session::VolumeSession;
 use serde_json::{json, Value};
 
@@ -60,6 +60,10 @@ pub struct InteractiveArgs {
     /// 3D cases: box growth, a fraction of the side (< 1) or pixels (>= 1).
     #[arg(long, default_value_t = 0.05)]
     box_extension: f64,
+    /// 3D cases: keep the walk within the object's extent along the axis, as a 3D box prompt gives it
+    /// (upstream LiteMedSAM's protocol; use with `--projection lite_medsam --iou-threshold 0`).
+    #[arg(long)]
+    within_object_extent: bool,
     /// Folder for results.csv, results_3d.csv, results.json and dice.png.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -243,7 +247,13 @@ fn evaluate_3d(
         .map_err(runtime_failure)?;
         for (index, (start, how)) in STARTS.into_iter().enumerate() {
             let seed = args.seed.wrapping_add(index as u64);
-            let result = evaluate_volume_object(&mut session, &labels, label as f32, prompt_slice, how, config, seed)
+            let prompt = VolumePrompt {
+                slice: prompt_slice,
+                start: how,
+                seed,
+                within_object_extent: args.within_object_extent,
+            };
+            let result = evaluate_volume_object(&mut session, &labels, label as f32, prompt, config)
                 .map_err(|e| Failure::input(anyhow!("case {id}: {e}")))?;
             if let Some(result) = result {
                 rows.push(Row3d {
@@ -354,6 +364,7 @@ fn interactive(args: InteractiveArgs) -> Result<(), Failure> {
             "projection": config.projection.to_string(),
             "iou_threshold": config.iou_threshold,
             "box_extension": config.box_extension,
+            "within_object_extent": args.within_object_extent,
             "note": "fixed for every volume (the reference reports the best of a per-volume grid search)",
         },
         "models": summaries,

@@ -17,7 +17,7 @@ pub struct ExportArgs {
     /// Architecture JSON (fields of the reference config.json); default: inferred from shapes.
     #[arg(long, conflicts_with = "arch")]
     config: Option<PathBuf>,
-    /// Official architecture: vit_b, vit_l or vit_h.
+    /// Preset architecture: vit_b, vit_l, vit_h or lite_medsam.
     #[arg(long)]
     arch: Option<String>,
     /// Output bundle folder (written atomically).

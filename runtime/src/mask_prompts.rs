@@ -377,7 +377,15 @@ pub fn prompts_from_mask(
     let points = match (projection.use_points, projection.single_point) {
         (false, _) => Vec::new(),
         (true, true) => deepest_point(mask, hw).into_iter().collect(),
-        (true, false) => points_from_mask(mask, hw, extension),
+        (true, false) => {
+            let mut points = points_from_mask(mask, hw, extension);
+            // A small object can have no distance peak far enough from the border: its deepest pixel is
+            // still a positive point, so the prompt is never empty.
+            if !points.iter().any(|p| p.positive) {
+                points.extend(deepest_point(mask, hw));
+            }
+            points
+        }
     };
     Some(SlicePrompt {
         points,
@@ -420,6 +428,16 @@ mod tests {
             .unwrap_err()
             .contains("unknown projection"));
         assert_eq!(Projection::default().to_string(), "single_point");
+    }
+
+    #[test]
+    fn points_projection_always_has_a_positive_point() {
+        let hw = (40, 40);
+        for side in [1, 2, 3] {
+            let mask = rect(hw, [20, 20, 20 + side, 20 + side]);
+            let prompt = prompts_from_mask(&mask, hw, "points".parse().unwrap(), 0.05, 256).unwrap();
+            assert!(prompt.points.iter().any(|p| p.positive), "{side}x{side} object");
+        }
     }
 
     #[test]

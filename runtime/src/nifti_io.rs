@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 use ndarray::{Array3, ArrayD, Axis, IxDyn, ShapeBuilder};
-use nifti::{IntoNdArray, NiftiHeader, NiftiObject, ReaderOptions};
+use nifti::{InMemNiftiObject, IntoNdArray, NiftiHeader, NiftiObject};
 
 use crate::atomic_output::{output_error, persist, temp_beside};
 use crate::nifti2::{is_nifti2, write_maybe_gzip, Nifti2Header};
@@ -180,7 +180,8 @@ pub fn read_nifti(path: &Path, volume: Option<usize>) -> Result<Volume, RuntimeE
     if is_nifti2(&bytes) {
         return read_nifti2(path, &bytes, volume);
     }
-    let object = std::panic::catch_unwind(|| ReaderOptions::new().read_file(path))
+    let bytes = without_padding_before_data(&bytes);
+    let object = std::panic::catch_unwind(|| InMemNiftiObject::from_reader(std::io::Cursor::new(&bytes[..])))
         .map_err(|_| input_error(path, "the NIfTI reader crashed on this file (corrupt header?)"))?
         .map_err(|e| input_error(path, format!("not a readable NIfTI file (truncated or corrupt?): {e}")))?;
     let header = object.header().clone();
@@ -196,6 +197,41 @@ pub fn read_nifti(path: &Path, volume: Option<usize>) -> Result<Volume, RuntimeE
         format: "NIfTI-1".into(),
         notes: note.into_iter().collect(),
     })
+}
+
+/// Size of a NIfTI-1 header plus its extension flag: where the data or the first extension starts.
+const NIFTI1_PREAMBLE: usize = 352;
+
+/// A single-file NIfTI-1 whose data starts after padding (no extensions, `vox_offset` past byte 352), as
+/// the bytes the `nifti` crate reads correctly: the crate reads the data right after the extension flag
+/// when there is no extension, ignoring `vox_offset`, which shifted every voxel of such files (e.g.
+/// INIA19's label volume, `vox_offset` 32976). The padding is dropped and `vox_offset` set to 352; any other
+/// file is returned as it is.
+fn without_padding_before_data(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if bytes.len() < NIFTI1_PREAMBLE || bytes[348] != 0 {
+        return bytes.into();
+    }
+    let little = bytes[..4] == 348i32.to_le_bytes();
+    let raw: [u8; 4] = bytes[108..112].try_into().expect("4 bytes");
+    let vox_offset = if little {
+        f32::from_le_bytes(raw)
+    } else {
+        f32::from_be_bytes(raw)
+    };
+    let offset = vox_offset as usize;
+    if !(vox_offset.is_finite() && offset > NIFTI1_PREAMBLE && offset <= bytes.len()) {
+        return bytes.into();
+    }
+    let mut fixed = Vec::with_capacity(bytes.len() - (offset - NIFTI1_PREAMBLE));
+    fixed.extend_from_slice(&bytes[..NIFTI1_PREAMBLE]);
+    fixed.extend_from_slice(&bytes[offset..]);
+    let new_offset = NIFTI1_PREAMBLE as f32;
+    fixed[108..112].copy_from_slice(&if little {
+        new_offset.to_le_bytes()
+    } else {
+        new_offset.to_be_bytes()
+    });
+    fixed.into()
 }
 
 fn read_decompressed(path: &Path) -> Result<Vec<u8>, RuntimeError> {

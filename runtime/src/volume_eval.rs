@@ -73,19 +73,32 @@ fn start_prompt(
     }
 }
 
-/// Evaluates one object (`labels == label`) of the session's volume: prompts `prompt_slice` (default: the
-/// middle of the object's extent, `floor(mean(first, last))`) with `start`, propagates with `config`, and
-/// compares with the object over the whole volume. `None` when the object is absent or has fewer than
-/// [`MIN_CENTRAL_PIXELS`] on the prompted slice. The session's annotations are replaced.
+/// How one object is prompted in a 3D evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct VolumePrompt {
+    /// The prompted slice; default: the middle of the object's extent, `floor(mean(first, last))`.
+    pub slice: Option<usize>,
+    /// Box or point start.
+    pub start: Start,
+    /// Seed of the random point of a point start.
+    pub seed: u64,
+    /// Keep the walk within the object's extent along the axis, as a 3D box prompt gives it (upstream
+    /// LiteMedSAM's protocol, whose walk stops only on an empty mask).
+    pub within_object_extent: bool,
+}
+
+/// Evaluates one object (`labels == label`) of the session's volume: prompts it as `prompt` says,
+/// propagates with `config`, and compares with the object over the whole volume. `None` when the object is
+/// absent or has fewer than [`MIN_CENTRAL_PIXELS`] on the prompted slice. The session's annotations are
+/// replaced.
 pub fn evaluate_volume_object(
     session: &mut VolumeSession,
     labels: &Volume,
     label: f32,
-    prompt_slice: Option<usize>,
-    start: Start,
+    prompt: VolumePrompt,
     config: &PropagationConfig,
-    seed: u64,
 ) -> Result<Option<VolumeEvalResult>, RuntimeError> {
+    let (prompt_slice, start, seed) = (prompt.slice, prompt.start, prompt.seed);
     let axis = session.axis();
     if labels.shape() != session.volume().shape() {
         return Err(RuntimeError::Prompt(format!(
@@ -116,7 +129,12 @@ pub fn evaluate_volume_object(
     };
     session.clear_annotations();
     session.annotate(central, &points, bbox.as_ref(), start == Start::Point)?;
-    let result = session.propagate(config.clone())?;
+    let mut config = config.clone();
+    if prompt.within_object_extent {
+        config.lower_limit = Some(range.0);
+        config.upper_limit = Some(range.1);
+    }
+    let result = session.propagate(config)?;
     let empty = vec![false; hw.0 * hw.1];
     let counts = truth.iter().enumerate().fold((0, 0), |(inter, total), (k, object)| {
         let (i, t) = overlap(result.masks.get(&k).unwrap_or(&empty), object);

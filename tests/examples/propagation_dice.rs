@@ -41,6 +41,7 @@ fn main() {
         let label = case["label"].as_f64().unwrap() as f32;
         let truth: Vec<bool> = labels.data.iter().map(|&v| v == label).collect();
         let axis = case["axis"].as_u64().unwrap() as usize;
+        let extent = object_extent(&labels, label, axis);
         let centre = case["central_slice"].as_u64().unwrap() as usize;
         let b: Vec<f64> = case["box_xyxy"]
             .as_array()
@@ -65,15 +66,32 @@ fn main() {
             Some(&cache),
         )
         .unwrap();
-        for mode in ["single_point", "mask", "box", "points", "points_and_mask", "lite_medsam"] {
+        for mode in [
+            "single_point",
+            "mask",
+            "box",
+            "points",
+            "points_and_mask",
+            "lite_medsam",
+        ] {
             let before = session.stats();
             let start = Instant::now();
             session.annotate(centre, &[], Some(&bbox), false).unwrap();
+            // Upstream LiteMedSAM's protocol: a 3D box, so the walk stays within the object's extent.
+            let upstream = mode == "lite_medsam";
             let config = PropagationConfig {
                 projection: mode.parse().unwrap(),
-                iou_threshold: if mode == "lite_medsam" { 0.0 } else { iou },
-                lower_limit: half_range.map(|h| centre.saturating_sub(h)),
-                upper_limit: half_range.map(|h| centre + h),
+                iou_threshold: if upstream { 0.0 } else { iou },
+                lower_limit: if upstream {
+                    Some(extent.0)
+                } else {
+                    half_range.map(|h| centre.saturating_sub(h))
+                },
+                upper_limit: if upstream {
+                    Some(extent.1)
+                } else {
+                    half_range.map(|h| centre + h)
+                },
                 ..PropagationConfig::default()
             };
             let masks: BTreeMap<usize, Vec<bool>> = session.propagate(config).unwrap().masks.clone();
@@ -99,4 +117,12 @@ fn main() {
             );
         }
     }
+}
+
+/// First and last slice along `axis` holding the label.
+fn object_extent(labels: &medico_runtime::volume::Volume, label: f32, axis: usize) -> (usize, usize) {
+    let slices: Vec<usize> = (0..labels.shape()[axis])
+        .filter(|&k| labels.slice(axis, k).0.iter().any(|&v| v == label))
+        .collect();
+    (slices[0], *slices.last().unwrap())
 }

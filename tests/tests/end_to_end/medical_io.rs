@@ -435,3 +435,44 @@ fn open_scan_dispatches_on_what_the_file_is() {
     let err = open_scan(&data("no/such/file.nii"), None).unwrap_err().to_string();
     assert!(err.contains("no such file"), "{err}");
 }
+
+/// INIA19's label volume stores its data after 32,624 bytes of padding (`vox_offset` 32976, no extensions).
+/// The `nifti` crate alone reads the padding as voxels; medico must not: the left caudate (label 82) on axial
+/// slice 70 is where `cases.json` (computed with nibabel) says, 265 pixels in x 63..=80, y 80..=136.
+#[test]
+fn nifti_data_after_padding_is_read_from_vox_offset() {
+    let labels = read_nifti(&shared_dir().join("data/volumes/inia19_neuromaps_labels.nii.gz"), None).unwrap();
+    let (values, (h, w)) = labels.slice(2, 70);
+    let pixels: Vec<(usize, usize)> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, &v)| v == 82.0)
+        .map(|(i, _)| (i % w, i / w))
+        .collect();
+    assert_eq!((h, w), (206, 168));
+    assert_eq!(pixels.len(), 265);
+    let (xs, ys): (Vec<usize>, Vec<usize>) = pixels.into_iter().unzip();
+    assert_eq!((*xs.iter().min().unwrap(), *xs.iter().max().unwrap()), (63, 80));
+    assert_eq!((*ys.iter().min().unwrap(), *ys.iter().max().unwrap()), (80, 136));
+
+    // Any volume, with padding inserted before its data, reads the same as without.
+    let original_path = shared_dir().join("data/volumes/mni152_brain_mask.nii.gz");
+    let original = read_nifti(&original_path, None).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&original_path).unwrap()),
+        &mut bytes,
+    )
+    .unwrap();
+    let padding = 1000;
+    let mut padded = bytes[..352].to_vec();
+    padded[108..112].copy_from_slice(&((352 + padding) as f32).to_le_bytes());
+    padded.extend(std::iter::repeat_n(0xA5u8, padding));
+    padded.extend_from_slice(&bytes[352..]);
+    let dir = scratch_dir("nifti-padding");
+    let padded_path = dir.join("padded.nii");
+    std::fs::write(&padded_path, padded).unwrap();
+    let read = read_nifti(&padded_path, None).unwrap();
+    assert_eq!(read.data, original.data);
+    assert_eq!(read.affine, original.affine);
+}
