@@ -122,7 +122,7 @@ fn main() {
 /// First and last slice along `axis` holding the label.
 fn object_extent(labels: &medico_runtime::volume::Volume, label: f32, axis: usize) -> (usize, usize) {
     let slices: Vec<usize> = (0..labels.shape()[axis])
-        .filter(|&k| labels.slice(axis, k).0.iter().any(|&v| v == label))
+        .filter(|&k| labels.slice(axis, k).0.contains(&label))
         .collect();
     (slices[0], *slices.last().unwrap())
 }
