@@ -19,6 +19,7 @@ use nifti::affine::Affine4;
 use nifti::{NiftiHeader, NiftiType, XForm};
 
 use crate::dicom_guard::check_lengths;
+use crate::rle_guard::{check_rle_fragments, RleLayout};
 use crate::volume::{GridHeader, Volume};
 use crate::RuntimeError;
 
@@ -129,6 +130,27 @@ fn functional<'a>(
         .find_map(|group| numbers(first_item(group, macro_tag)?, tag))
 }
 
+/// UID of RLE Lossless.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// Refuses RLE pixel data whose fragments dicom-rs's decoder would index out of bounds
+/// ([`crate::rle_guard`]).
+fn check_rle(path: &Path, obj: &DefaultDicomObject, plane: u64, samples: u64) -> Result<(), RuntimeError> {
+    let bits = obj
+        .get(tags::BITS_ALLOCATED)
+        .and_then(|e| e.to_int::<u64>().ok())
+        .unwrap_or(8);
+    let fragments = obj
+        .get(tags::PIXEL_DATA)
+        .and_then(|e| e.fragments())
+        .ok_or_else(|| input_error(path, "RLE Lossless pixel data is not encapsulated in fragments"))?;
+    let layout = RleLayout {
+        plane: plane as usize,
+        segments: (samples * bits.div_ceil(8)) as usize,
+    };
+    check_rle_fragments(fragments, layout).map_err(|e| input_error(path, e))
+}
+
 fn read_file(path: &Path) -> Result<DicomImage, RuntimeError> {
     let bytes = std::fs::read(path).map_err(|e| input_error(path, format!("cannot read: {e}")))?;
     check_lengths(&bytes).map_err(|e| input_error(path, e))?;
@@ -166,15 +188,30 @@ fn read_file(path: &Path) -> Result<DicomImage, RuntimeError> {
             ),
         ));
     }
-    let decoded = obj.decode_pixel_data().map_err(|e| {
-        input_error(
-            path,
-            format!(
-                "cannot decode the pixel data ({}): {e}",
-                transfer_syntax_name(&transfer_syntax)
-            ),
-        )
-    })?;
+    if transfer_syntax == RLE_LOSSLESS {
+        check_rle(path, &obj, rows * columns, samples)?;
+    }
+    // A decoder that still panics on a corrupt stream (dicom-rs's are third-party code) is contained: the
+    // file is refused like any other undecodable one.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
+        .map_err(|_| {
+            input_error(
+                path,
+                format!(
+                    "cannot decode the pixel data ({}): the decoder failed on a corrupt stream",
+                    transfer_syntax_name(&transfer_syntax)
+                ),
+            )
+        })?
+        .map_err(|e| {
+            input_error(
+                path,
+                format!(
+                    "cannot decode the pixel data ({}): {e}",
+                    transfer_syntax_name(&transfer_syntax)
+                ),
+            )
+        })?;
     let mut notes = Vec::new();
     let n_frames = decoded.number_of_frames() as usize;
     let samples = decoded.samples_per_pixel() as usize;

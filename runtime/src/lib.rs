@@ -20,6 +20,7 @@ pub mod preprocess;
 pub mod preview;
 pub mod propagation;
 pub mod resize_area;
+pub mod rle_guard;
 pub mod volume;
 pub mod volume_eval;
 pub mod volume_session;

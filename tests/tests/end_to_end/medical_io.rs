@@ -476,3 +476,34 @@ fn nifti_data_after_padding_is_read_from_vox_offset() {
     assert_eq!(read.data, original.data);
     assert_eq!(read.affine, original.affine);
 }
+
+/// Mutated RLE files that made dicom-rs's decoder panic (`runtime/tests/data/dicom_corrupt`): each is refused
+/// with an error naming the file, the fragment and the defect.
+#[test]
+fn corrupt_rle_is_refused_cleanly() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data/dicom_corrupt");
+    for (file, expected) in [
+        (
+            "rle_short_segment_a.dcm",
+            "segment 0 decodes to 3858 bytes, a frame needs 4096",
+        ),
+        (
+            "rle_short_segment_b.dcm",
+            "segment 0 decodes to 3637 bytes, a frame needs 4096",
+        ),
+        (
+            "rle_segment_count.dcm",
+            "header names 3909091330 segments, the image needs 2",
+        ),
+    ] {
+        let path = dir.join(file);
+        let outcome = std::panic::catch_unwind(|| read_dicom(&path));
+        let error = outcome
+            .unwrap_or_else(|_| panic!("{file}: the reader panicked"))
+            .expect_err(file)
+            .to_string();
+        assert!(error.contains(file) && error.contains(expected), "{file}: {error}");
+    }
+    // The file they were made from still reads.
+    assert!(read_dicom(&data("dicom/emri_small_RLE.dcm")).is_ok());
+}
