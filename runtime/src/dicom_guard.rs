@@ -151,11 +151,33 @@ fn read_header(bytes: &[u8], pos: usize, encoding: Encoding) -> Result<Header, S
         });
     }
     let vr = [bytes[pos + 4], bytes[pos + 5]];
-    let long_form = matches!(
+    // The VRs with a 2-byte length; dicom-rs reads any other, an unknown (corrupt) VR included, as UN with a
+    // 4-byte length, and the walk must read the same length it will.
+    let short_form = matches!(
         &vr,
-        b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UR" | b"UT" | b"UN" | b"SV" | b"UV"
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
     );
-    if long_form {
+    if !short_form {
         if pos + 12 > bytes.len() {
             return Err(truncated());
         }
@@ -214,6 +236,17 @@ mod tests {
         elements.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
         elements.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         assert_eq!(check_lengths(&explicit_le_file(&elements)), Ok(()));
+    }
+
+    #[test]
+    fn an_unknown_vr_has_a_four_byte_length_as_dicom_rs_reads_it() {
+        // (0010,0022) with its VR bytes corrupted to 0xFF 'S': dicom-rs takes it as UN, skips two reserved
+        // bytes and reads 0x54584554 (1.4 GB) as the length — from a file found to make it allocate 1.4 GB.
+        let mut element = vec![0x10, 0x00, 0x22, 0x00, 0xFF, b'S', 0x04, 0x00];
+        element.extend_from_slice(b"TEXT");
+        element.extend_from_slice(&[0u8; 64]);
+        let err = check_lengths(&explicit_le_file(&element)).unwrap_err();
+        assert!(err.contains("claims 1415071060 bytes"), "{err}");
     }
 
     #[test]
