@@ -103,6 +103,8 @@ struct Header {
     element: u16,
     length: u32,
     value_start: usize,
+    /// Explicit VR `SQ`.
+    is_sequence: bool,
 }
 
 fn value_end(bytes: &[u8], header: &Header) -> Result<usize, String> {
@@ -148,6 +150,7 @@ fn read_header(bytes: &[u8], pos: usize, encoding: Encoding) -> Result<Header, S
             element,
             length: u32_at(pos + 4),
             value_start: pos + 8,
+            is_sequence: false,
         });
     }
     let vr = [bytes[pos + 4], bytes[pos + 5]];
@@ -186,6 +189,7 @@ fn read_header(bytes: &[u8], pos: usize, encoding: Encoding) -> Result<Header, S
             element,
             length: u32_at(pos + 8),
             value_start: pos + 12,
+            is_sequence: &vr == b"SQ",
         })
     } else {
         Ok(Header {
@@ -193,24 +197,62 @@ fn read_header(bytes: &[u8], pos: usize, encoding: Encoding) -> Result<Header, S
             element,
             length: u16_at(pos + 6) as u32,
             value_start: pos + 8,
+            is_sequence: false,
         })
     }
 }
 
-/// Walks a dataset: defined lengths are checked and skipped, undefined ones are stepped into.
+/// Walks a dataset: defined lengths are checked and skipped, undefined ones are stepped into, and (explicit
+/// VR) sequences with a defined length are walked inside too, where the parser will read their elements.
 fn walk(bytes: &[u8], encoding: Encoding) -> Result<(), String> {
+    walk_at_depth(bytes, encoding, 0)
+}
+
+/// Deepest nesting of defined-length sequences the walk follows; deeper is refused (a hostile file could
+/// nest until the stack overflows).
+const MAX_SEQUENCE_DEPTH: usize = 64;
+
+fn walk_at_depth(bytes: &[u8], encoding: Encoding, depth: usize) -> Result<(), String> {
     let mut pos = 0;
     // Fewer than 8 bytes left cannot hold an element; the parser reports real truncation itself.
     while pos + 8 <= bytes.len() {
         let header = read_header(bytes, pos, encoding)?;
-        pos = if header.length == UNDEFINED {
-            header.value_start
-        } else {
-            value_end(bytes, &header)?
-        };
+        if header.length == UNDEFINED {
+            pos = header.value_start;
+            continue;
+        }
+        let end = value_end(bytes, &header)?;
+        if header.is_sequence {
+            walk_items(&bytes[header.value_start..end], encoding, depth + 1)?;
+        }
+        pos = end;
     }
     Ok(())
 }
+
+/// The items of a defined-length sequence value: each defined-length item's elements are walked within
+/// the item; an undefined-length item is stepped into by the flat walk.
+fn walk_items(bytes: &[u8], encoding: Encoding, depth: usize) -> Result<(), String> {
+    if depth > MAX_SEQUENCE_DEPTH {
+        return Err(format!("sequences nested more than {MAX_SEQUENCE_DEPTH} deep"));
+    }
+    let mut pos = 0;
+    while pos + 8 <= bytes.len() {
+        let header = read_header(bytes, pos, encoding)?;
+        if header.length == UNDEFINED {
+            return walk_at_depth(&bytes[pos..], encoding, depth);
+        }
+        let end = value_end(bytes, &header)?;
+        if (header.group, header.element) == ITEM {
+            walk_at_depth(&bytes[header.value_start..end], encoding, depth)?;
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+/// Tag of a sequence item.
+const ITEM: (u16, u16) = (0xFFFE, 0xE000);
 
 #[cfg(test)]
 mod tests {
@@ -247,6 +289,40 @@ mod tests {
         element.extend_from_slice(&[0u8; 64]);
         let err = check_lengths(&explicit_le_file(&element)).unwrap_err();
         assert!(err.contains("claims 1415071060 bytes"), "{err}");
+    }
+
+    #[test]
+    fn elements_inside_defined_length_sequences_are_checked() {
+        // (0010,1002) SQ of 28 bytes holding one 20-byte item whose element claims 1.4 GB: the parser reads
+        // into the sequence, so the walk must too (found in a mutated CT_small.dcm that made info hold 1.5 GB).
+        let mut inner = vec![0x10, 0xFF, 0xFF, 0xFF, 0xFF, b'S', 0x04, 0x00];
+        inner.extend_from_slice(b"TEXT");
+        inner.extend_from_slice(&[0u8; 8]);
+        let mut item = vec![0xFE, 0xFF, 0x00, 0xE0];
+        item.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+        item.extend_from_slice(&inner);
+        let mut sequence = vec![0x10, 0x00, 0x02, 0x10, b'S', b'Q', 0, 0];
+        sequence.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        sequence.extend_from_slice(&item);
+        let err = check_lengths(&explicit_le_file(&sequence)).unwrap_err();
+        assert!(err.contains("element (FF10,FFFF) claims 1415071060 bytes"), "{err}");
+
+        // A consistent nested sequence passes; nesting deeper than the limit is refused.
+        let mut ok_inner = vec![0x10, 0x00, 0x20, 0x00, b'L', b'O', 0x04, 0x00];
+        ok_inner.extend_from_slice(b"ABCD");
+        let nest = |content: Vec<u8>| {
+            let mut item = vec![0xFE, 0xFF, 0x00, 0xE0];
+            item.extend_from_slice(&(content.len() as u32).to_le_bytes());
+            item.extend_from_slice(&content);
+            let mut sq = vec![0x10, 0x00, 0x02, 0x10, b'S', b'Q', 0, 0];
+            sq.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            sq.extend_from_slice(&item);
+            sq
+        };
+        assert_eq!(check_lengths(&explicit_le_file(&nest(ok_inner.clone()))), Ok(()));
+        let deep = (0..=MAX_SEQUENCE_DEPTH).fold(ok_inner, |content, _| nest(content));
+        let err = check_lengths(&explicit_le_file(&deep)).unwrap_err();
+        assert!(err.contains("nested more than 64 deep"), "{err}");
     }
 
     #[test]
