@@ -180,3 +180,30 @@ fn unknown_files_are_rejected() {
         .to_string()
         .contains("cannot read"));
 }
+
+/// Both TinyViT stems round-trip: the parameter shapes a configuration declares infer back to it, with the
+/// input side that gives SAM's 64x64 grid (LiteMedSAM 256, MobileSAM 1024) and upstream's merge strides.
+#[test]
+fn tiny_vit_configurations_are_inferred_from_their_shapes() {
+    let lite = SamConfig::preset("lite_medsam").unwrap();
+    let mut mobile = lite.clone();
+    mobile.img_size = 1024;
+    if let medico_models::EncoderConfig::TinyVit { tiny_vit } = &mut mobile.encoder {
+        tiny_vit.stem = medico_models::TinyVitStem::Strided;
+    }
+    for (config, side) in [(lite, 256), (mobile, 1024)] {
+        let shapes: BTreeMap<String, Vec<usize>> = Sam::new(config.clone())
+            .param_specs()
+            .iter()
+            .map(|p| (p.name.clone(), p.shape.clone()))
+            .collect();
+        let inferred = SamConfig::infer_from_shapes(&shapes, None).unwrap();
+        assert_eq!(inferred, config, "{side}");
+        assert_eq!((inferred.img_size, inferred.embedding_size()), (side, 64));
+    }
+    assert_eq!(
+        Sam::new(SamConfig::preset("lite_medsam").unwrap()).param_specs().len(),
+        // LiteMedSAM's 435 checkpoint tensors less the 27 BatchNorm counters import drops.
+        435 - 27
+    );
+}
