@@ -295,21 +295,6 @@ mod tests {
     fn elements_inside_defined_length_sequences_are_checked() {
         // (0010,1002) SQ of 28 bytes holding one 20-byte item whose element claims 1.4 GB: the parser reads
         // into the sequence, so the walk must too (found in a mutated CT_small.dcm that made info hold 1.5 GB).
-        let mut inner = vec![0x10, 0xFF, 0xFF, 0xFF, 0xFF, b'S', 0x04, 0x00];
-        inner.extend_from_slice(b"TEXT");
-        inner.extend_from_slice(&[0u8; 8]);
-        let mut item = vec![0xFE, 0xFF, 0x00, 0xE0];
-        item.extend_from_slice(&(inner.len() as u32).to_le_bytes());
-        item.extend_from_slice(&inner);
-        let mut sequence = vec![0x10, 0x00, 0x02, 0x10, b'S', b'Q', 0, 0];
-        sequence.extend_from_slice(&(item.len() as u32).to_le_bytes());
-        sequence.extend_from_slice(&item);
-        let err = check_lengths(&explicit_le_file(&sequence)).unwrap_err();
-        assert!(err.contains("element (FF10,FFFF) claims 1415071060 bytes"), "{err}");
-
-        // A consistent nested sequence passes; nesting deeper than the limit is refused.
-        let mut ok_inner = vec![0x10, 0x00, 0x20, 0x00, b'L', b'O', 0x04, 0x00];
-        ok_inner.extend_from_slice(b"ABCD");
         let nest = |content: Vec<u8>| {
             let mut item = vec![0xFE, 0xFF, 0x00, 0xE0];
             item.extend_from_slice(&(content.len() as u32).to_le_bytes());
@@ -319,6 +304,15 @@ mod tests {
             sq.extend_from_slice(&item);
             sq
         };
+        let mut corrupt = vec![0x10, 0xFF, 0xFF, 0xFF, 0xFF, b'S', 0x04, 0x00];
+        corrupt.extend_from_slice(b"TEXT");
+        corrupt.extend_from_slice(&[0u8; 8]);
+        let err = check_lengths(&explicit_le_file(&nest(corrupt))).unwrap_err();
+        assert!(err.contains("element (FF10,FFFF) claims 1415071060 bytes"), "{err}");
+
+        // A consistent nested sequence passes; nesting deeper than the limit is refused.
+        let mut ok_inner = vec![0x10, 0x00, 0x20, 0x00, b'L', b'O', 0x04, 0x00];
+        ok_inner.extend_from_slice(b"ABCD");
         assert_eq!(check_lengths(&explicit_le_file(&nest(ok_inner.clone()))), Ok(()));
         let deep = (0..=MAX_SEQUENCE_DEPTH).fold(ok_inner, |content, _| nest(content));
         let err = check_lengths(&explicit_le_file(&deep)).unwrap_err();
