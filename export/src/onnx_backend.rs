@@ -432,7 +432,7 @@ impl Backend for OnnxBackend<'_> {
 /// Folds an inference-mode BatchNorm (`[gamma, beta, mean, var]`, one value per output channel) into the
 /// bias-free convolution before it: `w' = w * gamma / sqrt(var + eps)`, `b' = beta - mean * gamma /
 /// sqrt(var + eps)`, computed in f64 and rounded once.
-pub fn fold_batch_norm(weight: &HostTensor, norm: [&[f32]; 4], eps: f64) -> (HostTensor, Vec<f32>) {
+fn fold_batch_norm(weight: &HostTensor, norm: [&[f32]; 4], eps: f64) -> (HostTensor, Vec<f32>) {
     let [gamma, beta, mean, var] = norm;
     let out = weight.shape[0];
     let per_channel = weight.data.len() / out.max(1);

@@ -462,6 +462,14 @@ fn extract_member(
     Ok(temp)
 }
 
+/// Folder of the cache under which [`pull`] exports bundles.
+const BUNDLES: &str = "bundles";
+
+/// Where [`pull`] puts the bundle of the registry entry `name` in `cache`.
+pub fn pulled_bundle_dir(cache: &Path, name: &str) -> PathBuf {
+    cache.join(BUNDLES).join(name)
+}
+
 /// Result of [`pull`].
 pub struct Pulled {
     /// The verified checkpoint in the cache.
@@ -489,8 +497,9 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
             })
         }
     };
-    let out = cache.join("bundles").join(&entry.name);
-    std::fs::create_dir_all(cache.join("bundles")).map_err(|e| cache_error(&cache.join("bundles"), e))?;
+    let out = pulled_bundle_dir(cache, &entry.name);
+    let parent = cache.join(BUNDLES);
+    std::fs::create_dir_all(&parent).map_err(|e| cache_error(&parent, e))?;
     let manifest = export_bundle(&ExportRequest {
         checkpoint: &checkpoint,
         config: Some(config),

@@ -122,6 +122,16 @@ pub fn layer_norm_2d<B: Backend>(b: &B, x: &B::Tensor, prefix: &str, eps: f64) -
     b.permute(&normed, &[0, 3, 1, 2])
 }
 
+/// `nn.LayerNorm` over the last axis whose parameters are `{prefix}.weight` and `{prefix}.bias`.
+pub fn layer_norm_layer<B: Backend>(b: &B, x: &B::Tensor, prefix: &str, eps: f64) -> B::Tensor {
+    b.layer_norm(
+        x,
+        &b.param(&format!("{prefix}.weight")),
+        &b.param(&format!("{prefix}.bias")),
+        eps,
+    )
+}
+
 /// `nn.Linear` whose parameters are `{prefix}.weight` and `{prefix}.bias`.
 pub fn linear_layer<B: Backend>(b: &B, x: &B::Tensor, prefix: &str) -> B::Tensor {
     b.linear(

@@ -8,35 +8,41 @@ use crate::params::ParamSpecs;
 use crate::tiny_vit::TinyVitEncoder;
 use crate::vit::VitEncoder;
 
-/// The image encoder of a [`SamConfig`].
-pub enum ImageEncoder<'a> {
-    /// SAM's ViT.
+/// The image encoder of a [`SamConfig`]: its backbone, then the neck.
+pub struct ImageEncoder<'a> {
+    config: &'a SamConfig,
+    backbone: Backbone<'a>,
+}
+
+/// The part before the neck.
+enum Backbone<'a> {
     Vit(VitEncoder<'a>),
-    /// TinyViT (MobileSAM, LiteMedSAM).
     TinyVit(TinyVitEncoder<'a>),
 }
 
 impl<'a> ImageEncoder<'a> {
     /// The encoder of `config`.
     pub fn new(config: &'a SamConfig) -> Self {
-        match &config.encoder {
-            EncoderConfig::Vit(vit) => Self::Vit(VitEncoder::new(config, vit)),
-            EncoderConfig::TinyVit { tiny_vit } => Self::TinyVit(TinyVitEncoder::new(config, tiny_vit)),
-        }
+        let backbone = match &config.encoder {
+            EncoderConfig::Vit(vit) => Backbone::Vit(VitEncoder::new(config, vit)),
+            EncoderConfig::TinyVit { tiny_vit } => Backbone::TinyVit(TinyVitEncoder::new(config, tiny_vit)),
+        };
+        Self { config, backbone }
     }
 
     /// Declares the encoder's parameters.
     pub fn param_specs(&self, specs: &mut ParamSpecs) {
-        let (features, out) = match self {
-            Self::Vit(e) => {
+        let features = match &self.backbone {
+            Backbone::Vit(e) => {
                 e.param_specs(specs);
-                (e.output_dim(), e.sam().prompt_embed_dim)
+                e.output_dim()
             }
-            Self::TinyVit(e) => {
+            Backbone::TinyVit(e) => {
                 e.param_specs(specs);
-                (e.output_dim(), e.sam().prompt_embed_dim)
+                e.output_dim()
             }
         };
+        let out = self.config.prompt_embed_dim;
         specs.add(format!("{NECK}.0.weight"), &[out, features, 1, 1]);
         specs.add_norm(&format!("{NECK}.1"), out);
         specs.add(format!("{NECK}.2.weight"), &[out, out, 3, 3]);
@@ -56,9 +62,9 @@ impl<'a> ImageEncoder<'a> {
         images: &B::Tensor,
         trace: &mut dyn FnMut(&str, &B::Tensor),
     ) -> B::Tensor {
-        let tokens = match self {
-            Self::Vit(e) => e.features_traced(b, images, trace),
-            Self::TinyVit(e) => e.features_traced(b, images, trace),
+        let tokens = match &self.backbone {
+            Backbone::Vit(e) => e.features_traced(b, images, trace),
+            Backbone::TinyVit(e) => e.features_traced(b, images, trace),
         };
         let channels_first = b.permute(&tokens, &[0, 3, 1, 2]);
         let y = b.conv2d(&channels_first, &b.param(&format!("{NECK}.0.weight")), None, 1, 0);

@@ -1,7 +1,7 @@
 //! SAM's mask decoder: the two-way transformer between prompt tokens and image tokens, output upscaling,
 //! the hypernetwork MLPs that turn mask tokens into mask weights, and the IoU prediction head.
 
-use crate::backend::{layer_norm_2d, linear_layer, Backend};
+use crate::backend::{layer_norm_2d, layer_norm_layer, linear_layer, Backend};
 use crate::config::{SamConfig, DECODER_LAYERNORM_EPS, LAYERNORM2D_EPS};
 use crate::params::ParamSpecs;
 
@@ -159,14 +159,7 @@ impl<'a> MaskDecoder<'a> {
         let image_tokens = flatten(image);
         let key_pe = flatten(image_pe);
         let t = format!("{PREFIX}.transformer");
-        let norm = |x: &B::Tensor, name: &str| {
-            b.layer_norm(
-                x,
-                &b.param(&format!("{name}.weight")),
-                &b.param(&format!("{name}.bias")),
-                DECODER_LAYERNORM_EPS,
-            )
-        };
+        let norm = |x: &B::Tensor, name: &str| layer_norm_layer(b, x, name, DECODER_LAYERNORM_EPS);
         let heads = c.decoder_num_heads;
         let self_dim = c.prompt_embed_dim;
         let cross_dim = c.prompt_embed_dim / c.decoder_attention_downsample_rate;

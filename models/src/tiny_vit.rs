@@ -6,7 +6,7 @@
 //! Layout: stage 0 runs on NCHW feature maps; the attention stages on `[B, side, side, C]` token grids
 //! (row-major the same values as upstream's `[B, L, C]`).
 
-use crate::backend::{linear_layer, Backend, BatchNorm};
+use crate::backend::{layer_norm_layer, linear_layer, Backend, BatchNorm};
 use crate::config::SamConfig;
 use crate::encoder_config::TinyVitConfig;
 use crate::params::ParamSpecs;
@@ -92,11 +92,6 @@ impl<'a> TinyVitEncoder<'a> {
         (self.config.embed_dims[stage] as f64 * self.config.mlp_ratio) as usize
     }
 
-    /// The model the encoder belongs to.
-    pub fn sam(&self) -> &'a SamConfig {
-        self.sam
-    }
-
     /// Width of the last stage (the neck's input).
     pub fn output_dim(&self) -> usize {
         *self.config.embed_dims.last().expect("validated: at least two stages")
@@ -175,7 +170,7 @@ impl<'a> TinyVitEncoder<'a> {
             dim,
         );
         let x = b.permute(&local, &[0, 2, 3, 1]);
-        let normed = norm(b, &x, &format!("{p}.mlp.norm"));
+        let normed = layer_norm_layer(b, &x, &format!("{p}.mlp.norm"), LAYER_NORM_EPS);
         let hidden = b.gelu(&linear_layer(b, &normed, &format!("{p}.mlp.fc1")));
         b.add(&x, &linear_layer(b, &hidden, &format!("{p}.mlp.fc2")))
     }
@@ -187,7 +182,7 @@ impl<'a> TinyVitEncoder<'a> {
         let (dim, heads, ws) = (c.embed_dims[stage], c.num_heads[stage], c.window_sizes[stage]);
         let key_dim = (dim / heads) as i64;
         let tokens = (ws * ws) as i64;
-        let normed = norm(b, windows, &format!("{block}.attn.norm"));
+        let normed = layer_norm_layer(b, windows, &format!("{block}.attn.norm"), LAYER_NORM_EPS);
         let qkv = linear_layer(b, &normed, &format!("{block}.attn.qkv"));
         let qkv = b.reshape(&qkv, &[-1, tokens, heads as i64, 3 * key_dim]);
         let qkv = b.permute(&qkv, &[0, 2, 1, 3]);
@@ -229,16 +224,6 @@ pub fn attention_bias_indices(ws: usize) -> Vec<i64> {
         }
     }
     indices
-}
-
-/// LayerNorm over the last axis with `{prefix}.weight` / `{prefix}.bias`.
-fn norm<B: Backend>(b: &B, x: &B::Tensor, prefix: &str) -> B::Tensor {
-    b.layer_norm(
-        x,
-        &b.param(&format!("{prefix}.weight")),
-        &b.param(&format!("{prefix}.bias")),
-        LAYER_NORM_EPS,
-    )
 }
 
 /// `Conv2d_BN` named `prefix` (`{prefix}.c.weight`, `{prefix}.bn.*`) on an NCHW tensor.

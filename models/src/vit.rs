@@ -1,7 +1,7 @@
 //! SAM's ViT image encoder: patch embedding, absolute position embedding, blocks with windowed or global
 //! attention and decomposed relative position embeddings (the neck is [`crate::image_encoder`]'s).
 
-use crate::backend::{linear_layer, Backend};
+use crate::backend::{layer_norm_layer, linear_layer, Backend};
 use crate::config::{SamConfig, ENCODER_LAYERNORM_EPS};
 use crate::encoder_config::VitConfig;
 use crate::params::ParamSpecs;
@@ -69,11 +69,6 @@ impl<'a> VitEncoder<'a> {
         }
     }
 
-    /// The model the encoder belongs to.
-    pub fn sam(&self) -> &'a SamConfig {
-        self.sam
-    }
-
     /// Width of the last block's tokens (the neck's input).
     pub fn output_dim(&self) -> usize {
         self.config.encoder_embed_dim
@@ -107,19 +102,10 @@ impl<'a> VitEncoder<'a> {
         x
     }
 
-    fn norm<B: Backend>(&self, b: &B, x: &B::Tensor, prefix: &str) -> B::Tensor {
-        b.layer_norm(
-            x,
-            &b.param(&format!("{prefix}.weight")),
-            &b.param(&format!("{prefix}.bias")),
-            ENCODER_LAYERNORM_EPS,
-        )
-    }
-
     fn block<B: Backend>(&self, b: &B, x: &B::Tensor, index: usize) -> B::Tensor {
         let p = format!("{PREFIX}.blocks.{index}");
         let grid = self.sam.embedding_size();
-        let normed = self.norm(b, x, &format!("{p}.norm1"));
+        let normed = layer_norm_layer(b, x, &format!("{p}.norm1"), ENCODER_LAYERNORM_EPS);
         let attended = if self.is_global(index) {
             self.attention(b, &normed, &p, grid)
         } else {
@@ -130,7 +116,7 @@ impl<'a> VitEncoder<'a> {
             window_unpartition(b, &out, grid, ws, dim)
         };
         let x = b.add(x, &attended);
-        let normed = self.norm(b, &x, &format!("{p}.norm2"));
+        let normed = layer_norm_layer(b, &x, &format!("{p}.norm2"), ENCODER_LAYERNORM_EPS);
         let hidden = b.gelu(&linear_layer(b, &normed, &format!("{p}.mlp.lin1")));
         b.add(&x, &linear_layer(b, &hidden, &format!("{p}.mlp.lin2")))
     }

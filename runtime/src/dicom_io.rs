@@ -191,27 +191,20 @@ fn read_file(path: &Path) -> Result<DicomImage, RuntimeError> {
     if transfer_syntax == RLE_LOSSLESS {
         check_rle(path, &obj, rows * columns, samples)?;
     }
+    let decode_error = |why: String| {
+        input_error(
+            path,
+            format!(
+                "cannot decode the pixel data ({}): {why}",
+                transfer_syntax_name(&transfer_syntax)
+            ),
+        )
+    };
     // A decoder that still panics on a corrupt stream (dicom-rs's are third-party code) is contained: the
     // file is refused like any other undecodable one.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
-        .map_err(|_| {
-            input_error(
-                path,
-                format!(
-                    "cannot decode the pixel data ({}): the decoder failed on a corrupt stream",
-                    transfer_syntax_name(&transfer_syntax)
-                ),
-            )
-        })?
-        .map_err(|e| {
-            input_error(
-                path,
-                format!(
-                    "cannot decode the pixel data ({}): {e}",
-                    transfer_syntax_name(&transfer_syntax)
-                ),
-            )
-        })?;
+        .map_err(|_| decode_error("the decoder failed on a corrupt stream".into()))?
+        .map_err(|e| decode_error(e.to_string()))?;
     let mut notes = Vec::new();
     let n_frames = decoded.number_of_frames() as usize;
     let samples = decoded.samples_per_pixel() as usize;

@@ -131,24 +131,45 @@ pub fn encoder_input(
 ) -> (Array4<f32>, (usize, usize)) {
     let (new_h, new_w) = resized_size(h, w, input_size);
     let resized = resize_rgb(rgb, (h, w), preprocessing.resize, (new_h, new_w));
-    let normalize: Box<dyn Fn(usize, u8) -> f32> = match preprocessing.normalization {
-        Normalization::MeanStd => Box::new(move |c, v| (v as f32 - pixel_mean[c] as f32) / pixel_std[c] as f32),
-        Normalization::MinMax01 => {
-            let lo = resized.iter().copied().min().unwrap_or(0) as f64;
-            let hi = resized.iter().copied().max().unwrap_or(0) as f64;
-            let range = (hi - lo).max(MIN_MAX_EPS);
-            Box::new(move |_, v| ((v as f64 - lo) / range) as f32)
-        }
-    };
+    let table = normalized_values(preprocessing.normalization, &resized, (pixel_mean, pixel_std));
     let mut input = Array4::<f32>::zeros((1, 3, input_size, input_size));
-    for c in 0..3 {
+    for (c, values) in table.iter().enumerate() {
         for y in 0..new_h {
             for x in 0..new_w {
-                input[[0, c, y, x]] = normalize(c, resized[(y * new_w + x) * 3 + c]);
+                input[[0, c, y, x]] = values[resized[(y * new_w + x) * 3 + c] as usize];
             }
         }
     }
     (input, (new_h, new_w))
+}
+
+/// What each 8-bit value of each channel of `resized` becomes under `normalization`.
+fn normalized_values(
+    normalization: Normalization,
+    resized: &[u8],
+    (pixel_mean, pixel_std): ([f64; 3], [f64; 3]),
+) -> [[f32; 256]; 3] {
+    let mut table = [[0f32; 256]; 3];
+    match normalization {
+        Normalization::MeanStd => {
+            for (c, values) in table.iter_mut().enumerate() {
+                for (v, out) in values.iter_mut().enumerate() {
+                    *out = (v as f32 - pixel_mean[c] as f32) / pixel_std[c] as f32;
+                }
+            }
+        }
+        Normalization::MinMax01 => {
+            let lo = resized.iter().copied().min().unwrap_or(0) as f64;
+            let hi = resized.iter().copied().max().unwrap_or(0) as f64;
+            let range = (hi - lo).max(MIN_MAX_EPS);
+            for values in table.iter_mut() {
+                for (v, out) in values.iter_mut().enumerate() {
+                    *out = ((v as f64 - lo) / range) as f32;
+                }
+            }
+        }
+    }
+    table
 }
 
 /// Smallest denominator of the min-max normalization (LiteMedSAM's `np.clip(max - min, 1e-8, None)`).
