@@ -1,4 +1,4 @@
-"""Writes runtime/tests/data/resize_area/: small 8-bit images and what OpenCV's cv2.resize(INTER_AREA) makes
+"""Writes io/tests/data/resize_area/: small 8-bit images and what OpenCV's cv2.resize(INTER_AREA) makes
 of them, for the byte-exact test of medico's port (runtime/src/resize_area.rs). Test helper, not run in CI:
 needs `pip install opencv-python-headless numpy` (measured with opencv-python-headless 5.0.0).
 Usage: python3 scripts/gen_resize_area_fixtures.py"""

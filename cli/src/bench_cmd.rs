@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 use clap::Args;
-use medico_export::Bundle;
+use medico_bundle::Bundle;
 use medico_models::prompt::BoxPrompt;
-use medico_runtime::engine::ort_available;
-use medico_runtime::predictor::{BackendChoice, Predictor};
-use serde_json::json;
+use medico_runtime::engines::ort_available;
+use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
+use serde::Serialize;
 
+use crate::common::{default_threads, runtime_failure};
 use crate::progress;
-use crate::segment_cmd::{default_threads, runtime_failure};
 use crate::Failure;
 
 #[derive(Args)]
@@ -39,15 +39,54 @@ pub struct BenchArgs {
 }
 
 /// Median and minimum of timings in milliseconds.
-fn summary(mut ms: Vec<f64>) -> (f64, f64) {
-    ms.sort_by(f64::total_cmp);
-    let n = ms.len();
-    let median = if n % 2 == 1 {
-        ms[n / 2]
-    } else {
-        (ms[n / 2 - 1] + ms[n / 2]) / 2.0
-    };
-    (median, ms[0])
+#[derive(Serialize, Clone, Copy)]
+struct Timing {
+    median: f64,
+    min: f64,
+    runs: usize,
+}
+
+impl Timing {
+    fn of(mut ms: Vec<f64>) -> Self {
+        ms.sort_by(f64::total_cmp);
+        let n = ms.len();
+        let median = if n % 2 == 1 {
+            ms[n / 2]
+        } else {
+            (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+        };
+        Timing {
+            median,
+            min: ms[0],
+            runs: n,
+        }
+    }
+}
+
+/// One engine's timings.
+#[derive(Serialize)]
+struct EngineRow {
+    backend: &'static str,
+    threads: usize,
+    encoder_ms: Timing,
+    decoder_ms: Timing,
+    ratio_to_first: Ratios,
+}
+
+/// Median ratios to the first engine's.
+#[derive(Serialize)]
+struct Ratios {
+    encoder: f64,
+    decoder: f64,
+}
+
+/// `bench --json`.
+#[derive(Serialize)]
+struct BenchReport {
+    model: String,
+    architecture: String,
+    image_size: usize,
+    results: Vec<EngineRow>,
 }
 
 /// A deterministic test image with structure (smooth gradients and a bright disc), `[h, w, 3]`.
@@ -83,6 +122,36 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     } else {
         args.backends.clone()
     };
+    let mut rows = Vec::new();
+    for backend in backends {
+        rows.push(time_engine(&args, &bundle, backend)?);
+    }
+    let (first_encoder, first_decoder) = (rows[0].encoder_ms.median, rows[0].decoder_ms.median);
+    for row in &mut rows {
+        row.ratio_to_first = Ratios {
+            encoder: row.encoder_ms.median / first_encoder,
+            decoder: row.decoder_ms.median / first_decoder,
+        };
+    }
+    let report = BenchReport {
+        model: args.model.display().to_string(),
+        architecture: bundle.manifest.architecture.clone(),
+        image_size: bundle.manifest.config.img_size,
+        results: rows,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// Times one engine: encoder runs on a test image, then decoder runs with a central box.
+fn time_engine(args: &BenchArgs, bundle: &Bundle, backend: BackendChoice) -> Result<EngineRow, Failure> {
     let side = bundle.manifest.config.img_size;
     let image = test_image(side);
     let bbox = BoxPrompt {
@@ -91,78 +160,61 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         x1: side as f64 * 0.75,
         y1: side as f64 * 0.75,
     };
-    let mut rows = Vec::new();
-    for backend in backends {
-        let mut predictor = Predictor::open(&bundle, backend, args.threads).map_err(runtime_failure)?;
-        let name = predictor.engine_name();
-        let bar = progress::bar((args.runs + args.decoder_runs + 2) as u64, name);
-        let mut encoder = Vec::new();
-        for run in 0..=args.runs {
-            let start = Instant::now();
-            predictor.set_image(&image, (side, side)).map_err(runtime_failure)?;
-            if run > 0 {
-                encoder.push(start.elapsed().as_secs_f64() * 1000.0);
-            }
-            bar.inc(1);
+    let mut predictor = Predictor::open(bundle, backend, args.threads).map_err(runtime_failure)?;
+    let name = predictor.engine_name();
+    let bar = progress::bar((args.runs + args.decoder_runs + 2) as u64, name);
+    let mut encoder = Vec::new();
+    for run in 0..=args.runs {
+        let start = Instant::now();
+        predictor.set_image(&image, (side, side)).map_err(runtime_failure)?;
+        if run > 0 {
+            encoder.push(start.elapsed().as_secs_f64() * 1000.0);
         }
-        let mut decoder = Vec::new();
-        for run in 0..=args.decoder_runs {
-            let start = Instant::now();
-            predictor
-                .predict(&[], Some(&bbox), None, false)
-                .map_err(runtime_failure)?;
-            if run > 0 {
-                decoder.push(start.elapsed().as_secs_f64() * 1000.0);
-            }
-            bar.inc(1);
+        bar.inc(1);
+    }
+    let mut decoder = Vec::new();
+    for run in 0..=args.decoder_runs {
+        let start = Instant::now();
+        predictor
+            .predict(&[], Some(&bbox), None, false)
+            .map_err(runtime_failure)?;
+        if run > 0 {
+            decoder.push(start.elapsed().as_secs_f64() * 1000.0);
         }
-        bar.finish_and_clear();
-        let (enc_median, enc_min) = summary(encoder);
-        let (dec_median, dec_min) = summary(decoder);
-        rows.push(json!({
-            "backend": name,
-            "threads": args.threads,
-            "encoder_ms": {"median": enc_median, "min": enc_min, "runs": args.runs},
-            "decoder_ms": {"median": dec_median, "min": dec_min, "runs": args.decoder_runs},
-        }));
+        bar.inc(1);
     }
-    let reference = rows[0].clone();
-    for row in rows.iter_mut() {
-        let ratio = |key: &str| {
-            row[key]["median"].as_f64().unwrap_or(f64::NAN) / reference[key]["median"].as_f64().unwrap_or(f64::NAN)
-        };
-        let (enc, dec) = (ratio("encoder_ms"), ratio("decoder_ms"));
-        row["ratio_to_first"] = json!({"encoder": enc, "decoder": dec});
-    }
-    let report = json!({
-        "model": args.model.display().to_string(),
-        "architecture": bundle.manifest.architecture,
-        "image_size": side,
-        "results": rows,
-    });
-    if args.json {
-        println!("{report:#}");
-        return Ok(());
-    }
+    bar.finish_and_clear();
+    Ok(EngineRow {
+        backend: name,
+        threads: args.threads,
+        encoder_ms: Timing::of(encoder),
+        decoder_ms: Timing::of(decoder),
+        ratio_to_first: Ratios {
+            encoder: 1.0,
+            decoder: 1.0,
+        },
+    })
+}
+
+fn print_table(report: &BenchReport) {
+    let side = report.image_size;
     println!(
         "{} ({}, {side}x{side} input), medians after 1 warm-up run:",
-        args.model.display(),
-        bundle.manifest.architecture
+        report.model, report.architecture
     );
     println!(
         "  {:<8} {:>7} {:>14} {:>14} {:>10} {:>10}",
         "engine", "threads", "encoder ms", "decoder ms", "enc ratio", "dec ratio"
     );
-    for row in report["results"].as_array().into_iter().flatten() {
+    for row in &report.results {
         println!(
             "  {:<8} {:>7} {:>14.1} {:>14.2} {:>10.2} {:>10.2}",
-            row["backend"].as_str().unwrap_or_default(),
-            row["threads"],
-            row["encoder_ms"]["median"].as_f64().unwrap_or(f64::NAN),
-            row["decoder_ms"]["median"].as_f64().unwrap_or(f64::NAN),
-            row["ratio_to_first"]["encoder"].as_f64().unwrap_or(f64::NAN),
-            row["ratio_to_first"]["decoder"].as_f64().unwrap_or(f64::NAN),
+            row.backend,
+            row.threads,
+            row.encoder_ms.median,
+            row.decoder_ms.median,
+            row.ratio_to_first.encoder,
+            row.ratio_to_first.decoder,
         );
     }
-    Ok(())
 }

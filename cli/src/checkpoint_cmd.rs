@@ -54,15 +54,18 @@ pub fn run(command: CheckpointCommand) -> Result<(), Failure> {
     let parameters: usize = state.values().map(|t| t.data.len()).sum();
     let c = &sam.config;
     if json {
-        let report = serde_json::json!({
-            "file": file.display().to_string(),
-            "architecture": c.architecture_name(),
-            "config_source": source,
-            "tensors": state.len(),
-            "values": parameters,
-            "config": c,
-        });
-        println!("{report:#}");
+        let report = CheckpointReport {
+            file: file.display().to_string(),
+            architecture: c.architecture_name(),
+            config_source: source,
+            tensors: state.len(),
+            values: parameters,
+            config: c,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
     } else {
         println!("{}: valid SAM checkpoint", file.display());
         println!("  architecture  {} ({source})", c.architecture_name());
@@ -94,4 +97,15 @@ fn describe_encoder(encoder: &EncoderConfig) -> String {
             t.stem, t.embed_dims, t.depths, t.num_heads, t.window_sizes
         ),
     }
+}
+
+/// `checkpoint info --json`.
+#[derive(serde::Serialize)]
+struct CheckpointReport<'a> {
+    file: String,
+    architecture: &'a str,
+    config_source: &'a str,
+    tensors: usize,
+    values: usize,
+    config: &'a medico_models::SamConfig,
 }

@@ -11,8 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use medico_export::registry::{default_cache_dir, pulled_bundle_dir};
-use medico_export::Bundle;
+use medico_bundle::cache::default_cache_dir;
+use medico_bundle::staging::{Existing, StagedDir};
+use medico_bundle::Bundle;
+use medico_export::registry::pulled_bundle_dir;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The model `segment` uses without `--model` (a registry name).
@@ -25,7 +27,7 @@ pub const BUILTIN_MODEL: &str = "medico-tiny";
 pub fn resolve_model(model: Option<&Path>) -> anyhow::Result<PathBuf> {
     let Some(model) = model else {
         let dir = installed_model_dir(DEFAULT_MODEL);
-        if dir.join(medico_export::bundle::MANIFEST).exists() {
+        if dir.join(medico_bundle::MANIFEST).exists() {
             return Ok(dir);
         }
         return Err(anyhow!(
@@ -40,7 +42,7 @@ pub fn resolve_model(model: Option<&Path>) -> anyhow::Result<PathBuf> {
         return builtin_model_dir();
     }
     let dir = installed_model_dir(&name);
-    if !name.contains(std::path::MAIN_SEPARATOR) && dir.join(medico_export::bundle::MANIFEST).exists() {
+    if !name.contains(std::path::MAIN_SEPARATOR) && dir.join(medico_bundle::MANIFEST).exists() {
         return Ok(dir);
     }
     Err(anyhow!(
@@ -84,35 +86,17 @@ pub fn builtin_model_dir() -> anyhow::Result<PathBuf> {
     if Bundle::open(&dir).is_ok() {
         return Ok(dir);
     }
-    std::fs::create_dir_all(&parent).with_context(|| format!("{}: cannot create", parent.display()))?;
-    let prefix = format!(".{BUILTIN_MODEL}-");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix);
-    #[cfg(unix)]
-    {
-        // An ordinary folder once renamed (0777 less the umask), not a private temporary one.
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o777));
-    }
-    let staging = builder
-        .tempdir_in(&parent)
-        .with_context(|| format!("{}: cannot create a temporary folder", parent.display()))?;
+    let staging = StagedDir::beside(&dir).with_context(|| format!("{}: cannot create", parent.display()))?;
     for (name, bytes) in FILES {
         let path = staging.path().join(name);
         std::fs::write(&path, bytes).with_context(|| format!("{}: cannot write", path.display()))?;
     }
-    if dir.exists() {
-        // A damaged earlier copy: replace it.
-        std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove a damaged copy", dir.display()))?;
-    }
-    let staged = staging.keep();
-    if let Err(e) = std::fs::rename(&staged, &dir) {
-        let _ = std::fs::remove_dir_all(&staged);
-        // Another process may have installed it meanwhile.
+    // A damaged earlier copy is replaced; another process may have installed the same copy meanwhile.
+    if let Err(e) = staging.commit(Existing::Replace) {
         if Bundle::open(&dir).is_err() {
-            return Err(anyhow!("{}: cannot install the default model: {e}", dir.display()));
+            return Err(anyhow!("{}: cannot install the built-in model: {e}", dir.display()));
         }
     }
-    Bundle::open(&dir).map_err(|e| anyhow!("the built-in model is damaged: {e}"))?;
+    Bundle::open(&dir).context("the built-in model is damaged")?;
     Ok(dir)
 }

@@ -112,6 +112,6 @@ pub fn write_dice_plot(path: &Path, title: &str, curves: &[DiceCurve]) -> anyhow
         root.present().map_err(draw_error)?;
     }
     let image = RgbImage::from_raw(WIDTH, HEIGHT, buffer).context("plot buffer size")?;
-    medico_runtime::image2d::save_png_atomically(path, &DynamicImage::ImageRgb8(image))
+    medico_io::image2d::save_png_atomically(path, &DynamicImage::ImageRgb8(image))
         .with_context(|| format!("{}: cannot write the plot", path.display()))
 }

@@ -7,20 +7,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
-use medico_export::Bundle;
-use medico_runtime::image2d::read_image;
-use medico_runtime::intensity::Intensity;
-use medico_runtime::interactive_eval::{evaluate_class, EvalOptions, Start};
-use medico_runtime::mask_prompts::Projection;
-use medico_runtime::nifti_io::read_nifti;
-use medico_runtime::predictor::{BackendChoice, Predictor};
-use medico_runtime::propagation::PropagationConfig;
-use medico_runtime::volume_eval::{evaluate_volume_object, VolumePrompt};
-use medico_runtime::volume_session::VolumeSession;
-use serde_json::{json, Value};
+use medico_bundle::Bundle;
+use medico_io::image2d::read_image;
+use medico_io::intensity::Intensity;
+use medico_io::nifti_io::read_nifti;
+use medico_runtime::evaluation::interactive::{evaluate_class, EvalOptions, Start};
+use medico_runtime::evaluation::volume::{evaluate_volume_object, VolumePrompt};
+use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
+use medico_runtime::volume::propagation::PropagationConfig;
+use medico_runtime::volume::session::VolumeSession;
+use serde::Serialize;
+use serde_json::Value;
 
+use crate::common::{bundle_intensity, default_threads, runtime_failure, ProjectionArgs};
 use crate::dice_plot::{write_dice_plot, DiceCurve};
-use crate::segment_cmd::{bundle_intensity, default_threads, runtime_failure};
 use crate::Failure;
 
 #[derive(Subcommand)]
@@ -50,16 +50,9 @@ pub struct InteractiveArgs {
     /// Skip the 3D cases (they encode every slice the propagation reaches).
     #[arg(long)]
     no_3d: bool,
-    /// 3D cases: prompts derived from each slice's mask for the next (fixed for every volume; the reference
-    /// grid-searches it per volume).
-    #[arg(long, default_value = "single_point")]
-    projection: Projection,
-    /// 3D cases: stop when the IoU between consecutive slices' masks falls below this.
-    #[arg(long, default_value_t = 0.5)]
-    iou_threshold: f64,
-    /// 3D cases: box growth, a fraction of the side (< 1) or pixels (>= 1).
-    #[arg(long, default_value_t = 0.05)]
-    box_extension: f64,
+    /// 3D cases: how propagation derives prompts and stops (each model's own default unless given).
+    #[command(flatten)]
+    projection: ProjectionArgs,
     /// 3D cases: keep the walk within the object's extent along the axis, as a 3D box prompt gives it
     /// (upstream LiteMedSAM's protocol; use with `--projection lite_medsam --iou-threshold 0`).
     #[arg(long)]
@@ -254,7 +247,7 @@ fn evaluate_3d(
                 within_object_extent: args.within_object_extent,
             };
             let result = evaluate_volume_object(&mut session, &labels, label as f32, prompt, config)
-                .map_err(|e| Failure::input(anyhow!("case {id}: {e}")))?;
+                .map_err(|e| Failure::input(anyhow::Error::new(e).context(format!("case {id}"))))?;
             if let Some(result) = result {
                 rows.push(Row3d {
                     case: id.clone(),
@@ -281,6 +274,159 @@ fn mean_3d(rows: &[Row3d], start: &str) -> Option<f64> {
     (!picked.is_empty()).then(|| picked.iter().sum::<f64>() / picked.len() as f64)
 }
 
+/// One model's results.
+struct ModelResult<'m> {
+    model: &'m Model,
+    engine: &'static str,
+    rows: Vec<Row2d>,
+    rows_3d: Vec<Row3d>,
+    config: PropagationConfig,
+}
+
+/// `results.json`.
+#[derive(Serialize)]
+struct Summary {
+    cases: String,
+    rounds: usize,
+    use_mask: bool,
+    seed: u64,
+    within_object_extent: bool,
+    models: Vec<ModelSummary>,
+}
+
+/// One model in `results.json`.
+#[derive(Serialize)]
+struct ModelSummary {
+    label: String,
+    model: String,
+    backend: &'static str,
+    mean_dice_2d: MeanDice2d,
+    mean_dice_3d: MeanDice3d,
+    per_case_2d: Vec<Case2d>,
+    per_case_3d: Vec<Case3d>,
+    propagation_3d: Propagation3d,
+}
+
+#[derive(Serialize)]
+struct MeanDice2d {
+    #[serde(rename = "box")]
+    bbox: Vec<f64>,
+    point: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct MeanDice3d {
+    #[serde(rename = "box")]
+    bbox: Option<f64>,
+    point: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Case2d {
+    case: String,
+    start: &'static str,
+    dice: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct Case3d {
+    case: String,
+    start: &'static str,
+    central_slice: usize,
+    slices_segmented: usize,
+    dice: f64,
+}
+
+/// The propagation settings a model's 3D cases ran with.
+#[derive(Serialize)]
+struct Propagation3d {
+    projection: String,
+    iou_threshold: f64,
+    box_extension: f64,
+    note: &'static str,
+}
+
+impl ModelResult<'_> {
+    fn summary(&self, iterations: usize) -> ModelSummary {
+        let (rows, rows_3d) = (&self.rows, &self.rows_3d);
+        ModelSummary {
+            label: self.model.label.clone(),
+            model: self.model.path.display().to_string(),
+            backend: self.engine,
+            mean_dice_2d: MeanDice2d {
+                bbox: mean_per_iteration(rows, "box", iterations),
+                point: mean_per_iteration(rows, "point", iterations),
+            },
+            mean_dice_3d: MeanDice3d {
+                bbox: mean_3d(rows_3d, "box"),
+                point: mean_3d(rows_3d, "point"),
+            },
+            per_case_2d: rows
+                .iter()
+                .map(|r| Case2d {
+                    case: r.case.clone(),
+                    start: r.start,
+                    dice: r.dice.clone(),
+                })
+                .collect(),
+            per_case_3d: rows_3d
+                .iter()
+                .map(|r| Case3d {
+                    case: r.case.clone(),
+                    start: r.start,
+                    central_slice: r.central_slice,
+                    slices_segmented: r.slices_segmented,
+                    dice: r.dice,
+                })
+                .collect(),
+            propagation_3d: Propagation3d {
+                projection: self.config.projection.to_string(),
+                iou_threshold: self.config.iou_threshold,
+                box_extension: self.config.box_extension,
+                note: "fixed for every volume (the reference reports the best of a per-volume grid search)",
+            },
+        }
+    }
+
+    /// Lines of `results.csv` (2D) and `results_3d.csv`.
+    fn csv_lines(&self, csv_2d: &mut String, csv_3d: &mut String) {
+        let label = &self.model.label;
+        for row in &self.rows {
+            for (i, d) in row.dice.iter().enumerate() {
+                csv_2d.push_str(&format!("{label},{},{},{i},{d}\n", row.case, row.start));
+            }
+        }
+        for row in &self.rows_3d {
+            csv_3d.push_str(&format!(
+                "{label},{},{},{},{},{}\n",
+                row.case, row.start, row.central_slice, row.slices_segmented, row.dice
+            ));
+        }
+    }
+}
+
+fn evaluate_model<'m>(
+    args: &InteractiveArgs,
+    cases: &Cases,
+    model: &'m Model,
+    cache: &Path,
+) -> Result<ModelResult<'m>, Failure> {
+    let config = args.projection.config(&model.bundle)?;
+    let (rows, engine) = evaluate_2d(args, cases, model)?;
+    let rows_3d = if args.no_3d {
+        Vec::new()
+    } else {
+        evaluate_3d(args, cases, model, &config, cache)?
+    };
+    Ok(ModelResult {
+        model,
+        engine,
+        rows,
+        rows_3d,
+        config,
+    })
+}
+
 fn interactive(args: InteractiveArgs) -> Result<(), Failure> {
     let cases = Cases::read(&args.data)?;
     let models = args
@@ -288,100 +434,67 @@ fn interactive(args: InteractiveArgs) -> Result<(), Failure> {
         .iter()
         .map(|m| Model::open(m))
         .collect::<Result<Vec<_>, _>>()?;
-    if !(0.0..=1.0).contains(&args.iou_threshold) {
-        return Err(Failure::usage(anyhow!("--iou-threshold must lie in 0..1")));
-    }
-    if !(args.box_extension >= 0.0 && args.box_extension.is_finite()) {
-        return Err(Failure::usage(anyhow!("--box-extension must be a non-negative number")));
-    }
-    let config = PropagationConfig {
-        projection: args.projection,
-        iou_threshold: args.iou_threshold,
-        box_extension: args.box_extension,
-        lower_limit: None,
-        upper_limit: None,
-    };
     let cache = tempfile::Builder::new()
         .prefix("medico-eval-embeddings-")
         .tempdir()
         .context("cannot create a temporary embedding cache")
         .map_err(Failure::input)?;
     let iterations = args.rounds + 1;
-    let mut summaries = Vec::new();
-    let mut curves = Vec::new();
+    let mut results = Vec::new();
+    for model in &models {
+        let result = evaluate_model(&args, &cases, model, cache.path())?;
+        print_model(model, result.engine, &result.rows, &result.rows_3d, iterations);
+        results.push(result);
+    }
+    if let Some(out) = &args.out {
+        write_results(out, &args, &cases, &results)?;
+    }
+    Ok(())
+}
+
+/// `results.csv`, `results_3d.csv`, `results.json` and `dice.png` in `out`.
+fn write_results(
+    out: &Path,
+    args: &InteractiveArgs,
+    cases: &Cases,
+    results: &[ModelResult<'_>],
+) -> Result<(), Failure> {
+    let iterations = args.rounds + 1;
     let mut csv_2d = String::from("model,case,start,iteration,dice\n");
     let mut csv_3d = String::from("model,case,start,central_slice,slices_segmented,dice\n");
-    for model in &models {
-        let (rows, engine) = evaluate_2d(&args, &cases, model)?;
-        let rows_3d = if args.no_3d {
-            Vec::new()
-        } else {
-            evaluate_3d(&args, &cases, model, &config, cache.path())?
-        };
-        print_model(model, engine, &rows, &rows_3d, iterations);
-        for row in &rows {
-            for (i, d) in row.dice.iter().enumerate() {
-                csv_2d.push_str(&format!("{},{},{},{i},{d}\n", model.label, row.case, row.start));
-            }
-        }
-        for row in &rows_3d {
-            csv_3d.push_str(&format!(
-                "{},{},{},{},{},{}\n",
-                model.label, row.case, row.start, row.central_slice, row.slices_segmented, row.dice
-            ));
-        }
-        if !rows.is_empty() {
+    let mut curves = Vec::new();
+    for result in results {
+        result.csv_lines(&mut csv_2d, &mut csv_3d);
+        if !result.rows.is_empty() {
             for (start, _) in STARTS {
                 curves.push(DiceCurve {
-                    model: model.label.clone(),
+                    model: result.model.label.clone(),
                     start,
-                    dice: mean_per_iteration(&rows, start, iterations),
+                    dice: mean_per_iteration(&result.rows, start, iterations),
                 });
             }
         }
-        summaries.push(json!({
-            "label": model.label,
-            "model": model.path.display().to_string(),
-            "backend": engine,
-            "mean_dice_2d": {
-                "box": mean_per_iteration(&rows, "box", iterations),
-                "point": mean_per_iteration(&rows, "point", iterations),
-            },
-            "mean_dice_3d": {"box": mean_3d(&rows_3d, "box"), "point": mean_3d(&rows_3d, "point")},
-            "per_case_2d": rows.iter().map(|r| json!({"case": r.case, "start": r.start, "dice": r.dice})).collect::<Vec<_>>(),
-            "per_case_3d": rows_3d.iter().map(|r| json!({
-                "case": r.case, "start": r.start, "central_slice": r.central_slice,
-                "slices_segmented": r.slices_segmented, "dice": r.dice,
-            })).collect::<Vec<_>>(),
-        }));
     }
-    let summary = json!({
-        "cases": cases.path.display().to_string(),
-        "rounds": args.rounds,
-        "use_mask": args.use_mask,
-        "seed": args.seed,
-        "propagation_3d": {
-            "projection": config.projection.to_string(),
-            "iou_threshold": config.iou_threshold,
-            "box_extension": config.box_extension,
-            "within_object_extent": args.within_object_extent,
-            "note": "fixed for every volume (the reference reports the best of a per-volume grid search)",
-        },
-        "models": summaries,
-    });
-    if let Some(out) = &args.out {
-        std::fs::create_dir_all(out)
-            .with_context(|| format!("{}: cannot create", out.display()))
-            .map_err(Failure::input)?;
-        write_atomically(&out.join("results.csv"), csv_2d.as_bytes())?;
-        if !args.no_3d {
-            write_atomically(&out.join("results_3d.csv"), csv_3d.as_bytes())?;
-        }
-        write_atomically(&out.join("results.json"), format!("{summary:#}\n").as_bytes())?;
-        if !curves.is_empty() {
-            let title = format!("Simulated interactive segmentation, {} 2D cases", cases.cases_2d.len());
-            write_dice_plot(&out.join("dice.png"), &title, &curves).map_err(Failure::input)?;
-        }
+    let summary = Summary {
+        cases: cases.path.display().to_string(),
+        rounds: args.rounds,
+        use_mask: args.use_mask,
+        seed: args.seed,
+        within_object_extent: args.within_object_extent,
+        models: results.iter().map(|r| r.summary(iterations)).collect(),
+    };
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create", out.display()))
+        .map_err(Failure::input)?;
+    write_atomically(&out.join("results.csv"), csv_2d.as_bytes())?;
+    if !args.no_3d {
+        write_atomically(&out.join("results_3d.csv"), csv_3d.as_bytes())?;
+    }
+    let json = serde_json::to_string_pretty(&summary).expect("a summary serializes") + "\n";
+    write_atomically(&out.join("results.json"), json.as_bytes())?;
+    if !curves.is_empty() {
+        let title = format!("Simulated interactive segmentation, {} 2D cases", cases.cases_2d.len());
+        write_dice_plot(&out.join("dice.png"), &title, &curves).map_err(Failure::input)?;
     }
     Ok(())
 }
@@ -410,5 +523,5 @@ fn print_model(model: &Model, engine: &str, rows: &[Row2d], rows_3d: &[Row3d], i
 
 /// Writes an output file atomically.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    medico_runtime::atomic_output::write_atomically(path, bytes).map_err(runtime_failure)
+    medico_io::atomic_output::write_atomically(path, bytes).map_err(runtime_failure)
 }

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use medico_export::bundle::{export_bundle, BundleError, ExportRequest, Provenance};
-use medico_export::registry::{active_registry, default_cache_dir, pull, RegistryError};
+use medico_bundle::cache::default_cache_dir;
+use medico_bundle::Provenance;
+use medico_export::bundle::{export_bundle, ExportError, ExportRequest};
+use medico_export::registry::{active_registry, pull, RegistryError};
 use medico_models::SamConfig;
 
 use crate::Failure;
@@ -31,9 +33,9 @@ pub struct ExportArgs {
     name: Option<String>,
 }
 
-fn bundle_failure(e: BundleError) -> Failure {
+fn export_failure(e: ExportError) -> Failure {
     match e {
-        BundleError::Output { .. } => Failure::input(e),
+        ExportError::Write { .. } | ExportError::Exists { .. } => Failure::input(e),
         _ => Failure::model(e),
     }
 }
@@ -54,7 +56,7 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
             ..Default::default()
         },
     })
-    .map_err(bundle_failure)?;
+    .map_err(export_failure)?;
     println!(
         "wrote {} ({} model, input {}, {} graphs)",
         args.out.display(),
@@ -110,7 +112,7 @@ pub fn run_models(command: ModelsCommand) -> Result<(), Failure> {
         ModelsCommand::Pull { name, cache, from } => {
             let cache = cache.unwrap_or_else(default_cache_dir);
             let pulled = pull(&name, &cache, from.as_deref(), true).map_err(|e| match e {
-                RegistryError::Bundle(b) => bundle_failure(b),
+                RegistryError::Export(b) => export_failure(b),
                 RegistryError::Registry(_) => Failure::usage(e),
                 other => Failure::input(other),
             })?;

@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use medico_runtime::image2d::Pixels;
-use medico_runtime::input::{open_scan, Scan};
-use medico_runtime::nifti_io::is_nifti;
-use medico_runtime::volume::{Plane, Volume};
-use serde_json::json;
+use medico_io::image2d::{Image2d, Pixels};
+use medico_io::input::{open_scan, Scan};
+use medico_io::nifti_io::is_nifti;
+use medico_io::volume::{Plane, Volume};
+use serde::Serialize;
 
-use crate::segment_cmd::runtime_failure;
+use crate::common::runtime_failure;
 use crate::Failure;
 
 #[derive(Args)]
@@ -25,31 +25,89 @@ pub struct InfoArgs {
     json: bool,
 }
 
-fn volume_report(volume: &Volume) -> serde_json::Value {
-    let planes: Vec<serde_json::Value> = [Plane::Axial, Plane::Coronal, Plane::Sagittal]
+/// `info --json`: the input and what it is.
+#[derive(Serialize)]
+struct InfoReport {
+    input: String,
+    #[serde(flatten)]
+    scan: ScanReport,
+}
+
+/// A 2D image or a volume, told apart by `kind`.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum ScanReport {
+    Image {
+        format: &'static str,
+        width: usize,
+        height: usize,
+        value_range: [f32; 2],
+    },
+    Volume(VolumeReport),
+}
+
+#[derive(Serialize)]
+struct VolumeReport {
+    format: String,
+    shape: [usize; 3],
+    spacing_mm: [f64; 3],
+    orientation: String,
+    affine: [[f64; 4]; 4],
+    origin_mm: [f64; 3],
+    value_range: Option<[f32; 2]>,
+    planes: Vec<PlaneReport>,
+    notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PlaneReport {
+    plane: String,
+    axis: usize,
+    slices: usize,
+}
+
+fn volume_report(volume: &Volume) -> VolumeReport {
+    let planes = [Plane::Axial, Plane::Coronal, Plane::Sagittal]
         .into_iter()
         .map(|plane| {
             let axis = volume.axis_for_plane(plane);
-            json!({
-                "plane": format!("{plane:?}").to_lowercase(),
-                "axis": axis,
-                "slices": volume.slices(axis),
-            })
+            PlaneReport {
+                plane: format!("{plane:?}").to_lowercase(),
+                axis,
+                slices: volume.slices(axis),
+            }
         })
         .collect();
-    let range = volume.value_range();
-    json!({
-        "kind": "volume",
-        "format": volume.format,
-        "shape": volume.shape(),
-        "spacing_mm": volume.spacing(),
-        "orientation": volume.orientation(),
-        "affine": volume.affine,
-        "origin_mm": volume.voxel_to_world([0.0; 3]),
-        "value_range": range.map(|(lo, hi)| [lo, hi]),
-        "planes": planes,
-        "notes": volume.notes,
-    })
+    VolumeReport {
+        format: volume.format.clone(),
+        shape: volume.shape(),
+        spacing_mm: volume.spacing(),
+        orientation: volume.orientation(),
+        affine: volume.affine,
+        origin_mm: volume.voxel_to_world([0.0; 3]),
+        value_range: volume.value_range().map(|(lo, hi)| [lo, hi]),
+        planes,
+        notes: volume.notes.clone(),
+    }
+}
+
+fn image_report(image: &Image2d) -> ScanReport {
+    let (lo, hi) = image
+        .gray()
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let format = match image.pixels {
+        Pixels::Rgb8(_) => "8-bit RGB",
+        Pixels::Gray8(_) => "8-bit gray",
+        Pixels::Gray(_) => "gray (16-bit or float)",
+    };
+    ScanReport::Image {
+        format,
+        width: image.hw.1,
+        height: image.hw.0,
+        value_range: [lo, hi],
+    }
 }
 
 pub fn run(args: InfoArgs) -> Result<(), Failure> {
@@ -59,93 +117,68 @@ pub fn run(args: InfoArgs) -> Result<(), Failure> {
     } else {
         args.volume
     };
-    let scan = open_scan(&args.input, volume).map_err(runtime_failure)?;
-    let report = match &scan {
-        Scan::Image(image) => {
-            let gray = image.gray();
-            let (lo, hi) = gray
-                .iter()
-                .filter(|v| v.is_finite())
-                .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-            let pixels = match image.pixels {
-                Pixels::Rgb8(_) => "8-bit RGB",
-                Pixels::Gray8(_) => "8-bit gray",
-                Pixels::Gray(_) => "gray (16-bit or float)",
-            };
-            json!({
-                "kind": "image",
-                "format": pixels,
-                "width": image.hw.1,
-                "height": image.hw.0,
-                "value_range": [lo, hi],
-            })
-        }
-        Scan::Volume(volume) => volume_report(volume),
+    let scan = match open_scan(&args.input, volume).map_err(runtime_failure)? {
+        Scan::Image(image) => image_report(&image),
+        Scan::Volume(volume) => ScanReport::Volume(volume_report(&volume)),
     };
-    let mut report = report;
-    report["input"] = json!(args.input.display().to_string());
+    let report = InfoReport {
+        input: args.input.display().to_string(),
+        scan,
+    };
     if args.json {
-        println!("{report:#}");
-        return Ok(());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
+    } else {
+        print_text(&report);
     }
-    print_text(&report);
     Ok(())
 }
 
-fn print_text(r: &serde_json::Value) {
-    println!("{}", r["input"].as_str().unwrap_or_default());
-    println!("  format:       {}", r["format"].as_str().unwrap_or_default());
-    if r["kind"] == "image" {
-        println!("  size:         {} x {} pixels", r["width"], r["height"]);
-        println!("  value range:  {} .. {}", r["value_range"][0], r["value_range"][1]);
-        return;
-    }
-    let triple = |v: &serde_json::Value| {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|x| format!("{:.4}", x.as_f64().unwrap_or(f64::NAN)))
-                    .collect::<Vec<_>>()
-                    .join(" x ")
-            })
-            .unwrap_or_default()
-    };
-    println!(
-        "  shape:        {}",
-        r["shape"]
-            .as_array()
-            .map(|a| a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" x "))
-            .unwrap_or_default()
-    );
-    println!("  spacing (mm): {}", triple(&r["spacing_mm"]));
-    println!(
-        "  orientation:  {} (array axes 0,1,2 point to)",
-        r["orientation"].as_str().unwrap_or_default()
-    );
-    println!("  origin (mm):  {}", triple(&r["origin_mm"]));
-    if let Some(rows) = r["affine"].as_array() {
-        println!("  affine (RAS):");
-        for row in rows.iter().take(3) {
-            println!("    {}", triple(row).replace(" x ", "  "));
+fn triple(values: &[f64]) -> String {
+    values.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(" x ")
+}
+
+fn print_text(report: &InfoReport) {
+    println!("{}", report.input);
+    let v = match &report.scan {
+        ScanReport::Image {
+            format,
+            width,
+            height,
+            value_range,
+        } => {
+            println!("  format:       {format}");
+            println!("  size:         {width} x {height} pixels");
+            println!("  value range:  {} .. {}", value_range[0], value_range[1]);
+            return;
         }
+        ScanReport::Volume(v) => v,
+    };
+    println!("  format:       {}", v.format);
+    let shape: Vec<String> = v.shape.iter().map(|x| x.to_string()).collect();
+    println!("  shape:        {}", shape.join(" x "));
+    println!("  spacing (mm): {}", triple(&v.spacing_mm));
+    println!("  orientation:  {} (array axes 0,1,2 point to)", v.orientation);
+    println!("  origin (mm):  {}", triple(&v.origin_mm));
+    println!("  affine (RAS):");
+    for row in v.affine.iter().take(3) {
+        println!("    {}", triple(row).replace(" x ", "  "));
     }
-    match r["value_range"].as_array() {
-        Some(v) => println!("  value range:  {} .. {}", v[0], v[1]),
+    match v.value_range {
+        Some([lo, hi]) => println!("  value range:  {lo} .. {hi}"),
         None => println!("  value range:  no finite values"),
     }
-    if let Some(planes) = r["planes"].as_array() {
-        for p in planes {
-            println!(
-                "  {:<9}     axis {}, {} slices",
-                format!("{}:", p["plane"].as_str().unwrap_or_default()),
-                p["axis"],
-                p["slices"]
-            );
-        }
+    for p in &v.planes {
+        println!(
+            "  {:<9}     axis {}, {} slices",
+            format!("{}:", p.plane),
+            p.axis,
+            p.slices
+        );
     }
-    if let Some(notes) = r["notes"].as_array() {
-        for n in notes {
-            println!("  note:         {}", n.as_str().unwrap_or_default());
-        }
+    for n in &v.notes {
+        println!("  note:         {n}");
     }
 }

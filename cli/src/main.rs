@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod checkpoint_cmd;
+mod common;
 mod default_model;
 mod dice_plot;
 mod eval_cmd;

@@ -2,8 +2,8 @@
 //! in RAS millimetres (converted through the volume's affine onto the slice they lie on).
 
 use anyhow::anyhow;
+use medico_io::volume::Volume;
 use medico_models::prompt::{BoxPrompt, Point};
-use medico_runtime::volume::Volume;
 
 use crate::Failure;
 

@@ -5,21 +5,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use clap::Args;
-use medico_export::Bundle;
+use medico_bundle::Bundle;
+use medico_io::image2d::{write_mask_png, Image2d, RgbImage};
+use medico_io::input::{open_scan, Scan};
+use medico_io::intensity::Intensity;
+use medico_io::nifti_io::write_mask_nifti;
+use medico_io::prompts_file::{read_prompts_file, Annotation};
+use medico_io::volume::{Plane, Volume};
 use medico_models::clicks::tight_box;
 use medico_models::prompt::{BoxPrompt, Point};
-use medico_runtime::image2d::{write_mask_png, Image2d, RgbImage};
-use medico_runtime::input::{open_scan, Scan};
-use medico_runtime::intensity::Intensity;
-use medico_runtime::nifti_io::write_mask_nifti;
-use medico_runtime::predictor::{BackendChoice, Predictor};
-use medico_runtime::preview::write_preview;
-use medico_runtime::volume::{Plane, Volume};
-use medico_runtime::RuntimeError;
+use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
+use medico_runtime::prediction::preview::write_preview;
+use serde::Serialize;
 
+use crate::common::{bundle_intensity, runtime_failure};
 use crate::progress::Spinner;
 use crate::prompt_args::RawPrompts;
-use crate::propagate_cmd::{read_prompts_file, Annotation, PropagationArgs, PropagationJob};
+use crate::propagate_cmd::{PropagationArgs, PropagationJob};
 use crate::Failure;
 
 #[derive(Args)]
@@ -76,23 +78,10 @@ pub struct SegmentArgs {
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
     /// Threads for inference.
-    #[arg(long, default_value_t = default_threads())]
+    #[arg(long, default_value_t = crate::common::default_threads())]
     threads: usize,
     #[command(flatten)]
     propagation: PropagationArgs,
-}
-
-/// All cores this process may use.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-/// Maps runtime errors to exit codes: model/engine problems 4, everything else (input) 3.
-pub fn runtime_failure(e: RuntimeError) -> Failure {
-    match e {
-        RuntimeError::Model { .. } | RuntimeError::Backend(_) => Failure::model(e),
-        _ => Failure::input(e),
-    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -113,15 +102,58 @@ enum Target {
     },
 }
 
-/// The bundle's default intensity mapping (`model.json`), or a model error naming the file.
-pub fn bundle_intensity(bundle: &Bundle) -> Result<Intensity, Failure> {
-    bundle.manifest.intensity.parse().map_err(|e| {
-        Failure::model(anyhow!(
-            "{}: model.json names intensity '{}': {e}",
-            bundle.dir.join("model.json").display(),
-            bundle.manifest.intensity
-        ))
-    })
+impl Target {
+    fn image(&self) -> &RgbImage {
+        match self {
+            Target::Flat(image) | Target::Slice { image, .. } => image,
+        }
+    }
+
+    /// The input, and for a volume the slice, as error messages name them.
+    fn describe(&self, input: &Path) -> String {
+        match self {
+            Target::Flat(_) => input.display().to_string(),
+            Target::Slice { axis, index, .. } => format!("{} (slice {index} along axis {axis})", input.display()),
+        }
+    }
+}
+
+/// A target with its prompts, in its pixels.
+struct Prompted {
+    target: Target,
+    points: Vec<Point>,
+    bbox: Option<BoxPrompt>,
+}
+
+/// What the input asks for: one slice (or image) to segment, or a propagation through a volume.
+enum Job {
+    Segment(Prompted),
+    Propagate(Box<Volume>, usize, Vec<Annotation>),
+}
+
+/// `segment --json`.
+#[derive(Serialize)]
+struct SegmentReport {
+    input: String,
+    output: String,
+    preview: Option<String>,
+    backend: &'static str,
+    mask_index: usize,
+    score: f32,
+    bbox: Option<[usize; 4]>,
+    area_px: usize,
+    area_mm2: Option<f64>,
+    volume_ml: Option<f64>,
+    slice: Option<SliceReport>,
+    intensity: String,
+}
+
+/// Where a volume's mask was prompted.
+#[derive(Serialize)]
+struct SliceReport {
+    axis: usize,
+    index: usize,
+    plane: String,
 }
 
 /// Checks prompts against the image size: points inside, boxes non-empty and inside.
@@ -172,15 +204,50 @@ fn choose_axis(volume: &Volume, axis: Option<u8>, plane: Option<Plane>) -> usize
 }
 
 pub fn run(args: SegmentArgs) -> Result<(), Failure> {
-    let raw = match &args.propagation.prompts {
-        Some(_) if args.bbox.is_some() || !args.points.is_empty() || args.world => {
-            return Err(Failure::usage(anyhow!(
-                "give the prompts either with --box/--point or in --prompts, not both"
-            )))
-        }
-        Some(_) => None,
-        None => Some(RawPrompts::parse(args.bbox.as_deref(), &args.points, args.world)?),
+    let raw = raw_prompts(&args)?;
+    check_outputs(&args)?;
+    let model_dir = crate::default_model::resolve_model(args.model.as_deref()).map_err(Failure::model)?;
+    let bundle = Bundle::open(&model_dir).map_err(Failure::model)?;
+    let default_intensity = bundle_intensity(&bundle)?;
+    let job = match open_scan(&args.input, args.volume).map_err(runtime_failure)? {
+        Scan::Image(image) => Job::Segment(image_job(&args, &image, raw.as_ref(), default_intensity)?),
+        Scan::Volume(volume) => volume_job(&args, volume, raw.as_ref(), default_intensity)?,
     };
+    let prompted = match job {
+        Job::Segment(prompted) => prompted,
+        Job::Propagate(volume, axis, annotations) => {
+            let propagation = PropagationJob {
+                input: &args.input,
+                output: &args.output,
+                bundle: &bundle,
+                axis,
+                intensity: args.intensity.unwrap_or(default_intensity),
+                backend: args.backend,
+                threads: args.threads,
+                annotations,
+                multimask: args.multimask,
+                json: args.json,
+                preview: args.preview.as_deref(),
+            };
+            return crate::propagate_cmd::run(propagation, *volume, &args.propagation);
+        }
+    };
+    segment(&args, &bundle, &prompted)
+}
+
+/// The prompts of `--box`/`--point`, or `None` when they come from `--prompts`.
+fn raw_prompts(args: &SegmentArgs) -> Result<Option<RawPrompts>, Failure> {
+    match &args.propagation.prompts {
+        Some(_) if args.bbox.is_some() || !args.points.is_empty() || args.world => Err(Failure::usage(anyhow!(
+            "give the prompts either with --box/--point or in --prompts, not both"
+        ))),
+        Some(_) => Ok(None),
+        None => RawPrompts::parse(args.bbox.as_deref(), &args.points, args.world).map(Some),
+    }
+}
+
+/// Refuses outputs that would overwrite the input.
+fn check_outputs(args: &SegmentArgs) -> Result<(), Failure> {
     for out in std::iter::once(&args.output).chain(args.preview.as_ref()) {
         if same_file(&args.input, out) || out == &args.input {
             return Err(Failure::input(anyhow!(
@@ -189,110 +256,107 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
             )));
         }
     }
-    let model_dir = crate::default_model::resolve_model(args.model.as_deref()).map_err(Failure::model)?;
-    let bundle = Bundle::open(&model_dir).map_err(Failure::model)?;
-    let default_intensity = bundle_intensity(&bundle)?;
-    let intensity = args.intensity.unwrap_or(default_intensity);
-    let scan = open_scan(&args.input, args.volume).map_err(runtime_failure)?;
-    let (target, points, bbox) = match scan {
-        Scan::Image(image) => {
-            if args.world
-                || args.slice.is_some()
-                || args.axis.is_some()
-                || args.plane.is_some()
-                || args.propagation.enabled()
-            {
-                return Err(Failure::usage(anyhow!(
-                    "{}: --world, --slice, --plane, --axis and propagation apply to volumes; this is a 2D image",
-                    args.input.display()
-                )));
-            }
-            let (points, bbox) = raw.as_ref().map(|r| r.in_pixels()).unwrap_or_default();
-            (
-                flat_target(&args.input, &image, args.intensity, default_intensity)?,
+    Ok(())
+}
+
+/// A 2D image with its prompts; the volume-only options are refused.
+fn image_job(
+    args: &SegmentArgs,
+    image: &Image2d,
+    raw: Option<&RawPrompts>,
+    default_intensity: Intensity,
+) -> Result<Prompted, Failure> {
+    let volume_only = args.world || args.slice.is_some() || args.axis.is_some() || args.plane.is_some();
+    if volume_only || args.propagation.enabled() {
+        return Err(Failure::usage(anyhow!(
+            "{}: --world, --slice, --plane, --axis and propagation apply to volumes; this is a 2D image",
+            args.input.display()
+        )));
+    }
+    let (points, bbox) = raw.map(|r| r.in_pixels()).unwrap_or_default();
+    let target = flat_target(&args.input, image, args.intensity, default_intensity)?;
+    Ok(Prompted { target, points, bbox })
+}
+
+/// The slice to segment (or the annotations to propagate) of a volume.
+fn volume_job(
+    args: &SegmentArgs,
+    volume: Box<Volume>,
+    raw: Option<&RawPrompts>,
+    default_intensity: Intensity,
+) -> Result<Job, Failure> {
+    let axis = choose_axis(&volume, args.axis, args.plane);
+    let (points, bbox, prompt_slice) = match raw {
+        Some(raw) if args.world => {
+            let (p, b, k) = raw.on_slice_from_world(&volume, axis)?;
+            (p, b, Some(k))
+        }
+        Some(raw) => {
+            let (p, b) = raw.in_pixels();
+            (p, b, None)
+        }
+        None => (Vec::new(), None, None),
+    };
+    let index = prompted_slice(args, &volume, axis, prompt_slice)?;
+    if args.propagation.enabled() {
+        let annotations = match &args.propagation.prompts {
+            Some(file) => read_prompts_file(file).map_err(runtime_failure)?,
+            None => vec![Annotation {
+                slice: index,
                 points,
                 bbox,
-            )
+            }],
+        };
+        let hw = volume.slice_hw(axis);
+        for a in &annotations {
+            let where_ = format!("{} (slice {} along axis {axis})", args.input.display(), a.slice);
+            check_prompts(&where_, &a.points, a.bbox.as_ref(), hw)?;
         }
-        Scan::Volume(volume) => {
-            let axis = choose_axis(&volume, args.axis, args.plane);
-            let (points, bbox, prompt_slice) = match &raw {
-                Some(raw) if args.world => {
-                    let (p, b, k) = raw.on_slice_from_world(&volume, axis)?;
-                    (p, b, Some(k))
-                }
-                Some(raw) => {
-                    let (p, b) = raw.in_pixels();
-                    (p, b, None)
-                }
-                None => (Vec::new(), None, None),
-            };
-            let count = volume.slices(axis);
-            let index = args.slice.or(prompt_slice).unwrap_or(count / 2);
-            if index >= count {
-                return Err(Failure::input(anyhow!(
-                    "{}: slice {index} is outside the volume ({count} slices along axis {axis})",
-                    args.input.display()
-                )));
-            }
-            if let (Some(k), Some(s)) = (prompt_slice, args.slice) {
-                if k != s {
-                    return Err(Failure::input(anyhow!(
-                        "{}: the --world prompts lie on slice {k}, not on --slice {s}",
-                        args.input.display()
-                    )));
-                }
-            }
-            if args.propagation.enabled() {
-                let annotations = match &args.propagation.prompts {
-                    Some(file) => read_prompts_file(file)?,
-                    None => vec![Annotation {
-                        slice: index,
-                        points,
-                        bbox,
-                    }],
-                };
-                let hw = volume.slice_hw(axis);
-                for a in &annotations {
-                    let where_ = format!("{} (slice {} along axis {axis})", args.input.display(), a.slice);
-                    check_prompts(&where_, &a.points, a.bbox.as_ref(), hw)?;
-                }
-                let job = PropagationJob {
-                    input: &args.input,
-                    output: &args.output,
-                    bundle: &bundle,
-                    axis,
-                    intensity,
-                    backend: args.backend,
-                    threads: args.threads,
-                    annotations,
-                    multimask: args.multimask,
-                    json: args.json,
-                    preview: args.preview.as_deref(),
-                };
-                return crate::propagate_cmd::run(job, *volume, &args.propagation);
-            }
-            let (values, hw) = volume.slice(axis, index);
-            let image = RgbImage::from_gray(&values, hw, intensity);
-            let target = Target::Slice {
-                volume,
-                axis,
-                index,
-                image,
-            };
-            (target, points, bbox)
-        }
+        return Ok(Job::Propagate(volume, axis, annotations));
+    }
+    let (values, hw) = volume.slice(axis, index);
+    let image = RgbImage::from_gray(&values, hw, args.intensity.unwrap_or(default_intensity));
+    let target = Target::Slice {
+        volume,
+        axis,
+        index,
+        image,
     };
-    let image = match &target {
-        Target::Flat(image) | Target::Slice { image, .. } => image,
-    };
-    let where_ = match &target {
-        Target::Flat(_) => args.input.display().to_string(),
-        Target::Slice { axis, index, .. } => format!("{} (slice {index} along axis {axis})", args.input.display()),
-    };
-    check_prompts(&where_, &points, bbox.as_ref(), image.hw)?;
+    Ok(Job::Segment(Prompted { target, points, bbox }))
+}
 
-    let mut predictor = Predictor::open(&bundle, args.backend, args.threads).map_err(runtime_failure)?;
+/// `--slice`, else the slice `--world` prompts lie on, else the central one; checked against the volume.
+fn prompted_slice(
+    args: &SegmentArgs,
+    volume: &Volume,
+    axis: usize,
+    prompt_slice: Option<usize>,
+) -> Result<usize, Failure> {
+    let count = volume.slices(axis);
+    let index = args.slice.or(prompt_slice).unwrap_or(count / 2);
+    if index >= count {
+        return Err(Failure::input(anyhow!(
+            "{}: slice {index} is outside the volume ({count} slices along axis {axis})",
+            args.input.display()
+        )));
+    }
+    if let (Some(k), Some(s)) = (prompt_slice, args.slice) {
+        if k != s {
+            return Err(Failure::input(anyhow!(
+                "{}: the --world prompts lie on slice {k}, not on --slice {s}",
+                args.input.display()
+            )));
+        }
+    }
+    Ok(index)
+}
+
+/// Encodes the target, decodes the prompts, writes the mask (and preview) and reports.
+fn segment(args: &SegmentArgs, bundle: &Bundle, prompted: &Prompted) -> Result<(), Failure> {
+    let Prompted { target, points, bbox } = prompted;
+    let image = target.image();
+    check_prompts(&target.describe(&args.input), points, bbox.as_ref(), image.hw)?;
+    let mut predictor = Predictor::open(bundle, args.backend, args.threads).map_err(runtime_failure)?;
     let spinner = Spinner::start(format!(
         "encoding {}x{} image ({}, {} threads)",
         image.hw.1,
@@ -303,57 +367,35 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
     predictor.set_image(&image.pixels, image.hw).map_err(runtime_failure)?;
     spinner.finish();
     let prediction = predictor
-        .predict(&points, bbox.as_ref(), None, args.multimask)
+        .predict(points, bbox.as_ref(), None, args.multimask)
         .map_err(runtime_failure)?;
     let best = prediction.best();
     let threshold = predictor.config().mask_threshold as f32;
     let mask: Vec<bool> = prediction.logits[best].iter().map(|&l| l > threshold).collect();
-    let area = mask.iter().filter(|&&m| m).count();
-
-    let measures = match &target {
-        Target::Flat(image) => {
-            write_mask_png(&args.output, &mask, image.hw).map_err(runtime_failure)?;
-            None
-        }
-        Target::Slice {
-            volume,
-            axis,
-            index,
-            image,
-        } => {
-            let out = volume.mask_from_slice(*axis, *index, &mask, image.hw);
-            write_mask_nifti(&args.output, volume, &out).map_err(runtime_failure)?;
-            let spacing = volume.spacing();
-            let (ax, ay) = Volume::in_plane_axes(*axis);
-            Some((spacing[ax] * spacing[ay], spacing[0] * spacing[1] * spacing[2]))
-        }
-    };
+    let measures = write_mask(&args.output, target, &mask)?;
     if let Some(preview) = &args.preview {
-        write_preview(preview, image, &mask, &points, bbox.as_ref()).map_err(runtime_failure)?;
+        write_preview(preview, image, &mask, points, bbox.as_ref()).map_err(runtime_failure)?;
     }
+    let area = mask.iter().filter(|&&m| m).count();
     if args.json {
-        let report = serde_json::json!({
-            "input": args.input.display().to_string(),
-            "output": args.output.display().to_string(),
-            "preview": args.preview.as_ref().map(|p| p.display().to_string()),
-            "backend": predictor.engine_name(),
-            "mask_index": best,
-            "score": prediction.iou[best],
-            "bbox": tight_box(&mask, image.hw.1),
-            "area_px": area,
-            "area_mm2": measures.map(|(pixel, _)| pixel * area as f64),
-            "volume_ml": measures.map(|(_, voxel)| voxel * area as f64 / 1000.0),
-            "slice": match &target {
-                Target::Flat(_) => serde_json::Value::Null,
-                Target::Slice { volume, axis, index, .. } => serde_json::json!({
-                    "axis": axis,
-                    "index": index,
-                    "plane": format!("{:?}", volume.plane_of_axis(*axis)).to_lowercase(),
-                }),
-            },
-            "intensity": image.intensity,
-        });
-        println!("{report:#}");
+        let report = SegmentReport {
+            input: args.input.display().to_string(),
+            output: args.output.display().to_string(),
+            preview: args.preview.as_ref().map(|p| p.display().to_string()),
+            backend: predictor.engine_name(),
+            mask_index: best,
+            score: prediction.iou[best],
+            bbox: tight_box(&mask, image.hw.1),
+            area_px: area,
+            area_mm2: measures.map(|m| m.pixel_mm2 * area as f64),
+            volume_ml: measures.map(|m| m.voxel_mm3 * area as f64 / 1000.0),
+            slice: slice_report(target),
+            intensity: image.intensity.clone(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
     } else {
         println!(
             "wrote {} ({area} px, predicted IoU {:.3}, {}, intensity {})",
@@ -364,6 +406,51 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// Pixel area and voxel volume of a volume's grid.
+#[derive(Clone, Copy)]
+struct Measures {
+    pixel_mm2: f64,
+    voxel_mm3: f64,
+}
+
+/// Writes the mask: PNG for a 2D image, NIfTI on the volume's grid for a slice (with its measures).
+fn write_mask(output: &Path, target: &Target, mask: &[bool]) -> Result<Option<Measures>, Failure> {
+    match target {
+        Target::Flat(image) => {
+            write_mask_png(output, mask, image.hw).map_err(runtime_failure)?;
+            Ok(None)
+        }
+        Target::Slice {
+            volume,
+            axis,
+            index,
+            image,
+        } => {
+            let out = volume.mask_from_slice(*axis, *index, mask, image.hw);
+            write_mask_nifti(output, volume, &out).map_err(runtime_failure)?;
+            let spacing = volume.spacing();
+            let (ax, ay) = Volume::in_plane_axes(*axis);
+            Ok(Some(Measures {
+                pixel_mm2: spacing[ax] * spacing[ay],
+                voxel_mm3: spacing[0] * spacing[1] * spacing[2],
+            }))
+        }
+    }
+}
+
+fn slice_report(target: &Target) -> Option<SliceReport> {
+    match target {
+        Target::Flat(_) => None,
+        Target::Slice {
+            volume, axis, index, ..
+        } => Some(SliceReport {
+            axis: *axis,
+            index: *index,
+            plane: format!("{:?}", volume.plane_of_axis(*axis)).to_lowercase(),
+        }),
+    }
 }
 
 fn flat_target(

@@ -1,10 +1,10 @@
 //! The exported graphs: `encoder.onnx` and the decoder variants, each recorded from the one SAM
 //! definition through [`OnnxBackend`].
 
+use crate::pb;
 use medico_models::prompt_encoder::DensePrompt;
 use medico_models::sam::PromptTensors;
 use medico_models::{Backend, Sam, StateDict};
-use tract_onnx::pb;
 
 use crate::onnx_backend::{resize_linear, Attr, OnnxBackend, OnnxTensor};
 

@@ -7,9 +7,9 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 
+use crate::pb;
 use medico_models::backend::BatchNorm;
 use medico_models::{Backend, HostTensor, StateDict};
-use tract_onnx::pb;
 
 /// A value in the graph being built.
 #[derive(Debug, Clone)]

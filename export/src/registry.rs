@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::bundle::{export_bundle, BundleError, ExportRequest, Manifest, Provenance};
+use medico_bundle::{Manifest, Provenance};
+
+use crate::bundle::{export_bundle, ExportError, ExportRequest};
 
 /// One downloadable checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -192,20 +194,6 @@ pub fn active_registry() -> Result<Vec<RegistryEntry>, RegistryError> {
     }
 }
 
-/// The user cache: `$MEDICO_CACHE_DIR`, else `$XDG_CACHE_HOME/medico`, else `~/.cache/medico`.
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MEDICO_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("medico");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache").join("medico")
-}
-
 /// Errors of registry operations.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -230,7 +218,7 @@ pub enum RegistryError {
     },
     /// Export of the downloaded checkpoint failed.
     #[error(transparent)]
-    Bundle(#[from] BundleError),
+    Export(#[from] ExportError),
 }
 
 /// Streaming checksum of the form `xxh128:<hex>` (micro-sam's) or `sha256:<hex>` (PyPI's).
@@ -489,7 +477,7 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
     let checkpoint = fetch_checkpoint(entry, cache, local, progress)?;
     let config = match (&entry.config, &entry.architecture) {
         (Some(config), _) => config.clone(),
-        (None, Some(arch)) => medico_models::SamConfig::preset(arch).map_err(BundleError::from)?,
+        (None, Some(arch)) => medico_models::SamConfig::preset(arch).map_err(ExportError::from)?,
         (None, None) => {
             return Ok(Pulled {
                 checkpoint,

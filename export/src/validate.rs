@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use tract_onnx::pb;
+use crate::pb;
 
 /// Checks `model`'s structure; returns every problem found.
 pub fn check_structure(model: &pb::ModelProto) -> Result<(), Vec<String>> {

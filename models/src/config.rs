@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder_config::{EncoderConfig, TinyVitConfig, VitConfig, SAM_EMBEDDING_SIDE};
 use crate::ModelError;
+use crate::Problem;
+
+/// Largest encoder input side medico accepts (SAM's is 1024, LiteMedSAM's 256).
+pub const MAX_IMG_SIZE: usize = 4096;
 
 /// Every architecture number of a SAM model. Field names follow the reference `config.json` files, so
 /// such a file (extra fields ignored) describes a custom model; the ViT numbers sit at the top level as in
@@ -116,7 +120,7 @@ impl SamConfig {
             "vit_l" => (1024, 24, 16, vec![5, 11, 17, 23]),
             "vit_h" => (1280, 32, 16, vec![7, 15, 23, 31]),
             other => {
-                return Err(ModelError::Config(format!(
+                return Err(ModelError::config(format!(
                     "unknown architecture '{other}' (expected one of {})",
                     Self::PRESETS.join(", ")
                 )))
@@ -178,24 +182,35 @@ impl SamConfig {
 
     /// Reads a configuration from a JSON file with the fields of the reference `config.json`.
     pub fn from_json_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ModelError::Config(format!("{}: cannot read: {e}", path.display())))?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Config(format!("{}: not a SAM config: {e}", path.display())))?;
-        config
-            .validate()
-            .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let invalid = |source: Box<dyn std::error::Error + Send + Sync>| ModelError::ConfigFile {
+            path: path.into(),
+            source,
+        };
+        let config: Self = serde_json::from_str(&text).map_err(|e| invalid(e.into()))?;
+        config.validate().map_err(|e| invalid(e.into()))?;
         Ok(config)
     }
 
     /// Checks that the numbers fit together (divisibility, index ranges).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Problem> {
+        if !(1..=MAX_IMG_SIZE).contains(&self.img_size) {
+            return Err(Problem(format!(
+                "img_size {} is outside 1..={MAX_IMG_SIZE}",
+                self.img_size
+            )));
+        }
         match &self.encoder {
             EncoderConfig::Vit(v) => v.validate(self.img_size)?,
             EncoderConfig::TinyVit { tiny_vit } => {
                 tiny_vit.validate()?;
                 if !self.img_size.is_multiple_of(tiny_vit.total_stride()) {
-                    return Err("img_size must be a multiple of the TinyViT's total stride".into());
+                    return Err(Problem::from(
+                        "img_size must be a multiple of the TinyViT's total stride",
+                    ));
                 }
             }
         }
@@ -217,7 +232,7 @@ impl SamConfig {
             ),
         ];
         match checks.into_iter().find(|(ok, _)| !ok) {
-            Some((_, message)) => Err(message),
+            Some((_, message)) => Err(Problem(message)),
             None => Ok(()),
         }
     }
@@ -267,11 +282,11 @@ impl SamConfig {
         let get = |key: &str| -> Result<&Vec<usize>, ModelError> {
             shapes
                 .get(key)
-                .ok_or_else(|| ModelError::Config(format!("cannot infer the architecture: key '{key}' is missing")))
+                .ok_or_else(|| ModelError::config(format!("cannot infer the architecture: key '{key}' is missing")))
         };
         let dim_at = |key: &str, axis: usize| -> Result<usize, ModelError> {
             get(key)?.get(axis).copied().ok_or_else(|| {
-                ModelError::Config(format!("cannot infer the architecture: '{key}' has too few dimensions"))
+                ModelError::config(format!("cannot infer the architecture: '{key}' has too few dimensions"))
             })
         };
         let count = |prefix: &str, suffix: &str| {
@@ -313,14 +328,14 @@ impl SamConfig {
         };
         config
             .validate()
-            .map_err(|e| ModelError::Config(format!("inferred configuration is inconsistent: {e}")))?;
+            .map_err(|e| ModelError::config(format!("inferred configuration is inconsistent: {e}")))?;
         Ok(config)
     }
 }
 
 impl VitConfig {
     /// Checks the ViT's numbers against the input side.
-    pub fn validate(&self, img_size: usize) -> Result<(), String> {
+    pub fn validate(&self, img_size: usize) -> Result<(), Problem> {
         let checks: [(bool, &str); 4] = [
             (
                 self.patch_size > 0 && img_size.is_multiple_of(self.patch_size),
@@ -348,7 +363,7 @@ impl VitConfig {
             shapes
                 .get(key)
                 .and_then(|s| s.get(axis).copied())
-                .ok_or_else(|| ModelError::Config(format!("cannot infer the architecture: key '{key}' is missing")))
+                .ok_or_else(|| ModelError::config(format!("cannot infer the architecture: key '{key}' is missing")))
         };
         let embed_dim = dim_at("image_encoder.patch_embed.proj.weight", 0)?;
         let patch_size = dim_at("image_encoder.patch_embed.proj.weight", 2)?;
@@ -381,7 +396,7 @@ impl VitConfig {
                 1024 => SamConfig::preset("vit_l")?,
                 1280 => SamConfig::preset("vit_h")?,
                 other => {
-                    return Err(ModelError::Config(format!(
+                    return Err(ModelError::config(format!(
                         "cannot infer heads and global blocks of a {other}-wide encoder without rel-pos tensors; give a config file"
                     )))
                 }

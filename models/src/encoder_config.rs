@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
+use crate::Problem;
 
 /// Which image encoder a SAM model has, with its numbers.
 ///
@@ -173,26 +174,30 @@ impl TinyVitConfig {
     }
 
     /// Checks that the lists fit together.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Problem> {
         let n = self.stages();
         if n < 2 {
-            return Err("tiny_vit needs at least two stages".into());
+            return Err(Problem::from("tiny_vit needs at least two stages"));
         }
         if [self.depths.len(), self.num_heads.len(), self.window_sizes.len()] != [n, n, n]
             || self.merge_strides.len() != n - 1
         {
-            return Err("tiny_vit: embed_dims, depths, num_heads, window_sizes need one entry per stage and merge_strides one fewer".into());
+            return Err(Problem::from("tiny_vit: embed_dims, depths, num_heads, window_sizes need one entry per stage and merge_strides one fewer"));
         }
         for s in 1..n {
             if self.num_heads[s] == 0 || !self.embed_dims[s].is_multiple_of(self.num_heads[s]) {
-                return Err(format!("tiny_vit: stage {s} width must be a multiple of its heads"));
+                return Err(Problem(format!(
+                    "tiny_vit: stage {s} width must be a multiple of its heads"
+                )));
             }
             if self.window_sizes[s] == 0 {
-                return Err(format!("tiny_vit: stage {s} window size must be positive"));
+                return Err(Problem(format!("tiny_vit: stage {s} window size must be positive")));
             }
         }
         if self.merge_strides.contains(&0) || self.local_conv_size.is_multiple_of(2) {
-            return Err("tiny_vit: merge strides must be positive and local_conv_size odd".into());
+            return Err(Problem::from(
+                "tiny_vit: merge strides must be positive and local_conv_size odd",
+            ));
         }
         Ok(())
     }
@@ -202,7 +207,7 @@ impl TinyVitConfig {
     pub fn infer_from_shapes(shapes: &BTreeMap<String, Vec<usize>>) -> Result<Self, ModelError> {
         let dim = |key: &str, axis: usize| -> Result<usize, ModelError> {
             shapes.get(key).and_then(|s| s.get(axis).copied()).ok_or_else(|| {
-                ModelError::Config(format!("cannot infer the TinyViT architecture: key '{key}' is missing"))
+                ModelError::config(format!("cannot infer the TinyViT architecture: key '{key}' is missing"))
             })
         };
         let count = |prefix: &str, suffix: &str| {
@@ -215,7 +220,7 @@ impl TinyVitConfig {
             1 => TinyVitStem::Pointwise,
             3 => TinyVitStem::Strided,
             k => {
-                return Err(ModelError::Config(format!(
+                return Err(ModelError::config(format!(
                     "TinyViT patch embedding with {k}x{k} kernels is neither LiteMedSAM's (1x1) nor MobileSAM's (3x3)"
                 )))
             }
@@ -239,7 +244,7 @@ impl TinyVitConfig {
             let offsets = dim(&format!("{block}.attn.attention_biases"), 1)?;
             let window = (offsets as f64).sqrt().round() as usize;
             if window * window != offsets {
-                return Err(ModelError::Config(format!(
+                return Err(ModelError::config(format!(
                     "cannot infer the TinyViT window of stage {s}: {offsets} attention offsets is not a square"
                 )));
             }
@@ -266,7 +271,7 @@ impl TinyVitConfig {
         };
         config
             .validate()
-            .map_err(|e| ModelError::Config(format!("inferred TinyViT configuration is inconsistent: {e}")))?;
+            .map_err(|e| ModelError::config(format!("inferred TinyViT configuration is inconsistent: {e}")))?;
         Ok(config)
     }
 }

@@ -26,19 +26,58 @@ pub use encoder_config::{EncoderConfig, TinyVitConfig, TinyVitStem, VitConfig};
 pub use preprocessing::Preprocessing;
 pub use sam::Sam;
 
+/// A rule a configuration or a checkpoint stream breaks, in words (e.g. "img_size must be a multiple of
+/// patch_size", "truncated pickle"). No caller branches on these; the type keeps them apart from other text
+/// and lets [`ModelError`] carry them as its source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Problem(pub String);
+
+impl From<String> for Problem {
+    fn from(text: String) -> Self {
+        Problem(text)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(text: &str) -> Self {
+        Problem(text.into())
+    }
+}
+
 /// Errors of model configuration and checkpoint import.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// A configuration problem (unknown preset, inconsistent numbers, unreadable file).
+    /// A configuration problem (unknown preset, inconsistent numbers, an architecture that cannot be
+    /// inferred).
     #[error("{0}")]
-    Config(String),
-    /// A checkpoint file that cannot be read; names the file and the problem.
-    #[error("{path}: {message}")]
+    Config(Problem),
+    /// A file that cannot be read.
+    #[error("{}: cannot read", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration file that is not a SAM configuration or whose numbers do not fit together.
+    #[error("{}: not a usable SAM configuration", path.display())]
+    ConfigFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parse error or broken rule.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A checkpoint file medico cannot import; names the file, the source says why.
+    #[error("{}: not a usable checkpoint", path.display())]
     Checkpoint {
         /// The file.
-        path: String,
+        path: std::path::PathBuf,
         /// What is wrong.
-        message: String,
+        #[source]
+        source: Problem,
     },
     /// A checkpoint whose keys do not match the model.
     #[error("checkpoint does not match the model: {}", describe_mismatch(.missing, .unexpected, .misshaped))]
@@ -50,6 +89,13 @@ pub enum ModelError {
         /// Keys whose shapes differ, with both shapes.
         misshaped: Vec<String>,
     },
+}
+
+impl ModelError {
+    /// A configuration error described by `problem`.
+    pub(crate) fn config(problem: impl Into<Problem>) -> Self {
+        ModelError::Config(problem.into())
+    }
 }
 
 /// Keys listed per kind in a mismatch message; the rest are counted (a training checkpoint has hundreds).

@@ -8,6 +8,17 @@ use std::path::PathBuf;
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{ModelError, Sam, SamConfig, StateDict};
 
+/// The error and its sources, `outer: inner`, as the command line prints them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
 fn reference(name: &str) -> PathBuf {
     let shared = std::env::var_os("MEDICO_SHARED")
         .map(PathBuf::from)
@@ -152,7 +163,7 @@ const EXPLOIT: &[u8] = b"\x80\x02cos\nsystem\nX\x0a\x00\x00\x00echo pwned\x85R."
 fn foreign_pickle_globals_are_refused() {
     // As a legacy file.
     let path = temp_file("exploit.pth", EXPLOIT);
-    let message = load_checkpoint(&path).unwrap_err().to_string();
+    let message = chain(&load_checkpoint(&path).unwrap_err());
     assert!(message.contains("refused pickle global 'os.system'"), "{message}");
 
     // Inside a zip archive, as torch.save writes it.
@@ -165,20 +176,21 @@ fn foreign_pickle_globals_are_refused() {
         writer.finish().unwrap();
     }
     let path = temp_file("exploit_zip.pth", &zip_bytes);
-    let message = load_checkpoint(&path).unwrap_err().to_string();
+    let message = chain(&load_checkpoint(&path).unwrap_err());
     assert!(message.contains("refused pickle global 'os.system'"), "{message}");
 }
 
 #[test]
 fn unknown_files_are_rejected() {
     let path = temp_file("notes.txt", b"hello, this is not a checkpoint");
-    let message = load_checkpoint(&path).unwrap_err().to_string();
+    let message = chain(&load_checkpoint(&path).unwrap_err());
     assert!(message.contains("not a checkpoint"), "{message}");
     let missing = std::env::temp_dir().join("medico-does-not-exist.pth");
-    assert!(load_checkpoint(&missing)
-        .unwrap_err()
-        .to_string()
-        .contains("cannot read"));
+    let message = chain(&load_checkpoint(&missing).unwrap_err());
+    assert!(
+        message.contains("cannot read") && message.contains("medico-does-not-exist.pth"),
+        "{message}"
+    );
 }
 
 /// Both TinyViT stems round-trip: the parameter shapes a configuration declares infer back to it, with the

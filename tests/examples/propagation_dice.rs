@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use medico_export::Bundle;
+use medico_bundle::Bundle;
+use medico_io::intensity::Intensity;
+use medico_io::nifti_io::read_nifti;
 use medico_models::prompt::BoxPrompt;
-use medico_runtime::engine::BackendChoice;
-use medico_runtime::intensity::Intensity;
-use medico_runtime::nifti_io::read_nifti;
-use medico_runtime::propagation::PropagationConfig;
-use medico_runtime::volume_session::VolumeSession;
+use medico_runtime::engines::BackendChoice;
+use medico_runtime::volume::propagation::PropagationConfig;
+use medico_runtime::volume::session::VolumeSession;
 use medico_tests::shared_dir;
 
 fn main() {
@@ -120,7 +120,7 @@ fn main() {
 }
 
 /// First and last slice along `axis` holding the label.
-fn object_extent(labels: &medico_runtime::volume::Volume, label: f32, axis: usize) -> (usize, usize) {
+fn object_extent(labels: &medico_io::volume::Volume, label: f32, axis: usize) -> (usize, usize) {
     let slices: Vec<usize> = (0..labels.shape()[axis])
         .filter(|&k| labels.slice(axis, k).0.contains(&label))
         .collect();

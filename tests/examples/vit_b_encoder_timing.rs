@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use medico_export::bundle::{export_bundle, ExportRequest, Provenance};
+use medico_bundle::Provenance;
+use medico_export::bundle::{export_bundle, ExportRequest};
 use medico_models::{Sam, SamConfig};
-use medico_runtime::engine::{Engine, OrtEngine, TractEngine};
+use medico_runtime::engines::{Engine, OrtEngine, TractEngine};
 use ndarray::{ArrayD, IxDyn};
 
 /// Deterministic pseudo-random values in [-scale, scale] (xorshift; no statistics needed).

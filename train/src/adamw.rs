@@ -80,19 +80,24 @@ impl AdamW {
     }
 
     /// Restores the moments from checkpoint tensors; every parameter must have both.
-    pub fn load_state(&mut self, tensors: &std::collections::HashMap<String, Tensor>) -> Result<(), String> {
+    /// `Err` names the first moment tensor the checkpoint lacks.
+    pub fn load_state(&mut self, tensors: &std::collections::HashMap<String, Tensor>) -> Result<(), MissingMoment> {
         for ((k, _), (m, v)) in self.params.iter().zip(&mut self.moments) {
             let get = |kind: &str| {
-                tensors
-                    .get(&format!("adamw.{kind}.{k}"))
-                    .ok_or(format!("checkpoint lacks adamw.{kind}.{k}"))
+                let key = format!("adamw.{kind}.{k}");
+                tensors.get(&key).ok_or(MissingMoment(key))
             };
+            let (saved_m, saved_v) = (get("m")?, get("v")?);
             tch::no_grad(|| {
-                m.copy_(get("m")?);
-                v.copy_(get("v")?);
-                Ok::<(), String>(())
-            })?;
+                m.copy_(saved_m);
+                v.copy_(saved_v);
+            });
         }
         Ok(())
     }
 }
+
+/// A moment tensor (`adamw.m.*` or `adamw.v.*`) a checkpoint lacks.
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint lacks {0}")]
+pub struct MissingMoment(pub String);

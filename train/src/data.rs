@@ -9,12 +9,13 @@
 
 use std::path::{Path, PathBuf};
 
+use medico_io::image2d::read_image;
+use medico_io::intensity::Intensity;
+use medico_io::nifti_io::read_nifti;
+use medico_io::preprocess::encoder_input;
+use medico_io::IoError;
 use medico_models::prompt::resized_size;
 use medico_models::{Preprocessing, SamConfig};
-use medico_runtime::image2d::read_image;
-use medico_runtime::intensity::Intensity;
-use medico_runtime::nifti_io::read_nifti;
-use medico_runtime::preprocess::encoder_input;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rayon::prelude::*;
@@ -56,14 +57,18 @@ fn resize_labels(labels: &[f32], (h, w): (usize, usize), (rh, rw): (usize, usize
     out
 }
 
-fn error(path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
+fn error(path: &Path, problem: impl std::fmt::Display) -> IoError {
+    IoError::unusable(path, problem)
 }
 
 /// Every slice of `source` that holds at least one object of `min_pixels` pixels (at model resolution).
-pub fn slice_samples(source: &VolumeSource, config: &SamConfig, min_pixels: usize) -> Result<Vec<SliceSample>, String> {
-    let image = read_nifti(&source.image, None).map_err(|e| e.to_string())?;
-    let labels = read_nifti(&source.labels, None).map_err(|e| e.to_string())?;
+pub fn slice_samples(
+    source: &VolumeSource,
+    config: &SamConfig,
+    min_pixels: usize,
+) -> Result<Vec<SliceSample>, IoError> {
+    let image = read_nifti(&source.image, None)?;
+    let labels = read_nifti(&source.labels, None)?;
     if image.shape() != labels.shape() {
         return Err(error(
             &source.labels,
@@ -130,21 +135,21 @@ fn sample(rgb: &[u8], hw: (usize, usize), objects: Vec<Vec<bool>>, config: &SamC
 }
 
 /// An image file as the RGB inference would see (8-bit images as they are, others percentile-mapped).
-fn read_rgb(path: &Path) -> Result<(Vec<u8>, (usize, usize)), String> {
-    let image = read_image(path).map_err(|e| e.to_string())?;
+fn read_rgb(path: &Path) -> Result<(Vec<u8>, (usize, usize)), IoError> {
+    let image = read_image(path)?;
     let rgb = image.to_rgb(None, Intensity::default()).map_err(|e| error(path, e))?;
     Ok((rgb.pixels, rgb.hw))
 }
 
 /// A label or mask image as values (grey level; 16-bit PNG/TIFF keep their values).
-fn read_labels(path: &Path) -> Result<(Vec<f32>, (usize, usize)), String> {
-    let image = read_image(path).map_err(|e| e.to_string())?;
+fn read_labels(path: &Path) -> Result<(Vec<f32>, (usize, usize)), IoError> {
+    let image = read_image(path)?;
     Ok((image.gray(), image.hw))
 }
 
 /// Image files (PNG/TIFF) directly in `dir`, sorted by name.
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| error(dir, format!("cannot list: {e}")))?;
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>, IoError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| IoError::read(dir, e))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -172,7 +177,7 @@ pub fn folder_samples(
     source: &ImageFolderSource,
     config: &SamConfig,
     min_pixels: usize,
-) -> Result<Vec<SliceSample>, String> {
+) -> Result<Vec<SliceSample>, IoError> {
     let images = image_files(&source.images)?;
     if images.is_empty() {
         return Err(error(&source.images, "no PNG or TIFF images"));
@@ -196,7 +201,7 @@ pub fn folder_samples(
             let objects = label_objects(&labels, hw, config.img_size, min_pixels, |_| true);
             Ok((!objects.is_empty()).then(|| sample(&rgb, hw, objects, config)))
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, IoError>>()?;
     Ok(samples.into_iter().flatten().collect())
 }
 
@@ -213,10 +218,10 @@ pub fn sa_med2d_samples(
     source: &SaMed2dSource,
     config: &SamConfig,
     min_pixels: usize,
-) -> Result<Vec<SliceSample>, String> {
-    let text = std::fs::read_to_string(&source.index).map_err(|e| error(&source.index, e))?;
+) -> Result<Vec<SliceSample>, IoError> {
+    let text = std::fs::read_to_string(&source.index).map_err(|e| IoError::read(&source.index, e))?;
     let index: std::collections::BTreeMap<String, Vec<String>> =
-        serde_json::from_str(&text).map_err(|e| error(&source.index, format!("not an image → masks index: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| IoError::corrupt(&source.index, "not an image → masks index", e))?;
     if index.is_empty() {
         return Err(error(&source.index, "the index lists no images"));
     }
@@ -242,7 +247,7 @@ pub fn sa_med2d_samples(
             }
             Ok((!objects.is_empty()).then(|| sample(&rgb, hw, objects, config)))
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, IoError>>()?;
     Ok(samples.into_iter().flatten().collect())
 }
 

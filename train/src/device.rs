@@ -11,6 +11,7 @@ use tch::Device;
 
 /// Which device the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DeviceChoice {
     /// The CPU.
     Cpu,
@@ -20,23 +21,23 @@ pub enum DeviceChoice {
     Auto,
 }
 
-impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda),
-            "auto" => Ok(Self::Auto),
-            other => Err(format!("unknown device '{other}' (expected cpu, cuda or auto)")),
-        }
-    }
+/// Why CUDA cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeviceError {
+    /// libtorch's CUDA library did not load.
+    #[error("CUDA requested but libtorch's CUDA backend is not loadable: {0}")]
+    Backend(String),
+    /// The library loaded but sees no device.
+    #[error("CUDA requested but no CUDA device is visible")]
+    NoDevice,
 }
 
-static CUDA_BACKEND: OnceLock<Result<(), String>> = OnceLock::new();
+/// The outcome of loading the CUDA backend, kept for every later caller (the reason as `dlerror` gave it).
+static CUDA_BACKEND: OnceLock<Result<(), DeviceError>> = OnceLock::new();
 
 /// Loads libtorch's CUDA backend once (`libtorch_cuda.so` through the RUNPATH or `LD_LIBRARY_PATH`).
 /// Returns why it is unavailable otherwise. The library is never closed.
-pub fn load_cuda_backend() -> Result<(), String> {
+pub fn load_cuda_backend() -> Result<(), DeviceError> {
     CUDA_BACKEND
         .get_or_init(|| {
             let name = CString::new("libtorch_cuda.so").expect("no NUL in a constant");
@@ -46,12 +47,12 @@ pub fn load_cuda_backend() -> Result<(), String> {
             if handle.is_null() {
                 // SAFETY: dlerror returns NULL or a valid C string owned by libc.
                 let err = unsafe { libc::dlerror() };
-                return Err(if err.is_null() {
+                return Err(DeviceError::Backend(if err.is_null() {
                     "dlopen(libtorch_cuda.so) failed".to_string()
                 } else {
                     // SAFETY: non-null pointer from dlerror, read before any other dl call.
                     unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned()
-                });
+                }));
             }
             Ok(())
         })
@@ -59,7 +60,7 @@ pub fn load_cuda_backend() -> Result<(), String> {
 }
 
 /// Resolves a device choice; `Cuda` without a usable GPU is an error naming the reason.
-pub fn select_device(choice: DeviceChoice) -> Result<Device, String> {
+pub fn select_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
     if choice == DeviceChoice::Cpu {
         return Ok(Device::Cpu);
     }
@@ -69,8 +70,8 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device, String> {
         (_, true) => Ok(Device::Cuda(0)),
         (DeviceChoice::Auto, false) => Ok(Device::Cpu),
         _ => Err(match loaded {
-            Err(e) => format!("CUDA requested but libtorch's CUDA backend is not loadable: {e}"),
-            Ok(()) => "CUDA requested but no CUDA device is visible".to_string(),
+            Err(e) => e,
+            Ok(()) => DeviceError::NoDevice,
         }),
     }
 }

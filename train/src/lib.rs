@@ -6,6 +6,7 @@ pub mod adamw;
 pub mod backend;
 pub mod data;
 pub mod device;
+pub mod error;
 pub mod objective;
 pub mod parity;
 pub mod run;
@@ -13,3 +14,4 @@ pub mod trainer;
 
 pub use backend::{TchBackend, TchTensor};
 pub use device::{select_device, DeviceChoice};
+pub use error::TrainError;

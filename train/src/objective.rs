@@ -16,8 +16,9 @@ use tch::{Kind, Tensor};
 
 use crate::backend::{TchBackend, TchTensor};
 
-/// Which objective to train with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which objective to train with (`medicosam`, `simple` or `medsam` in a configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Objective {
     /// The full iterative objective.
     MedicoSam,
@@ -27,17 +28,20 @@ pub enum Objective {
     MedSam,
 }
 
-impl std::str::FromStr for Objective {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "medicosam" => Ok(Self::MedicoSam),
-            "simple" => Ok(Self::Simple),
-            "medsam" => Ok(Self::MedSam),
-            other => Err(format!(
-                "unknown objective '{other}' (expected medicosam, simple or medsam)"
-            )),
+impl Objective {
+    /// The name training configurations use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::MedicoSam => "medicosam",
+            Objective::Simple => "simple",
+            Objective::MedSam => "medsam",
         }
+    }
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

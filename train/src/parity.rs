@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use medico_io::IoError;
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
 use medico_models::prompt_encoder::DensePrompt;
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::backend::{TchBackend, TchTensor};
+use crate::error::TrainError;
 
 /// Logits closer to 0 than this may flip between implementations (parity rule for binary masks).
 pub const MASK_LOGIT_TOLERANCE: f64 = 1e-3;
@@ -111,14 +113,20 @@ struct CaseSpec {
     mask_from: Option<String>,
 }
 
-fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, String> {
+fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, TrainError> {
     Tensor::read_safetensors(path)
         .map(|v| v.into_iter().collect())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|source| TrainError::Tensors {
+            path: path.into(),
+            source,
+        })
 }
 
-fn get<'m>(map: &'m HashMap<String, Tensor>, key: &str, file: &str) -> Result<&'m Tensor, String> {
-    map.get(key).ok_or_else(|| format!("{file}: tensor '{key}' missing"))
+fn get<'m>(map: &'m HashMap<String, Tensor>, key: &str, file: &str) -> Result<&'m Tensor, TrainError> {
+    map.get(key).ok_or_else(|| TrainError::MissingTensor {
+        file: file.into(),
+        key: key.into(),
+    })
 }
 
 /// How two tensors are compared.
@@ -145,9 +153,9 @@ impl Metric {
 
 /// Runs the parity check for one reference directory of the official implementation (`tiny` or `small`:
 /// `config.json` and `weights.safetensors` inside) on `device` in `kind`.
-pub fn run_parity(reference: &Path, device: Device, kind: Kind) -> Result<ParityReport, String> {
-    let config = SamConfig::from_json_file(&reference.join("config.json")).map_err(|e| e.to_string())?;
-    let state = load_checkpoint(&reference.join("weights.safetensors")).map_err(|e| e.to_string())?;
+pub fn run_parity(reference: &Path, device: Device, kind: Kind) -> Result<ParityReport, TrainError> {
+    let config = SamConfig::from_json_file(&reference.join("config.json"))?;
+    let state = load_checkpoint(&reference.join("weights.safetensors"))?;
     let list: CaseList = read_case_list(reference)?;
     compare(
         reference,
@@ -168,9 +176,9 @@ pub fn run_lite_parity(
     checkpoint: &Path,
     device: Device,
     kind: Kind,
-) -> Result<ParityReport, String> {
-    let state = load_checkpoint(checkpoint).map_err(|e| e.to_string())?;
-    let config = SamConfig::infer_from_shapes(&shapes(&state), None).map_err(|e| e.to_string())?;
+) -> Result<ParityReport, TrainError> {
+    let state = load_checkpoint(checkpoint)?;
+    let config = SamConfig::infer_from_shapes(&shapes(&state), None)?;
     let lite: LiteCaseList = read_case_list(reference)?;
     compare(
         reference,
@@ -183,10 +191,14 @@ pub fn run_lite_parity(
 }
 
 /// `cases.json` of a reference directory.
-fn read_case_list<T: serde::de::DeserializeOwned>(reference: &Path) -> Result<T, String> {
+fn read_case_list<T: serde::de::DeserializeOwned>(reference: &Path) -> Result<T, TrainError> {
     let path = reference.join("cases.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = std::fs::read_to_string(&path).map_err(|e| IoError::read(&path, e))?;
+    serde_json::from_str(&text).map_err(|source| TrainError::Json {
+        path,
+        what: "reference case list",
+        source,
+    })
 }
 
 /// How `embeddings.safetensors` stores the encoder's intermediate outputs.
@@ -208,8 +220,8 @@ fn compare(
     list: &CaseList,
     (taps, metric): (TapLayout, Metric),
     (device, kind): (Device, Kind),
-) -> Result<ParityReport, String> {
-    sam.param_specs().check(&shapes(state)).map_err(|e| e.to_string())?;
+) -> Result<ParityReport, TrainError> {
+    sam.param_specs().check(&shapes(state))?;
     let b = TchBackend::from_state_dict(state, device, kind);
     let _guard = tch::no_grad_guard();
 
@@ -217,7 +229,7 @@ fn compare(
     let reference_embeddings = read_safetensors(&reference.join("embeddings.safetensors"))?;
     let input = b.input(get(&pre, "input", "preprocess.safetensors")?);
     let mut encoder = Vec::new();
-    let mut trace_error: Option<String> = None;
+    let mut missing_tap: Option<String> = None;
     let embeddings = sam.image_encoder().forward_traced(&b, &input, &mut |name, t| {
         let compared = match taps {
             TapLayout::Whole => reference_embeddings.get(name).map(|r| metric.diff(&t.0, r)),
@@ -227,11 +239,14 @@ fn compare(
         };
         match compared {
             Some(err) => encoder.push((name.to_string(), err)),
-            None => trace_error = Some(format!("embeddings.safetensors: no tensor for encoder output '{name}'")),
+            None => missing_tap = Some(name.to_string()),
         }
     });
-    if let Some(e) = trace_error {
-        return Err(e);
+    if let Some(name) = missing_tap {
+        return Err(TrainError::MissingTensor {
+            file: "embeddings.safetensors".into(),
+            key: name,
+        });
     }
     let reference_image_embeddings = get(&reference_embeddings, "image_embeddings", "embeddings.safetensors")?;
     encoder.push((
@@ -271,7 +286,7 @@ fn compare(
 
 /// The low-res logits of case `source` as LiteMedSAM's reference fed them back (its first mask,
 /// `[1, 256, 256]`).
-fn mask_fed_back(reference: &Path, source: &str) -> Result<Tensor, String> {
+fn mask_fed_back(reference: &Path, source: &str) -> Result<Tensor, TrainError> {
     let data = read_safetensors(&reference.join("cases").join(format!("{source}.safetensors")))?;
     Ok(get(&data, "low_res_logits", source)?.narrow(0, 0, 1))
 }
@@ -330,7 +345,7 @@ fn run_case(
     (input_hw, original_hw): ((usize, usize), (usize, usize)),
     our_embeddings: &TchTensor,
     reference_embeddings: &TchTensor,
-) -> Result<CaseReport, String> {
+) -> Result<CaseReport, TrainError> {
     let file = spec.file.as_str();
     let points: Vec<Point> = spec
         .point_coords
@@ -386,7 +401,10 @@ fn run_case(
         Some((c, l)) => metric.diff(&prompt_encoder.embed_points(b, c, l).0, reference_sparse),
         None => {
             if reference_sparse.size()[1] != 0 {
-                return Err(format!("{file}: reference has sparse tokens for a mask-only prompt"));
+                return Err(TrainError::Reference {
+                    file: file.into(),
+                    problem: "reference has sparse tokens for a mask-only prompt".into(),
+                });
             }
             0.0
         }

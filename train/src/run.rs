@@ -7,7 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use medico_export::bundle::{export_bundle, ExportRequest, Provenance};
+use medico_bundle::Provenance;
+use medico_export::bundle::{export_bundle, ExportRequest};
+use medico_io::IoError;
 use medico_models::{load_checkpoint, Sam, SamConfig, StateDict};
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
@@ -19,6 +21,7 @@ use crate::data::{
     folder_samples, make_batch, sa_med2d_samples, slice_samples, ImageFolderSource, SaMed2dSource, SliceSample,
     VolumeSource,
 };
+use crate::error::TrainError;
 use crate::objective::{Batch, Objective, ObjectiveConfig};
 use crate::trainer::{OptimizerConfig, Trainer};
 
@@ -73,98 +76,130 @@ fn default_axis() -> usize {
     2
 }
 
-/// `train.json`.
+/// `train.json`. Every field but `model`, `train`, `steps` and `out` has a default ([`RunConfig::default`]:
+/// the paper's objective and optimizer settings).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     /// Architecture: a preset name (`vit_b`, …) or a path to a `config.json`.
     pub model: String,
     /// `"scratch"` or a checkpoint to start from.
-    #[serde(default = "scratch")]
     pub init: String,
     /// Training data.
     pub train: Vec<DataEntry>,
     /// Validation data (held out: split by volume or image, never by slice).
-    #[serde(default)]
     pub val: Vec<DataEntry>,
     /// `medicosam`, `simple` or `medsam`.
-    #[serde(default = "default_objective")]
-    pub objective: String,
+    pub objective: Objective,
     /// Decoding rounds.
-    #[serde(default = "default_rounds")]
     pub rounds: usize,
     /// Mask feedback probability.
-    #[serde(default = "default_mask_prob")]
     pub mask_prob: f64,
     /// Weight of a per-pixel BCE added to the loss (default 0: the paper's Dice + IoU MSE).
-    #[serde(default)]
     pub bce_weight: f64,
     /// Optimisation steps.
     pub steps: u64,
     /// Images per batch.
-    #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// Micro-batches of `batch_size` images whose gradients are summed before each update (gradient
     /// accumulation: the effective batch is `batch_size * accumulate` at one micro-batch's memory).
-    #[serde(default = "default_accumulate")]
     pub accumulate: usize,
     /// Objects per image.
-    #[serde(default = "default_objects")]
     pub objects_per_image: usize,
     /// Smallest object (pixels at the model's input size).
-    #[serde(default = "default_min_pixels")]
     pub min_object_pixels: usize,
     /// Learning rate.
-    #[serde(default = "default_lr")]
     pub lr: f64,
     /// Weight decay.
-    #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
     /// Seed of initialisation, sampling and clicks.
-    #[serde(default)]
     pub seed: u64,
     /// Validate every this many steps (and at the end).
-    #[serde(default = "default_every")]
     pub val_every: u64,
     /// Write a checkpoint every this many steps (and at the end).
-    #[serde(default = "default_every")]
     pub checkpoint_every: u64,
     /// Output folder (relative: to the configuration file).
     pub out: PathBuf,
 }
 
-fn scratch() -> String {
-    "scratch".into()
+impl Default for RunConfig {
+    /// The objective's and the optimizer's own defaults (one source for each number); the required fields
+    /// empty, which [`RunConfig::check`] refuses.
+    fn default() -> Self {
+        let objective = ObjectiveConfig::default();
+        let optimizer = OptimizerConfig::default();
+        Self {
+            model: String::new(),
+            init: "scratch".into(),
+            train: Vec::new(),
+            val: Vec::new(),
+            objective: objective.objective,
+            rounds: objective.rounds,
+            mask_prob: objective.mask_prob,
+            bce_weight: objective.bce_weight,
+            steps: 0,
+            batch_size: 2,
+            accumulate: 1,
+            objects_per_image: 5,
+            min_object_pixels: 25,
+            lr: optimizer.lr,
+            weight_decay: optimizer.weight_decay,
+            seed: 0,
+            val_every: 50,
+            checkpoint_every: 50,
+            out: PathBuf::new(),
+        }
+    }
 }
-fn default_objective() -> String {
-    "medicosam".into()
-}
-fn default_rounds() -> usize {
-    8
-}
-fn default_mask_prob() -> f64 {
-    0.5
-}
-fn default_batch() -> usize {
-    2
-}
-fn default_objects() -> usize {
-    5
-}
-fn default_min_pixels() -> usize {
-    25
-}
-fn default_lr() -> f64 {
-    1e-4
-}
-fn default_weight_decay() -> f64 {
-    0.01
-}
-fn default_accumulate() -> usize {
-    1
-}
-fn default_every() -> u64 {
-    50
+
+impl RunConfig {
+    /// Reads and checks `train.json`.
+    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| IoError::read(path, e))?;
+        let run: RunConfig = serde_json::from_str(&text).map_err(|source| TrainError::Json {
+            path: path.into(),
+            what: "training configuration",
+            source,
+        })?;
+        run.check(path)?;
+        Ok(run)
+    }
+
+    /// Refuses configurations that cannot train.
+    fn check(&self, path: &Path) -> Result<(), TrainError> {
+        let problem = if self.model.is_empty() || self.out.as_os_str().is_empty() {
+            Some("need a model and an output folder (`model`, `out`)")
+        } else if self.train.is_empty() || self.steps == 0 || self.batch_size == 0 || self.accumulate == 0 {
+            Some("need training volumes, steps > 0, batch_size > 0 and accumulate > 0")
+        } else if self.val_every == 0 || self.checkpoint_every == 0 {
+            Some("need val_every > 0 and checkpoint_every > 0")
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(TrainError::Config {
+                path: path.into(),
+                problem: problem.into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn objective_config(&self) -> ObjectiveConfig {
+        ObjectiveConfig {
+            objective: self.objective,
+            rounds: self.rounds,
+            mask_prob: self.mask_prob,
+            bce_weight: self.bce_weight,
+        }
+    }
+
+    fn optimizer_config(&self) -> OptimizerConfig {
+        OptimizerConfig {
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+        }
+    }
 }
 
 /// Progress of a run, for a progress bar.
@@ -228,12 +263,13 @@ pub fn random_state(sam: &Sam, seed: u64) -> StateDict {
         .collect()
 }
 
+/// The samples of every entry, paths relative to `base`.
 fn samples_of(
     entries: &[DataEntry],
     base: &Path,
     config: &SamConfig,
     min_pixels: usize,
-) -> Result<Vec<SliceSample>, String> {
+) -> Result<Vec<SliceSample>, IoError> {
     let mut all = Vec::new();
     for entry in entries {
         let samples = match entry {
@@ -274,113 +310,170 @@ fn describe(entry: &DataEntry) -> String {
     }
 }
 
+/// A run being carried out: its configuration, where it lives, its data.
+struct RunContext<'a> {
+    config_path: &'a Path,
+    run: RunConfig,
+    base: PathBuf,
+    sam_config: SamConfig,
+    out: PathBuf,
+    train: Vec<SliceSample>,
+    val: Vec<SliceSample>,
+}
+
 /// Runs the training described by the configuration file at `config_path` on `device`.
-pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progress)) -> Result<RunSummary, String> {
-    let text = std::fs::read_to_string(config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let run: RunConfig = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+pub fn run(config_path: &Path, device: Device, progress: impl FnMut(&Progress)) -> Result<RunSummary, TrainError> {
+    let context = prepare(config_path)?;
+    let mut trainer = start_trainer(&context, device)?;
+    let (final_loss, val_loss) = train_loop(&mut trainer, &context, progress)?;
+    let bundle = export_result(&trainer, &context, final_loss, val_loss)?;
+    Ok(RunSummary {
+        out: context.out,
+        final_loss,
+        val_loss,
+        bundle,
+    })
+}
+
+/// The configuration read and checked, the architecture resolved, the output folder made, the data loaded.
+fn prepare(config_path: &Path) -> Result<RunContext<'_>, TrainError> {
+    let run = RunConfig::from_file(config_path)?;
     let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let sam_config = match SamConfig::preset(&run.model) {
         Ok(c) => c,
-        Err(_) => SamConfig::from_json_file(&resolve(&base, Path::new(&run.model))).map_err(|e| e.to_string())?,
+        Err(_) => SamConfig::from_json_file(&resolve(&base, Path::new(&run.model)))?,
     };
-    let objective: Objective = run.objective.parse()?;
-    if run.train.is_empty() || run.steps == 0 || run.batch_size == 0 || run.accumulate == 0 {
-        return Err(format!(
-            "{}: need training volumes, steps > 0, batch_size > 0 and accumulate > 0",
-            config_path.display()
-        ));
-    }
-    let sam = Sam::new(sam_config.clone());
     let out = resolve(&base, &run.out);
-    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::create_dir_all(&out).map_err(|e| IoError::write(&out, e))?;
     let train = samples_of(&run.train, &base, &sam_config, run.min_object_pixels)?;
     let val = samples_of(&run.val, &base, &sam_config, run.min_object_pixels)?;
     if train.is_empty() {
-        return Err(format!(
-            "{}: the training volumes hold no objects",
-            config_path.display()
-        ));
+        return Err(TrainError::Config {
+            path: config_path.into(),
+            problem: "the training volumes hold no objects".into(),
+        });
     }
-    let objective_config = ObjectiveConfig {
-        objective,
-        rounds: run.rounds,
-        mask_prob: run.mask_prob,
-        bce_weight: run.bce_weight,
-    };
-    let optimizer = OptimizerConfig {
-        lr: run.lr,
-        weight_decay: run.weight_decay,
-    };
-    let checkpoint = out.join("checkpoint.safetensors");
-    let mut trainer = if checkpoint.exists() {
-        Trainer::resume(
-            Sam::new(sam_config.clone()),
+    Ok(RunContext {
+        config_path,
+        run,
+        base,
+        sam_config,
+        out,
+        train,
+        val,
+    })
+}
+
+fn checkpoint_path(context: &RunContext<'_>) -> PathBuf {
+    context.out.join("checkpoint.safetensors")
+}
+
+/// A trainer resumed from the run's checkpoint, or started from `init` (a checkpoint or `scratch`).
+fn start_trainer(context: &RunContext<'_>, device: Device) -> Result<Trainer, TrainError> {
+    let run = &context.run;
+    let sam = || Sam::new(context.sam_config.clone());
+    let checkpoint = checkpoint_path(context);
+    if checkpoint.exists() {
+        return Trainer::resume(
+            sam(),
             &checkpoint,
             device,
-            objective_config,
-            optimizer,
-        )
-        .map_err(|e| e.to_string())?
+            run.objective_config(),
+            run.optimizer_config(),
+        );
+    }
+    let state = if run.init == "scratch" {
+        random_state(&sam(), run.seed)
     } else {
-        let state = if run.init == "scratch" {
-            random_state(&sam, run.seed)
-        } else {
-            load_checkpoint(&resolve(&base, Path::new(&run.init))).map_err(|e| e.to_string())?
-        };
-        sam.param_specs()
-            .check(&medico_models::checkpoint::shapes(&state))
-            .map_err(|e| e.to_string())?;
-        Trainer::new(
-            Sam::new(sam_config.clone()),
-            &state,
-            device,
-            objective_config,
-            optimizer,
-            run.seed,
-        )
+        load_checkpoint(&resolve(&context.base, Path::new(&run.init)))?
     };
+    sam().param_specs().check(&medico_models::checkpoint::shapes(&state))?;
+    Ok(Trainer::new(
+        sam(),
+        &state,
+        device,
+        run.objective_config(),
+        run.optimizer_config(),
+        run.seed,
+    ))
+}
+
+/// The micro-batches of step `step`, drawn from (seed, step) so that a resumed run sees the same batches.
+fn batches_for_step(context: &RunContext<'_>, step: u64) -> Vec<Batch> {
+    let run = &context.run;
+    let mut rng = ChaCha8Rng::seed_from_u64(run.seed.wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)));
+    (0..run.accumulate)
+        .map(|_| {
+            let chosen: Vec<&SliceSample> = context.train.choose_multiple(&mut rng, run.batch_size).collect();
+            make_batch(&chosen, context.sam_config.img_size, run.objects_per_image, &mut rng)
+        })
+        .collect()
+}
+
+/// Mean loss over the first 8 validation batches, each with its own fixed clicks.
+fn validation_loss(trainer: &Trainer, context: &RunContext<'_>) -> f64 {
+    let run = &context.run;
+    let losses: Vec<f64> = context
+        .val
+        .chunks(run.batch_size)
+        .take(8)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let refs: Vec<&SliceSample> = chunk.iter().collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
+            let batch = make_batch(&refs, context.sam_config.img_size, run.objects_per_image, &mut rng);
+            trainer.evaluate(&batch, i as u64)
+        })
+        .collect();
+    losses.iter().sum::<f64>() / losses.len() as f64
+}
+
+/// One line of `log.jsonl`.
+#[derive(serde::Serialize)]
+struct LogEntry<'a> {
+    step: u64,
+    loss: f64,
+    round_losses: &'a [f64],
+    seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    val_loss: Option<f64>,
+}
+
+/// Steps until `steps`, validating, logging and checkpointing on schedule; the last loss and validation
+/// loss.
+fn train_loop(
+    trainer: &mut Trainer,
+    context: &RunContext<'_>,
+    mut progress: impl FnMut(&Progress),
+) -> Result<(f64, Option<f64>), TrainError> {
+    let run = &context.run;
+    let log_path = context.out.join("log.jsonl");
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(out.join("log.jsonl"))
-        .map_err(|e| format!("{}: {e}", out.display()))?;
-    let side = sam_config.img_size;
+        .open(&log_path)
+        .map_err(|e| IoError::write(&log_path, e))?;
     let started = Instant::now();
     let first = trainer.iteration();
     let (mut final_loss, mut val_loss) = (f64::NAN, None);
     while trainer.iteration() < run.steps {
-        // Batch order from (seed, step): a resumed run sees the same batches.
-        let step = trainer.iteration();
-        let mut rng = ChaCha8Rng::seed_from_u64(run.seed.wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)));
-        let batches: Vec<Batch> = (0..run.accumulate)
-            .map(|_| {
-                let chosen: Vec<&SliceSample> = train.choose_multiple(&mut rng, run.batch_size).collect();
-                make_batch(&chosen, side, run.objects_per_image, &mut rng)
-            })
-            .collect();
-        let report = trainer.step_accumulated(&batches);
+        let report = trainer.step_accumulated(&batches_for_step(context, trainer.iteration()));
         final_loss = report.loss;
         let done = trainer.iteration();
-        let mut entry = serde_json::json!({"step": done, "loss": report.loss, "round_losses": report.round_losses,
-            "seconds": started.elapsed().as_secs_f64()});
-        if !val.is_empty() && (done % run.val_every == 0 || done == run.steps) {
-            let losses: Vec<f64> = val
-                .chunks(run.batch_size)
-                .take(8)
-                .enumerate()
-                .map(|(i, chunk)| {
-                    let refs: Vec<&SliceSample> = chunk.iter().collect();
-                    let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
-                    trainer.evaluate(&make_batch(&refs, side, run.objects_per_image, &mut rng), i as u64)
-                })
-                .collect();
-            let mean = losses.iter().sum::<f64>() / losses.len() as f64;
-            val_loss = Some(mean);
-            entry["val_loss"] = serde_json::json!(mean);
-        }
-        writeln!(log, "{entry}").map_err(|e| e.to_string())?;
+        let validate = !context.val.is_empty() && (done % run.val_every == 0 || done == run.steps);
+        let step_val_loss = validate.then(|| validation_loss(trainer, context));
+        val_loss = step_val_loss.or(val_loss);
+        let entry = LogEntry {
+            step: done,
+            loss: report.loss,
+            round_losses: &report.round_losses,
+            seconds: started.elapsed().as_secs_f64(),
+            val_loss: step_val_loss,
+        };
+        let line = serde_json::to_string(&entry).expect("a log entry serializes");
+        writeln!(log, "{line}").map_err(|e| IoError::write(&log_path, e))?;
         if done % run.checkpoint_every == 0 || done == run.steps {
-            trainer.save_checkpoint(&checkpoint).map_err(|e| e.to_string())?;
+            trainer.save_checkpoint(&checkpoint_path(context))?;
         }
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);
         progress(&Progress {
@@ -389,21 +482,33 @@ pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progres
             images_per_second: ((done - first) as f64 * (run.batch_size * run.accumulate) as f64) / elapsed,
         });
     }
-    let state_dict = out.join("sam.safetensors");
-    trainer.export_state_dict(&state_dict).map_err(|e| e.to_string())?;
-    let bundle = out.join("bundle");
+    Ok((final_loss, val_loss))
+}
+
+/// The SAM state dict and a bundle exported from it, with the run's provenance.
+fn export_result(
+    trainer: &Trainer,
+    context: &RunContext<'_>,
+    final_loss: f64,
+    val_loss: Option<f64>,
+) -> Result<PathBuf, TrainError> {
+    let run = &context.run;
+    let state_dict = context.out.join("sam.safetensors");
+    trainer.export_state_dict(&state_dict)?;
+    let bundle = context.out.join("bundle");
+    let config_text = std::fs::read_to_string(context.config_path).unwrap_or_default();
     let mut extra = std::collections::BTreeMap::new();
-    extra.insert("config".into(), serde_json::from_str(&text).unwrap_or_default());
+    extra.insert("config".into(), serde_json::from_str(&config_text).unwrap_or_default());
     extra.insert(
         "command".into(),
-        serde_json::json!(format!("medico-cli train --config {}", config_path.display())),
+        serde_json::json!(format!("medico-cli train --config {}", context.config_path.display())),
     );
     extra.insert("steps".into(), serde_json::json!(trainer.iteration()));
     extra.insert("final_loss".into(), serde_json::json!(final_loss));
     extra.insert("val_loss".into(), serde_json::json!(val_loss));
     export_bundle(&ExportRequest {
         checkpoint: &state_dict,
-        config: Some(sam_config),
+        config: Some(context.sam_config.clone()),
         out: &bundle,
         force: true,
         provenance: Provenance {
@@ -412,12 +517,6 @@ pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progres
             training_data: Some(run.train.iter().map(describe).collect::<Vec<_>>().join("; ")),
             extra,
         },
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(RunSummary {
-        out,
-        final_loss,
-        val_loss,
-        bundle,
-    })
+    })?;
+    Ok(bundle)
 }

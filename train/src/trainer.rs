@@ -11,10 +11,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
-use medico_runtime::atomic_output::{persist, temp_beside};
+use medico_io::atomic_output::{persist, temp_beside};
 
 use crate::adamw::AdamW;
 use crate::backend::TchBackend;
+use crate::error::TrainError;
 use crate::objective::{objective_forward, Batch, ObjectiveConfig, ObjectiveOutput};
 
 /// AdamW settings (the reference: lr 1e-5, PyTorch's AdamW defaults otherwise).
@@ -46,22 +47,6 @@ pub struct StepReport {
     pub mask_fed: Vec<bool>,
     /// Whether a fed-back mask carried gradients (it must not).
     pub feedback_required_grad: bool,
-}
-
-/// Errors of training runs.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// libtorch failed.
-    #[error("{0}")]
-    Torch(#[from] tch::TchError),
-    /// A checkpoint that cannot be used.
-    #[error("{path}: {message}")]
-    Checkpoint {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
 }
 
 /// A SAM model being trained.
@@ -222,16 +207,13 @@ impl Trainer {
         objective: ObjectiveConfig,
         optimizer: OptimizerConfig,
     ) -> Result<Self, TrainError> {
-        let bad = |message: String| TrainError::Checkpoint {
-            path: path.display().to_string(),
-            message,
-        };
+        let missing = |key: String| TrainError::MissingTensor { file: path.into(), key };
         let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
         let scalar = |key: &str| {
             tensors
                 .get(key)
                 .map(|t| t.int64_value(&[]))
-                .ok_or_else(|| bad(format!("no {key}")))
+                .ok_or_else(|| missing(key.into()))
         };
         let (iteration, seed, steps) = (scalar(ITERATION_KEY)?, scalar(SEED_KEY)?, scalar(STEPS_KEY)?);
         let params: HashMap<String, Tensor> = tensors
@@ -246,7 +228,7 @@ impl Trainer {
             .filter(|(k, _)| k.starts_with("adamw."))
             .map(|(k, t)| (k.clone(), t.to_device(device)))
             .collect();
-        trainer.optimizer.load_state(&on_device).map_err(bad)?;
+        trainer.optimizer.load_state(&on_device).map_err(|e| missing(e.0))?;
         trainer.optimizer.steps = steps;
         trainer.iteration = iteration as u64;
         Ok(trainer)
@@ -255,11 +237,7 @@ impl Trainer {
 
 /// Writes `tensors` as safetensors through a temporary file beside `path` and a rename.
 fn write_atomically(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
-    let bad = |e: medico_runtime::RuntimeError| TrainError::Checkpoint {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let temp = temp_beside(path, ".safetensors").map_err(bad)?;
+    let temp = temp_beside(path, ".safetensors")?;
     Tensor::write_safetensors(tensors, temp.path())?;
-    persist(temp, path).map_err(bad)
+    Ok(persist(temp, path)?)
 }

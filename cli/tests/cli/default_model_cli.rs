@@ -96,7 +96,7 @@ fn segment_without_a_model_uses_lite_medsam_once_installed() {
         &env,
     );
     assert!(pull.status.success(), "{}", text(&pull.stderr));
-    let bundle = medico_export::Bundle::open(&cache.join("bundles/litemedsam")).unwrap();
+    let bundle = medico_bundle::Bundle::open(&cache.join("bundles/litemedsam")).unwrap();
     let provenance = &bundle.manifest.provenance;
     assert_eq!(bundle.manifest.architecture, "lite_medsam");
     assert_eq!(provenance.extra["license"], "Apache-2.0");

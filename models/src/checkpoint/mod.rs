@@ -14,6 +14,7 @@ use std::path::Path;
 pub use pickle::StorageDtype;
 
 use crate::ModelError;
+use crate::Problem;
 
 /// A tensor read from a checkpoint, converted to f32, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,22 +48,30 @@ const TRAINING_PREFIXES: [&str; 3] = ["module.sam.", "sam.", "module."];
 
 /// Reads a checkpoint of any supported format and returns the model's state dict with official keys.
 pub fn load_checkpoint(path: &Path) -> Result<StateDict, ModelError> {
-    let fail = |message: String| ModelError::Checkpoint {
-        path: path.display().to_string(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+        path: path.into(),
+        source,
+    })?;
+    state_dict_from_bytes(&bytes).map_err(|source| ModelError::Checkpoint {
+        path: path.into(),
+        source,
+    })
+}
+
+/// The state dict of a checkpoint held in memory (any supported format), official keys.
+pub fn state_dict_from_bytes(bytes: &[u8]) -> Result<StateDict, Problem> {
     let entries = if bytes.starts_with(b"PK\x03\x04") {
-        torch_file::read_zip(&bytes)
+        torch_file::read_zip(bytes)
     } else if bytes.starts_with(b"\x80") {
-        torch_file::read_legacy(&bytes)
-    } else if safetensors_file::looks_like_safetensors(&bytes) {
-        safetensors_file::read(&bytes).map(|tensors| tensors.into_iter().map(|(k, t)| (k, Entry::Tensor(t))).collect())
+        torch_file::read_legacy(bytes)
+    } else if safetensors_file::looks_like_safetensors(bytes) {
+        safetensors_file::read(bytes).map(|tensors| tensors.into_iter().map(|(k, t)| (k, Entry::Tensor(t))).collect())
     } else {
-        Err("not a checkpoint: expected safetensors, a PyTorch zip archive or a legacy torch.save pickle".into())
-    }
-    .map_err(fail)?;
-    model_state(entries).map_err(fail)
+        Err(Problem::from(
+            "not a checkpoint: expected safetensors, a PyTorch zip archive or a legacy torch.save pickle",
+        ))
+    }?;
+    model_state(entries)
 }
 
 /// A top-level entry of a checkpoint: a tensor, or a nested mapping of tensors.
@@ -75,7 +84,7 @@ pub(crate) enum Entry {
 /// BatchNorm's training-step counter: a buffer no inference or finetuning step reads, so it is dropped.
 const BATCH_COUNTER_SUFFIX: &str = ".num_batches_tracked";
 
-fn model_state(entries: Vec<(String, Entry)>) -> Result<StateDict, String> {
+fn model_state(entries: Vec<(String, Entry)>) -> Result<StateDict, Problem> {
     let is_flat = entries.iter().any(|(_, e)| matches!(e, Entry::Tensor(_)));
     let tensors: Vec<(String, HostTensor)> = if is_flat {
         entries
@@ -107,9 +116,9 @@ fn model_state(entries: Vec<(String, Entry)>) -> Result<StateDict, String> {
             .unwrap_or(&key)
             .to_string();
         if state.insert(official.clone(), tensor).is_some() {
-            return Err(format!(
+            return Err(Problem(format!(
                 "key '{official}' appears twice after stripping training prefixes"
-            ));
+            )));
         }
     }
     Ok(state)

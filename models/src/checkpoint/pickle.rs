@@ -10,6 +10,7 @@
 //! objects (globals, storage records, tuples, tensors) again, so state dicts and training checkpoints
 //! read correctly.
 
+use crate::Problem;
 use std::collections::HashMap;
 
 /// Element type of a PyTorch storage.
@@ -131,7 +132,7 @@ pub enum AllowedGlobal {
     StorageClass(StorageDtype),
 }
 
-fn resolve_global(module: &str, name: &str) -> Result<AllowedGlobal, String> {
+fn resolve_global(module: &str, name: &str) -> Result<AllowedGlobal, Problem> {
     match (module, name) {
         ("collections", "OrderedDict") => Ok(AllowedGlobal::OrderedDict),
         ("torch._utils", "_rebuild_tensor_v2") => Ok(AllowedGlobal::RebuildTensor),
@@ -139,15 +140,15 @@ fn resolve_global(module: &str, name: &str) -> Result<AllowedGlobal, String> {
         ("torch", class) if StorageDtype::from_storage_class(class).is_some() => Ok(AllowedGlobal::StorageClass(
             StorageDtype::from_storage_class(class).expect("checked"),
         )),
-        _ => Err(format!(
+        _ => Err(Problem(format!(
             "refused pickle global '{module}.{name}': only tensor, storage and OrderedDict globals are allowed \
              (a checkpoint is data; loading it never runs code)"
-        )),
+        ))),
     }
 }
 
 /// Parses one pickle from the start of `data`; returns the value and the number of bytes it used.
-pub fn parse(data: &[u8]) -> Result<(Value, usize), String> {
+pub fn parse(data: &[u8]) -> Result<(Value, usize), Problem> {
     Machine {
         data,
         pos: 0,
@@ -167,36 +168,36 @@ struct Machine<'d> {
 }
 
 impl<'d> Machine<'d> {
-    fn take(&mut self, n: usize) -> Result<&'d [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'d [u8], Problem> {
         if n > self.data.len() - self.pos {
-            return Err(format!(
+            return Err(Problem(format!(
                 "truncated pickle: needs {n} more bytes at offset {}, {} left",
                 self.pos,
                 self.data.len() - self.pos
-            ));
+            )));
         }
         let out = &self.data[self.pos..self.pos + n];
         self.pos += n;
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, Problem> {
         Ok(self.take(1)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, Problem> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, Problem> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, Problem> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<String, Problem> {
         let rest = &self.data[self.pos..];
         let end = rest
             .iter()
@@ -207,45 +208,45 @@ impl<'d> Machine<'d> {
         Ok(text)
     }
 
-    fn pop(&mut self) -> Result<Value, String> {
+    fn pop(&mut self) -> Result<Value, Problem> {
         self.stack
             .pop()
-            .ok_or_else(|| format!("malformed pickle: stack underflow at offset {}", self.pos))
+            .ok_or_else(|| Problem(format!("malformed pickle: stack underflow at offset {}", self.pos)))
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+    fn pop_mark(&mut self) -> Result<Vec<Value>, Problem> {
         let mark = self
             .marks
             .pop()
             .ok_or_else(|| format!("malformed pickle: no mark at offset {}", self.pos))?;
         if mark > self.stack.len() {
-            return Err("malformed pickle: mark beyond stack".into());
+            return Err(Problem::from("malformed pickle: mark beyond stack"));
         }
         Ok(self.stack.split_off(mark))
     }
 
-    fn top_mut(&mut self) -> Result<&mut Value, String> {
+    fn top_mut(&mut self) -> Result<&mut Value, Problem> {
         let pos = self.pos;
         self.stack
             .last_mut()
-            .ok_or_else(|| format!("malformed pickle: empty stack at offset {pos}"))
+            .ok_or_else(|| Problem(format!("malformed pickle: empty stack at offset {pos}")))
     }
 
-    fn string(&mut self, len: usize) -> Result<Value, String> {
+    fn string(&mut self, len: usize) -> Result<Value, Problem> {
         let bytes = self.take(len)?;
         String::from_utf8(bytes.to_vec())
             .map(Value::Str)
-            .map_err(|_| "pickle string is not UTF-8".to_string())
+            .map_err(|_| Problem::from("pickle string is not UTF-8"))
     }
 
-    fn memo_get(&self, key: u32) -> Result<Value, String> {
+    fn memo_get(&self, key: u32) -> Result<Value, Problem> {
         self.memo
             .get(&key)
             .cloned()
-            .ok_or_else(|| format!("malformed pickle: memo key {key} undefined"))
+            .ok_or_else(|| Problem(format!("malformed pickle: memo key {key} undefined")))
     }
 
-    fn memo_put(&mut self, key: u32) -> Result<(), String> {
+    fn memo_put(&mut self, key: u32) -> Result<(), Problem> {
         let top = self
             .stack
             .last()
@@ -255,7 +256,7 @@ impl<'d> Machine<'d> {
         Ok(())
     }
 
-    fn run(mut self) -> Result<(Value, usize), String> {
+    fn run(mut self) -> Result<(Value, usize), Problem> {
         loop {
             let at = self.pos;
             let op = self.u8()?;
@@ -281,7 +282,7 @@ impl<'d> Machine<'d> {
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     if self.stack.len() < n {
-                        return Err(format!("malformed pickle: stack underflow at offset {at}"));
+                        return Err(Problem(format!("malformed pickle: stack underflow at offset {at}")));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
                     self.stack.push(Value::Tuple(items));
@@ -367,7 +368,11 @@ impl<'d> Machine<'d> {
                     let module = self.pop()?;
                     match (module, name) {
                         (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(resolve_global(&m, &n)?)),
-                        _ => return Err(format!("malformed pickle: STACK_GLOBAL without names at offset {at}")),
+                        _ => {
+                            return Err(Problem(format!(
+                                "malformed pickle: STACK_GLOBAL without names at offset {at}"
+                            )))
+                        }
                     }
                 }
                 b'R' | 0x81 => {
@@ -382,9 +387,9 @@ impl<'d> Machine<'d> {
                         // OrderedDict attributes such as `_metadata`, and tensor state: data only, ignored.
                         (Value::Dict(_) | Value::Tensor(_), _) => {}
                         _ => {
-                            return Err(format!(
+                            return Err(Problem(format!(
                                 "malformed pickle: BUILD on an unsupported object at offset {at}"
-                            ))
+                            )))
                         }
                     }
                 }
@@ -398,16 +403,22 @@ impl<'d> Machine<'d> {
                     let key = self.pop()?;
                     match self.top_mut()? {
                         Value::Dict(items) => items.push((key, value)),
-                        _ => return Err(format!("malformed pickle: SETITEM on a non-dict at offset {at}")),
+                        _ => {
+                            return Err(Problem(format!(
+                                "malformed pickle: SETITEM on a non-dict at offset {at}"
+                            )))
+                        }
                     }
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
                     if items.len() % 2 != 0 {
-                        return Err(format!("malformed pickle: odd SETITEMS at offset {at}"));
+                        return Err(Problem(format!("malformed pickle: odd SETITEMS at offset {at}")));
                     }
                     let Value::Dict(dict) = self.top_mut()? else {
-                        return Err(format!("malformed pickle: SETITEMS on a non-dict at offset {at}"));
+                        return Err(Problem(format!(
+                            "malformed pickle: SETITEMS on a non-dict at offset {at}"
+                        )));
                     };
                     let mut it = items.into_iter();
                     while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -418,14 +429,22 @@ impl<'d> Machine<'d> {
                     let value = self.pop()?;
                     match self.top_mut()? {
                         Value::List(items) => items.push(value),
-                        _ => return Err(format!("malformed pickle: APPEND on a non-list at offset {at}")),
+                        _ => {
+                            return Err(Problem(format!(
+                                "malformed pickle: APPEND on a non-list at offset {at}"
+                            )))
+                        }
                     }
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
                     match self.top_mut()? {
                         Value::List(list) => list.extend(items),
-                        _ => return Err(format!("malformed pickle: APPENDS on a non-list at offset {at}")),
+                        _ => {
+                            return Err(Problem(format!(
+                                "malformed pickle: APPENDS on a non-list at offset {at}"
+                            )))
+                        }
                     }
                 }
                 b'0' => {
@@ -438,7 +457,11 @@ impl<'d> Machine<'d> {
                     let top = self.top_mut()?.clone();
                     self.stack.push(top);
                 }
-                other => return Err(format!("unsupported pickle opcode 0x{other:02x} at offset {at}")),
+                other => {
+                    return Err(Problem(format!(
+                        "unsupported pickle opcode 0x{other:02x} at offset {at}"
+                    )))
+                }
             }
         }
     }
@@ -460,37 +483,43 @@ fn long_from_bytes(bytes: &[u8]) -> Value {
     }
 }
 
-fn as_usize(value: &Value, what: &str) -> Result<usize, String> {
+fn as_usize(value: &Value, what: &str) -> Result<usize, Problem> {
     match value {
         Value::Int(v) if *v >= 0 => Ok(*v as usize),
-        _ => Err(format!("malformed tensor record: {what} is not a non-negative int")),
+        _ => Err(Problem(format!(
+            "malformed tensor record: {what} is not a non-negative int"
+        ))),
     }
 }
 
-fn as_usize_tuple(value: &Value, what: &str) -> Result<Vec<usize>, String> {
+fn as_usize_tuple(value: &Value, what: &str) -> Result<Vec<usize>, Problem> {
     match value {
         Value::Tuple(items) | Value::List(items) => items.iter().map(|v| as_usize(v, what)).collect(),
-        _ => Err(format!("malformed tensor record: {what} is not a tuple")),
+        _ => Err(Problem(format!("malformed tensor record: {what} is not a tuple"))),
     }
 }
 
-fn apply(callable: Value, args: Value) -> Result<Value, String> {
+fn apply(callable: Value, args: Value) -> Result<Value, Problem> {
     let Value::Tuple(args) = args else {
-        return Err("malformed pickle: REDUCE arguments are not a tuple".into());
+        return Err(Problem::from("malformed pickle: REDUCE arguments are not a tuple"));
     };
     match callable {
         Value::Global(AllowedGlobal::OrderedDict) => Ok(Value::Dict(Vec::new())),
         Value::Global(AllowedGlobal::RebuildTensor) => {
             if args.len() < 4 {
-                return Err("malformed _rebuild_tensor_v2 call: too few arguments".into());
+                return Err(Problem::from("malformed _rebuild_tensor_v2 call: too few arguments"));
             }
             let Value::Storage(storage) = &args[0] else {
-                return Err("malformed _rebuild_tensor_v2 call: first argument is not a storage".into());
+                return Err(Problem::from(
+                    "malformed _rebuild_tensor_v2 call: first argument is not a storage",
+                ));
             };
             let shape = as_usize_tuple(&args[2], "size")?;
             let stride = as_usize_tuple(&args[3], "stride")?;
             if shape.len() != stride.len() {
-                return Err("malformed tensor record: size and stride differ in length".into());
+                return Err(Problem::from(
+                    "malformed tensor record: size and stride differ in length",
+                ));
             }
             Ok(Value::Tensor(TensorRef {
                 storage: storage.clone(),
@@ -501,18 +530,22 @@ fn apply(callable: Value, args: Value) -> Result<Value, String> {
         }
         Value::Global(AllowedGlobal::RebuildParameter) => match args.into_iter().next() {
             Some(tensor @ Value::Tensor(_)) => Ok(tensor),
-            _ => Err("malformed _rebuild_parameter call: first argument is not a tensor".into()),
+            _ => Err(Problem::from(
+                "malformed _rebuild_parameter call: first argument is not a tensor",
+            )),
         },
         Value::Global(AllowedGlobal::StorageClass(_)) => {
-            Err("refused pickle: direct construction of a storage object".into())
+            Err(Problem::from("refused pickle: direct construction of a storage object"))
         }
-        _ => Err("malformed pickle: REDUCE on a value that is not an allowed global".into()),
+        _ => Err(Problem::from(
+            "malformed pickle: REDUCE on a value that is not an allowed global",
+        )),
     }
 }
 
-fn persistent_load(pid: Value) -> Result<Value, String> {
+fn persistent_load(pid: Value) -> Result<Value, Problem> {
     let Value::Tuple(items) = pid else {
-        return Err("malformed persistent id: not a tuple".into());
+        return Err(Problem::from("malformed persistent id: not a tuple"));
     };
     match items.as_slice() {
         [Value::Str(kind), Value::Global(AllowedGlobal::StorageClass(dtype)), key, _location, numel, ..]
@@ -521,7 +554,7 @@ fn persistent_load(pid: Value) -> Result<Value, String> {
             let key = match key {
                 Value::Str(k) => k.clone(),
                 Value::Int(k) => k.to_string(),
-                _ => return Err("malformed persistent id: storage key is not a string".into()),
+                _ => return Err(Problem::from("malformed persistent id: storage key is not a string")),
             };
             Ok(Value::Storage(StorageRef {
                 dtype: *dtype,
@@ -529,7 +562,9 @@ fn persistent_load(pid: Value) -> Result<Value, String> {
                 numel: as_usize(numel, "storage size")?,
             }))
         }
-        _ => Err("unsupported persistent id (expected a torch storage record)".into()),
+        _ => Err(Problem::from(
+            "unsupported persistent id (expected a torch storage record)",
+        )),
     }
 }
 
@@ -542,7 +577,7 @@ mod tests {
         // GLOBAL 'os system', then a str argument, TUPLE1, REDUCE, STOP (a classic pickle exploit).
         let mut data = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.".to_vec();
         let err = parse(&data).unwrap_err();
-        assert!(err.contains("refused pickle global 'os.system'"), "{err}");
+        assert!(err.0.contains("refused pickle global 'os.system'"), "{err}");
         data[4..7].copy_from_slice(b"nt\n");
         assert!(parse(&data).is_err());
     }
@@ -551,7 +586,7 @@ mod tests {
     fn truncated_input_is_an_error() {
         let data = b"\x80\x02X\xff\x00\x00\x00abc";
         let err = parse(data).unwrap_err();
-        assert!(err.contains("truncated"), "{err}");
+        assert!(err.0.contains("truncated"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use safetensors::{Dtype, SafeTensors};
 
 use super::HostTensor;
+use crate::Problem;
 
 /// True when `bytes` start with a plausible safetensors header (u64 length, then a JSON object).
 pub(super) fn looks_like_safetensors(bytes: &[u8]) -> bool {
@@ -10,7 +11,7 @@ pub(super) fn looks_like_safetensors(bytes: &[u8]) -> bool {
 }
 
 /// Every tensor of a safetensors file, converted to f32.
-pub(super) fn read(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, String> {
+pub(super) fn read(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, Problem> {
     let file = SafeTensors::deserialize(bytes).map_err(|e| format!("invalid safetensors file: {e}"))?;
     let mut out = Vec::new();
     for (name, view) in file.tensors() {
@@ -20,7 +21,7 @@ pub(super) fn read(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, String> {
     Ok(out)
 }
 
-fn to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, Problem> {
     let chunks = |n: usize| bytes.chunks_exact(n);
     Ok(match dtype {
         Dtype::F32 => chunks(4)
@@ -42,6 +43,6 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
             .map(|c| i32::from_le_bytes(c.try_into().expect("4")) as f32)
             .collect(),
         Dtype::U8 | Dtype::BOOL => bytes.iter().map(|&b| b as f32).collect(),
-        other => return Err(format!("unsupported dtype {other:?}")),
+        other => return Err(Problem(format!("unsupported dtype {other:?}"))),
     })
 }

@@ -6,9 +6,10 @@ use std::io::{Cursor, Read};
 
 use super::pickle::{self, StorageDtype, TensorRef, Value};
 use super::{Entry, HostTensor};
+use crate::Problem;
 
 /// Reads a zip-format `torch.save` file.
-pub(super) fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Entry)>, String> {
+pub(super) fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Entry)>, Problem> {
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("invalid PyTorch zip archive: {e}"))?;
     let pkl_name = (0..archive.len())
@@ -22,7 +23,7 @@ pub(super) fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Entry)>, String> {
             .read_to_string(&mut text)
             .map_err(|e| format!("cannot read byteorder: {e}"))?;
         if text.trim() != "little" {
-            return Err(format!("unsupported byte order '{}'", text.trim()));
+            return Err(Problem(format!("unsupported byte order '{}'", text.trim())));
         }
     }
     let pkl = read_entry(&mut archive, &pkl_name)?;
@@ -38,7 +39,7 @@ pub(super) fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Entry)>, String> {
     })
 }
 
-fn read_entry(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>, String> {
+fn read_entry(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>, Problem> {
     let mut file = archive
         .by_name(name)
         .map_err(|e| format!("archive entry '{name}': {e}"))?;
@@ -52,16 +53,16 @@ fn read_entry(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Resul
 const LEGACY_MAGIC: u128 = 0x1950a86a20f9469cfc6c;
 
 /// Reads a legacy-format `torch.save` file.
-pub(super) fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Entry)>, String> {
+pub(super) fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Entry)>, Problem> {
     let mut pos = 0;
-    let mut next = |what: &str| -> Result<Value, String> {
+    let mut next = |what: &str| -> Result<Value, Problem> {
         let (value, used) = pickle::parse(&bytes[pos..]).map_err(|e| format!("legacy torch file, {what}: {e}"))?;
         pos += used;
         Ok(value)
     };
     match next("magic number")? {
         Value::Bytes(b) if le_u128(&b) == Some(LEGACY_MAGIC) => {}
-        _ => return Err("not a torch.save file (legacy magic number missing)".into()),
+        _ => return Err(Problem::from("not a torch.save file (legacy magic number missing)")),
     }
     next("protocol version")?;
     next("system info")?;
@@ -71,10 +72,10 @@ pub(super) fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Entry)>, String> 
             .into_iter()
             .map(|k| match k {
                 Value::Str(s) => Ok(s),
-                _ => Err("legacy torch file: storage key is not a string".to_string()),
+                _ => Err(Problem::from("legacy torch file: storage key is not a string")),
             })
             .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err("legacy torch file: storage key list missing".into()),
+        _ => return Err(Problem::from("legacy torch file: storage key list missing")),
     };
     let mut dtypes: HashMap<String, StorageDtype> = HashMap::new();
     collect_storage_dtypes(&root, &mut dtypes);
@@ -130,10 +131,10 @@ fn collect_storage_dtypes(value: &Value, out: &mut HashMap<String, StorageDtype>
 /// Turns the root object into top-level entries; tensors are materialized through `load`.
 fn convert_root(
     root: Value,
-    load: &mut dyn FnMut(&TensorRef) -> Result<HostTensor, String>,
-) -> Result<Vec<(String, Entry)>, String> {
+    load: &mut dyn FnMut(&TensorRef) -> Result<HostTensor, Problem>,
+) -> Result<Vec<(String, Entry)>, Problem> {
     let Value::Dict(items) = root else {
-        return Err("the checkpoint's top-level object is not a dict".into());
+        return Err(Problem::from("the checkpoint's top-level object is not a dict"));
     };
     let mut out = Vec::with_capacity(items.len());
     for (key, value) in items {
@@ -158,7 +159,7 @@ fn convert_root(
 }
 
 /// Copies a (possibly strided) tensor view out of its storage bytes as f32.
-fn materialize(tensor: &TensorRef, storage: &[u8]) -> Result<HostTensor, String> {
+fn materialize(tensor: &TensorRef, storage: &[u8]) -> Result<HostTensor, Problem> {
     let dtype = tensor.storage.dtype;
     let elem = dtype.size();
     let stored = storage.len() / elem;
@@ -171,9 +172,9 @@ fn materialize(tensor: &TensorRef, storage: &[u8]) -> Result<HostTensor, String>
             .try_fold(tensor.offset, |acc, (&n, &s)| acc.checked_add((n - 1).checked_mul(s)?))
             .ok_or("tensor view overflows")?;
         if last >= stored {
-            return Err(format!(
+            return Err(Problem(format!(
                 "tensor view reaches element {last} but its storage holds {stored} (file truncated or corrupt)"
-            ));
+            )));
         }
     }
     let read = |i: usize| -> f32 {

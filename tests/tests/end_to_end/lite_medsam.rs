@@ -6,14 +6,15 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use medico_export::{export_bundle, Bundle, ExportRequest, Provenance};
+use medico_bundle::{Bundle, GraphRole, Provenance};
+use medico_export::{export_bundle, ExportRequest};
+use medico_io::preprocess::{encoder_input, resize_rgb};
 use medico_models::preprocessing::ResizeMethod;
 use medico_models::prompt::{BoxPrompt, LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT, LABEL_PADDING};
 use medico_models::Preprocessing;
-use medico_runtime::engine::{Engine, OrtEngine, TractEngine};
-use medico_runtime::postprocess::upscale_logits;
-use medico_runtime::predictor::{BackendChoice, Predictor};
-use medico_runtime::preprocess::{encoder_input, resize_rgb};
+use medico_runtime::engines::{Engine, OrtEngine, TractEngine};
+use medico_runtime::prediction::postprocess::upscale_logits;
+use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
 use medico_tests::{
     flipped_pixels, lite_medsam_checkpoint, onnx_decoder_feeds, read_arrays, reference_dir, scratch_dir,
     select_outputs, Scratch,
@@ -93,20 +94,20 @@ fn lite_medsam_bundle_matches_its_own_code_on_ort_and_tract() {
     let reference_embeddings = read_arrays(&dir.join("embeddings.safetensors"))
         .remove("image_embeddings")
         .unwrap();
-    let graph = |role: &str| bundle.graph(role).unwrap();
+    let graph = |role: GraphRole| bundle.graph(role).unwrap();
     let mut engines: Vec<(&str, EnginePair)> = vec![
         (
             "ort",
             (
-                Box::new(OrtEngine::open(&graph("encoder"), 2).unwrap()),
-                Box::new(OrtEngine::open(&graph("decoder"), 2).unwrap()),
+                Box::new(OrtEngine::open(&graph(GraphRole::Encoder), 2).unwrap()),
+                Box::new(OrtEngine::open(&graph(GraphRole::Decoder), 2).unwrap()),
             ),
         ),
         (
             "tract",
             (
-                Box::new(TractEngine::open(&graph("encoder"), 2).unwrap()),
-                Box::new(TractEngine::open(&graph("decoder_lowres"), 2).unwrap()),
+                Box::new(TractEngine::open(&graph(GraphRole::Encoder), 2).unwrap()),
+                Box::new(TractEngine::open(&graph(GraphRole::DecoderLowres), 2).unwrap()),
             ),
         ),
     ];

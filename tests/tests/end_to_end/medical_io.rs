@@ -9,12 +9,23 @@
 
 use std::path::PathBuf;
 
-use medico_runtime::dicom_io::read_dicom;
-use medico_runtime::input::{open_scan, Scan};
-use medico_runtime::nifti_io::{read_nifti, write_mask_nifti};
-use medico_runtime::volume::{Plane, Volume};
+use medico_io::dicom_io::read_dicom;
+use medico_io::input::{open_scan, Scan};
+use medico_io::nifti_io::{read_nifti, write_mask_nifti};
+use medico_io::volume::{Plane, Volume};
 use medico_tests::{scratch_dir, shared_dir};
 use ndarray::Array3;
+
+/// An error with its sources, `outer: inner`, as the command line prints it.
+trait Chain {
+    fn chain(&self) -> String;
+}
+
+impl<E: std::error::Error> Chain for E {
+    fn chain(&self) -> String {
+        medico_io::chain_text(self)
+    }
+}
 
 fn data(path: &str) -> PathBuf {
     shared_dir().join("data").join(path)
@@ -119,7 +130,7 @@ fn jpeg_ls_decodes_with_charls() {
 fn jpeg_ls_without_charls_names_the_transfer_syntax() {
     let err = read_dicom(&data("dicom/MR_small_jpeg_ls_lossless.dcm"))
         .unwrap_err()
-        .to_string();
+        .chain();
     assert!(err.contains("MR_small_jpeg_ls_lossless.dcm"), "{err}");
     assert!(
         err.contains("unsupported transfer syntax") && err.contains("1.2.840.10008.1.2.4.80"),
@@ -175,7 +186,7 @@ fn deflated_secondary_capture_inflates() {
 #[test]
 fn twelve_bit_lossy_jpeg_is_refused_by_name() {
     // NM, JPEG Extended (Process 2 & 4) with 12-bit samples: jpeg-decoder reads 8-bit lossy JPEG only.
-    let err = read_dicom(&data("dicom/JPGExtended.dcm")).unwrap_err().to_string();
+    let err = read_dicom(&data("dicom/JPGExtended.dcm")).unwrap_err().chain();
     assert!(err.contains("JPGExtended.dcm"), "{err}");
     assert!(
         err.contains("unsupported transfer syntax") && err.contains("1.2.840.10008.1.2.4.51") && err.contains("12-bit"),
@@ -235,17 +246,17 @@ fn series_folders_with_mixed_content_are_refused_with_the_reason() {
     let mixed = scratch_dir("series-mixed");
     std::fs::copy(data("dicom/series_ct5n/2062"), mixed.join("a.dcm")).unwrap();
     std::fs::copy(data("dicom/MR_small.dcm"), mixed.join("b.dcm")).unwrap();
-    let err = read_dicom(&mixed).unwrap_err().to_string();
+    let err = read_dicom(&mixed).unwrap_err().chain();
     assert!(err.contains("holds 2 series"), "{err}");
 
     let duplicate = scratch_dir("series-duplicate");
     std::fs::copy(data("dicom/series_ct5n/2062"), duplicate.join("a.dcm")).unwrap();
     std::fs::copy(data("dicom/series_ct5n/2062"), duplicate.join("b.dcm")).unwrap();
-    let err = read_dicom(&duplicate).unwrap_err().to_string();
+    let err = read_dicom(&duplicate).unwrap_err().chain();
     assert!(err.contains("share the position"), "{err}");
 
     let empty = scratch_dir("series-empty");
-    assert!(read_dicom(&empty).unwrap_err().to_string().contains("no files"));
+    assert!(read_dicom(&empty).unwrap_err().chain().contains("no files"));
 }
 
 // --- NIfTI -------------------------------------------------------------------------------------------
@@ -352,12 +363,12 @@ fn four_d_files_need_a_volume_and_name_the_count() {
         ("small_64D.nii", 65),
     ] {
         let path = data(&format!("nifti_odd/{name}"));
-        let err = read_nifti(&path, None).unwrap_err().to_string();
+        let err = read_nifti(&path, None).unwrap_err().chain();
         assert!(
             err.contains(&format!("4D volume with {count} volumes")) && err.contains(name),
             "{err}"
         );
-        let err = read_nifti(&path, Some(count)).unwrap_err().to_string();
+        let err = read_nifti(&path, Some(count)).unwrap_err().chain();
         assert!(err.contains(&format!("the file has {count} volumes")), "{err}");
     }
 }
@@ -393,7 +404,7 @@ fn dicom_mask_is_written_with_the_dicom_affine() {
     assert_series_affine_close(&back, &volume);
     assert_eq!(back.data[[2, 3, 4]], 1.0);
     let header = match &back.grid {
-        medico_runtime::volume::GridHeader::Nifti1(h) => h.clone(),
+        medico_io::volume::GridHeader::Nifti1(h) => h.clone(),
         other => panic!("{other:?}"),
     };
     assert_eq!(
@@ -430,9 +441,9 @@ fn open_scan_dispatches_on_what_the_file_is() {
         open_scan(&data("volumes/mni152_t1.nii.gz"), None),
         Ok(Scan::Volume(_))
     ));
-    let err = open_scan(&data("dicom/MR_small.dcm"), Some(1)).unwrap_err().to_string();
+    let err = open_scan(&data("dicom/MR_small.dcm"), Some(1)).unwrap_err().chain();
     assert!(err.contains("--volume applies to 4D NIfTI"), "{err}");
-    let err = open_scan(&data("no/such/file.nii"), None).unwrap_err().to_string();
+    let err = open_scan(&data("no/such/file.nii"), None).unwrap_err().chain();
     assert!(err.contains("no such file"), "{err}");
 }
 
@@ -477,11 +488,11 @@ fn nifti_data_after_padding_is_read_from_vox_offset() {
     assert_eq!(read.affine, original.affine);
 }
 
-/// Mutated RLE files that made dicom-rs's decoder panic (`runtime/tests/data/dicom_corrupt`): each is refused
+/// Mutated RLE files that made dicom-rs's decoder panic (`io/tests/data/dicom_corrupt`): each is refused
 /// with an error naming the file, the fragment and the defect.
 #[test]
 fn corrupt_rle_is_refused_cleanly() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data/dicom_corrupt");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../io/tests/data/dicom_corrupt");
     for (file, expected) in [
         (
             "rle_short_segment_a.dcm",
@@ -501,7 +512,7 @@ fn corrupt_rle_is_refused_cleanly() {
         let error = outcome
             .unwrap_or_else(|_| panic!("{file}: the reader panicked"))
             .expect_err(file)
-            .to_string();
+            .chain();
         assert!(error.contains(file) && error.contains(expected), "{file}: {error}");
     }
     // The file they were made from still reads.

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
 use medico_models::Sam;
-use medico_runtime::engine::{Engine, OrtEngine, TractEngine};
-use medico_runtime::postprocess::upscale_logits;
+use medico_runtime::engines::{Engine, OrtEngine, TractEngine};
+use medico_runtime::prediction::postprocess::upscale_logits;
 use medico_tests::{
     export_reference, flipped_pixels, max_abs_diff, onnx_decoder_feeds, read_arrays, reference_dir, select_outputs,
 };
@@ -177,7 +177,7 @@ fn io_signature(path: &Path) -> Vec<(String, String, usize)> {
 }
 
 fn our_signature(path: &Path) -> Vec<(String, String, usize)> {
-    use tract_onnx_pb::*;
+    use onnx_pb::*;
     let bytes = std::fs::read(path).unwrap();
     let model = decode_model(&bytes);
     let graph = model.graph.unwrap();
@@ -196,7 +196,7 @@ fn our_signature(path: &Path) -> Vec<(String, String, usize)> {
 }
 
 /// Protobuf decoding of a model, through the types the exporter writes with.
-mod tract_onnx_pb {
+mod onnx_pb {
     pub use medico_export::pb::type_proto::Value as TypeValue;
     pub fn decode_model(bytes: &[u8]) -> medico_export::pb::ModelProto {
         medico_export::decode_model(bytes).unwrap()

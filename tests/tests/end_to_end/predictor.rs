@@ -1,11 +1,12 @@
 //! The runtime predictor, end to end from the raw image, reproduces the official `SamPredictor` on both
 //! engines: bundle export → preprocessing → encoder → prompt mapping → decoder → post-processing.
 
-use medico_export::bundle::{export_bundle, ExportRequest, Provenance};
-use medico_export::Bundle;
+use medico_bundle::Bundle;
+use medico_bundle::Provenance;
+use medico_export::bundle::{export_bundle, ExportRequest};
 use medico_models::prompt::{BoxPrompt, Point};
 use medico_models::SamConfig;
-use medico_runtime::predictor::{BackendChoice, Predictor};
+use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
 use medico_tests::{read_arrays, reference_dir, scratch_dir};
 use ndarray::{Array2, Axis, Ix2};
 use serde_json::Value;

@@ -1,8 +1,8 @@
 //! The runtime's preprocessing reproduces the official predictor's: Pillow's bilinear resize of the raw
 //! image (`resized_image`, both a downscale and an upscale), then normalization and padding (`input`).
 
+use medico_io::preprocess::{encoder_input, resize_pillow_bilinear};
 use medico_models::{Preprocessing, SamConfig};
-use medico_runtime::preprocess::{encoder_input, resize_pillow_bilinear};
 use medico_tests::{max_abs_diff, read_arrays, reference_dir};
 
 #[test]

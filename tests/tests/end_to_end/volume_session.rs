@@ -4,15 +4,16 @@
 
 use std::path::Path;
 
-use medico_export::bundle::{export_bundle, ExportRequest, Provenance};
-use medico_export::Bundle;
+use medico_bundle::Bundle;
+use medico_bundle::Provenance;
+use medico_export::bundle::{export_bundle, ExportRequest};
+use medico_io::intensity::Intensity;
+use medico_io::volume::{GridHeader, Volume};
 use medico_models::prompt::BoxPrompt;
 use medico_models::SamConfig;
-use medico_runtime::engine::BackendChoice;
-use medico_runtime::intensity::Intensity;
-use medico_runtime::propagation::PropagationConfig;
-use medico_runtime::volume::{GridHeader, Volume};
-use medico_runtime::volume_session::VolumeSession;
+use medico_runtime::engines::BackendChoice;
+use medico_runtime::volume::propagation::PropagationConfig;
+use medico_runtime::volume::session::VolumeSession;
 use medico_tests::{reference_dir, scratch_dir};
 use ndarray::Array3;
 

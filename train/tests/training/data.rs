@@ -79,7 +79,7 @@ fn mismatched_grids_are_refused_with_the_file_named() {
         axis: 2,
         values: None,
     };
-    let err = slice_samples(&source, &config, 20).err().unwrap();
+    let err = slice_samples(&source, &config, 20).err().unwrap().to_string();
     assert!(
         err.contains("inia19_neuromaps_labels.nii.gz") && err.contains("differs"),
         "{err}"
@@ -149,7 +149,8 @@ fn folders_of_images_and_label_maps_become_samples() {
     std::fs::remove_file(labels.join("case3.png")).unwrap();
     let err = folder_samples(&ImageFolderSource { images, labels }, &config, 20)
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.contains("case3.png") && err.contains("no label map"), "{err}");
 }
 
@@ -194,6 +195,7 @@ fn an_sa_med2d_index_maps_images_to_their_masks() {
     std::fs::write(&index_path, "[1, 2]").unwrap();
     let err = sa_med2d_samples(&SaMed2dSource { index: index_path }, &config, 20)
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.contains("SAMed2D.json") && err.contains("index"), "{err}");
 }

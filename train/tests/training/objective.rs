@@ -105,8 +105,12 @@ fn ablation_objectives_run_one_round_without_mask_feedback() {
         assert_eq!(report.round_losses.len(), 1, "{objective:?}");
         assert!(report.mask_fed.is_empty());
     }
-    assert_eq!("medsam".parse::<Objective>().unwrap(), Objective::MedSam);
-    assert!("sam2".parse::<Objective>().is_err());
+    assert_eq!(
+        serde_json::from_str::<Objective>("\"medsam\"").unwrap(),
+        Objective::MedSam
+    );
+    assert_eq!(Objective::MedSam.to_string(), "medsam");
+    assert!(serde_json::from_str::<Objective>("\"sam2\"").is_err());
 }
 
 #[test]

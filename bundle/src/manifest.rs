@@ -1,0 +1,144 @@
+//! `model.json`: what a bundle holds and how its model must be fed.
+
+use std::collections::BTreeMap;
+
+use medico_models::{Preprocessing, SamConfig};
+use serde::{Deserialize, Serialize};
+
+/// Name of the manifest inside a bundle.
+pub const MANIFEST: &str = "model.json";
+/// Bundle format identifier.
+pub const FORMAT: &str = "medico-bundle/1";
+/// The intensity normalization MedicoSAM was trained with (per-slice 1st–99th percentile to 0–255).
+pub const DEFAULT_INTENSITY: &str = "percentile:1,99";
+/// MedSAM's (and so LiteMedSAM's) intensity rule for non-CT images: 0.5–99.5 percentile of the non-zero
+/// values to 0–255.
+pub const LITE_MEDSAM_INTENSITY: &str = "nonzero-percentile:0.5,99.5";
+
+/// The intensity normalization a model with this preprocessing was trained with.
+pub fn default_intensity(preprocessing: &Preprocessing) -> &'static str {
+    if *preprocessing == Preprocessing::LITE_MEDSAM {
+        LITE_MEDSAM_INTENSITY
+    } else {
+        DEFAULT_INTENSITY
+    }
+}
+
+/// What a graph of the bundle does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphRole {
+    /// Image → embeddings.
+    Encoder,
+    /// The official SAM ONNX decoder: all mask tokens, post-processed to the original image size.
+    Decoder,
+    /// The official decoder with `return_single_mask`.
+    DecoderSingle,
+    /// Low-resolution logits only (for engines that cannot resize by a runtime value).
+    DecoderLowres,
+}
+
+impl GraphRole {
+    /// Every role, in the order bundles list them.
+    pub const ALL: [GraphRole; 4] = [
+        GraphRole::Encoder,
+        GraphRole::Decoder,
+        GraphRole::DecoderSingle,
+        GraphRole::DecoderLowres,
+    ];
+
+    /// The name `model.json` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphRole::Encoder => "encoder",
+            GraphRole::Decoder => "decoder",
+            GraphRole::DecoderSingle => "decoder_single",
+            GraphRole::DecoderLowres => "decoder_lowres",
+        }
+    }
+}
+
+impl std::fmt::Display for GraphRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a bundle's weights came from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Provenance {
+    /// Registry or model name, e.g. `vit_b_medical_imaging`.
+    pub name: Option<String>,
+    /// Download URL, when the checkpoint came from a registry.
+    pub url: Option<String>,
+    /// Training data, when known.
+    pub training_data: Option<String>,
+    /// Anything else worth keeping (command, seed, steps, metrics).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A file of the bundle with its checksum.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    /// Lower-case hex SHA-256.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// `model.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: String,
+    /// `vit_b`, `vit_l`, `vit_h` or `custom`.
+    pub architecture: String,
+    /// Every architecture number, pixel mean/std and mask threshold.
+    pub config: SamConfig,
+    /// Side of the square encoder input.
+    pub input_size: usize,
+    /// Resize and normalization of the encoder input (bundles without it: SAM's).
+    #[serde(default)]
+    pub preprocessing: Preprocessing,
+    /// Intensity normalization the model expects for medical images (see the runtime's `--intensity`).
+    pub intensity: String,
+    /// Role → file name.
+    pub graphs: BTreeMap<GraphRole, String>,
+    /// File name → checksum, for every graph.
+    pub files: BTreeMap<String, FileEntry>,
+    /// The checkpoint the bundle was exported from.
+    pub source_checkpoint: SourceCheckpoint,
+    /// Who wrote the bundle.
+    pub exporter: String,
+    /// ONNX opset of the graphs.
+    pub opset: i64,
+    /// ONNX IR version of the graphs.
+    pub ir_version: i64,
+    /// Where the weights came from.
+    pub provenance: Provenance,
+}
+
+/// The source checkpoint of a bundle.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceCheckpoint {
+    /// File name (no directories).
+    pub file: String,
+    /// Lower-case hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_roles_are_written_as_model_json_names() {
+        for role in GraphRole::ALL {
+            let json = serde_json::to_string(&role).unwrap();
+            assert_eq!(json, format!("\"{}\"", role.name()));
+            assert_eq!(serde_json::from_str::<GraphRole>(&json).unwrap(), role);
+        }
+        assert!(serde_json::from_str::<GraphRole>("\"painter\"").is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! NIfTI-1/2 bytes (`.nii`) through medico's reader: any outcome but a panic, a hang or a large allocation.
+#![no_main]
+
+use std::path::Path;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(volume) = medico_io::nifti_io::nifti_from_bytes(Path::new("fuzz.nii"), data, None) {
+        // What every command does next: slice it along each axis.
+        for axis in 0..3 {
+            let _ = volume.slice(axis, volume.slices(axis) / 2);
+        }
+    }
+});

@@ -1,0 +1,226 @@
+//! A bound on memory before the `nifti` crate reads a NIfTI-1 file: the crate allocates what the header
+//! declares (the voxel array, each extension) before reading it, so a few corrupted header bytes could make
+//! it reserve gigabytes. This check reads the header alone and refuses any file whose declared voxels or
+//! extensions are not present in its bytes; it also bounds how far a gzip stream is inflated.
+
+/// Size of the NIfTI-1 header.
+const HEADER: usize = 348;
+/// Header plus the extension flag: where extensions (or the data) start.
+const PREAMBLE: usize = 352;
+/// Largest voxel data medico reads from one file.
+pub const MAX_DATA_BYTES: u64 = 1 << 34;
+
+/// Why a NIfTI-1 header is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Nifti1Error {
+    /// Fewer bytes than a header and its extension flag.
+    #[error("NIfTI-1 header truncated ({0} of {PREAMBLE} bytes)")]
+    Short(usize),
+    /// Neither byte order gives `sizeof_hdr` 348.
+    #[error("not a NIfTI-1 header (sizeof_hdr is not 348)")]
+    SizeofHdr,
+    /// Not the single-file magic `n+1`.
+    #[error("not a single-file NIfTI-1 (magic is not \"n+1\")")]
+    Magic,
+    /// `dim[0]` outside 1–7.
+    #[error("dim[0] = {0} is not a valid rank (1–7)")]
+    Rank(i16),
+    /// A dimension below 1.
+    #[error("dim[{axis}] = {size} is not a valid size")]
+    Size {
+        /// Which `dim` entry.
+        axis: usize,
+        /// Its value.
+        size: i16,
+    },
+    /// Bits per voxel that are not a positive multiple of 8.
+    #[error("bitpix {0} is not a whole number of bytes")]
+    Bitpix(i16),
+    /// `vox_offset` before the end of the header or not a number.
+    #[error("vox_offset {0} lies inside the header")]
+    Offset(f32),
+    /// An extension whose size is impossible.
+    #[error("extension at byte {at} declares {size} bytes")]
+    Extension {
+        /// Where it starts.
+        at: usize,
+        /// Its declared size.
+        size: i32,
+    },
+    /// More data declared than medico reads from one file.
+    #[error("the header declares {0} bytes of voxels, more than medico reads from one file")]
+    TooLarge(u64),
+    /// Less data than the header declares.
+    #[error("truncated: the header needs {needed} bytes, the file has {len}")]
+    Truncated {
+        /// Bytes the header implies.
+        needed: u64,
+        /// Bytes present.
+        len: usize,
+    },
+}
+
+/// The header fields the check needs.
+struct Header {
+    little_endian: bool,
+    vox_offset: f32,
+    data_bytes: u64,
+}
+
+fn parse(bytes: &[u8]) -> Result<Header, Nifti1Error> {
+    if bytes.len() < PREAMBLE {
+        return Err(Nifti1Error::Short(bytes.len()));
+    }
+    let sizeof_hdr: [u8; 4] = bytes[..4].try_into().expect("4 bytes");
+    let little_endian = if sizeof_hdr == (HEADER as i32).to_le_bytes() {
+        true
+    } else if sizeof_hdr == (HEADER as i32).to_be_bytes() {
+        false
+    } else {
+        return Err(Nifti1Error::SizeofHdr);
+    };
+    if &bytes[344..348] != b"n+1\0" {
+        return Err(Nifti1Error::Magic);
+    }
+    let i16_at = |at: usize| {
+        let raw = [bytes[at], bytes[at + 1]];
+        if little_endian {
+            i16::from_le_bytes(raw)
+        } else {
+            i16::from_be_bytes(raw)
+        }
+    };
+    let rank = i16_at(40);
+    if !(1..=7).contains(&rank) {
+        return Err(Nifti1Error::Rank(rank));
+    }
+    let mut voxels: u64 = 1;
+    for axis in 1..=rank as usize {
+        let size = i16_at(40 + 2 * axis);
+        if size < 1 {
+            return Err(Nifti1Error::Size { axis, size });
+        }
+        voxels *= size as u64;
+    }
+    let bitpix = i16_at(72);
+    if bitpix < 8 || bitpix % 8 != 0 {
+        return Err(Nifti1Error::Bitpix(bitpix));
+    }
+    let raw: [u8; 4] = bytes[108..112].try_into().expect("4 bytes");
+    let vox_offset = if little_endian {
+        f32::from_le_bytes(raw)
+    } else {
+        f32::from_be_bytes(raw)
+    };
+    Ok(Header {
+        little_endian,
+        vox_offset,
+        data_bytes: voxels * (bitpix as u64 / 8),
+    })
+}
+
+/// Bytes a NIfTI-1 file with this header holds at most (`vox_offset` + voxel data), from its first bytes;
+/// `None` when they are no readable NIfTI-1 header.
+pub fn declared_len(head: &[u8]) -> Option<u64> {
+    let header = parse(head).ok()?;
+    let offset = if header.vox_offset.is_finite() && header.vox_offset > 0.0 {
+        header.vox_offset as u64
+    } else {
+        PREAMBLE as u64
+    };
+    Some(offset.max(PREAMBLE as u64).saturating_add(header.data_bytes))
+}
+
+/// Checks a whole single-file NIfTI-1: header fields sane, extensions inside the file, the declared voxels
+/// present.
+pub fn check_nifti1(bytes: &[u8]) -> Result<(), Nifti1Error> {
+    let header = parse(bytes)?;
+    if header.data_bytes > MAX_DATA_BYTES {
+        return Err(Nifti1Error::TooLarge(header.data_bytes));
+    }
+    if !(header.vox_offset.is_finite() && header.vox_offset >= PREAMBLE as f32 || header.vox_offset == 0.0) {
+        return Err(Nifti1Error::Offset(header.vox_offset));
+    }
+    let data_start = (header.vox_offset as usize).max(PREAMBLE);
+    if bytes[348] != 0 {
+        check_extensions(bytes, &header, data_start)?;
+    }
+    let needed = data_start as u64 + header.data_bytes;
+    if needed > bytes.len() as u64 {
+        return Err(Nifti1Error::Truncated {
+            needed,
+            len: bytes.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Each extension (size, code, data) must have a size of at least 8 and end by the data.
+fn check_extensions(bytes: &[u8], header: &Header, data_start: usize) -> Result<(), Nifti1Error> {
+    let mut at = PREAMBLE;
+    while at + 8 <= data_start {
+        let raw: [u8; 4] = bytes[at..at + 4].try_into().expect("4 bytes");
+        let size = if header.little_endian {
+            i32::from_le_bytes(raw)
+        } else {
+            i32::from_be_bytes(raw)
+        };
+        if size < 8 || at as u64 + size as u64 > data_start as u64 {
+            return Err(Nifti1Error::Extension { at, size });
+        }
+        at += size as usize;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A little-endian single-file header for `dims` of u8 voxels, with the data after it.
+    fn file(dims: &[i16], data: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; PREAMBLE + data];
+        bytes[..4].copy_from_slice(&348i32.to_le_bytes());
+        bytes[40..42].copy_from_slice(&(dims.len() as i16).to_le_bytes());
+        for (i, d) in dims.iter().enumerate() {
+            bytes[42 + 2 * i..44 + 2 * i].copy_from_slice(&d.to_le_bytes());
+        }
+        bytes[70..72].copy_from_slice(&2i16.to_le_bytes());
+        bytes[72..74].copy_from_slice(&8i16.to_le_bytes());
+        bytes[108..112].copy_from_slice(&352f32.to_le_bytes());
+        bytes[344..348].copy_from_slice(b"n+1\0");
+        bytes
+    }
+
+    #[test]
+    fn a_complete_file_passes_and_its_length_is_declared() {
+        let bytes = file(&[4, 5, 6], 120);
+        check_nifti1(&bytes).unwrap();
+        assert_eq!(declared_len(&bytes), Some(352 + 120));
+    }
+
+    #[test]
+    fn declared_data_must_be_present() {
+        let err = check_nifti1(&file(&[30000, 30000, 30000], 120)).unwrap_err();
+        assert!(err.to_string().contains("more than medico reads"), "{err}");
+        let err = check_nifti1(&file(&[100, 100, 10], 120)).unwrap_err();
+        assert!(err.to_string().contains("needs 100352 bytes"), "{err}");
+    }
+
+    #[test]
+    fn impossible_extensions_and_fields_are_named() {
+        let mut bytes = file(&[2, 2, 2], 8 + 16);
+        bytes[108..112].copy_from_slice(&368f32.to_le_bytes());
+        bytes[348] = 1;
+        bytes[352..356].copy_from_slice(&i32::MAX.to_le_bytes());
+        let err = check_nifti1(&bytes).unwrap_err();
+        assert!(err.to_string().contains("extension at byte 352"), "{err}");
+        bytes[352..356].copy_from_slice(&16i32.to_le_bytes());
+        check_nifti1(&bytes).unwrap();
+        let mut bytes = file(&[2, -2, 2], 8);
+        assert!(check_nifti1(&bytes).unwrap_err().to_string().contains("dim[2] = -2"));
+        bytes = file(&[2, 2, 2], 8);
+        bytes[72..74].copy_from_slice(&12i16.to_le_bytes());
+        assert!(check_nifti1(&bytes).unwrap_err().to_string().contains("bitpix 12"));
+    }
+}

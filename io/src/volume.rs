@@ -1,0 +1,264 @@
+//! A 3D volume with its voxel-to-world geometry, whatever file it came from (NIfTI-1/2, DICOM):
+//! slices by array axis or anatomical plane, world ↔ voxel coordinates, and mask volumes on its grid.
+//!
+//! Slice convention (as `shared/data/cases.json`): on a slice along array axis `a`, image columns (x)
+//! run along the lower remaining array axis and rows (y) along the higher one.
+
+use ndarray::{Array3, Axis};
+
+use crate::nifti2::Nifti2Header;
+
+/// Anatomical plane of a slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Plane {
+    /// Normal along the superior–inferior axis.
+    Axial,
+    /// Normal along the anterior–posterior axis.
+    Coronal,
+    /// Normal along the left–right axis.
+    Sagittal,
+}
+
+/// The header a mask is written with, so that it lies on the input's exact grid.
+#[derive(Debug, Clone)]
+pub enum GridHeader {
+    /// A NIfTI-1 header (from a NIfTI-1 input, or built from DICOM geometry).
+    Nifti1(Box<nifti::NiftiHeader>),
+    /// A NIfTI-2 input's header, kept byte for byte.
+    Nifti2(Box<Nifti2Header>),
+}
+
+/// A 3D volume with its geometry.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    /// Values `[i, j, k]` (scaling / rescale applied).
+    pub data: Array3<f32>,
+    /// Voxel-to-world (RAS+ millimetres) affine, row-major 4x4.
+    pub affine: [[f64; 4]; 4],
+    /// The header masks are written with.
+    pub grid: GridHeader,
+    /// What the file was, in words (e.g. "NIfTI-1", "DICOM series of 5 files").
+    pub format: String,
+    /// Remarks about the geometry or the values worth telling the user (assumptions made).
+    pub notes: Vec<String>,
+}
+
+impl Volume {
+    /// The array axis whose direction is closest to the plane's normal in world space.
+    pub fn axis_for_plane(&self, plane: Plane) -> usize {
+        let world = match plane {
+            Plane::Sagittal => 0,
+            Plane::Coronal => 1,
+            Plane::Axial => 2,
+        };
+        (0..3)
+            .max_by(|&a, &b| {
+                let weight = |axis: usize| self.direction(axis)[world].abs();
+                weight(a).total_cmp(&weight(b))
+            })
+            .unwrap_or(2)
+    }
+
+    /// Unit world direction of array axis `axis`.
+    pub fn direction(&self, axis: usize) -> [f64; 3] {
+        let col: [f64; 3] = std::array::from_fn(|r| self.affine[r][axis]);
+        let norm = col.iter().map(|v| v * v).sum::<f64>().sqrt().max(f64::EPSILON);
+        col.map(|v| v / norm)
+    }
+
+    /// Orientation codes of the array axes (nibabel's `aff2axcodes`): for each axis the RAS+
+    /// direction it points to most, e.g. `"RAS"` or `"LPS"`.
+    pub fn orientation(&self) -> String {
+        (0..3)
+            .map(|axis| {
+                let d = self.direction(axis);
+                let world = (0..3).max_by(|&a, &b| d[a].abs().total_cmp(&d[b].abs())).unwrap_or(0);
+                let positive = d[world] >= 0.0;
+                match (world, positive) {
+                    (0, true) => 'R',
+                    (0, false) => 'L',
+                    (1, true) => 'A',
+                    (1, false) => 'P',
+                    (_, true) => 'S',
+                    (_, false) => 'I',
+                }
+            })
+            .collect()
+    }
+
+    /// The anatomical plane a slice along `axis` shows (the world axis closest to the axis direction).
+    pub fn plane_of_axis(&self, axis: usize) -> Plane {
+        let d = self.direction(axis);
+        match (0..3).max_by(|&a, &b| d[a].abs().total_cmp(&d[b].abs())) {
+            Some(0) => Plane::Sagittal,
+            Some(1) => Plane::Coronal,
+            _ => Plane::Axial,
+        }
+    }
+
+    /// Array shape `[ni, nj, nk]`.
+    pub fn shape(&self) -> [usize; 3] {
+        let s = self.data.shape();
+        [s[0], s[1], s[2]]
+    }
+
+    /// Number of slices along `axis`.
+    pub fn slices(&self, axis: usize) -> usize {
+        self.data.shape()[axis]
+    }
+
+    /// Slice `index` along `axis` as a row-major image `[h, w]` (rows: higher remaining axis).
+    pub fn slice(&self, axis: usize, index: usize) -> (Vec<f32>, (usize, usize)) {
+        let plane = self.data.index_axis(Axis(axis), index);
+        // `plane` is [lower axis, higher axis] = [x, y]; images are [y, x].
+        let image = plane.t();
+        let (h, w) = image.dim();
+        (image.iter().copied().collect(), (h, w))
+    }
+
+    /// Height and width of the slices along `axis` (rows: the higher in-plane axis).
+    pub fn slice_hw(&self, axis: usize) -> (usize, usize) {
+        let (x, y) = Self::in_plane_axes(axis);
+        let shape = self.shape();
+        (shape[y], shape[x])
+    }
+
+    /// The in-plane axes of a slice along `axis`: (x axis, y axis).
+    pub fn in_plane_axes(axis: usize) -> (usize, usize) {
+        match axis {
+            0 => (1, 2),
+            1 => (0, 2),
+            _ => (0, 1),
+        }
+    }
+
+    /// A `u8` mask volume on this grid holding a 2D mask (`[h, w]` row-major, as [`Self::slice`]
+    /// returns images) at slice `index` along `axis`, zeros elsewhere.
+    pub fn mask_from_slice(&self, axis: usize, index: usize, mask: &[bool], hw: (usize, usize)) -> Array3<u8> {
+        self.mask_from_slices(axis, [(index, mask)], hw)
+    }
+
+    /// A `u8` mask volume on this grid holding 2D masks (`[h, w]` row-major) at the given slices along
+    /// `axis`, zeros elsewhere.
+    pub fn mask_from_slices<'a>(
+        &self,
+        axis: usize,
+        masks: impl IntoIterator<Item = (usize, &'a [bool])>,
+        (h, w): (usize, usize),
+    ) -> Array3<u8> {
+        let mut out = Array3::<u8>::zeros(self.data.dim());
+        for (index, mask) in masks {
+            let mut plane = out.index_axis_mut(Axis(axis), index);
+            // The slice plane is [x, y] = [lower axis, higher axis]; the mask is [y, x].
+            for y in 0..h {
+                for x in 0..w {
+                    plane[[x, y]] = u8::from(mask[y * w + x]);
+                }
+            }
+        }
+        out
+    }
+
+    /// Voxel size (mm) along each array axis.
+    pub fn spacing(&self) -> [f64; 3] {
+        std::array::from_fn(|axis| (0..3).map(|r| self.affine[r][axis].powi(2)).sum::<f64>().sqrt())
+    }
+
+    /// World (RAS mm) position of a (continuous) voxel index.
+    pub fn voxel_to_world(&self, ijk: [f64; 3]) -> [f64; 3] {
+        std::array::from_fn(|r| (0..3).map(|c| self.affine[r][c] * ijk[c]).sum::<f64>() + self.affine[r][3])
+    }
+
+    /// Continuous voxel index of a world (RAS mm) position; `None` for a singular affine.
+    pub fn world_to_voxel(&self, xyz: [f64; 3]) -> Option<[f64; 3]> {
+        let m: [[f64; 3]; 3] = std::array::from_fn(|r| std::array::from_fn(|c| self.affine[r][c]));
+        let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+        if det.abs() < 1e-12 {
+            return None;
+        }
+        let b: [f64; 3] = std::array::from_fn(|r| xyz[r] - self.affine[r][3]);
+        // Cramer's rule: replace column c by b.
+        let solve = |c: usize| {
+            let mut mc = m;
+            for r in 0..3 {
+                mc[r][c] = b[r];
+            }
+            (mc[0][0] * (mc[1][1] * mc[2][2] - mc[1][2] * mc[2][1])
+                - mc[0][1] * (mc[1][0] * mc[2][2] - mc[1][2] * mc[2][0])
+                + mc[0][2] * (mc[1][0] * mc[2][1] - mc[1][1] * mc[2][0]))
+                / det
+        };
+        Some([solve(0), solve(1), solve(2)])
+    }
+
+    /// Finite minimum and maximum of the values (`None` when there is no finite value).
+    pub fn value_range(&self) -> Option<(f32, f32)> {
+        self.data
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(None, |acc, &v| match acc {
+                None => Some((v, v)),
+                Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume_with(affine: [[f64; 4]; 4]) -> Volume {
+        Volume {
+            data: Array3::zeros((4, 5, 6)),
+            affine,
+            grid: GridHeader::Nifti1(Box::default()),
+            format: "test".into(),
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn orientation_and_planes_follow_the_affine() {
+        // LPS with 0.5 x 0.5 x 2 mm voxels, as a DICOM axial series.
+        let lps = volume_with([
+            [-0.5, 0.0, 0.0, 10.0],
+            [0.0, -0.5, 0.0, 20.0],
+            [0.0, 0.0, 2.0, -30.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]);
+        assert_eq!(lps.orientation(), "LPS");
+        assert_eq!(lps.axis_for_plane(Plane::Axial), 2);
+        assert_eq!(lps.plane_of_axis(0), Plane::Sagittal);
+        assert_eq!(lps.spacing(), [0.5, 0.5, 2.0]);
+        // Axes permuted: array axis 0 runs superior, axis 2 anterior.
+        let permuted = volume_with([
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]);
+        assert_eq!(permuted.orientation(), "SRA");
+        assert_eq!(permuted.axis_for_plane(Plane::Axial), 0);
+        assert_eq!(permuted.axis_for_plane(Plane::Coronal), 2);
+    }
+
+    #[test]
+    fn world_and_voxel_coordinates_round_trip() {
+        let oblique = volume_with([
+            [-2.0, 0.0, 0.0, 117.86],
+            [0.0, 1.97, -0.36, -35.72],
+            [0.0, 0.32, 2.17, -7.25],
+            [0.0, 0.0, 0.0, 1.0],
+        ]);
+        let ijk = [3.0, 7.5, -1.25];
+        let back = oblique.world_to_voxel(oblique.voxel_to_world(ijk)).unwrap();
+        for (a, b) in ijk.iter().zip(back) {
+            assert!((a - b).abs() < 1e-9, "{ijk:?} -> {back:?}");
+        }
+        assert_eq!(oblique.voxel_to_world([0.0; 3]), [117.86, -35.72, -7.25]);
+        let singular = volume_with([[0.0; 4], [0.0; 4], [0.0; 4], [0.0, 0.0, 0.0, 1.0]]);
+        assert!(singular.world_to_voxel([0.0; 3]).is_none());
+    }
+}

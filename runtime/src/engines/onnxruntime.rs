@@ -1,0 +1,139 @@
+//! ONNX Runtime through `ort`, its library loaded at run time (`$ORT_DYLIB_PATH`, the project's
+//! `.deps/`, or the system's), with the GPU execution providers it was built with.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ndarray::ArrayD;
+
+use super::{Engine, Outputs};
+use crate::RuntimeError;
+
+/// The environment, or why the library could not be loaded (kept as text: the first failure is reported
+/// to every later caller).
+static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Where the ONNX Runtime library is looked for: `$ORT_DYLIB_PATH` alone when it is set (an explicit
+/// choice is never second-guessed); otherwise the project's set-up folder (`.deps/onnxruntime/lib`, from
+/// `scripts/setup.sh`), then the system's library path.
+pub fn ort_library_candidates() -> Vec<PathBuf> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        return vec![PathBuf::from(path)];
+    }
+    vec![
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.deps/onnxruntime/lib/libonnxruntime.so"),
+        PathBuf::from("libonnxruntime.so"),
+    ]
+}
+
+fn ort_environment() -> Result<&'static ort::environment::Environment, RuntimeError> {
+    ORT_ENV
+        .get_or_init(|| {
+            let mut tried = Vec::new();
+            for candidate in ort_library_candidates() {
+                let is_bare_name = candidate.components().count() == 1;
+                if !is_bare_name && !candidate.exists() {
+                    tried.push(format!("{} (not found)", candidate.display()));
+                    continue;
+                }
+                match ort::init_from(&candidate) {
+                    Ok(builder) => {
+                        return builder
+                            .with_name("medico")
+                            .build()
+                            .map_err(|e| format!("ONNX Runtime from {}: {e}", candidate.display()))
+                    }
+                    Err(e) => tried.push(format!("{} ({e})", candidate.display())),
+                }
+            }
+            Err(format!("ONNX Runtime library not found; tried {}", tried.join(", ")))
+        })
+        .as_ref()
+        .map_err(|reason| RuntimeError::Unavailable {
+            engine: "ONNX Runtime",
+            reason: reason.clone(),
+        })
+}
+
+/// True when the ONNX Runtime library can be loaded.
+pub fn ort_available() -> bool {
+    ort_environment().is_ok()
+}
+
+/// A graph on ONNX Runtime: TensorRT and CUDA execution providers when the loaded library provides them
+/// (each falls back silently to the next when it cannot start, e.g. without a GPU or TensorRT libraries),
+/// else CPU.
+pub struct OrtEngine {
+    session: ort::session::Session,
+    providers: Vec<&'static str>,
+}
+
+/// GPU execution providers the loaded ONNX Runtime library was built with, best first.
+fn gpu_providers() -> Vec<(&'static str, ort::ep::ExecutionProviderDispatch)> {
+    use ort::ep::ExecutionProvider;
+    let mut eps = Vec::new();
+    if ort::ep::TensorRT::is_available().unwrap_or(false) {
+        eps.push(("tensorrt", ort::ep::TensorRT::default().build()));
+    }
+    if ort::ep::CUDA::is_available().unwrap_or(false) {
+        eps.push(("cuda", ort::ep::CUDA::default().build()));
+    }
+    eps
+}
+
+impl OrtEngine {
+    /// Loads `model` with `threads` intra-op threads.
+    pub fn open(model: &Path, threads: usize) -> Result<Self, RuntimeError> {
+        let env = ort_environment()?;
+        let fail = |e: ort::Error| RuntimeError::Load {
+            path: model.into(),
+            engine: "ONNX Runtime",
+            source: e.into(),
+        };
+        let gpu = gpu_providers();
+        let providers = gpu.iter().map(|(name, _)| *name).chain(["cpu"]).collect();
+        let dispatch: Vec<_> = gpu.into_iter().map(|(_, ep)| ep).collect();
+        let session = ort::session::Session::builder(env)
+            .map_err(fail)?
+            .with_intra_threads(threads)
+            .map_err(|e| fail(e.into()))?
+            .with_execution_providers(dispatch)
+            .map_err(|e| fail(e.into()))?
+            .commit_from_file(model)
+            .map_err(fail)?;
+        Ok(Self { session, providers })
+    }
+
+    /// The execution providers offered to the session, in order of preference (always ending with `cpu`).
+    pub fn providers(&self) -> &[&'static str] {
+        &self.providers
+    }
+}
+
+impl Engine for OrtEngine {
+    fn run(&mut self, inputs: &[(&str, ArrayD<f32>)]) -> Result<Outputs, RuntimeError> {
+        let fail = |e: ort::Error| RuntimeError::Run {
+            engine: "ONNX Runtime",
+            source: e.into(),
+        };
+        let values = inputs
+            .iter()
+            .map(|(name, array)| {
+                ort::value::TensorRef::from_array_view(array.view())
+                    .map(|t| (name.to_string(), ort::session::SessionInputValue::from(t)))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        let outputs = self.session.run(values).map_err(fail)?;
+        let mut result = Outputs::new();
+        for (name, value) in outputs.iter() {
+            let array = value.try_extract_array::<f32>().map_err(fail)?;
+            result.insert(name.to_string(), array.to_owned());
+        }
+        Ok(result)
+    }
+
+    fn name(&self) -> &'static str {
+        "ort"
+    }
+}

@@ -1,0 +1,101 @@
+//! tract, pure Rust: graphs optimized once for their declared input shapes; its panics on malformed
+//! graphs are contained and reported as errors.
+
+use std::path::Path;
+
+use ndarray::ArrayD;
+
+use super::{Engine, Outputs};
+use crate::RuntimeError;
+use medico_io::error::Cause;
+
+/// A graph on tract, optimized once for its declared input shapes (symbolic dims stay symbolic).
+pub struct TractEngine {
+    plan: std::sync::Arc<tract_onnx::prelude::TypedRunnableModel>,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl TractEngine {
+    /// Loads and optimizes `model`; matrix products use `threads` threads.
+    pub fn open(model: &Path, threads: usize) -> Result<Self, RuntimeError> {
+        use tract_onnx::prelude::*;
+        set_tract_threads(threads);
+        let fail = |source: Cause| RuntimeError::Load {
+            path: model.into(),
+            engine: "tract",
+            source,
+        };
+        // tract panics instead of returning errors on some malformed graphs.
+        let loaded = std::panic::catch_unwind(|| -> TractResult<_> {
+            let inference = tract_onnx::onnx().model_for_path(model)?;
+            let inputs = inference
+                .input_outlets()?
+                .iter()
+                .map(|o| inference.node(o.node).name.clone())
+                .collect::<Vec<_>>();
+            let outputs = inference
+                .output_outlets()?
+                .iter()
+                .map(|o| {
+                    inference
+                        .outlet_label(*o)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| inference.node(o.node).name.clone())
+                })
+                .collect::<Vec<_>>();
+            let plan = inference.into_optimized()?.into_runnable()?;
+            Ok((plan, inputs, outputs))
+        })
+        .map_err(|_| fail("tract panicked while loading the graph".into()))?
+        .map_err(|e| fail(format!("{e:?}").into()))?;
+        let (plan, inputs, outputs) = loaded;
+        Ok(Self { plan, inputs, outputs })
+    }
+}
+
+fn set_tract_threads(threads: usize) {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    if threads > 1 {
+        set_default_executor(Executor::multithread(threads));
+    }
+}
+
+fn run_error(source: Cause) -> RuntimeError {
+    RuntimeError::Run {
+        engine: "tract",
+        source,
+    }
+}
+
+impl Engine for TractEngine {
+    fn run(&mut self, inputs: &[(&str, ArrayD<f32>)]) -> Result<Outputs, RuntimeError> {
+        use tract_onnx::prelude::*;
+        let mut ordered = TVec::new();
+        for name in &self.inputs {
+            let array = inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| a.clone())
+                .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
+            ordered.push(Tensor::from(array).into());
+        }
+        let plan = &self.plan;
+        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.run(ordered)))
+            .map_err(|_| run_error("tract panicked while running the graph".into()))?
+            .map_err(|e| run_error(format!("{e:?}").into()))?;
+        let mut result = Outputs::new();
+        for (name, value) in self.outputs.iter().zip(outputs) {
+            let array = value
+                .to_plain_array_view::<f32>()
+                .map_err(|e| run_error(format!("output '{name}': {e:?}").into()))?
+                .to_owned();
+            result.insert(name.clone(), array);
+        }
+        Ok(result)
+    }
+
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+}

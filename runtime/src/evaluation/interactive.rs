@@ -1,0 +1,191 @@
+//! Simulated interactive segmentation (the MedicoSAM / micro-sam evaluation protocol): per image and class,
+//! objects are the connected components of the class mask (8-connected, at least 20 pixels); each object
+//! starts from its tight box or from its interior point farthest from the boundary (multimask, best predicted
+//! IoU), then gets correction rounds of one positive click in the missed region and one negative click in the
+//! false positives (earlier prompts kept, optionally the previous low-res logits fed back); after every
+//! iteration the Dice between the union of the objects' masks and the class mask is recorded.
+
+use medico_models::clicks::{box_prompt, correction_clicks};
+use medico_models::prompt::{BoxPrompt, Point};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::prediction::predictor::Predictor;
+use crate::volume::mask_prompts::{argmax_in_mask, distance_transform};
+use crate::RuntimeError;
+
+/// Components smaller than this are not objects (micro-sam's evaluation).
+pub const MIN_OBJECT_PIXELS: usize = 20;
+
+/// How the first iteration prompts an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The tight bounding box.
+    Box,
+    /// The interior point farthest from the boundary (multimask output, best predicted IoU kept).
+    Point,
+}
+
+/// Protocol settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalOptions {
+    /// Correction rounds after the start prompt (the paper: 7).
+    pub rounds: usize,
+    /// Feed the previous low-res logits back as mask prompt.
+    pub use_mask: bool,
+    /// Seed of the click sampling.
+    pub seed: u64,
+}
+
+/// The overlap counts of two binary masks: `|a∩b|` and `|a| + |b|` (summed over slices for a volume Dice).
+pub fn overlap(a: &[bool], b: &[bool]) -> (usize, usize) {
+    a.iter().zip(b).fold((0, 0), |(inter, total), (&x, &y)| {
+        (inter + usize::from(x && y), total + usize::from(x) + usize::from(y))
+    })
+}
+
+/// Dice from overlap counts (1 when both masks are empty).
+pub fn dice_of((inter, total): (usize, usize)) -> f64 {
+    if total == 0 {
+        1.0
+    } else {
+        2.0 * inter as f64 / total as f64
+    }
+}
+
+/// Dice `2|a∩b| / (|a| + |b|)` of binary masks (1 when both are empty).
+pub fn dice(a: &[bool], b: &[bool]) -> f64 {
+    dice_of(overlap(a, b))
+}
+
+/// 8-connected components of `mask` with at least `min_pixels` pixels, each as a full-size mask.
+pub fn components(mask: &[bool], (h, w): (usize, usize), min_pixels: usize) -> Vec<Vec<bool>> {
+    let mut label = vec![0usize; h * w];
+    let mut objects = Vec::new();
+    let mut next = 0;
+    for seed in 0..h * w {
+        if !mask[seed] || label[seed] != 0 {
+            continue;
+        }
+        next += 1;
+        label[seed] = next;
+        let mut stack = vec![seed];
+        let mut pixels = Vec::new();
+        while let Some(i) = stack.pop() {
+            pixels.push(i);
+            let (y, x) = ((i / w) as i64, (i % w) as i64);
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    let (ny, nx) = (y + dy, x + dx);
+                    if ny < 0 || nx < 0 || ny >= h as i64 || nx >= w as i64 {
+                        continue;
+                    }
+                    let j = ny as usize * w + nx as usize;
+                    if mask[j] && label[j] == 0 {
+                        label[j] = next;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        if pixels.len() >= min_pixels {
+            let mut object = vec![false; h * w];
+            for i in pixels {
+                object[i] = true;
+            }
+            objects.push(object);
+        }
+    }
+    objects
+}
+
+/// The object pixel farthest from the boundary (first in row-major order on ties).
+pub fn farthest_interior_point(mask: &[bool], hw: (usize, usize)) -> Option<Point> {
+    argmax_in_mask(&distance_transform(mask, hw), mask, hw)
+}
+
+/// Runs the protocol on one image (already set on `predictor`) and one class mask; returns the Dice after
+/// each iteration (`rounds + 1` values). An image without objects of the class gives `None`.
+pub fn evaluate_class(
+    predictor: &mut Predictor,
+    class_mask: &[bool],
+    hw: (usize, usize),
+    start: Start,
+    options: EvalOptions,
+) -> Result<Option<Vec<f64>>, RuntimeError> {
+    let objects = components(class_mask, hw, MIN_OBJECT_PIXELS);
+    if objects.is_empty() {
+        return Ok(None);
+    }
+    let threshold = predictor.config().mask_threshold as f32;
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let mut per_iteration = vec![vec![false; hw.0 * hw.1]; options.rounds + 1];
+    for object in &objects {
+        let mut points: Vec<Point> = Vec::new();
+        let mut bbox: Option<BoxPrompt> = None;
+        match start {
+            Start::Box => bbox = box_prompt(object, hw.1),
+            Start::Point => points.extend(farthest_interior_point(object, hw)),
+        }
+        let mut feedback: Option<Array2<f32>> = None;
+        for (iteration, union) in per_iteration.iter_mut().enumerate() {
+            let multimask = iteration == 0 && start == Start::Point;
+            let mask_input = if options.use_mask { feedback.as_ref() } else { None };
+            let prediction = predictor.predict(&points, bbox.as_ref(), mask_input, multimask)?;
+            let best = prediction.best();
+            let mask: Vec<bool> = prediction.logits[best].iter().map(|&l| l > threshold).collect();
+            for (u, &m) in union.iter_mut().zip(&mask) {
+                *u |= m;
+            }
+            feedback = Some(prediction.low_res[best].clone());
+            if iteration < options.rounds {
+                if let Some(clicks) = correction_clicks(object, &mask, hw, &mut rng) {
+                    points.extend(clicks);
+                }
+            }
+        }
+    }
+    Ok(Some(
+        per_iteration.iter().map(|union| dice(union, class_mask)).collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_are_8_connected_and_small_ones_dropped() {
+        // Two diagonal-touching pixels form one component; a 25-pixel square is kept, a 4-pixel one dropped.
+        let hw = (20, 20);
+        let mut mask = vec![false; 400];
+        for y in 0..5 {
+            for x in 0..5 {
+                mask[y * 20 + x] = true;
+            }
+        }
+        mask[5 * 20 + 5] = true; // touches (4, 4) diagonally: joins the square
+        for y in 10..12 {
+            for x in 10..12 {
+                mask[y * 20 + x] = true;
+            }
+        }
+        let objects = components(&mask, hw, MIN_OBJECT_PIXELS);
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0].iter().filter(|&&m| m).count(), 26);
+        assert_eq!(components(&mask, hw, 1).len(), 2);
+    }
+
+    #[test]
+    fn dice_and_farthest_point() {
+        assert_eq!(dice(&[true, true, false], &[true, false, false]), 2.0 / 3.0);
+        assert_eq!(dice(&[false; 3], &[false; 3]), 1.0);
+        let hw = (9, 9);
+        let mask: Vec<bool> = (0..81)
+            .map(|i| (1..8).contains(&(i / 9)) && (1..8).contains(&(i % 9)))
+            .collect();
+        let p = farthest_interior_point(&mask, hw).unwrap();
+        assert_eq!((p.x, p.y), (4.0, 4.0));
+    }
+}

@@ -1,0 +1,5 @@
+//! One image at a time: embeddings, prompt → mask, previews.
+
+pub mod postprocess;
+pub mod predictor;
+pub mod preview;

@@ -1,0 +1,198 @@
+//! The predictor: set an image once (its embedding is kept), then prompt it any number of times with
+//! points, a box and/or the previous low-res mask; the same results as the official `SamPredictor`.
+
+use medico_bundle::{Bundle, GraphRole};
+use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
+use medico_models::{Preprocessing, SamConfig};
+use ndarray::{Array2, ArrayD, Axis, IxDyn};
+
+pub use crate::engines::BackendChoice;
+use crate::engines::{open_engine, Engine};
+use crate::prediction::postprocess::upscale_logits;
+use crate::{PromptError, RuntimeError};
+use medico_io::preprocess::encoder_input;
+
+/// The masks for one prompt.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Logits at the original image size, one per returned mask (`> mask_threshold` = inside).
+    pub logits: Vec<Array2<f32>>,
+    /// Predicted IoU per mask.
+    pub iou: Vec<f32>,
+    /// Low-resolution logits per mask (`4E x 4E`), to feed back as the next mask prompt.
+    pub low_res: Vec<Array2<f32>>,
+}
+
+impl Prediction {
+    /// Index of the mask with the highest predicted IoU.
+    pub fn best(&self) -> usize {
+        (0..self.iou.len())
+            .max_by(|&a, &b| self.iou[a].total_cmp(&self.iou[b]))
+            .unwrap_or(0)
+    }
+}
+
+struct ImageState {
+    embedding: ArrayD<f32>,
+    original_hw: (usize, usize),
+    resized_hw: (usize, usize),
+}
+
+/// A bundle's encoder and low-res decoder on one engine.
+pub struct Predictor {
+    config: SamConfig,
+    preprocessing: Preprocessing,
+    encoder: Box<dyn Engine>,
+    decoder: Box<dyn Engine>,
+    image: Option<ImageState>,
+}
+
+impl Predictor {
+    /// Opens a verified bundle on `backend` with `threads` threads.
+    pub fn open(bundle: &Bundle, backend: BackendChoice, threads: usize) -> Result<Self, RuntimeError> {
+        let graph = |role: GraphRole| {
+            bundle.graph(role).ok_or_else(|| RuntimeError::MissingGraph {
+                dir: bundle.dir.clone(),
+                role,
+            })
+        };
+        Ok(Self {
+            config: bundle.manifest.config.clone(),
+            preprocessing: bundle.manifest.preprocessing,
+            encoder: open_engine(backend, &graph(GraphRole::Encoder)?, threads)?,
+            decoder: open_engine(backend, &graph(GraphRole::DecoderLowres)?, threads)?,
+            image: None,
+        })
+    }
+
+    /// The engine in use (`ort` or `tract`).
+    pub fn engine_name(&self) -> &'static str {
+        self.encoder.name()
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &SamConfig {
+        &self.config
+    }
+
+    /// Encodes an RGB image (`[h, w, 3]` row-major 8-bit) and keeps its embedding.
+    pub fn set_image(&mut self, rgb: &[u8], original_hw: (usize, usize)) -> Result<(), RuntimeError> {
+        let c = &self.config;
+        let (input, resized_hw) = encoder_input(
+            rgb,
+            original_hw,
+            c.img_size,
+            &self.preprocessing,
+            (c.pixel_mean, c.pixel_std),
+        );
+        let mut out = self.encoder.run(&[("images", input.into_dyn())])?;
+        let embedding = out
+            .remove("image_embeddings")
+            .ok_or_else(|| missing_output("image_embeddings"))?;
+        self.image = Some(ImageState {
+            embedding,
+            original_hw,
+            resized_hw,
+        });
+        Ok(())
+    }
+
+    /// Uses a precomputed embedding `[1, C, E, E]` for an image of `original_hw`.
+    pub fn set_embedding(&mut self, embedding: ArrayD<f32>, original_hw: (usize, usize)) {
+        let resized_hw = medico_models::prompt::resized_size(original_hw.0, original_hw.1, self.config.img_size);
+        self.image = Some(ImageState {
+            embedding,
+            original_hw,
+            resized_hw,
+        });
+    }
+
+    /// The current image embedding.
+    pub fn embedding(&self) -> Option<&ArrayD<f32>> {
+        self.image.as_ref().map(|i| &i.embedding)
+    }
+
+    /// Predicts masks for points and/or a box (original pixels) and an optional previous low-res mask.
+    /// `multimask` returns the three multimask outputs, else the single-mask output.
+    pub fn predict(
+        &mut self,
+        points: &[Point],
+        bbox: Option<&BoxPrompt>,
+        mask_input: Option<&Array2<f32>>,
+        multimask: bool,
+    ) -> Result<Prediction, RuntimeError> {
+        let image = self.image.as_ref().ok_or(PromptError::NoImage)?;
+        let map = CoordinateMap::new(image.original_hw, self.config.img_size);
+        let (coords, labels) = sparse_prompt(points, bbox, &map).ok_or(PromptError::Empty)?;
+        let n = labels.len();
+        let low = self.config.low_res_size();
+        let (mask, has_mask) = match mask_input {
+            Some(m) if m.dim() == (low, low) => (
+                m.clone()
+                    .into_shape_with_order((1, 1, low, low))
+                    .expect("sizes match")
+                    .into_dyn(),
+                1.0,
+            ),
+            Some(m) => {
+                return Err(PromptError::MaskSize {
+                    rows: m.nrows(),
+                    cols: m.ncols(),
+                    side: low,
+                }
+                .into())
+            }
+            None => (ArrayD::zeros(IxDyn(&[1, 1, low, low])), 0.0),
+        };
+        let feeds = [
+            ("image_embeddings", image.embedding.clone()),
+            (
+                "point_coords",
+                ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).expect("2 per point"),
+            ),
+            (
+                "point_labels",
+                ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).expect("1 per point"),
+            ),
+            ("mask_input", mask),
+            ("has_mask_input", ArrayD::from_elem(IxDyn(&[1]), has_mask)),
+        ];
+        let out = self.decoder.run(&feeds)?;
+        let get = |name: &str| out.get(name).ok_or_else(|| missing_output(name));
+        let (masks, iou) = (get("low_res_masks")?, get("iou_predictions")?);
+        let tokens = masks.shape()[1];
+        let range = if multimask { 1..tokens } else { 0..1 };
+        let mut prediction = Prediction {
+            logits: Vec::new(),
+            iou: Vec::new(),
+            low_res: Vec::new(),
+        };
+        for t in range {
+            let low_res = masks
+                .index_axis(Axis(0), 0)
+                .index_axis(Axis(0), t)
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|e| RuntimeError::BadOutput {
+                    name: "low_res_masks".into(),
+                    problem: format!("of an unexpected shape: {e}"),
+                })?
+                .to_owned();
+            prediction.logits.push(upscale_logits(
+                low_res.view(),
+                self.config.img_size,
+                image.resized_hw,
+                image.original_hw,
+            ));
+            prediction.iou.push(iou[[0, t]]);
+            prediction.low_res.push(low_res);
+        }
+        Ok(prediction)
+    }
+}
+
+fn missing_output(name: &str) -> RuntimeError {
+    RuntimeError::BadOutput {
+        name: name.into(),
+        problem: "missing".into(),
+    }
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing (libFuzzer through cargo-fuzz, on the nightly toolchain) of every reader of
+# untrusted files: NIfTI (.nii, and .nii.gz with the input gzipped first), DICOM, PNG/TIFF, checkpoints
+# (safetensors, PyTorch zip, legacy pickle, then architecture inference), model.json (Bundle::open),
+# prompts files and embedding-cache files. Not part of CI; run it by hand:
+#
+#   bash scripts/fuzz.sh [RUNS] [TARGET...]     # default: 1000000 executions of every target
+#
+# Limits: -rss_limit_mb=512 and -malloc_limit_mb=512 (no input of these sizes deserves more), -timeout=10
+# (a hang), inputs up to max_len bytes (per target below). Seeds: fuzz/seeds/ (small files made for it) and the
+# shared data (DICOM files, PNG slices, medico-tiny's model.json) and test fixtures. Findings land in
+# fuzz/artifacts/TARGET/; copy each into io/tests/data/fuzz/TARGET/ (or the crate's fixture folder) so the
+# ordinary tests replay it. Logs with libFuzzer's final stats: fuzz/logs/TARGET.log.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHARED=${MEDICO_SHARED:-$ROOT/../shared}
+RUNS=${1:-1000000}
+shift || true
+ALL=(nifti nifti_gz dicom image2d checkpoint manifest prompts embedding_cache)
+TARGETS=("$@")
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
+cd "$ROOT/fuzz"
+cargo +nightly fuzz --version >/dev/null 2>&1 || cargo +nightly install cargo-fuzz --locked
+
+max_len() {
+  case $1 in
+    dicom) echo 262144 ;;
+    nifti | nifti_gz | image2d | checkpoint) echo 65536 ;;
+    manifest) echo 16384 ;;
+    *) echo 4096 ;;
+  esac
+}
+
+# Seeds for a target, copied into its corpus folder (git-ignored; kept between runs).
+seed() {
+  local target=$1 corpus=corpus/$1
+  mkdir -p "$corpus"
+  case $target in
+    nifti | nifti_gz)
+      cp seeds/nifti/* "$corpus"/
+      for f in "$SHARED"/data/nifti_odd/*.nii.gz; do
+        gzip -dc "$f" | head -c 65536 >"$corpus/$(basename "$f" .gz)"
+      done ;;
+    dicom)
+      find "$SHARED/data/dicom" -type f -exec cp {} "$corpus"/ \;
+      cp "$ROOT"/io/tests/data/dicom_corrupt/*.dcm "$corpus"/ ;;
+    image2d)
+      cp seeds/image2d/* "$SHARED"/data/slices2d/*.png "$SHARED"/data/masks2d/*.png "$corpus"/ ;;
+    checkpoint) cp seeds/checkpoint/* "$corpus"/ ;;
+    manifest) cp "$ROOT/models/medico-tiny/bundle/model.json" "$corpus"/ ;;
+    prompts) cp seeds/prompts/* "$corpus"/ ;;
+    embedding_cache) printf 'MDEMB01\n\001\000\000\000\004\000\000\000\000\000\000\000' >"$corpus/header" ;;
+  esac
+}
+
+mkdir -p logs
+for target in "${TARGETS[@]}"; do
+  seed "$target"
+  echo "fuzz: $target, $RUNS runs"
+  cargo +nightly fuzz run "$target" "corpus/$target" -- \
+    -runs="$RUNS" -rss_limit_mb=512 -malloc_limit_mb=512 -timeout=10 -max_len="$(max_len "$target")" \
+    -print_final_stats=1 >"logs/$target.log" 2>&1 || echo "fuzz: $target stopped on a finding (see logs/$target.log, artifacts/$target/)"
+  grep -E "stat::number_of_executed_units|stat::peak_rss_mb|cov: " "logs/$target.log" | tail -3
+done
