@@ -1,12 +1,12 @@
 """Writes io/tests/data/resize_area/: small 8-bit images and what OpenCV's cv2.resize(INTER_AREA) makes
-of them, for the byte-exact test of medico's port (runtime/src/resize_area.rs). Test helper, not run in CI:
+of them, for the byte-exact test of medico's port (io/src/resize_area.rs). Test helper, not run in CI:
 needs `pip install opencv-python-headless numpy` (measured with opencv-python-headless 5.0.0).
 Usage: python3 scripts/gen_resize_area_fixtures.py"""
 import json, os
 import cv2
 import numpy as np
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "runtime", "tests", "data", "resize_area")
+OUT = os.path.join(os.path.dirname(__file__), "..", "io", "tests", "data", "resize_area")
 # (h, w, channels, out_h, out_w): every path OpenCV takes for INTER_AREA.
 CASES = [
     (40, 34, 3, 44, 37),    # enlarging both axes (LiteMedSAM's case for small slices)

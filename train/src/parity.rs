@@ -265,17 +265,15 @@ fn compare(
             let fed = mask_fed_back(reference, source)?;
             data.insert("mask_input".into(), fed);
         }
-        cases.push(run_case(
-            &sam,
-            &b,
+        let case = Case {
+            sam: &sam,
+            b: &b,
             metric,
             spec,
-            &data,
-            &map,
-            (input_hw, original_hw),
-            &embeddings,
-            &fed_reference_embeddings,
-        )?);
+            data: &data,
+            sizes: (input_hw, original_hw),
+        };
+        cases.push(run_case(&case, &map, &embeddings, &fed_reference_embeddings)?);
     }
     Ok(ParityReport {
         reference: reference.to_path_buf(),
@@ -334,19 +332,44 @@ impl LiteCaseList {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_case(
-    sam: &Sam,
-    b: &TchBackend,
+/// What every step of one case's comparison needs.
+struct Case<'a> {
+    sam: &'a Sam,
+    b: &'a TchBackend,
     metric: Metric,
-    spec: &CaseSpec,
-    data: &HashMap<String, Tensor>,
+    spec: &'a CaseSpec,
+    data: &'a HashMap<String, Tensor>,
+    /// Input size (after resize) and original size, `(h, w)`.
+    sizes: ((usize, usize), (usize, usize)),
+}
+
+/// The case's prompt as decoder inputs: sparse tokens (points and box) and the fed-back mask.
+struct CaseInputs {
+    sparse: Option<(TchTensor, TchTensor)>,
+    mask: Option<TchTensor>,
+}
+
+impl CaseInputs {
+    fn prompts(&self) -> PromptTensors<'_, TchTensor> {
+        PromptTensors {
+            sparse: self.sparse.as_ref().map(|(c, l)| (c, l)),
+            dense: match &self.mask {
+                Some(m) => DensePrompt::Mask(m),
+                None => DensePrompt::None,
+            },
+        }
+    }
+}
+
+/// Compares one prompt case: coordinate mapping, prompt encoder, decoder on the reference embeddings, and
+/// binary masks end to end on ours.
+fn run_case(
+    case: &Case<'_>,
     map: &CoordinateMap,
-    (input_hw, original_hw): ((usize, usize), (usize, usize)),
     our_embeddings: &TchTensor,
     reference_embeddings: &TchTensor,
 ) -> Result<CaseReport, TrainError> {
-    let file = spec.file.as_str();
+    let spec = case.spec;
     let points: Vec<Point> = spec
         .point_coords
         .iter()
@@ -359,97 +382,128 @@ fn run_case(
         .collect();
     let bbox = spec.bbox.map(|[x0, y0, x1, y1]| BoxPrompt { x0, y0, x1, y1 });
     let sparse = sparse_prompt(&points, bbox.as_ref(), map);
-
-    // The coordinate transform against the predictor's own.
-    let mut coords_error: f64 = 0.0;
-    if let Some((coords, _)) = &sparse {
-        let ours = Tensor::from_slice(coords).reshape([-1, 2]);
-        if let Some(r) = data.get("point_coords_input") {
-            coords_error = coords_error.max(metric.diff(&ours.narrow(0, 0, r.size()[0]), r));
-        }
-        if let Some(r) = data.get("box_input") {
-            let n = ours.size()[0];
-            coords_error = coords_error.max(metric.diff(&ours.narrow(0, n - 2, 2).reshape([4]), r));
-        }
-    }
-
-    let sparse_tensors = sparse.as_ref().map(|(coords, labels)| {
-        let n = labels.len() as i64;
-        (
-            b.input(&Tensor::from_slice(coords).reshape([1, n, 2])),
-            b.input(&Tensor::from_slice(labels).reshape([1, n])),
-        )
-    });
-    let mask_input = data.get("mask_input").map(|m| b.input(&m.unsqueeze(0)));
-    let prompts = || PromptTensors {
-        sparse: sparse_tensors.as_ref().map(|(c, l)| (c, l)),
-        dense: match &mask_input {
-            Some(m) => DensePrompt::Mask(m),
-            None => DensePrompt::None,
-        },
+    let coords = coords_error(case, sparse.as_ref().map(|(c, _)| c.as_slice()));
+    let inputs = CaseInputs {
+        sparse: sparse.as_ref().map(|(coords, labels)| {
+            let n = labels.len() as i64;
+            (
+                case.b.input(&Tensor::from_slice(coords).reshape([1, n, 2])),
+                case.b.input(&Tensor::from_slice(labels).reshape([1, n])),
+            )
+        }),
+        mask: case.data.get("mask_input").map(|m| case.b.input(&m.unsqueeze(0))),
     };
-
-    // Prompt encoder outputs.
-    let prompt_encoder = sam.prompt_encoder();
-    let reference_sparse = get(data, "sparse_embeddings", file)?;
-    // LiteMedSAM's reference keeps the batch row only (`[N, C]`).
-    let reference_sparse = &match reference_sparse.dim() {
-        2 => reference_sparse.unsqueeze(0),
-        _ => reference_sparse.shallow_clone(),
-    };
-    let sparse_embeddings = match &sparse_tensors {
-        Some((c, l)) => metric.diff(&prompt_encoder.embed_points(b, c, l).0, reference_sparse),
-        None => {
-            if reference_sparse.size()[1] != 0 {
-                return Err(TrainError::Reference {
-                    file: file.into(),
-                    problem: "reference has sparse tokens for a mask-only prompt".into(),
-                });
-            }
-            0.0
-        }
-    };
-    let dense_embeddings = data.get("dense_embeddings").map(|r| {
-        let dense = prompt_encoder.embed_dense(b, prompts().dense);
-        metric.diff(&dense.0.expand(r.size(), false), r)
-    });
-
-    // Decoder from the reference embeddings.
-    let decoded = sam.decode(b, reference_embeddings, prompts());
-    let selected = sam.select_outputs(b, &decoded, spec.multimask_output);
-    let low_res_logits = metric.diff(&selected.masks.0.squeeze_dim(0), get(data, "low_res_logits", file)?);
-    let iou_predictions = metric.diff(
-        &selected.iou_predictions.0.squeeze_dim(0),
-        get(data, "iou_predictions", file)?,
-    );
-    let mask_logits = data.get("mask_logits").map(|r| {
-        let full = sam.postprocess_masks(b, &selected.masks, input_hw, original_hw);
-        // A multimask reference may keep only its first full-size mask.
-        metric.diff(&full.0.squeeze_dim(0).narrow(0, 0, r.size()[0]), r)
-    });
-
-    // End to end: our embeddings, our post-processing, binary masks.
-    let decoded = sam.decode(b, our_embeddings, prompts());
-    let selected = sam.select_outputs(b, &decoded, spec.multimask_output);
-    let logits = sam
-        .postprocess_masks(b, &selected.masks, input_hw, original_hw)
-        .0
-        .squeeze_dim(0)
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Float);
-    let ours = logits.gt(sam.config.mask_threshold);
-    let reference_masks = get(data, "masks", file)?.to_kind(Kind::Bool);
-    let differing = ours.logical_xor(&reference_masks);
-    let beyond = differing.logical_and(&logits.abs().ge(MASK_LOGIT_TOLERANCE));
+    let (sparse_embeddings, dense_embeddings) = prompt_encoder_errors(case, &inputs)?;
+    let (low_res_logits, iou_predictions, mask_logits) = decoder_errors(case, &inputs, reference_embeddings)?;
+    let (differing, beyond) = differing_mask_pixels(case, &inputs, our_embeddings)?;
     Ok(CaseReport {
         name: spec.name.clone(),
-        coords: coords_error,
+        coords,
         sparse_embeddings,
         dense_embeddings,
         low_res_logits,
         iou_predictions,
         mask_logits,
-        mask_pixels_differing: differing.sum(Kind::Int64).int64_value(&[]) as usize,
-        mask_pixels_differing_beyond_tolerance: beyond.sum(Kind::Int64).int64_value(&[]) as usize,
+        mask_pixels_differing: differing,
+        mask_pixels_differing_beyond_tolerance: beyond,
     })
+}
+
+/// Our coordinate transform (original pixels to the input frame) against the predictor's own.
+fn coords_error(case: &Case<'_>, coords: Option<&[f32]>) -> f64 {
+    let Some(coords) = coords else {
+        return 0.0;
+    };
+    let ours = Tensor::from_slice(coords).reshape([-1, 2]);
+    let mut error: f64 = 0.0;
+    if let Some(r) = case.data.get("point_coords_input") {
+        error = error.max(case.metric.diff(&ours.narrow(0, 0, r.size()[0]), r));
+    }
+    if let Some(r) = case.data.get("box_input") {
+        let n = ours.size()[0];
+        error = error.max(case.metric.diff(&ours.narrow(0, n - 2, 2).reshape([4]), r));
+    }
+    error
+}
+
+/// Sparse and dense prompt embeddings against the reference's.
+fn prompt_encoder_errors(case: &Case<'_>, inputs: &CaseInputs) -> Result<(f64, Option<f64>), TrainError> {
+    let file = case.spec.file.as_str();
+    let prompt_encoder = case.sam.prompt_encoder();
+    let reference_sparse = get(case.data, "sparse_embeddings", file)?;
+    // LiteMedSAM's reference keeps the batch row only (`[N, C]`).
+    let reference_sparse = &match reference_sparse.dim() {
+        2 => reference_sparse.unsqueeze(0),
+        _ => reference_sparse.shallow_clone(),
+    };
+    let sparse = match &inputs.sparse {
+        Some((c, l)) => case
+            .metric
+            .diff(&prompt_encoder.embed_points(case.b, c, l).0, reference_sparse),
+        None if reference_sparse.size()[1] != 0 => {
+            return Err(TrainError::Reference {
+                file: file.into(),
+                problem: "reference has sparse tokens for a mask-only prompt".into(),
+            })
+        }
+        None => 0.0,
+    };
+    let dense = case.data.get("dense_embeddings").map(|r| {
+        let dense = prompt_encoder.embed_dense(case.b, inputs.prompts().dense);
+        case.metric.diff(&dense.0.expand(r.size(), false), r)
+    });
+    Ok((sparse, dense))
+}
+
+/// The decoder fed the reference embeddings: low-res logits, IoU predictions and (single cases) full-size
+/// logits against the reference's.
+fn decoder_errors(
+    case: &Case<'_>,
+    inputs: &CaseInputs,
+    reference_embeddings: &TchTensor,
+) -> Result<(f64, f64, Option<f64>), TrainError> {
+    let (file, (input_hw, original_hw)) = (case.spec.file.as_str(), case.sizes);
+    let decoded = case.sam.decode(case.b, reference_embeddings, inputs.prompts());
+    let selected = case.sam.select_outputs(case.b, &decoded, case.spec.multimask_output);
+    let low_res = case.metric.diff(
+        &selected.masks.0.squeeze_dim(0),
+        get(case.data, "low_res_logits", file)?,
+    );
+    let iou = case.metric.diff(
+        &selected.iou_predictions.0.squeeze_dim(0),
+        get(case.data, "iou_predictions", file)?,
+    );
+    let mask_logits = case.data.get("mask_logits").map(|r| {
+        let full = case
+            .sam
+            .postprocess_masks(case.b, &selected.masks, input_hw, original_hw);
+        // A multimask reference may keep only its first full-size mask.
+        case.metric.diff(&full.0.squeeze_dim(0).narrow(0, 0, r.size()[0]), r)
+    });
+    Ok((low_res, iou, mask_logits))
+}
+
+/// End to end (our embeddings, our post-processing): binary mask pixels that differ from the reference's,
+/// and those of them whose logit is not within [`MASK_LOGIT_TOLERANCE`] of 0.
+fn differing_mask_pixels(
+    case: &Case<'_>,
+    inputs: &CaseInputs,
+    our_embeddings: &TchTensor,
+) -> Result<(usize, usize), TrainError> {
+    let (input_hw, original_hw) = case.sizes;
+    let decoded = case.sam.decode(case.b, our_embeddings, inputs.prompts());
+    let selected = case.sam.select_outputs(case.b, &decoded, case.spec.multimask_output);
+    let logits = case
+        .sam
+        .postprocess_masks(case.b, &selected.masks, input_hw, original_hw)
+        .0
+        .squeeze_dim(0)
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float);
+    let ours = logits.gt(case.sam.config.mask_threshold);
+    let reference_masks = get(case.data, "masks", &case.spec.file)?.to_kind(Kind::Bool);
+    let differing = ours.logical_xor(&reference_masks);
+    let beyond = differing.logical_and(&logits.abs().ge(MASK_LOGIT_TOLERANCE));
+    let count = |t: &Tensor| t.sum(Kind::Int64).int64_value(&[]) as usize;
+    Ok((count(&differing), count(&beyond)))
 }

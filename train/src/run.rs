@@ -460,7 +460,7 @@ fn train_loop(
         let report = trainer.step_accumulated(&batches_for_step(context, trainer.iteration()));
         final_loss = report.loss;
         let done = trainer.iteration();
-        let validate = !context.val.is_empty() && (done % run.val_every == 0 || done == run.steps);
+        let validate = !context.val.is_empty() && (done.is_multiple_of(run.val_every) || done == run.steps);
         let step_val_loss = validate.then(|| validation_loss(trainer, context));
         val_loss = step_val_loss.or(val_loss);
         let entry = LogEntry {
@@ -472,7 +472,7 @@ fn train_loop(
         };
         let line = serde_json::to_string(&entry).expect("a log entry serializes");
         writeln!(log, "{line}").map_err(|e| IoError::write(&log_path, e))?;
-        if done % run.checkpoint_every == 0 || done == run.steps {
+        if done.is_multiple_of(run.checkpoint_every) || done == run.steps {
             trainer.save_checkpoint(&checkpoint_path(context))?;
         }
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);

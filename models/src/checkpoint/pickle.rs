@@ -259,211 +259,263 @@ impl<'d> Machine<'d> {
     fn run(mut self) -> Result<(Value, usize), Problem> {
         loop {
             let at = self.pos;
-            let op = self.u8()?;
-            match op {
-                0x80 => {
-                    self.u8()?; // PROTO
-                }
-                0x95 => {
-                    self.u64()?; // FRAME
-                }
+            match self.u8()? {
                 b'.' => {
                     let value = self.pop()?;
                     return Ok((value, self.pos));
                 }
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b'(' => self.marks.push(self.stack.len()),
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
-                }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
-                    if self.stack.len() < n {
-                        return Err(Problem(format!("malformed pickle: stack underflow at offset {at}")));
-                    }
-                    let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items));
-                }
-                b'q' => {
-                    let key = self.u8()? as u32;
-                    self.memo_put(key)?;
-                }
-                b'r' => {
-                    let key = self.u32()?;
-                    self.memo_put(key)?;
-                }
-                0x94 => {
-                    let key = self.memo.len() as u32;
-                    self.memo_put(key)?;
-                }
-                b'h' => {
-                    let key = self.u8()? as u32;
-                    let value = self.memo_get(key)?;
-                    self.stack.push(value);
-                }
-                b'j' => {
-                    let key = self.u32()?;
-                    let value = self.memo_get(key)?;
-                    self.stack.push(value);
-                }
-                b'X' => {
-                    let len = self.u32()? as usize;
-                    let value = self.string(len)?;
-                    self.stack.push(value);
-                }
-                0x8c => {
-                    let len = self.u8()? as usize;
-                    let value = self.string(len)?;
-                    self.stack.push(value);
-                }
-                0x8d => {
-                    let len = usize::try_from(self.u64()?).map_err(|_| "pickle string too long".to_string())?;
-                    let value = self.string(len)?;
-                    self.stack.push(value);
-                }
-                b'C' => {
-                    let len = self.u8()? as usize;
-                    let bytes = self.take(len)?.to_vec();
-                    self.stack.push(Value::Bytes(bytes));
-                }
-                b'B' => {
-                    let len = self.u32()? as usize;
-                    let bytes = self.take(len)?.to_vec();
-                    self.stack.push(Value::Bytes(bytes));
-                }
-                b'J' => {
-                    let v = i32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
-                    self.stack.push(Value::Int(v as i64));
-                }
-                b'K' => {
-                    let v = self.u8()?;
-                    self.stack.push(Value::Int(v as i64));
-                }
-                b'M' => {
-                    let v = self.u16()?;
-                    self.stack.push(Value::Int(v as i64));
-                }
-                0x8a => {
-                    let len = self.u8()? as usize;
-                    let bytes = self.take(len)?;
-                    self.stack.push(long_from_bytes(bytes));
-                }
-                b'G' => {
-                    let v = f64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes"));
-                    self.stack.push(Value::Float(v));
-                }
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    self.stack.push(Value::Global(resolve_global(&module, &name)?));
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(resolve_global(&m, &n)?)),
-                        _ => {
-                            return Err(Problem(format!(
-                                "malformed pickle: STACK_GLOBAL without names at offset {at}"
-                            )))
-                        }
-                    }
-                }
-                b'R' | 0x81 => {
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
-                    let value = apply(callable, args).map_err(|e| format!("{e} (offset {at})"))?;
-                    self.stack.push(value);
-                }
-                b'b' => {
-                    let state = self.pop()?;
-                    match (self.top_mut()?, state) {
-                        // OrderedDict attributes such as `_metadata`, and tensor state: data only, ignored.
-                        (Value::Dict(_) | Value::Tensor(_), _) => {}
-                        _ => {
-                            return Err(Problem(format!(
-                                "malformed pickle: BUILD on an unsupported object at offset {at}"
-                            )))
-                        }
-                    }
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    self.stack
-                        .push(persistent_load(pid).map_err(|e| format!("{e} (offset {at})"))?);
-                }
-                b's' => {
-                    let value = self.pop()?;
-                    let key = self.pop()?;
-                    match self.top_mut()? {
-                        Value::Dict(items) => items.push((key, value)),
-                        _ => {
-                            return Err(Problem(format!(
-                                "malformed pickle: SETITEM on a non-dict at offset {at}"
-                            )))
-                        }
-                    }
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    if items.len() % 2 != 0 {
-                        return Err(Problem(format!("malformed pickle: odd SETITEMS at offset {at}")));
-                    }
-                    let Value::Dict(dict) = self.top_mut()? else {
-                        return Err(Problem(format!(
-                            "malformed pickle: SETITEMS on a non-dict at offset {at}"
-                        )));
-                    };
-                    let mut it = items.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        dict.push((k, v));
-                    }
-                }
-                b'a' => {
-                    let value = self.pop()?;
-                    match self.top_mut()? {
-                        Value::List(items) => items.push(value),
-                        _ => {
-                            return Err(Problem(format!(
-                                "malformed pickle: APPEND on a non-list at offset {at}"
-                            )))
-                        }
-                    }
-                }
-                b'e' => {
-                    let items = self.pop_mark()?;
-                    match self.top_mut()? {
-                        Value::List(list) => list.extend(items),
-                        _ => {
-                            return Err(Problem(format!(
-                                "malformed pickle: APPENDS on a non-list at offset {at}"
-                            )))
-                        }
-                    }
-                }
-                b'0' => {
-                    self.pop()?;
-                }
-                b'1' => {
-                    self.pop_mark()?;
-                }
-                b'2' => {
-                    let top = self.top_mut()?.clone();
-                    self.stack.push(top);
-                }
-                other => {
-                    return Err(Problem(format!(
-                        "unsupported pickle opcode 0x{other:02x} at offset {at}"
-                    )))
-                }
+                op => self.step(op, at)?,
             }
         }
+    }
+
+    /// Executes one opcode other than STOP.
+    fn step(&mut self, op: u8, at: usize) -> Result<(), Problem> {
+        match op {
+            0x80 | 0x95 | b'(' | b'0' | b'1' | b'2' => self.framing(op),
+            b'q' | b'r' | 0x94 | b'h' | b'j' => self.memo_op(op),
+            b'X' | 0x8c | 0x8d | b'C' | b'B' | b'J' | b'K' | b'M' | 0x8a | b'G' | b'N' | 0x88 | 0x89 => {
+                self.literal(op)
+            }
+            b'}' | b']' | b')' | b't' | 0x85..=0x87 | b's' | b'u' | b'a' | b'e' => self.container(op, at),
+            b'c' | 0x93 | b'R' | 0x81 | b'b' | b'Q' => self.object(op, at),
+            other => Err(Problem(format!(
+                "unsupported pickle opcode 0x{other:02x} at offset {at}"
+            ))),
+        }
+    }
+
+    /// Protocol, frame, mark and stack-housekeeping opcodes.
+    fn framing(&mut self, op: u8) -> Result<(), Problem> {
+        match op {
+            0x80 => {
+                self.u8()?; // PROTO
+            }
+            0x95 => {
+                self.u64()?; // FRAME
+            }
+            b'(' => self.marks.push(self.stack.len()),
+            b'0' => {
+                self.pop()?;
+            }
+            b'1' => {
+                self.pop_mark()?;
+            }
+            b'2' => {
+                let top = self.top_mut()?.clone();
+                self.stack.push(top);
+            }
+
+            _ => unreachable!("dispatched by `step`"),
+        }
+        Ok(())
+    }
+
+    /// Memo stores and loads.
+    fn memo_op(&mut self, op: u8) -> Result<(), Problem> {
+        match op {
+            b'q' => {
+                let key = self.u8()? as u32;
+                self.memo_put(key)?;
+            }
+            b'r' => {
+                let key = self.u32()?;
+                self.memo_put(key)?;
+            }
+            0x94 => {
+                let key = self.memo.len() as u32;
+                self.memo_put(key)?;
+            }
+            b'h' => {
+                let key = self.u8()? as u32;
+                let value = self.memo_get(key)?;
+                self.stack.push(value);
+            }
+            b'j' => {
+                let key = self.u32()?;
+                let value = self.memo_get(key)?;
+                self.stack.push(value);
+            }
+            _ => unreachable!("dispatched by `step`"),
+        }
+        Ok(())
+    }
+
+    /// Strings, bytes, numbers, None and booleans.
+    fn literal(&mut self, op: u8) -> Result<(), Problem> {
+        match op {
+            b'X' => {
+                let len = self.u32()? as usize;
+                let value = self.string(len)?;
+                self.stack.push(value);
+            }
+            0x8c => {
+                let len = self.u8()? as usize;
+                let value = self.string(len)?;
+                self.stack.push(value);
+            }
+            0x8d => {
+                let len = usize::try_from(self.u64()?).map_err(|_| "pickle string too long".to_string())?;
+                let value = self.string(len)?;
+                self.stack.push(value);
+            }
+            b'C' => {
+                let len = self.u8()? as usize;
+                let bytes = self.take(len)?.to_vec();
+                self.stack.push(Value::Bytes(bytes));
+            }
+            b'B' => {
+                let len = self.u32()? as usize;
+                let bytes = self.take(len)?.to_vec();
+                self.stack.push(Value::Bytes(bytes));
+            }
+            b'J' => {
+                let v = i32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
+                self.stack.push(Value::Int(v as i64));
+            }
+            b'K' => {
+                let v = self.u8()?;
+                self.stack.push(Value::Int(v as i64));
+            }
+            b'M' => {
+                let v = self.u16()?;
+                self.stack.push(Value::Int(v as i64));
+            }
+            0x8a => {
+                let len = self.u8()? as usize;
+                let bytes = self.take(len)?;
+                self.stack.push(long_from_bytes(bytes));
+            }
+            b'G' => {
+                let v = f64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes"));
+                self.stack.push(Value::Float(v));
+            }
+            b'N' => self.stack.push(Value::None),
+            0x88 => self.stack.push(Value::Bool(true)),
+            0x89 => self.stack.push(Value::Bool(false)),
+            _ => unreachable!("dispatched by `step`"),
+        }
+        Ok(())
+    }
+
+    /// Empty containers, tuples, and filling dicts and lists.
+    fn container(&mut self, op: u8, at: usize) -> Result<(), Problem> {
+        match op {
+            b'}' => self.stack.push(Value::Dict(Vec::new())),
+            b']' => self.stack.push(Value::List(Vec::new())),
+            b')' => self.stack.push(Value::Tuple(Vec::new())),
+            b't' => {
+                let items = self.pop_mark()?;
+                self.stack.push(Value::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if self.stack.len() < n {
+                    return Err(Problem(format!("malformed pickle: stack underflow at offset {at}")));
+                }
+                let items = self.stack.split_off(self.stack.len() - n);
+                self.stack.push(Value::Tuple(items));
+            }
+            b's' => {
+                let value = self.pop()?;
+                let key = self.pop()?;
+                match self.top_mut()? {
+                    Value::Dict(items) => items.push((key, value)),
+                    _ => {
+                        return Err(Problem(format!(
+                            "malformed pickle: SETITEM on a non-dict at offset {at}"
+                        )))
+                    }
+                }
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                if items.len() % 2 != 0 {
+                    return Err(Problem(format!("malformed pickle: odd SETITEMS at offset {at}")));
+                }
+                let Value::Dict(dict) = self.top_mut()? else {
+                    return Err(Problem(format!(
+                        "malformed pickle: SETITEMS on a non-dict at offset {at}"
+                    )));
+                };
+                let mut it = items.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    dict.push((k, v));
+                }
+            }
+            b'a' => {
+                let value = self.pop()?;
+                match self.top_mut()? {
+                    Value::List(items) => items.push(value),
+                    _ => {
+                        return Err(Problem(format!(
+                            "malformed pickle: APPEND on a non-list at offset {at}"
+                        )))
+                    }
+                }
+            }
+            b'e' => {
+                let items = self.pop_mark()?;
+                match self.top_mut()? {
+                    Value::List(list) => list.extend(items),
+                    _ => {
+                        return Err(Problem(format!(
+                            "malformed pickle: APPENDS on a non-list at offset {at}"
+                        )))
+                    }
+                }
+            }
+            _ => unreachable!("dispatched by `step`"),
+        }
+        Ok(())
+    }
+
+    /// Globals (checked against the allow-list), calls, BUILD and persistent loads.
+    fn object(&mut self, op: u8, at: usize) -> Result<(), Problem> {
+        match op {
+            b'c' => {
+                let module = self.line()?;
+                let name = self.line()?;
+                self.stack.push(Value::Global(resolve_global(&module, &name)?));
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                match (module, name) {
+                    (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(resolve_global(&m, &n)?)),
+                    _ => {
+                        return Err(Problem(format!(
+                            "malformed pickle: STACK_GLOBAL without names at offset {at}"
+                        )))
+                    }
+                }
+            }
+            b'R' | 0x81 => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                let value = apply(callable, args).map_err(|e| format!("{e} (offset {at})"))?;
+                self.stack.push(value);
+            }
+            b'b' => {
+                let state = self.pop()?;
+                match (self.top_mut()?, state) {
+                    // OrderedDict attributes such as `_metadata`, and tensor state: data only, ignored.
+                    (Value::Dict(_) | Value::Tensor(_), _) => {}
+                    _ => {
+                        return Err(Problem(format!(
+                            "malformed pickle: BUILD on an unsupported object at offset {at}"
+                        )))
+                    }
+                }
+            }
+            b'Q' => {
+                let pid = self.pop()?;
+                self.stack
+                    .push(persistent_load(pid).map_err(|e| format!("{e} (offset {at})"))?);
+            }
+            _ => unreachable!("dispatched by `step`"),
+        }
+        Ok(())
     }
 }
 
