@@ -20,6 +20,7 @@ use nifti::{NiftiHeader, NiftiType, XForm};
 
 use crate::dicom_guard::check_lengths;
 use crate::error::Cause;
+use crate::j2k_guard::{check_j2k_fragments, J2kLayout};
 use crate::rle_guard::{check_rle_fragments, RleLayout};
 use crate::volume::{GridHeader, Volume};
 use crate::IoError;
@@ -122,6 +123,23 @@ fn functional<'a>(
         .into_iter()
         .flatten()
         .find_map(|group| numbers(first_item(group, macro_tag)?, tag))
+}
+
+/// UIDs of JPEG 2000 (lossless only, and lossy).
+const JPEG_2000: [&str; 2] = ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"];
+
+/// Refuses JPEG 2000 codestreams that describe another image than the attributes ([`crate::j2k_guard`]).
+fn check_j2k(path: &Path, obj: &DefaultDicomObject, size: ImageSize) -> Result<(), IoError> {
+    let Some(fragments) = obj.get(tags::PIXEL_DATA).and_then(|e| e.fragments()) else {
+        return Ok(());
+    };
+    let layout = J2kLayout {
+        rows: size.rows,
+        columns: size.columns,
+        samples: size.samples,
+    };
+    check_j2k_fragments(fragments, layout)
+        .map_err(|e| IoError::corrupt(path, "cannot decode the pixel data (JPEG 2000)", e))
 }
 
 /// UID of RLE Lossless.
@@ -231,6 +249,9 @@ fn image_size(
     }
     if transfer_syntax == RLE_LOSSLESS {
         check_rle(path, obj, rows * columns, size.samples)?;
+    }
+    if JPEG_2000.contains(&transfer_syntax) {
+        check_j2k(path, obj, size)?;
     }
     Ok(size)
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod image2d;
 pub mod input;
 pub mod intensity;
+pub mod j2k_guard;
 pub mod nifti1_guard;
 pub mod nifti2;
 pub mod nifti_io;

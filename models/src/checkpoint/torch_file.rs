@@ -8,8 +8,16 @@ use super::pickle::{self, StorageDtype, TensorRef, Value};
 use super::{Entry, HostTensor};
 use crate::Problem;
 
+/// Bytes the entries of a zip checkpoint may inflate to, per byte of the file (plus [`MIN_INFLATE_BUDGET`]):
+/// PyTorch stores its entries uncompressed (ratio 1) and a deflated re-zip of float weights stays near 1, so
+/// this only bounds what a corrupt size field or a zip bomb can make the reader allocate.
+const MAX_INFLATION: u64 = 16;
+/// Inflated bytes any zip checkpoint may hold, however small the file.
+const MIN_INFLATE_BUDGET: u64 = 1 << 20;
+
 /// Reads a zip-format `torch.save` file.
 pub(super) fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Entry)>, Problem> {
+    let mut budget = (bytes.len() as u64).saturating_mul(MAX_INFLATION) + MIN_INFLATE_BUDGET;
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("invalid PyTorch zip archive: {e}"))?;
     let pkl_name = (0..archive.len())
@@ -17,34 +25,44 @@ pub(super) fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Entry)>, Problem> {
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1)
         .ok_or("invalid PyTorch zip archive: no <archive>/data.pkl")?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-    if let Ok(mut order) = archive.by_name(&format!("{prefix}byteorder")) {
+    if let Ok(order) = archive.by_name(&format!("{prefix}byteorder")) {
         let mut text = String::new();
         order
+            .take(16)
             .read_to_string(&mut text)
             .map_err(|e| format!("cannot read byteorder: {e}"))?;
         if text.trim() != "little" {
             return Err(Problem(format!("unsupported byte order '{}'", text.trim())));
         }
     }
-    let pkl = read_entry(&mut archive, &pkl_name)?;
+    let pkl = read_entry(&mut archive, &pkl_name, &mut budget)?;
     let (root, _) = pickle::parse(&pkl)?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     convert_root(root, &mut |tensor: &TensorRef| {
         let key = &tensor.storage.key;
         if !storages.contains_key(key) {
-            let data = read_entry(&mut archive, &format!("{prefix}data/{key}"))?;
+            let data = read_entry(&mut archive, &format!("{prefix}data/{key}"), &mut budget)?;
             storages.insert(key.clone(), data);
         }
         materialize(tensor, &storages[key])
     })
 }
 
-fn read_entry(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>, Problem> {
-    let mut file = archive
+/// Reads entry `name`, whose declared size must fit in what is left of `budget` (and is taken from it).
+fn read_entry(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str, budget: &mut u64) -> Result<Vec<u8>, Problem> {
+    let file = archive
         .by_name(name)
         .map_err(|e| format!("archive entry '{name}': {e}"))?;
-    let mut out = Vec::with_capacity(file.size().min(1 << 32) as usize);
-    file.read_to_end(&mut out)
+    let declared = file.size();
+    if declared > *budget {
+        return Err(Problem(format!(
+            "archive entry '{name}' declares {declared} bytes, more than an archive of this size holds"
+        )));
+    }
+    *budget -= declared;
+    let mut out = Vec::with_capacity(declared as usize);
+    file.take(declared)
+        .read_to_end(&mut out)
         .map_err(|e| format!("archive entry '{name}' is truncated or corrupt: {e}"))?;
     Ok(out)
 }
