@@ -243,6 +243,10 @@ fn walk_at_depth(bytes: &[u8], encoding: Encoding, depth: usize) -> Result<(), L
     // Fewer than 8 bytes left cannot hold an element; the parser reports real truncation itself.
     while pos + 8 <= bytes.len() {
         let header = read_header(bytes, pos, encoding)?;
+        if (header.group, header.element) == PIXEL_DATA && header.length == UNDEFINED {
+            pos = header.value_start + fragments_len(&bytes[header.value_start..], encoding)?;
+            continue;
+        }
         if header.length == UNDEFINED {
             pos = header.value_start;
             continue;
@@ -250,6 +254,13 @@ fn walk_at_depth(bytes: &[u8], encoding: Encoding, depth: usize) -> Result<(), L
         let end = value_end(bytes, &header)?;
         if header.is_sequence {
             walk_items(&bytes[header.value_start..end], encoding, depth + 1)?;
+        } else if (header.group, header.element) == ITEM {
+            // An item met by the flat walk lies in an undefined-length element other than encapsulated pixel
+            // data, which dicom-rs reads as a sequence (whatever its VR): the item holds a dataset.
+            if depth >= MAX_SEQUENCE_DEPTH {
+                return Err(LengthError::TooDeep);
+            }
+            walk_at_depth(&bytes[header.value_start..end], encoding, depth + 1)?;
         }
         pos = end;
     }
@@ -279,6 +290,27 @@ fn walk_items(bytes: &[u8], encoding: Encoding, depth: usize) -> Result<(), Leng
 
 /// Tag of a sequence item.
 const ITEM: (u16, u16) = (0xFFFE, 0xE000);
+const SEQUENCE_DELIMITER: (u16, u16) = (0xFFFE, 0xE0DD);
+const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
+
+/// Encapsulated pixel data (undefined-length Pixel Data): dicom-rs reads every header there as a tag and a
+/// 4-byte length, whatever the tag, until the sequence delimiter. Each declared length is checked as the parser
+/// will read it; returns the bytes up to and including the delimiter (or to the end).
+fn fragments_len(bytes: &[u8], encoding: Encoding) -> Result<usize, LengthError> {
+    let items = Encoding {
+        explicit_vr: false,
+        ..encoding
+    };
+    let mut pos = 0;
+    while pos + 8 <= bytes.len() {
+        let header = read_header(bytes, pos, items)?;
+        if (header.group, header.element) == SEQUENCE_DELIMITER {
+            return Ok(header.value_start);
+        }
+        pos = value_end(bytes, &header)?;
+    }
+    Ok(bytes.len())
+}
 
 #[cfg(test)]
 mod tests {
@@ -363,5 +395,36 @@ mod tests {
         elements.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0x00, 0x00, 0x00, 0x80]);
         let err = check_lengths(&explicit_le_file(&elements)).unwrap_err().to_string();
         assert!(err.contains("(FFFE,E000) claims 2147483648 bytes"), "{err}");
+    }
+
+    #[test]
+    fn fragments_of_encapsulated_pixel_data_are_read_as_the_parser_reads_them() {
+        // Undefined-length Pixel Data whose first "item" tag is corrupt: dicom-rs reads tag + 4-byte length
+        // (here 1 GB), not an explicit VR.
+        let mut element = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        element.extend_from_slice(&[0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x00, 0x00, 0x40]);
+        element.extend_from_slice(&[0u8; 16]);
+        let err = check_lengths(&explicit_le_file(&element)).unwrap_err().to_string();
+        assert!(err.contains("(4FFF,51FF) claims 1073741824 bytes"), "{err}");
+        // The same with an item tag and a fitting length passes, and the walk goes on after the delimiter.
+        let mut element = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        element.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 1, 2, 3, 4]);
+        element.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        element.extend_from_slice(&[0x08, 0x00, 0x20, 0x00, b'D', b'A', 0xFF, 0x7F]);
+        let err = check_lengths(&explicit_le_file(&element)).unwrap_err().to_string();
+        assert!(err.contains("(0008,0020) claims 32767 bytes"), "{err}");
+    }
+
+    #[test]
+    fn items_of_undefined_length_elements_hold_datasets_that_are_checked() {
+        // An undefined-length OW that is not Pixel Data (a corrupted tag): dicom-rs reads it as a sequence, so
+        // its defined-length item holds elements, one of which claims 1 GB.
+        let mut element = vec![0x10, 0x30, 0xE0, 0x00, b'O', b'W', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        element.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 20, 0, 0, 0]);
+        element.extend_from_slice(&[0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x29, 0, 0, 0, 0, 0, 0x40]);
+        element.extend_from_slice(&[0u8; 8]);
+        element.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        let err = check_lengths(&explicit_le_file(&element)).unwrap_err().to_string();
+        assert!(err.contains("(4FFF,51FF) claims 1073741824 bytes"), "{err}");
     }
 }
