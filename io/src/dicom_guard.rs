@@ -24,6 +24,21 @@ pub enum LengthError {
         /// Bytes left after its header.
         remaining: usize,
     },
+    /// A binary value whose length is not a whole number of its values: dicom-rs reads only the whole
+    /// values and so loses its place in the file.
+    #[error("element ({group:04X},{element:04X}) of VR {vr} has {length} bytes, not a multiple of {size}")]
+    Misaligned {
+        /// Tag group.
+        group: u16,
+        /// Tag element.
+        element: u16,
+        /// The value representation.
+        vr: String,
+        /// Declared length.
+        length: u32,
+        /// Bytes per value of the VR.
+        size: u32,
+    },
     /// An element header cut off by the end of the data.
     #[error("truncated element header at byte {0}")]
     TruncatedHeader(usize),
@@ -206,25 +221,51 @@ fn read_header(bytes: &[u8], pos: usize, encoding: Encoding) -> Result<Header, L
             | b"UL"
             | b"US"
     );
-    if !short_form {
+    let header = if !short_form {
         if pos + 12 > bytes.len() {
             return Err(truncated());
         }
-        Ok(Header {
+        Header {
             group,
             element,
             length: u32_at(pos + 8),
             value_start: pos + 12,
             is_sequence: &vr == b"SQ",
-        })
+        }
     } else {
-        Ok(Header {
+        Header {
             group,
             element,
             length: u16_at(pos + 6) as u32,
             value_start: pos + 8,
             is_sequence: false,
-        })
+        }
+    };
+    check_whole_values(&header, vr)?;
+    Ok(header)
+}
+
+/// Bytes per value of the binary VRs that dicom-rs reads value by value (`len / size` values).
+fn value_size(vr: [u8; 2]) -> Option<u32> {
+    match &vr {
+        b"US" | b"SS" | b"OW" => Some(2),
+        b"AT" | b"FL" | b"OF" | b"SL" | b"UL" | b"OL" => Some(4),
+        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => Some(8),
+        _ => None,
+    }
+}
+
+/// A defined length of such a VR must be a whole number of values.
+fn check_whole_values(header: &Header, vr: [u8; 2]) -> Result<(), LengthError> {
+    match value_size(vr) {
+        Some(size) if header.length != UNDEFINED && header.length % size != 0 => Err(LengthError::Misaligned {
+            group: header.group,
+            element: header.element,
+            vr: String::from_utf8_lossy(&vr).into_owned(),
+            length: header.length,
+            size,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -426,5 +467,20 @@ mod tests {
         element.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         let err = check_lengths(&explicit_le_file(&element)).unwrap_err().to_string();
         assert!(err.contains("(4FFF,51FF) claims 1073741824 bytes"), "{err}");
+    }
+
+    #[test]
+    fn binary_values_must_be_whole() {
+        // AT with 10 bytes: dicom-rs reads two tags (8 bytes) and takes the 2 left for the next header.
+        let element = [
+            0x18, 0x00, 0x80, 0x00, b'A', b'T', 10, 0, b'4', b'0', b'0', b'0', b'.', b'0', b'0', b'0', b'0', b' ',
+        ];
+        let err = check_lengths(&explicit_le_file(&element)).unwrap_err().to_string();
+        assert!(
+            err.contains("(0018,0080) of VR AT has 10 bytes, not a multiple of 4"),
+            "{err}"
+        );
+        let element = [0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 64, 0];
+        check_lengths(&explicit_le_file(&element)).unwrap();
     }
 }

@@ -33,9 +33,9 @@ pub enum Nifti1Error {
         /// Its value.
         size: i16,
     },
-    /// Bits per voxel that are not a positive multiple of 8.
-    #[error("bitpix {0} is not a whole number of bytes")]
-    Bitpix(i16),
+    /// A data type code NIfTI-1 does not define.
+    #[error("unknown NIfTI data type {0}")]
+    DataType(i16),
     /// `vox_offset` before the end of the header or not a number.
     #[error("vox_offset {0} lies inside the header")]
     Offset(f32),
@@ -100,12 +100,11 @@ fn parse(bytes: &[u8]) -> Result<Header, Nifti1Error> {
         if size < 1 {
             return Err(Nifti1Error::Size { axis, size });
         }
-        voxels *= size as u64;
+        voxels = voxels.saturating_mul(size as u64);
     }
-    let bitpix = i16_at(72);
-    if bitpix < 8 || bitpix % 8 != 0 {
-        return Err(Nifti1Error::Bitpix(bitpix));
-    }
+    // The `nifti` crate sizes the data by the data type, not by `bitpix` (which sloppy writers get wrong).
+    let datatype = i16_at(70);
+    let bits = datatype_bits(datatype).ok_or(Nifti1Error::DataType(datatype))?;
     let raw: [u8; 4] = bytes[108..112].try_into().expect("4 bytes");
     let vox_offset = if little_endian {
         f32::from_le_bytes(raw)
@@ -115,7 +114,21 @@ fn parse(bytes: &[u8]) -> Result<Header, Nifti1Error> {
     Ok(Header {
         little_endian,
         vox_offset,
-        data_bytes: voxels * (bitpix as u64 / 8),
+        data_bytes: voxels.saturating_mul(bits as u64 / 8),
+    })
+}
+
+/// Bits per voxel of a NIfTI-1 data type code.
+fn datatype_bits(datatype: i16) -> Option<i16> {
+    Some(match datatype {
+        2 | 256 => 8,
+        4 | 512 => 16,
+        128 => 24,
+        8 | 16 | 768 | 2304 => 32,
+        32 | 64 | 1024 | 1280 => 64,
+        1536 | 1792 => 128,
+        2048 => 256,
+        _ => return None,
     })
 }
 
@@ -142,15 +155,16 @@ pub fn check_nifti1(bytes: &[u8]) -> Result<(), Nifti1Error> {
         return Err(Nifti1Error::Offset(header.vox_offset));
     }
     let data_start = (header.vox_offset as usize).max(PREAMBLE);
-    if bytes[348] != 0 {
-        check_extensions(bytes, &header, data_start)?;
-    }
-    let needed = data_start as u64 + header.data_bytes;
+    let needed = (data_start as u64).saturating_add(header.data_bytes);
     if needed > bytes.len() as u64 {
         return Err(Nifti1Error::Truncated {
             needed,
             len: bytes.len(),
         });
+    }
+    // The data lies within the bytes, so the extensions before it do too.
+    if bytes[348] != 0 {
+        check_extensions(bytes, &header, data_start)?;
     }
     Ok(())
 }
@@ -165,7 +179,7 @@ fn check_extensions(bytes: &[u8], header: &Header, data_start: usize) -> Result<
         } else {
             i32::from_be_bytes(raw)
         };
-        if size < 8 || at as u64 + size as u64 > data_start as u64 {
+        if size < 8 || (at as u64).saturating_add(size as u64) > data_start as u64 {
             return Err(Nifti1Error::Extension { at, size });
         }
         at += size as usize;
@@ -217,10 +231,21 @@ mod tests {
         assert!(err.to_string().contains("extension at byte 352"), "{err}");
         bytes[352..356].copy_from_slice(&16i32.to_le_bytes());
         check_nifti1(&bytes).unwrap();
-        let mut bytes = file(&[2, -2, 2], 8);
+        let bytes = file(&[2, -2, 2], 8);
         assert!(check_nifti1(&bytes).unwrap_err().to_string().contains("dim[2] = -2"));
-        bytes = file(&[2, 2, 2], 8);
-        bytes[72..74].copy_from_slice(&12i16.to_le_bytes());
-        assert!(check_nifti1(&bytes).unwrap_err().to_string().contains("bitpix 12"));
+    }
+
+    #[test]
+    fn the_data_size_follows_the_data_type() {
+        // float32 voxels: 4 bytes each, whatever bitpix says.
+        let mut bytes = file(&[2, 2, 2], 8);
+        bytes[70..72].copy_from_slice(&16i16.to_le_bytes());
+        let err = check_nifti1(&bytes).unwrap_err().to_string();
+        assert!(err.contains("needs 384 bytes"), "{err}");
+        bytes[70..72].copy_from_slice(&77i16.to_le_bytes());
+        assert!(check_nifti1(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown NIfTI data type 77"));
     }
 }

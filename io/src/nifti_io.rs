@@ -187,9 +187,9 @@ pub fn nifti_from_bytes(path: &Path, raw: &[u8], volume: Option<usize>) -> Resul
         .map_err(|_| IoError::unusable(path, "the NIfTI reader crashed on this file (corrupt header?)"))?
         .map_err(|e| IoError::corrupt(path, "not a readable NIfTI file (truncated or corrupt?)", e))?;
     let header = object.header().clone();
-    let array = object
-        .into_volume()
-        .into_ndarray::<f32>()
+    // The crate panics on data it finds inconsistent; such a panic is contained like a read error.
+    let array = std::panic::catch_unwind(|| object.into_volume().into_ndarray::<f32>())
+        .map_err(|_| IoError::unusable(path, "the NIfTI reader crashed on the voxel data (corrupt header?)"))?
         .map_err(|e| IoError::corrupt(path, "cannot read the voxel data", e))?;
     let (data, note) = select_volume(path, array, volume)?;
     Ok(Volume {
