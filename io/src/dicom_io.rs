@@ -237,7 +237,16 @@ fn image_size(
             ),
         ));
     }
-    let bits_stored = int(tags::BITS_STORED).unwrap_or(8);
+    let bits_allocated = int(tags::BITS_ALLOCATED).unwrap_or(8);
+    let bits_stored = int(tags::BITS_STORED).unwrap_or(bits_allocated);
+    if !matches!(bits_allocated, 1 | 8 | 16 | 32 | 64) || !(1..=32.min(bits_allocated)).contains(&bits_stored) {
+        return Err(IoError::unusable(
+            path,
+            format!(
+                "Bits Allocated {bits_allocated} and Bits Stored {bits_stored} describe no pixel format medico reads"
+            ),
+        ));
+    }
     if transfer_syntax == "1.2.840.10008.1.2.4.51" && bits_stored > 8 {
         return Err(IoError::unusable(
             path,
@@ -286,9 +295,11 @@ fn decode_frames(
     } else {
         let mut frames = Vec::with_capacity(n_frames);
         for f in 0..n_frames {
-            let values: Vec<f32> = decoded
-                .to_vec_frame(f as u32)
-                .map_err(|e| IoError::corrupt(path, format!("cannot convert frame {f}"), e))?;
+            // The conversion (rescale, LUTs) asserts on attributes it finds impossible: contained too.
+            let values: Vec<f32> =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoded.to_vec_frame(f as u32)))
+                    .map_err(|_| IoError::unusable(path, format!("the converter failed on frame {f}")))?
+                    .map_err(|e| IoError::corrupt(path, format!("cannot convert frame {f}"), e))?;
             frames.push(if samples == 3 { luma(&values) } else { values });
         }
         frames
