@@ -563,7 +563,15 @@ fn assemble(path: &Path, images: Vec<DicomImage>, format: String) -> Result<Volu
         step,
         origin,
     ]);
-    let header = nifti_header_for(&data, &affine, &format);
+    check_affine(path, &affine)?;
+    // The `nifti` crate fits a quaternion to the affine and panics where that fails numerically (a corrupt
+    // but finite geometry): contained like the decoders.
+    let header = std::panic::catch_unwind(|| nifti_header_for(&data, &affine, &format)).map_err(|_| {
+        IoError::unusable(
+            path,
+            "the image geometry gives no NIfTI orientation (corrupt orientation or spacing?)",
+        )
+    })?;
     Ok(Volume {
         data,
         affine,
@@ -621,6 +629,23 @@ fn stack_frames(slices: &[PositionedFrame], columns: usize, rows: usize) -> Arra
         }
     }
     data
+}
+
+/// The affine must map voxels to points: every entry finite in the f32 a NIfTI header stores, and the
+/// 3x3 part invertible (orientation vectors not parallel, spacings not zero).
+fn check_affine(path: &Path, affine: &[[f64; 4]; 4]) -> Result<(), IoError> {
+    let finite = affine.iter().flatten().all(|&v| (v as f32).is_finite());
+    let m = |r: usize, c: usize| affine[r][c];
+    let det = m(0, 0) * (m(1, 1) * m(2, 2) - m(1, 2) * m(2, 1)) - m(0, 1) * (m(1, 0) * m(2, 2) - m(1, 2) * m(2, 0))
+        + m(0, 2) * (m(1, 0) * m(2, 1) - m(1, 1) * m(2, 0));
+    if finite && det.is_finite() && det.abs() > 1e-12 {
+        Ok(())
+    } else {
+        Err(IoError::unusable(
+            path,
+            "the image geometry (orientation, pixel spacing, slice positions) describes no usable voxel grid",
+        ))
+    }
 }
 
 /// The RAS voxel-to-world affine of LPS columns (column step, row step, slice step, origin): x and y
