@@ -78,9 +78,27 @@ pub fn check_lengths(bytes: &[u8]) -> Result<(), LengthError> {
     // File meta group (0002,xxxx): always explicit VR little endian.
     let mut transfer_syntax = String::new();
     let mut pos = start;
-    while pos + 8 <= bytes.len() && u16::from_le_bytes([bytes[pos], bytes[pos + 1]]) == 0x0002 {
+    // dicom-rs reads the meta elements after the group length (0002,0000) until that many bytes are read
+    // (whatever their group), and the dataset starts there.
+    let mut group_length: Option<u64> = None;
+    let mut meta_read: u64 = 0;
+    while pos + 8 <= bytes.len() {
+        let in_meta = match group_length {
+            // Read on while the declared length lasts, whatever the elements' group.
+            Some(length) => meta_read < length,
+            None => u16::from_le_bytes([bytes[pos], bytes[pos + 1]]) == 0x0002,
+        };
+        if !in_meta {
+            break;
+        }
         let header = read_header(bytes, pos, meta_encoding)?;
         let value_end = value_end(bytes, &header)?;
+        if header.element == 0x0000 && group_length.is_none() && header.length == 4 {
+            let value: [u8; 4] = bytes[header.value_start..value_end].try_into().expect("4 bytes");
+            group_length = Some(u32::from_le_bytes(value) as u64);
+        } else {
+            meta_read += (value_end - pos) as u64;
+        }
         if header.element == 0x0010 {
             transfer_syntax = String::from_utf8_lossy(&bytes[header.value_start..value_end])
                 .trim_end_matches(['\0', ' '])
