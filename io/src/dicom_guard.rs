@@ -276,13 +276,15 @@ fn value_size(vr: [u8; 2]) -> Option<u32> {
 /// A defined length of such a VR must be a whole number of values.
 fn check_whole_values(header: &Header, vr: [u8; 2]) -> Result<(), LengthError> {
     match value_size(vr) {
-        Some(size) if header.length != UNDEFINED && header.length % size != 0 => Err(LengthError::Misaligned {
-            group: header.group,
-            element: header.element,
-            vr: String::from_utf8_lossy(&vr).into_owned(),
-            length: header.length,
-            size,
-        }),
+        Some(size) if header.length != UNDEFINED && !header.length.is_multiple_of(size) => {
+            Err(LengthError::Misaligned {
+                group: header.group,
+                element: header.element,
+                vr: String::from_utf8_lossy(&vr).into_owned(),
+                length: header.length,
+                size,
+            })
+        }
         _ => Ok(()),
     }
 }
