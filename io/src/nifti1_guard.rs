@@ -33,6 +33,16 @@ pub enum Nifti1Error {
         /// Its value.
         size: i16,
     },
+    /// Bits per voxel that are not its data type's.
+    #[error("bitpix {bitpix} does not fit data type {datatype} ({expected} bits)")]
+    DataTypeBits {
+        /// `datatype`.
+        datatype: i16,
+        /// `bitpix`.
+        bitpix: i16,
+        /// The data type's bits.
+        expected: i16,
+    },
     /// A data type code NIfTI-1 does not define.
     #[error("unknown NIfTI data type {0}")]
     DataType(i16),
@@ -102,9 +112,18 @@ fn parse(bytes: &[u8]) -> Result<Header, Nifti1Error> {
         }
         voxels = voxels.saturating_mul(size as u64);
     }
-    // The `nifti` crate sizes the data by the data type, not by `bitpix` (which sloppy writers get wrong).
+    // The `nifti` crate reads the data by `bitpix` and converts it by the data type: both must agree (a file
+    // where they differ never read: the conversion found the data inconsistent).
     let datatype = i16_at(70);
     let bits = datatype_bits(datatype).ok_or(Nifti1Error::DataType(datatype))?;
+    let bitpix = i16_at(72);
+    if bitpix != bits {
+        return Err(Nifti1Error::DataTypeBits {
+            datatype,
+            bitpix,
+            expected: bits,
+        });
+    }
     let raw: [u8; 4] = bytes[108..112].try_into().expect("4 bytes");
     let vox_offset = if little_endian {
         f32::from_le_bytes(raw)
@@ -172,8 +191,13 @@ pub fn check_nifti1(bytes: &[u8]) -> Result<(), Nifti1Error> {
 /// Each extension (size, code, data) must have a size of at least 8 and end by the data.
 fn check_extensions(bytes: &[u8], header: &Header, data_start: usize) -> Result<(), Nifti1Error> {
     let mut at = PREAMBLE;
-    while at + 8 <= data_start {
-        let raw: [u8; 4] = bytes[at..at + 4].try_into().expect("4 bytes");
+    // The crate reads extensions while their offset is below the data, even a last one of fewer than 8 bytes
+    // whose size it then takes from the data.
+    while at < data_start {
+        let Some(raw) = bytes.get(at..at + 4) else {
+            return Err(Nifti1Error::Extension { at, size: 0 });
+        };
+        let raw: [u8; 4] = raw.try_into().expect("4 bytes");
         let size = if header.little_endian {
             i32::from_le_bytes(raw)
         } else {
@@ -236,10 +260,13 @@ mod tests {
     }
 
     #[test]
-    fn the_data_size_follows_the_data_type() {
-        // float32 voxels: 4 bytes each, whatever bitpix says.
+    fn bitpix_must_be_the_data_types_and_sizes_the_data() {
         let mut bytes = file(&[2, 2, 2], 8);
         bytes[70..72].copy_from_slice(&16i16.to_le_bytes());
+        let err = check_nifti1(&bytes).unwrap_err().to_string();
+        assert!(err.contains("bitpix 8 does not fit data type 16 (32 bits)"), "{err}");
+        // float32 voxels with bitpix 32: 4 bytes each.
+        bytes[72..74].copy_from_slice(&32i16.to_le_bytes());
         let err = check_nifti1(&bytes).unwrap_err().to_string();
         assert!(err.contains("needs 384 bytes"), "{err}");
         bytes[70..72].copy_from_slice(&77i16.to_le_bytes());
@@ -247,5 +274,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown NIfTI data type 77"));
+    }
+
+    #[test]
+    fn an_extension_header_cut_by_the_data_is_refused() {
+        // vox_offset 353: one byte after the extension flag, which the crate still reads as an extension whose
+        // size comes from the data.
+        let mut bytes = file(&[2, 2, 2], 9);
+        bytes[108..112].copy_from_slice(&353f32.to_le_bytes());
+        bytes[348] = 1;
+        bytes[352..356].copy_from_slice(&0x2020_2020i32.to_le_bytes());
+        let err = check_nifti1(&bytes).unwrap_err().to_string();
+        assert!(err.contains("extension at byte 352"), "{err}");
     }
 }
