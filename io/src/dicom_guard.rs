@@ -204,13 +204,17 @@ fn read_header(bytes: &[u8], pos: usize, encoding: Encoding) -> Result<Header, L
     let (group, element) = (u16_at(pos), u16_at(pos + 2));
     // Items and delimiters have no VR in any encoding.
     if group == 0xFFFE || !encoding.explicit_vr {
-        return Ok(Header {
+        let header = Header {
             group,
             element,
             length: u32_at(pos + 4),
             value_start: pos + 8,
             is_sequence: false,
-        });
+        };
+        if group != 0xFFFE {
+            check_whole_values(&header, implicit_vr(group, element))?;
+        }
+        return Ok(header);
     }
     let vr = [bytes[pos + 4], bytes[pos + 5]];
     // The VRs with a 2-byte length; dicom-rs reads any other, an unknown (corrupt) VR included, as UN with a
@@ -261,6 +265,22 @@ fn read_header(bytes: &[u8], pos: usize, encoding: Encoding) -> Result<Header, L
     };
     check_whole_values(&header, vr)?;
     Ok(header)
+}
+
+/// The VR dicom-rs gives an implicit-VR element: OW for pixel and overlay data, else the standard
+/// dictionary's (UN when it has none).
+fn implicit_vr(group: u16, element: u16) -> [u8; 2] {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    if (group, element) == PIXEL_DATA || (group >> 8 == 0x60 && element == 0x3000) {
+        return *b"OW";
+    }
+    let vr = dicom_dictionary_std::StandardDataDictionary
+        .by_tag(dicom_core::Tag(group, element))
+        .map(|entry| entry.vr().relaxed())
+        .unwrap_or(dicom_core::VR::UN);
+    let text = vr.to_string();
+    let bytes = text.as_bytes();
+    [bytes[0], bytes.get(1).copied().unwrap_or(b' ')]
 }
 
 /// Bytes per value of the binary VRs that dicom-rs reads value by value (`len / size` values).
@@ -502,5 +522,23 @@ mod tests {
         );
         let element = [0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 64, 0];
         check_lengths(&explicit_le_file(&element)).unwrap();
+    }
+
+    #[test]
+    fn implicit_vr_values_are_checked_by_the_dictionary_vr() {
+        // Implicit VR little endian; (001A,0000) is a group length (UL) of 6 bytes: dicom-rs reads one UL and
+        // takes the 2 left for the next header.
+        let ts = b"1.2.840.10008.1.2\0";
+        let mut bytes = vec![0u8; 128];
+        bytes.extend_from_slice(b"DICM");
+        bytes.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        bytes.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(ts);
+        bytes.extend_from_slice(&[0x1A, 0x00, 0x00, 0x00, 6, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
+        let err = check_lengths(&bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("(001A,0000) of VR UL has 6 bytes, not a multiple of 4"),
+            "{err}"
+        );
     }
 }
