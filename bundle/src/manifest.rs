@@ -39,14 +39,6 @@ pub enum GraphRole {
 }
 
 impl GraphRole {
-    /// Every role, in the order bundles list them.
-    pub const ALL: [GraphRole; 4] = [
-        GraphRole::Encoder,
-        GraphRole::Decoder,
-        GraphRole::DecoderSingle,
-        GraphRole::DecoderLowres,
-    ];
-
     /// The name `model.json` uses.
     pub fn name(self) -> &'static str {
         match self {
@@ -134,7 +126,12 @@ mod tests {
 
     #[test]
     fn graph_roles_are_written_as_model_json_names() {
-        for role in GraphRole::ALL {
+        for role in [
+            GraphRole::Encoder,
+            GraphRole::Decoder,
+            GraphRole::DecoderSingle,
+            GraphRole::DecoderLowres,
+        ] {
             let json = serde_json::to_string(&role).unwrap();
             assert_eq!(json, format!("\"{}\"", role.name()));
             assert_eq!(serde_json::from_str::<GraphRole>(&json).unwrap(), role);

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::Xxh3;
 
+use medico_bundle::checksum::hex;
 use medico_bundle::{Manifest, Provenance};
 
 use crate::bundle::{export_bundle, ExportError, ExportRequest};
@@ -292,11 +293,7 @@ impl Checksum {
         match self {
             Self::Xxh128(h) => format!("xxh128:{:032x}", h.digest128()),
             Self::Sha256(h) => {
-                let digest = h.clone().finalize();
-                format!(
-                    "sha256:{}",
-                    digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                )
+                format!("sha256:{}", hex(&h.clone().finalize()))
             }
         }
     }

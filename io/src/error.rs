@@ -56,22 +56,6 @@ pub enum IoError {
 }
 
 impl IoError {
-    /// The file the error is about.
-    pub fn path(&self) -> &Path {
-        match self {
-            IoError::NotFound { path }
-            | IoError::Read { path, .. }
-            | IoError::Corrupt { path, .. }
-            | IoError::Unusable { path, .. }
-            | IoError::Write { path, .. } => path,
-        }
-    }
-
-    /// True for a failed output (the input was fine).
-    pub fn is_output(&self) -> bool {
-        matches!(self, IoError::Write { .. })
-    }
-
     /// A read failure of `path`.
     pub fn read(path: &Path, source: std::io::Error) -> Self {
         IoError::Read {
@@ -127,7 +111,5 @@ mod tests {
         let inner = std::io::Error::other("disk on fire");
         let error = IoError::read(Path::new("/scan.nii"), inner);
         assert_eq!(chain_text(&error), "/scan.nii: cannot read: disk on fire");
-        assert_eq!(error.path(), Path::new("/scan.nii"));
-        assert!(!error.is_output());
     }
 }
