@@ -1,9 +1,10 @@
 //! `medico-cli checkpoint info`: what a checkpoint holds and whether it is a valid SAM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
+use medico_export::overlay::{changed_tensors, rounded, write_overlay, OverlayPrecision};
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{EncoderConfig, Sam, SamConfig};
 
@@ -25,15 +26,85 @@ pub enum CheckpointCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Writes what a finetune changed as an overlay: the tensors of FINETUNED that differ from BASE, which
+    /// `export`'s `--overlay` and the registry apply back over BASE.
+    Diff {
+        /// The checkpoint the finetune started from.
+        base: PathBuf,
+        /// The finetuned checkpoint (same keys and shapes).
+        finetuned: PathBuf,
+        /// Storage of the overlay's values.
+        #[arg(long, value_enum, default_value = "f16")]
+        precision: Precision,
+        /// The overlay file (.safetensors).
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+}
+
+/// How `checkpoint diff` stores values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Precision {
+    /// Half precision.
+    F16,
+    /// Single precision.
+    F32,
+}
+
+impl From<Precision> for OverlayPrecision {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::F16 => OverlayPrecision::F16,
+            Precision::F32 => OverlayPrecision::F32,
+        }
+    }
 }
 
 pub fn run(command: CheckpointCommand) -> Result<(), Failure> {
-    let CheckpointCommand::Info {
-        file,
-        config,
-        arch,
-        json,
-    } = command;
+    match command {
+        CheckpointCommand::Info {
+            file,
+            config,
+            arch,
+            json,
+        } => info(file, config, arch, json),
+        CheckpointCommand::Diff {
+            base,
+            finetuned,
+            precision,
+            out,
+        } => diff(&base, &finetuned, precision.into(), &out),
+    }
+}
+
+/// `checkpoint diff`: the changed tensors written as an overlay, with the rounding the precision costs.
+fn diff(base: &Path, finetuned: &Path, precision: OverlayPrecision, out: &Path) -> Result<(), Failure> {
+    let base_state = load_checkpoint(base).map_err(Failure::model)?;
+    let finetuned_state = load_checkpoint(finetuned).map_err(Failure::model)?;
+    let changed = changed_tensors(&base_state, &finetuned_state)
+        .map_err(|problem| Failure::model(anyhow::anyhow!("{}: {problem}", finetuned.display())))?;
+    let largest_rounding = changed
+        .values()
+        .flat_map(|t| {
+            t.data
+                .iter()
+                .zip(rounded(t, precision).data)
+                .map(|(a, b)| (a - b).abs())
+        })
+        .fold(0.0f32, f32::max);
+    write_overlay(&changed, precision, out).map_err(Failure::input)?;
+    let values: usize = changed.values().map(|t| t.data.len()).sum();
+    println!(
+        "{}: {} of {} tensors changed ({values} values), largest rounding {largest_rounding:.3e}",
+        out.display(),
+        changed.len(),
+        finetuned_state.len()
+    );
+    Ok(())
+}
+
+/// `checkpoint info`.
+fn info(file: PathBuf, config: Option<PathBuf>, arch: Option<String>, json: bool) -> Result<(), Failure> {
     let state = load_checkpoint(&file).map_err(Failure::model)?;
     let found = shapes(&state);
     let (config, source) = match (config, arch) {

@@ -4,10 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use medico_bundle::cache::default_cache_dir;
+use medico_bundle::checksum::sha256_file;
 use medico_bundle::Provenance;
 use medico_export::bundle::{export_bundle, ExportError, ExportRequest};
-use medico_export::registry::{active_registry, pull, RegistryError};
-use medico_models::SamConfig;
+use medico_export::overlay::Overlay;
+use medico_export::registry::{active_registry, pull, RegistryEntry, RegistryError};
+use medico_models::{load_checkpoint, SamConfig};
 
 use crate::Failure;
 
@@ -31,6 +33,9 @@ pub struct ExportArgs {
     /// Model name for the bundle's provenance.
     #[arg(long)]
     name: Option<String>,
+    /// Tensors to apply over the checkpoint first (an overlay from `checkpoint diff`).
+    #[arg(long)]
+    overlay: Option<PathBuf>,
 }
 
 fn export_failure(e: ExportError) -> Failure {
@@ -46,15 +51,34 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         (None, Some(name)) => Some(SamConfig::preset(name).map_err(Failure::model)?),
         (None, None) => None,
     };
+    let overlay = args
+        .overlay
+        .as_deref()
+        .map(load_checkpoint)
+        .transpose()
+        .map_err(Failure::model)?;
+    let mut provenance = Provenance {
+        name: args.name,
+        ..Default::default()
+    };
+    if let Some(path) = &args.overlay {
+        let sha256 = sha256_file(path).map_err(|e| Failure::input(anyhow::anyhow!("{}: {e}", path.display())))?;
+        provenance.extra.insert(
+            "overlay".into(),
+            serde_json::json!({"file": path.display().to_string(), "sha256": sha256}),
+        );
+    }
     let manifest = export_bundle(&ExportRequest {
         checkpoint: &args.checkpoint,
         config,
         out: &args.out,
         force: args.force,
-        provenance: Provenance {
-            name: args.name,
-            ..Default::default()
-        },
+        provenance,
+        overlay: args
+            .overlay
+            .as_deref()
+            .zip(overlay.as_ref())
+            .map(|(origin, tensors)| Overlay { origin, tensors }),
     })
     .map_err(export_failure)?;
     println!(
@@ -85,14 +109,37 @@ pub enum ModelsCommand {
     },
 }
 
+/// Where a registry model comes from, in one line: source, licence, training data, base model.
+fn provenance_line(entry: &RegistryEntry) -> String {
+    let text = |key: &str| entry.provenance.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let mut parts = vec![format!(
+        "from {}",
+        text("source_package").unwrap_or_else(|| entry.url.clone())
+    )];
+    if let Some(base) = text("base_model") {
+        parts.push(format!("finetuned from {base} by medico"));
+    }
+    if let Some(license) = text("license") {
+        parts.push(format!("licence {license}"));
+    }
+    if let Some(data) = &entry.training_data {
+        parts.push(format!("trained on {data}"));
+    }
+    parts.join("; ")
+}
+
 pub fn run_models(command: ModelsCommand) -> Result<(), Failure> {
     match command {
         ModelsCommand::List => {
             let registry = active_registry().map_err(Failure::input)?;
             println!(
-                "{:<32} {:<12} built in: a small SAM trained by medico (models/medico-tiny), for tests and demos",
+                "{:<24} {:<12} built in: a small SAM trained by medico (models/medico-tiny), for tests and demos",
                 crate::default_model::BUILTIN_MODEL,
                 "custom",
+            );
+            println!(
+                "{:<24} trained from scratch by medico on MNI152 and INIA19 brain MRI; licence Apache-2.0",
+                ""
             );
             for e in registry {
                 let note = if e.name == crate::default_model::DEFAULT_MODEL {
@@ -101,11 +148,12 @@ pub fn run_models(command: ModelsCommand) -> Result<(), Failure> {
                     ""
                 };
                 println!(
-                    "{:<32} {:<12} {}{note}",
+                    "{:<24} {:<12} {}{note}",
                     e.name,
                     e.architecture.as_deref().unwrap_or("-"),
                     e.description
                 );
+                println!("{:<24} {}", "", provenance_line(&e));
             }
             Ok(())
         }

@@ -13,6 +13,7 @@ use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{Preprocessing, Sam, SamConfig, StateDict};
 
 use crate::graphs::{decoder_model, encoder_model, DecoderVariant, IR_VERSION, OPSET};
+use crate::overlay::{apply_overlay, Overlay};
 use crate::pb::ModelProto;
 use crate::to_bytes;
 
@@ -76,6 +77,8 @@ pub struct ExportRequest<'a> {
     pub force: bool,
     /// Provenance to record.
     pub provenance: Provenance,
+    /// Tensors that replace the checkpoint's (a finetuned part shipped apart from its base checkpoint).
+    pub overlay: Option<Overlay<'a>>,
 }
 
 /// Reads, checks and exports a checkpoint into a bundle folder. The folder appears complete or not at
@@ -111,7 +114,13 @@ fn is_non_empty_dir(path: &Path) -> bool {
 
 /// The checkpoint read and checked against its architecture (given, or inferred from its shapes).
 fn load_model(request: &ExportRequest<'_>) -> Result<(Sam, StateDict), ExportError> {
-    let state = load_checkpoint(request.checkpoint)?;
+    let mut state = load_checkpoint(request.checkpoint)?;
+    if let Some(overlay) = &request.overlay {
+        apply_overlay(&mut state, overlay.tensors).map_err(|problem| ExportError::Mismatch {
+            path: overlay.origin.into(),
+            problem,
+        })?;
+    }
     let config = match &request.config {
         Some(c) => c.clone(),
         None => SamConfig::infer_from_shapes(&shapes(&state), None)?,

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod graphs;
 pub mod onnx_backend;
 pub mod onnx_proto;
+pub mod overlay;
 pub mod registry;
 pub mod validate;
 

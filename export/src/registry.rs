@@ -538,6 +538,7 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
             training_data: entry.training_data.clone(),
             extra: entry.provenance.clone(),
         },
+        overlay: None,
     })?;
     Ok(Pulled {
         checkpoint,

@@ -78,6 +78,7 @@ fn main() {
             name: Some("vit_b random weights (benchmark)".into()),
             ..Default::default()
         },
+        overlay: None,
     })
     .unwrap();
     println!("export: {:.1} s", started.elapsed().as_secs_f64());

@@ -67,18 +67,32 @@ impl TchBackend {
         params
     }
 
-    /// Makes every parameter an autograd leaf that requires gradients; returns them with their keys.
-    pub fn make_trainable(&mut self) -> Vec<(String, Tensor)> {
-        for tensor in self.params.values_mut() {
-            *tensor = tensor.detach().set_requires_grad(true);
+    /// Makes every parameter for which `trainable` holds an autograd leaf that requires gradients, and the
+    /// others plain constants; returns the trainable ones with their keys. What PyTorch registers as buffers
+    /// is never trained: BatchNorm running statistics (TinyViT's `Conv2d_BN` runs with them frozen) and the
+    /// prompt encoder's random Fourier matrix.
+    pub fn make_trainable(&mut self, trainable: impl Fn(&str) -> bool) -> Vec<(String, Tensor)> {
+        for (name, tensor) in self.params.iter_mut() {
+            let train = trainable(name) && !is_buffer(name);
+            *tensor = tensor.detach().set_requires_grad(train);
         }
         self.named_params()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect()
     }
 
     /// Moves a host tensor (any kind) to this backend's device and dtype.
     pub fn input(&self, tensor: &Tensor) -> TchTensor {
         TchTensor(tensor.to_device(self.device).to_kind(self.kind))
     }
+}
+
+/// Whether `name` is one of SAM's buffers (state the official modules keep out of `parameters()`).
+fn is_buffer(name: &str) -> bool {
+    name.ends_with(".running_mean")
+        || name.ends_with(".running_var")
+        || name.ends_with("positional_encoding_gaussian_matrix")
 }
 
 impl Backend for TchBackend {

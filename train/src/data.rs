@@ -1,14 +1,17 @@
 //! Training samples from three sources: NIfTI volumes with label volumes, sliced along an array axis; folders
 //! of 2D images with label maps of the same file name (PNG/TIFF, instance or semantic: one object per non-zero
 //! value); and the SA-Med2D-20M layout (a JSON index from each image to its binary object masks). Every image
-//! gets the intensity mapping inference uses (per-image 1st–99th percentile to 0–255 for volumes and
-//! high-bit-depth images; 8-bit images as they are), SamPredictor's resize (longest side to the model's input,
-//! Pillow bilinear) / normalise / pad, and its objects with enough pixels (label maps resized with nearest
-//! neighbour onto the same grid). Images are decoded and prepared in parallel (rayon). Samples are grouped into
+//! gets the intensity mapping the model's bundles use (volumes and high-bit-depth images: per-image 1st–99th
+//! percentile to 0–255 for SAM, LiteMedSAM's non-zero 0.5–99.5 percentile for a LiteMedSAM-style model;
+//! 8-bit images as they are), the model's resize and normalization (SamPredictor's Pillow bilinear and
+//! mean/std, or LiteMedSAM's area resize and min-max) and padding, and its objects with enough pixels (label
+//! maps resized with nearest neighbour onto the same grid). Images are decoded and prepared in parallel (rayon). Samples are grouped into
 //! [`Batch`]es with at most a given number of objects per image, chosen by a seeded generator.
 
 use std::path::{Path, PathBuf};
 
+use medico_bundle::manifest::default_intensity;
+use medico_io::embedding_cache::cache_key;
 use medico_io::image2d::read_image;
 use medico_io::intensity::Intensity;
 use medico_io::nifti_io::read_nifti;
@@ -21,7 +24,7 @@ use rand::Rng;
 use rayon::prelude::*;
 use tch::Tensor;
 
-use crate::objective::Batch;
+use crate::objective::{Batch, BatchInput};
 
 /// A volume and its labels.
 #[derive(Debug, Clone)]
@@ -34,10 +37,26 @@ pub struct VolumeSource {
     pub axis: usize,
     /// Label values to train on (`None`: every non-zero value).
     pub values: Option<Vec<i64>>,
+    /// Label values never to train on (a held-out label set).
+    pub exclude: Vec<i64>,
+    /// Use every `slice_step`-th slice (1: all; neighbouring slices are near duplicates).
+    pub slice_step: usize,
+}
+
+/// Where a sample came from, for the embedding cache: the key of its source (image data, slicing axis,
+/// intensity mapping and preprocessing, like the runtime's embedding cache keys a volume) and its slice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleId {
+    /// Key of the source image or volume with its axis and preprocessing (xxh3-128 hex).
+    pub source: String,
+    /// Slice index in the source (0 for a 2D image).
+    pub slice: usize,
 }
 
 /// One slice ready for the model.
 pub struct SliceSample {
+    /// Where it came from.
+    pub id: SampleId,
     /// Preprocessed image `[3, S, S]`, row-major.
     pub input: Vec<f32>,
     /// Object masks `S x S` (row-major), one per label value present.
@@ -81,9 +100,20 @@ pub fn slice_samples(
             format!("axis {} (expected 0, 1 or 2)", source.axis),
         ));
     }
-    let wanted = |v: i64| source.values.as_ref().is_none_or(|list| list.contains(&v));
+    if source.slice_step == 0 {
+        return Err(error(&source.image, "slice_step 0 (expected 1 or more)"));
+    }
+    let wanted = |v: i64| source.values.as_ref().is_none_or(|list| list.contains(&v)) && !source.exclude.contains(&v);
+    let standard = image.data.as_standard_layout();
+    let key = source_key(
+        standard.as_slice().unwrap_or_default(),
+        image.data.shape(),
+        source.axis,
+        config,
+    );
     let samples = (0..image.slices(source.axis))
         .into_par_iter()
+        .filter(|index| index % source.slice_step == 0)
         .filter_map(|index| {
             let (label_values, hw) = labels.slice(source.axis, index);
             let objects = label_objects(&label_values, hw, config.img_size, min_pixels, wanted);
@@ -91,8 +121,12 @@ pub fn slice_samples(
                 return None;
             }
             let (values, hw) = image.slice(source.axis, index);
-            let rgb = Intensity::default().apply_rgb(&values);
-            Some(sample(&rgb, hw, objects, config))
+            let rgb = training_intensity(config).apply_rgb(&values);
+            let id = SampleId {
+                source: key.clone(),
+                slice: index,
+            };
+            Some(sample(id, &rgb, hw, objects, config))
         })
         .collect();
     Ok(samples)
@@ -119,8 +153,38 @@ fn label_objects(
         .collect()
 }
 
-/// A prepared sample: SamPredictor's resize / normalise / pad of an RGB image, with its objects.
-fn sample(rgb: &[u8], hw: (usize, usize), objects: Vec<Vec<bool>>, config: &SamConfig) -> SliceSample {
+/// The intensity mapping the model's bundles use for scans (`model.json`'s default for its preprocessing:
+/// LiteMedSAM's non-zero 0.5–99.5 percentile window for a LiteMedSAM-style model, else the 1–99
+/// percentile), so that training sees slices as inference will.
+pub fn training_intensity(config: &SamConfig) -> Intensity {
+    default_intensity(&Preprocessing::for_architecture(config))
+        .parse()
+        .expect("the bundle defaults are valid intensity spellings")
+}
+
+/// The cache key of a source's samples: its values, shape and slicing axis with the intensity mapping and the
+/// preprocessing that turn them into encoder inputs.
+fn source_key(values: &[f32], shape: &[usize], axis: usize, config: &SamConfig) -> String {
+    let preprocessing = format!(
+        "train:{}:{:?}:{}",
+        training_intensity(config),
+        Preprocessing::for_architecture(config),
+        config.img_size
+    );
+    cache_key(values, shape, axis, &preprocessing, "")
+}
+
+/// The cache key of a 2D RGB image's sample.
+fn image_key(rgb: &[u8], hw: (usize, usize), config: &SamConfig) -> SampleId {
+    let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v)).collect();
+    SampleId {
+        source: source_key(&values, &[hw.0, hw.1, 3], 0, config),
+        slice: 0,
+    }
+}
+
+/// A prepared sample: the model's resize / normalise / pad of an RGB image, with its objects.
+fn sample(id: SampleId, rgb: &[u8], hw: (usize, usize), objects: Vec<Vec<bool>>, config: &SamConfig) -> SliceSample {
     let (input, _) = encoder_input(
         rgb,
         hw,
@@ -129,15 +193,19 @@ fn sample(rgb: &[u8], hw: (usize, usize), objects: Vec<Vec<bool>>, config: &SamC
         (config.pixel_mean, config.pixel_std),
     );
     SliceSample {
+        id,
         input: input.iter().copied().collect(),
         objects,
     }
 }
 
-/// An image file as the RGB inference would see (8-bit images as they are, others percentile-mapped).
-fn read_rgb(path: &Path) -> Result<(Vec<u8>, (usize, usize)), IoError> {
+/// An image file as the RGB inference would see (8-bit images as they are, others mapped as the model's
+/// bundles map scans).
+fn read_rgb(path: &Path, config: &SamConfig) -> Result<(Vec<u8>, (usize, usize)), IoError> {
     let image = read_image(path)?;
-    let rgb = image.to_rgb(None, Intensity::default()).map_err(|e| error(path, e))?;
+    let rgb = image
+        .to_rgb(None, training_intensity(config))
+        .map_err(|e| error(path, e))?;
     Ok((rgb.pixels, rgb.hw))
 }
 
@@ -190,7 +258,7 @@ pub fn folder_samples(
             if !labels_path.exists() {
                 return Err(error(image_path, format!("no label map {}", labels_path.display())));
             }
-            let (rgb, hw) = read_rgb(image_path)?;
+            let (rgb, hw) = read_rgb(image_path, config)?;
             let (labels, label_hw) = read_labels(&labels_path)?;
             if label_hw != hw {
                 return Err(error(
@@ -199,7 +267,7 @@ pub fn folder_samples(
                 ));
             }
             let objects = label_objects(&labels, hw, config.img_size, min_pixels, |_| true);
-            Ok((!objects.is_empty()).then(|| sample(&rgb, hw, objects, config)))
+            Ok((!objects.is_empty()).then(|| sample(image_key(&rgb, hw, config), &rgb, hw, objects, config)))
         })
         .collect::<Result<_, IoError>>()?;
     Ok(samples.into_iter().flatten().collect())
@@ -231,7 +299,7 @@ pub fn sa_med2d_samples(
         .par_iter()
         .map(|(image, masks)| {
             let image_path = root.join(image);
-            let (rgb, hw) = read_rgb(&image_path)?;
+            let (rgb, hw) = read_rgb(&image_path, config)?;
             let mut objects = Vec::new();
             for mask in masks.iter() {
                 let mask_path = root.join(mask);
@@ -245,27 +313,49 @@ pub fn sa_med2d_samples(
                 let binary: Vec<f32> = values.iter().map(|&v| f32::from(v > 0.0)).collect();
                 objects.extend(label_objects(&binary, hw, config.img_size, min_pixels, |_| true));
             }
-            Ok((!objects.is_empty()).then(|| sample(&rgb, hw, objects, config)))
+            Ok((!objects.is_empty()).then(|| sample(image_key(&rgb, hw, config), &rgb, hw, objects, config)))
         })
         .collect::<Result<_, IoError>>()?;
     Ok(samples.into_iter().flatten().collect())
 }
 
-/// A batch of `samples` with at most `max_objects` objects per image, chosen at random.
-pub fn make_batch(samples: &[&SliceSample], side: usize, max_objects: usize, rng: &mut impl Rng) -> Batch {
-    let mut pixels = Vec::with_capacity(samples.len() * 3 * side * side);
+/// The objects of a batch of `samples`: at most `max_objects` per image, chosen at random.
+fn batch_objects(samples: &[&SliceSample], max_objects: usize, rng: &mut impl Rng) -> Vec<(usize, Vec<bool>)> {
     let mut objects = Vec::new();
     for (i, sample) in samples.iter().enumerate() {
-        pixels.extend_from_slice(&sample.input);
         let mut order: Vec<usize> = (0..sample.objects.len()).collect();
         order.shuffle(rng);
         for &k in order.iter().take(max_objects) {
             objects.push((i, sample.objects[k].clone()));
         }
     }
+    objects
+}
+
+/// A batch of `samples` with at most `max_objects` objects per image, chosen at random.
+pub fn make_batch(samples: &[&SliceSample], side: usize, max_objects: usize, rng: &mut impl Rng) -> Batch {
+    let mut pixels = Vec::with_capacity(samples.len() * 3 * side * side);
+    for sample in samples {
+        pixels.extend_from_slice(&sample.input);
+    }
+    let images = Tensor::from_slice(&pixels).reshape([samples.len() as i64, 3, side as i64, side as i64]);
     Batch {
-        images: Tensor::from_slice(&pixels).reshape([samples.len() as i64, 3, side as i64, side as i64]),
-        objects,
+        input: BatchInput::Images(images),
+        objects: batch_objects(samples, max_objects, rng),
+    }
+}
+
+/// Like [`make_batch`], with the samples' precomputed embeddings (`[C, 64, 64]` each, in the order of
+/// `samples`) instead of their images: the same objects for the same generator state.
+pub fn make_embedding_batch(
+    samples: &[&SliceSample],
+    embeddings: &[&Tensor],
+    max_objects: usize,
+    rng: &mut impl Rng,
+) -> Batch {
+    Batch {
+        input: BatchInput::Embeddings(Tensor::stack(embeddings, 0)),
+        objects: batch_objects(samples, max_objects, rng),
     }
 }
 

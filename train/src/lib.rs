@@ -6,10 +6,12 @@ pub mod adamw;
 pub mod backend;
 pub mod data;
 pub mod device;
+pub mod embeddings;
 pub mod error;
 pub mod objective;
 pub mod parity;
 pub mod run;
+pub mod run_config;
 pub mod trainer;
 
 pub use backend::{TchBackend, TchTensor};

@@ -71,10 +71,19 @@ impl Default for ObjectiveConfig {
     }
 }
 
-/// A training batch at the model's input size: preprocessed images and, per object, its image and mask.
+/// What the objective starts from: images for the encoder, or the embeddings a frozen encoder gave them.
+pub enum BatchInput {
+    /// Normalized, padded images `[B, 3, S, S]`.
+    Images(Tensor),
+    /// Image embeddings `[B, C, 64, 64]`, computed once by a frozen image encoder.
+    Embeddings(Tensor),
+}
+
+/// A training batch at the model's input size: images (or their embeddings) and, per object, its image
+/// and mask.
 pub struct Batch {
-    /// Normalized, padded images `[B, 3, S, S]` on the backend's device.
-    pub images: Tensor,
+    /// The images or their embeddings.
+    pub input: BatchInput,
     /// For each object: its image index in `images` and its `S x S` row-major mask.
     pub objects: Vec<(usize, Vec<bool>)>,
 }
@@ -241,7 +250,10 @@ pub fn objective_forward(
 ) -> ObjectiveOutput {
     let side = sam.config.img_size;
     let device = backend.device();
-    let embeddings = sam.encode_image(backend, &backend.input(&batch.images));
+    let embeddings = match &batch.input {
+        BatchInput::Images(images) => sam.encode_image(backend, &backend.input(images)),
+        BatchInput::Embeddings(embeddings) => backend.input(embeddings),
+    };
     let index = Tensor::from_slice(&batch.objects.iter().map(|(i, _)| *i as i64).collect::<Vec<_>>()).to_device(device);
     let object_embeddings = TchTensor(embeddings.0.index_select(0, &index));
     let target = targets(batch, side, device);

@@ -14,202 +14,36 @@ use medico_models::{load_checkpoint, Sam, SamConfig, StateDict};
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{
-    folder_samples, make_batch, sa_med2d_samples, slice_samples, ImageFolderSource, SaMed2dSource, SliceSample,
-    VolumeSource,
+    folder_samples, make_batch, make_embedding_batch, sa_med2d_samples, slice_samples, ImageFolderSource,
+    SaMed2dSource, SliceSample, VolumeSource,
 };
+use crate::embeddings::{sample_embeddings, CacheReport};
 use crate::error::TrainError;
-use crate::objective::{Batch, Objective, ObjectiveConfig};
-use crate::trainer::{OptimizerConfig, Trainer};
-
-/// One data source of the configuration: a volume, a folder pair of 2D images and label maps, or an
-/// SA-Med2D-style index (told apart by their fields).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum DataEntry {
-    /// `{"image": ..., "labels": ..., "axis": 2, "values": [...]}`.
-    Volume(VolumeEntry),
-    /// `{"images": "dir", "label_maps": "dir"}`.
-    Folder(FolderEntry),
-    /// `{"sa_med2d": "index.json"}`.
-    SaMed2d(SaMed2dEntry),
-}
-
-/// 2D images with label maps of the same file names.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FolderEntry {
-    /// Folder of images (PNG/TIFF).
-    pub images: PathBuf,
-    /// Folder of label maps (0 = background, each other value an object).
-    pub label_maps: PathBuf,
-}
-
-/// An SA-Med2D-20M style index (image → object masks).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SaMed2dEntry {
-    /// The JSON index; its paths are relative to its folder.
-    pub sa_med2d: PathBuf,
-}
-
-/// One volume of the configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VolumeEntry {
-    /// Image volume (relative paths: to the configuration file).
-    pub image: PathBuf,
-    /// Label volume on the same grid.
-    pub labels: PathBuf,
-    /// Slicing axis (default 2).
-    #[serde(default = "default_axis")]
-    pub axis: usize,
-    /// Label values to use (default: all non-zero).
-    #[serde(default)]
-    pub values: Option<Vec<i64>>,
-}
-
-fn default_axis() -> usize {
-    2
-}
-
-/// `train.json`. Every field but `model`, `train`, `steps` and `out` has a default ([`RunConfig::default`]:
-/// the paper's objective and optimizer settings).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RunConfig {
-    /// Architecture: a preset name (`vit_b`, …) or a path to a `config.json`.
-    pub model: String,
-    /// `"scratch"` or a checkpoint to start from.
-    pub init: String,
-    /// Training data.
-    pub train: Vec<DataEntry>,
-    /// Validation data (held out: split by volume or image, never by slice).
-    pub val: Vec<DataEntry>,
-    /// `medicosam`, `simple` or `medsam`.
-    pub objective: Objective,
-    /// Decoding rounds.
-    pub rounds: usize,
-    /// Mask feedback probability.
-    pub mask_prob: f64,
-    /// Weight of a per-pixel BCE added to the loss (default 0: the paper's Dice + IoU MSE).
-    pub bce_weight: f64,
-    /// Optimisation steps.
-    pub steps: u64,
-    /// Images per batch.
-    pub batch_size: usize,
-    /// Micro-batches of `batch_size` images whose gradients are summed before each update (gradient
-    /// accumulation: the effective batch is `batch_size * accumulate` at one micro-batch's memory).
-    pub accumulate: usize,
-    /// Objects per image.
-    pub objects_per_image: usize,
-    /// Smallest object (pixels at the model's input size).
-    pub min_object_pixels: usize,
-    /// Learning rate.
-    pub lr: f64,
-    /// Weight decay.
-    pub weight_decay: f64,
-    /// Seed of initialisation, sampling and clicks.
-    pub seed: u64,
-    /// Validate every this many steps (and at the end).
-    pub val_every: u64,
-    /// Write a checkpoint every this many steps (and at the end).
-    pub checkpoint_every: u64,
-    /// Output folder (relative: to the configuration file).
-    pub out: PathBuf,
-}
-
-impl Default for RunConfig {
-    /// The objective's and the optimizer's own defaults (one source for each number); the required fields
-    /// empty, which [`RunConfig::check`] refuses.
-    fn default() -> Self {
-        let objective = ObjectiveConfig::default();
-        let optimizer = OptimizerConfig::default();
-        Self {
-            model: String::new(),
-            init: "scratch".into(),
-            train: Vec::new(),
-            val: Vec::new(),
-            objective: objective.objective,
-            rounds: objective.rounds,
-            mask_prob: objective.mask_prob,
-            bce_weight: objective.bce_weight,
-            steps: 0,
-            batch_size: 2,
-            accumulate: 1,
-            objects_per_image: 5,
-            min_object_pixels: 25,
-            lr: optimizer.lr,
-            weight_decay: optimizer.weight_decay,
-            seed: 0,
-            val_every: 50,
-            checkpoint_every: 50,
-            out: PathBuf::new(),
-        }
-    }
-}
-
-impl RunConfig {
-    /// Reads and checks `train.json`.
-    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|e| IoError::read(path, e))?;
-        let run: RunConfig = serde_json::from_str(&text).map_err(|source| TrainError::Json {
-            path: path.into(),
-            what: "training configuration",
-            source,
-        })?;
-        run.check(path)?;
-        Ok(run)
-    }
-
-    /// Refuses configurations that cannot train.
-    fn check(&self, path: &Path) -> Result<(), TrainError> {
-        let problem = if self.model.is_empty() || self.out.as_os_str().is_empty() {
-            Some("need a model and an output folder (`model`, `out`)")
-        } else if self.train.is_empty() || self.steps == 0 || self.batch_size == 0 || self.accumulate == 0 {
-            Some("need training volumes, steps > 0, batch_size > 0 and accumulate > 0")
-        } else if self.val_every == 0 || self.checkpoint_every == 0 {
-            Some("need val_every > 0 and checkpoint_every > 0")
-        } else {
-            None
-        };
-        match problem {
-            Some(problem) => Err(TrainError::Config {
-                path: path.into(),
-                problem: problem.into(),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    fn objective_config(&self) -> ObjectiveConfig {
-        ObjectiveConfig {
-            objective: self.objective,
-            rounds: self.rounds,
-            mask_prob: self.mask_prob,
-            bce_weight: self.bce_weight,
-        }
-    }
-
-    fn optimizer_config(&self) -> OptimizerConfig {
-        OptimizerConfig {
-            lr: self.lr,
-            weight_decay: self.weight_decay,
-        }
-    }
-}
+use crate::objective::Batch;
+use crate::run_config::{DataEntry, RunConfig};
+use crate::trainer::Trainer;
 
 /// Progress of a run, for a progress bar.
-pub struct Progress {
-    /// Steps done.
-    pub step: u64,
-    /// The step's loss.
-    pub loss: f64,
-    /// Images per second over the run so far.
-    pub images_per_second: f64,
+pub enum Progress {
+    /// The frozen encoder's embeddings being read or computed.
+    Embeddings {
+        /// Samples done.
+        done: usize,
+        /// Samples in all (training and validation).
+        total: usize,
+    },
+    /// A training step done.
+    Step {
+        /// Steps done.
+        step: u64,
+        /// The step's loss.
+        loss: f64,
+        /// Images per second over the run so far.
+        images_per_second: f64,
+    },
 }
 
 /// What a finished run produced.
@@ -223,6 +57,8 @@ pub struct RunSummary {
     pub val_loss: Option<f64>,
     /// The exported bundle.
     pub bundle: PathBuf,
+    /// With a frozen image encoder: how many embeddings were reused and computed.
+    pub embeddings: Option<CacheReport>,
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
@@ -233,8 +69,9 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
-/// A random initial state: truncated-normal-like linear/conv weights (σ 0.02), unit norms, zero biases and
-/// position tables, standard-normal embeddings — the usual ViT/SAM initialisation.
+/// A random initial state: truncated-normal-like linear/conv weights (σ 0.02), unit norms (BatchNorm: unit
+/// weight and running variance, zero running mean), zero biases and position tables, standard-normal
+/// embeddings — the usual ViT/SAM initialisation.
 pub fn random_state(sam: &Sam, seed: u64) -> StateDict {
     tch::manual_seed(seed as i64);
     sam.param_specs()
@@ -242,9 +79,14 @@ pub fn random_state(sam: &Sam, seed: u64) -> StateDict {
         .map(|spec| {
             let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
             let name = spec.name.as_str();
-            let tensor = if name.ends_with(".bias") || name.contains("pos_embed") || name.contains("rel_pos") {
+            let is_norm = name.contains("norm") || name.contains(".bn.");
+            let tensor = if name.ends_with(".bias")
+                || name.ends_with(".running_mean")
+                || name.contains("pos_embed")
+                || name.contains("rel_pos")
+            {
                 Tensor::zeros(&shape, (Kind::Float, Device::Cpu))
-            } else if name.contains("norm") && name.ends_with(".weight") {
+            } else if name.ends_with(".running_var") || (is_norm && name.ends_with(".weight")) {
                 Tensor::ones(&shape, (Kind::Float, Device::Cpu))
             } else if name.contains("embed") || name.contains("token") || name.contains("gaussian_matrix") {
                 Tensor::randn(&shape, (Kind::Float, Device::Cpu))
@@ -279,6 +121,8 @@ fn samples_of(
                     labels: resolve(base, &e.labels),
                     axis: e.axis,
                     values: e.values.clone(),
+                    exclude: e.exclude.clone(),
+                    slice_step: e.slice_step,
                 };
                 slice_samples(&source, config, min_pixels)?
             }
@@ -319,12 +163,27 @@ struct RunContext<'a> {
     out: PathBuf,
     train: Vec<SliceSample>,
     val: Vec<SliceSample>,
+    /// The frozen encoder's embeddings of `train` and `val`, in order (frozen encoder only).
+    embeddings: Option<Embeddings>,
+}
+
+/// Precomputed embeddings of the training and validation samples.
+struct Embeddings {
+    train: Vec<Tensor>,
+    val: Vec<Tensor>,
 }
 
 /// Runs the training described by the configuration file at `config_path` on `device`.
-pub fn run(config_path: &Path, device: Device, progress: impl FnMut(&Progress)) -> Result<RunSummary, TrainError> {
-    let context = prepare(config_path)?;
+pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progress)) -> Result<RunSummary, TrainError> {
+    let mut context = prepare(config_path)?;
     let mut trainer = start_trainer(&context, device)?;
+    let report = if context.run.freeze_image_encoder {
+        let (embeddings, report) = precompute_embeddings(&trainer, &context, &mut progress)?;
+        context.embeddings = Some(embeddings);
+        Some(report)
+    } else {
+        None
+    };
     let (final_loss, val_loss) = train_loop(&mut trainer, &context, progress)?;
     let bundle = export_result(&trainer, &context, final_loss, val_loss)?;
     Ok(RunSummary {
@@ -332,7 +191,38 @@ pub fn run(config_path: &Path, device: Device, progress: impl FnMut(&Progress)) 
         final_loss,
         val_loss,
         bundle,
+        embeddings: report,
     })
+}
+
+/// The frozen encoder's embeddings of every training and validation sample, from the cache or computed.
+fn precompute_embeddings(
+    trainer: &Trainer,
+    context: &RunContext<'_>,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<(Embeddings, CacheReport), TrainError> {
+    let root = match &context.run.embedding_cache {
+        Some(path) => resolve(&context.base, path),
+        None => context.out.join("embeddings"),
+    };
+    let total = context.train.len() + context.val.len();
+    let sam = Sam::new(context.sam_config.clone());
+    let (train, train_report) = sample_embeddings(&sam, trainer.backend(), &context.train, &root, |done| {
+        progress(&Progress::Embeddings { done, total })
+    })?;
+    let offset = context.train.len();
+    let (val, val_report) = sample_embeddings(&sam, trainer.backend(), &context.val, &root, |done| {
+        progress(&Progress::Embeddings {
+            done: offset + done,
+            total,
+        })
+    })?;
+    let report = CacheReport {
+        reused: train_report.reused + val_report.reused,
+        computed: train_report.computed + val_report.computed,
+        encoder_seconds: train_report.encoder_seconds + val_report.encoder_seconds,
+    };
+    Ok((Embeddings { train, val }, report))
 }
 
 /// The configuration read and checked, the architecture resolved, the output folder made, the data loaded.
@@ -361,6 +251,7 @@ fn prepare(config_path: &Path) -> Result<RunContext<'_>, TrainError> {
         out,
         train,
         val,
+        embeddings: None,
     })
 }
 
@@ -402,26 +293,53 @@ fn start_trainer(context: &RunContext<'_>, device: Device) -> Result<Trainer, Tr
 fn batches_for_step(context: &RunContext<'_>, step: u64) -> Vec<Batch> {
     let run = &context.run;
     let mut rng = ChaCha8Rng::seed_from_u64(run.seed.wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)));
+    let indices: Vec<usize> = (0..context.train.len()).collect();
     (0..run.accumulate)
         .map(|_| {
-            let chosen: Vec<&SliceSample> = context.train.choose_multiple(&mut rng, run.batch_size).collect();
-            make_batch(&chosen, context.sam_config.img_size, run.objects_per_image, &mut rng)
+            let chosen: Vec<usize> = indices.choose_multiple(&mut rng, run.batch_size).copied().collect();
+            let embeddings = context.embeddings.as_ref().map(|e| &e.train);
+            batch_of(&context.train, embeddings, &chosen, context, &mut rng)
         })
         .collect()
 }
 
-/// Mean loss over the first 8 validation batches, each with its own fixed clicks.
+/// The batch of samples `chosen` (indices into `samples`): their images, or their embeddings when given.
+fn batch_of(
+    samples: &[SliceSample],
+    embeddings: Option<&Vec<Tensor>>,
+    chosen: &[usize],
+    context: &RunContext<'_>,
+    rng: &mut ChaCha8Rng,
+) -> Batch {
+    let refs: Vec<&SliceSample> = chosen.iter().map(|&i| &samples[i]).collect();
+    let max_objects = context.run.objects_per_image;
+    match embeddings {
+        Some(all) => {
+            let tensors: Vec<&Tensor> = chosen.iter().map(|&i| &all[i]).collect();
+            make_embedding_batch(&refs, &tensors, max_objects, rng)
+        }
+        None => make_batch(&refs, context.sam_config.img_size, max_objects, rng),
+    }
+}
+
+/// Validation batches evaluated each time.
+const VALIDATION_BATCHES: usize = 8;
+
+/// Mean loss over validation batches spread over the held-out samples, each with its own fixed clicks.
 fn validation_loss(trainer: &Trainer, context: &RunContext<'_>) -> f64 {
     let run = &context.run;
-    let losses: Vec<f64> = context
-        .val
+    // Evenly spread over the validation samples, so that every held-out volume and axis counts.
+    let n = context.val.len();
+    let wanted = (VALIDATION_BATCHES * run.batch_size).min(n);
+    let indices: Vec<usize> = (0..wanted).map(|k| k * n / wanted).collect();
+    let embeddings = context.embeddings.as_ref().map(|e| &e.val);
+    let losses: Vec<f64> = indices
         .chunks(run.batch_size)
-        .take(8)
+        .take(VALIDATION_BATCHES)
         .enumerate()
         .map(|(i, chunk)| {
-            let refs: Vec<&SliceSample> = chunk.iter().collect();
             let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
-            let batch = make_batch(&refs, context.sam_config.img_size, run.objects_per_image, &mut rng);
+            let batch = batch_of(&context.val, embeddings, chunk, context, &mut rng);
             trainer.evaluate(&batch, i as u64)
         })
         .collect();
@@ -476,7 +394,7 @@ fn train_loop(
             trainer.save_checkpoint(&checkpoint_path(context))?;
         }
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-        progress(&Progress {
+        progress(&Progress::Step {
             step: done,
             loss: report.loss,
             images_per_second: ((done - first) as f64 * (run.batch_size * run.accumulate) as f64) / elapsed,
@@ -517,6 +435,7 @@ fn export_result(
             training_data: Some(run.train.iter().map(describe).collect::<Vec<_>>().join("; ")),
             extra,
         },
+        overlay: None,
     })?;
     Ok(bundle)
 }

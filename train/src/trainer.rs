@@ -18,13 +18,39 @@ use crate::backend::TchBackend;
 use crate::error::TrainError;
 use crate::objective::{objective_forward, Batch, ObjectiveConfig, ObjectiveOutput};
 
-/// AdamW settings (the reference: lr 1e-5, PyTorch's AdamW defaults otherwise).
+/// Which parameters the optimizer updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrainableParts {
+    /// Every SAM parameter (the reference recipe freezes nothing).
+    #[default]
+    Everything,
+    /// The prompt encoder and the mask decoder; the image encoder is frozen, so its embeddings can be
+    /// computed once per image ([`crate::embeddings`]).
+    PromptEncoderAndDecoder,
+}
+
+impl TrainableParts {
+    /// Whether parameter `name` is trained.
+    pub fn trains(self, name: &str) -> bool {
+        match self {
+            TrainableParts::Everything => true,
+            TrainableParts::PromptEncoderAndDecoder => !name.starts_with(IMAGE_ENCODER_PREFIX),
+        }
+    }
+}
+
+/// Key prefix of the image encoder's parameters.
+pub const IMAGE_ENCODER_PREFIX: &str = "image_encoder.";
+
+/// AdamW settings (the reference: lr 1e-5, PyTorch's AdamW defaults otherwise) and what it updates.
 #[derive(Debug, Clone, Copy)]
 pub struct OptimizerConfig {
     /// Learning rate.
     pub lr: f64,
     /// Decoupled weight decay.
     pub weight_decay: f64,
+    /// The parameters updated (BatchNorm statistics never are).
+    pub trainable: TrainableParts,
 }
 
 impl Default for OptimizerConfig {
@@ -32,6 +58,7 @@ impl Default for OptimizerConfig {
         Self {
             lr: 1e-5,
             weight_decay: 0.01,
+            trainable: TrainableParts::Everything,
         }
     }
 }
@@ -69,7 +96,7 @@ fn iteration_rng(seed: u64, iteration: u64) -> ChaCha8Rng {
 }
 
 impl Trainer {
-    /// Starts from `state` (f32 on `device`) with every parameter trainable.
+    /// Starts from `state` (f32 on `device`), training the parameters `optimizer.trainable` names.
     pub fn new(
         sam: Sam,
         state: &StateDict,
@@ -94,7 +121,7 @@ impl Trainer {
         optimizer: OptimizerConfig,
         seed: u64,
     ) -> Self {
-        let params = backend.make_trainable();
+        let params = backend.make_trainable(|name| optimizer.trainable.trains(name));
         Self {
             sam,
             backend,

@@ -1,5 +1,10 @@
-//! `medico-cli checkpoint info` as a user runs it: valid checkpoints of every format, hostile and broken
-//! files (one-line error naming the file, exit code 4), usage errors (exit code 2).
+//! `medico-cli checkpoint info` and `checkpoint diff` as a user runs them: valid checkpoints of every format,
+//! hostile and broken files (one-line error naming the file, exit code 4), usage errors (exit code 2), and a
+//! finetune shipped as an overlay and exported back over its base.
+
+use std::path::Path;
+
+use medico_bundle::Bundle;
 
 use crate::common::*;
 
@@ -83,4 +88,86 @@ fn hostile_and_broken_files_fail_cleanly() {
 fn usage_errors_exit_with_2() {
     let out = medico(&["checkpoint", "info"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A finetune shipped as what it changed: `checkpoint diff` writes only the changed tensors, and `export
+/// --overlay` over the base gives the finetune's own bundle, graph for graph (f32 overlay); an overlay that
+/// does not fit the base is refused with the overlay named.
+#[test]
+fn checkpoint_diff_and_export_overlay_rebuild_a_finetune() {
+    let dir = scratch("overlay");
+    let small = shared().join("reference/small");
+    let (base, config) = (small.join("weights.safetensors"), small.join("config.json"));
+    let mut state = medico_models::load_checkpoint(&base).unwrap();
+    let changed_key = "mask_decoder.iou_prediction_head.layers.0.weight";
+    for v in state.get_mut(changed_key).unwrap().data.iter_mut() {
+        *v *= 1.5;
+    }
+    let finetuned = dir.join("finetuned.safetensors");
+    std::fs::write(
+        &finetuned,
+        medico_export::overlay::overlay_bytes(&state, medico_export::overlay::OverlayPrecision::F32),
+    )
+    .unwrap();
+    let overlay = dir.join("overlay.safetensors");
+    let args = |precision: &str| {
+        vec![
+            "checkpoint".to_string(),
+            "diff".into(),
+            base.display().to_string(),
+            finetuned.display().to_string(),
+            "--precision".into(),
+            precision.into(),
+            "-o".into(),
+            overlay.display().to_string(),
+        ]
+    };
+    let run = medico(&args("f32").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stdout).contains(&format!("1 of {} tensors changed", state.len())),
+        "{}",
+        text(&run.stdout)
+    );
+    let written = medico_models::load_checkpoint(&overlay).unwrap();
+    assert_eq!(written.keys().collect::<Vec<_>>(), [changed_key]);
+
+    let export = |out: &Path, checkpoint: &Path, overlay: Option<&Path>| {
+        let mut args = vec![
+            "export",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(overlay) = overlay {
+            args.extend(["--overlay", overlay.to_str().unwrap()]);
+        }
+        medico(&args)
+    };
+    let (rebuilt, direct) = (dir.join("rebuilt"), dir.join("direct"));
+    assert!(export(&rebuilt, &base, Some(&overlay)).status.success());
+    assert!(export(&direct, &finetuned, None).status.success());
+    for graph in ["encoder.onnx", "decoder.onnx", "decoder_lowres.onnx"] {
+        assert_eq!(
+            std::fs::read(rebuilt.join(graph)).unwrap(),
+            std::fs::read(direct.join(graph)).unwrap(),
+            "{graph}"
+        );
+    }
+    let manifest = Bundle::open(&rebuilt).unwrap().manifest;
+    assert!(manifest.provenance.extra["overlay"]["sha256"].as_str().unwrap().len() == 64);
+
+    // An overlay from another architecture does not fit.
+    let tiny_weights = shared().join("reference/tiny/weights.safetensors");
+    let run = export(&dir.join("refused"), &base, Some(&tiny_weights));
+    assert_eq!(run.status.code(), Some(4), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("tiny/weights.safetensors"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert!(!dir.join("refused").exists());
 }

@@ -45,6 +45,7 @@ fn export() -> (Scratch, Bundle) {
         out: &out,
         force: false,
         provenance: Provenance::default(),
+        overlay: None,
     })
     .expect("export LiteMedSAM with the architecture inferred from the checkpoint");
     assert_eq!(manifest.architecture, "lite_medsam");

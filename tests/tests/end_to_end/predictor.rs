@@ -21,6 +21,7 @@ fn check(name: &str, backend: BackendChoice) {
         out: &out,
         force: true,
         provenance: Provenance::default(),
+        overlay: None,
     })
     .unwrap();
     let bundle = Bundle::open(&out).unwrap();

@@ -26,6 +26,7 @@ fn tiny_bundle(dir: &Path) -> Bundle {
         out: &out,
         force: true,
         provenance: Provenance::default(),
+        overlay: None,
     })
     .unwrap();
     Bundle::open(&out).unwrap()

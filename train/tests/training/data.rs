@@ -30,6 +30,8 @@ fn mni_slices_become_batches_the_trainer_steps_on() {
         labels: data.join("mni152_tissue_labels.nii.gz"),
         axis: 2,
         values: None,
+        exclude: Vec::new(),
+        slice_step: 1,
     };
     let samples = slice_samples(&source, &config, 20).unwrap();
     let side = config.img_size;
@@ -78,6 +80,8 @@ fn mismatched_grids_are_refused_with_the_file_named() {
         labels: shared().join("data/volumes/inia19_neuromaps_labels.nii.gz"),
         axis: 2,
         values: None,
+        exclude: Vec::new(),
+        slice_step: 1,
     };
     let err = slice_samples(&source, &config, 20).err().unwrap().to_string();
     assert!(

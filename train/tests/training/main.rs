@@ -1,5 +1,6 @@
 //! Training tests, one test binary: libtorch parity, the objective and trainer, and data from real volumes.
 
 mod data;
+mod finetune;
 mod objective;
 mod parity;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use medico_models::{load_checkpoint, Sam, SamConfig};
-use medico_train::objective::{Batch, Objective, ObjectiveConfig};
+use medico_train::objective::{Batch, BatchInput, Objective, ObjectiveConfig};
 use medico_train::trainer::{OptimizerConfig, Trainer};
 use tch::{Device, Tensor};
 
@@ -40,7 +40,7 @@ fn batch(side: usize) -> Batch {
         objects.push((i, mask));
     }
     Batch {
-        images: Tensor::from_slice(&pixels).reshape([2, 3, side as i64, side as i64]),
+        input: BatchInput::Images(Tensor::from_slice(&pixels).reshape([2, 3, side as i64, side as i64])),
         objects,
     }
 }
@@ -48,7 +48,11 @@ fn batch(side: usize) -> Batch {
 fn trainer(objective: Objective, lr: f64) -> Trainer {
     let (sam, state) = tiny();
     let config = config(objective);
-    let optimizer = OptimizerConfig { lr, weight_decay: 0.0 };
+    let optimizer = OptimizerConfig {
+        lr,
+        weight_decay: 0.0,
+        ..OptimizerConfig::default()
+    };
     Trainer::new(sam, &state, Device::Cpu, config, optimizer, 1)
 }
 
@@ -131,6 +135,7 @@ fn resuming_from_a_checkpoint_reproduces_the_next_step_exactly() {
     let optimizer = OptimizerConfig {
         lr: 1e-3,
         weight_decay: 0.0,
+        ..OptimizerConfig::default()
     };
     let mut resumed = Trainer::resume(sam, &checkpoint, Device::Cpu, config(Objective::MedicoSam), optimizer).unwrap();
     assert_eq!(resumed.iteration(), 2);
@@ -210,6 +215,7 @@ fn the_optional_bce_term_raises_the_loss_only_when_weighted() {
         let optimizer = OptimizerConfig {
             lr: 1e-3,
             weight_decay: 0.0,
+            ..OptimizerConfig::default()
         };
         Trainer::new(sam, &state, Device::Cpu, config, optimizer, 1)
     };

@@ -1,0 +1,157 @@
+//! Overlays: the tensors a finetune changed, stored apart from the checkpoint it started from and applied
+//! over it before export. medico ships `medico-lite` this way (LiteMedSAM's prompt encoder and mask decoder
+//! after MedicoSAM's objective, in f16): megabytes in the repository and the binary instead of the whole
+//! model, the base fetched and verified like any registry model.
+
+use std::path::Path;
+
+use medico_models::{HostTensor, StateDict};
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::bundle::ExportError;
+
+/// Tensors applied over a base checkpoint before export: each must exist in the checkpoint with the same
+/// shape.
+pub struct Overlay<'a> {
+    /// Where the tensors come from, for error messages.
+    pub origin: &'a Path,
+    /// The tensors.
+    pub tensors: &'a StateDict,
+}
+
+/// Replaces `base`'s tensors by `overlay`'s, refusing a key `base` lacks or a shape it does not have.
+pub fn apply_overlay(base: &mut StateDict, overlay: &StateDict) -> Result<(), String> {
+    for (key, tensor) in overlay {
+        match base.get_mut(key) {
+            Some(old) if old.shape == tensor.shape => *old = tensor.clone(),
+            Some(old) => {
+                return Err(format!(
+                    "'{key}' has shape {:?} in the overlay, {:?} in the checkpoint",
+                    tensor.shape, old.shape
+                ))
+            }
+            None => return Err(format!("'{key}' is not in the checkpoint")),
+        }
+    }
+    Ok(())
+}
+
+/// The tensors of `finetuned` whose values differ from `base`'s; every key of `finetuned` must be in `base`
+/// with the same shape (an overlay cannot add or reshape parameters).
+pub fn changed_tensors(base: &StateDict, finetuned: &StateDict) -> Result<StateDict, String> {
+    let mut changed = StateDict::new();
+    for (key, tensor) in finetuned {
+        let old = base
+            .get(key)
+            .ok_or_else(|| format!("'{key}' is not in the base checkpoint"))?;
+        if old.shape != tensor.shape {
+            return Err(format!(
+                "'{key}' has shape {:?}, {:?} in the base checkpoint",
+                tensor.shape, old.shape
+            ));
+        }
+        if old.data != tensor.data {
+            changed.insert(key.clone(), tensor.clone());
+        }
+    }
+    Ok(changed)
+}
+
+/// How an overlay stores its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayPrecision {
+    /// IEEE half precision (half the bytes; the rounding is what `checkpoint diff` reports).
+    F16,
+    /// The values as they are.
+    F32,
+}
+
+/// The values of `tensor` rounded as `precision` stores them, back in f32.
+pub fn rounded(tensor: &HostTensor, precision: OverlayPrecision) -> HostTensor {
+    let data = match precision {
+        OverlayPrecision::F16 => tensor.data.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+        OverlayPrecision::F32 => tensor.data.clone(),
+    };
+    HostTensor {
+        shape: tensor.shape.clone(),
+        data,
+    }
+}
+
+/// The safetensors bytes of `tensors` in `precision`.
+pub fn overlay_bytes(tensors: &StateDict, precision: OverlayPrecision) -> Vec<u8> {
+    let encoded: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(key, t)| {
+            let bytes = match precision {
+                OverlayPrecision::F16 => t
+                    .data
+                    .iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect(),
+                OverlayPrecision::F32 => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            };
+            (key.clone(), bytes, t.shape.clone())
+        })
+        .collect();
+    let dtype = match precision {
+        OverlayPrecision::F16 => Dtype::F16,
+        OverlayPrecision::F32 => Dtype::F32,
+    };
+    let views: Vec<(&str, TensorView<'_>)> = encoded
+        .iter()
+        .map(|(key, bytes, shape)| {
+            let view = TensorView::new(dtype, shape.clone(), bytes).expect("bytes match the shape");
+            (key.as_str(), view)
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("in-memory safetensors serialize")
+}
+
+/// Writes an overlay file through a temporary file beside `path` and a rename.
+pub fn write_overlay(tensors: &StateDict, precision: OverlayPrecision, path: &Path) -> Result<(), ExportError> {
+    let write_error = |source: std::io::Error| ExportError::Write {
+        path: path.into(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
+    std::io::Write::write_all(&mut temp, &overlay_bytes(tensors, precision)).map_err(write_error)?;
+    temp.persist(path).map_err(|e| write_error(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(data: &[f32]) -> HostTensor {
+        HostTensor {
+            shape: vec![data.len()],
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_changed_tensors_travel_and_apply_back_over_the_base() {
+        let base = StateDict::from([("a".into(), tensor(&[1.0, 2.0])), ("b".into(), tensor(&[3.0]))]);
+        let mut finetuned = base.clone();
+        finetuned.insert("b".into(), tensor(&[3.5]));
+        let changed = changed_tensors(&base, &finetuned).unwrap();
+        assert_eq!(changed.keys().collect::<Vec<_>>(), ["b"]);
+        let bytes = overlay_bytes(&changed, OverlayPrecision::F16);
+        let read = medico_models::checkpoint::state_dict_from_bytes(&bytes).unwrap();
+        let mut rebuilt = base.clone();
+        apply_overlay(&mut rebuilt, &read).unwrap();
+        assert_eq!(rebuilt, finetuned);
+        let reshaped = StateDict::from([("a".into(), tensor(&[1.0]))]);
+        assert!(apply_overlay(&mut rebuilt, &reshaped).unwrap_err().contains("shape"));
+        let unknown = StateDict::from([("c".into(), tensor(&[1.0]))]);
+        assert!(changed_tensors(&base, &unknown)
+            .unwrap_err()
+            .contains("not in the base"));
+    }
+}

@@ -1,0 +1,216 @@
+//! `train.json`: what a training run reads — the model, where it starts, its data sources (volumes with
+//! label volumes, folders of images with label maps, SA-Med2D indexes), the objective, the optimizer, whether
+//! the image encoder is frozen, and where outputs go — with the defaults of the paper's recipe and the checks
+//! that refuse a configuration that cannot train.
+
+use std::path::{Path, PathBuf};
+
+use medico_io::IoError;
+use serde::Deserialize;
+
+use crate::error::TrainError;
+use crate::objective::{Objective, ObjectiveConfig};
+use crate::trainer::{OptimizerConfig, TrainableParts};
+
+/// One data source of the configuration: a volume, a folder pair of 2D images and label maps, or an
+/// SA-Med2D-style index (told apart by their fields).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DataEntry {
+    /// `{"image": ..., "labels": ..., "axis": 2, "values": [...]}`.
+    Volume(VolumeEntry),
+    /// `{"images": "dir", "label_maps": "dir"}`.
+    Folder(FolderEntry),
+    /// `{"sa_med2d": "index.json"}`.
+    SaMed2d(SaMed2dEntry),
+}
+
+/// 2D images with label maps of the same file names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderEntry {
+    /// Folder of images (PNG/TIFF).
+    pub images: PathBuf,
+    /// Folder of label maps (0 = background, each other value an object).
+    pub label_maps: PathBuf,
+}
+
+/// An SA-Med2D-20M style index (image → object masks).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaMed2dEntry {
+    /// The JSON index; its paths are relative to its folder.
+    pub sa_med2d: PathBuf,
+}
+
+/// One volume of the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeEntry {
+    /// Image volume (relative paths: to the configuration file).
+    pub image: PathBuf,
+    /// Label volume on the same grid.
+    pub labels: PathBuf,
+    /// Slicing axis (default 2).
+    #[serde(default = "default_axis")]
+    pub axis: usize,
+    /// Label values to use (default: all non-zero).
+    #[serde(default)]
+    pub values: Option<Vec<i64>>,
+    /// Label values never to use (a held-out label set; default none).
+    #[serde(default)]
+    pub exclude: Vec<i64>,
+    /// Use every `slice_step`-th slice (default 1: all).
+    #[serde(default = "default_slice_step")]
+    pub slice_step: usize,
+}
+
+fn default_slice_step() -> usize {
+    1
+}
+
+fn default_axis() -> usize {
+    2
+}
+
+/// `train.json`. Every field but `model`, `train`, `steps` and `out` has a default ([`RunConfig::default`]:
+/// the paper's objective and optimizer settings).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Architecture: a preset name (`vit_b`, …) or a path to a `config.json`.
+    pub model: String,
+    /// `"scratch"` or a checkpoint to start from.
+    pub init: String,
+    /// Training data.
+    pub train: Vec<DataEntry>,
+    /// Validation data (held out: split by volume or image, never by slice).
+    pub val: Vec<DataEntry>,
+    /// `medicosam`, `simple` or `medsam`.
+    pub objective: Objective,
+    /// Decoding rounds.
+    pub rounds: usize,
+    /// Mask feedback probability.
+    pub mask_prob: f64,
+    /// Weight of a per-pixel BCE added to the loss (default 0: the paper's Dice + IoU MSE).
+    pub bce_weight: f64,
+    /// Optimisation steps.
+    pub steps: u64,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Micro-batches of `batch_size` images whose gradients are summed before each update (gradient
+    /// accumulation: the effective batch is `batch_size * accumulate` at one micro-batch's memory).
+    pub accumulate: usize,
+    /// Objects per image.
+    pub objects_per_image: usize,
+    /// Smallest object (pixels at the model's input size).
+    pub min_object_pixels: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Freeze the image encoder: train the prompt encoder and mask decoder on embeddings computed once per
+    /// sample and cached on disk (default false: train everything, the reference recipe).
+    pub freeze_image_encoder: bool,
+    /// Where the frozen encoder's embeddings are cached (relative: to the configuration file; default
+    /// `out/embeddings`). Runs on the same data and encoder may share it.
+    pub embedding_cache: Option<PathBuf>,
+    /// Seed of initialisation, sampling and clicks.
+    pub seed: u64,
+    /// Validate every this many steps (and at the end).
+    pub val_every: u64,
+    /// Write a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: u64,
+    /// Output folder (relative: to the configuration file).
+    pub out: PathBuf,
+}
+
+impl Default for RunConfig {
+    /// The objective's and the optimizer's own defaults (one source for each number); the required fields
+    /// empty, which [`RunConfig::check`] refuses.
+    fn default() -> Self {
+        let objective = ObjectiveConfig::default();
+        let optimizer = OptimizerConfig::default();
+        Self {
+            model: String::new(),
+            init: "scratch".into(),
+            train: Vec::new(),
+            val: Vec::new(),
+            objective: objective.objective,
+            rounds: objective.rounds,
+            mask_prob: objective.mask_prob,
+            bce_weight: objective.bce_weight,
+            steps: 0,
+            batch_size: 2,
+            accumulate: 1,
+            objects_per_image: 5,
+            min_object_pixels: 25,
+            lr: optimizer.lr,
+            weight_decay: optimizer.weight_decay,
+            freeze_image_encoder: false,
+            embedding_cache: None,
+            seed: 0,
+            val_every: 50,
+            checkpoint_every: 50,
+            out: PathBuf::new(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads and checks `train.json`.
+    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| IoError::read(path, e))?;
+        let run: RunConfig = serde_json::from_str(&text).map_err(|source| TrainError::Json {
+            path: path.into(),
+            what: "training configuration",
+            source,
+        })?;
+        run.check(path)?;
+        Ok(run)
+    }
+
+    /// Refuses configurations that cannot train.
+    fn check(&self, path: &Path) -> Result<(), TrainError> {
+        let problem = if self.model.is_empty() || self.out.as_os_str().is_empty() {
+            Some("need a model and an output folder (`model`, `out`)")
+        } else if self.train.is_empty() || self.steps == 0 || self.batch_size == 0 || self.accumulate == 0 {
+            Some("need training volumes, steps > 0, batch_size > 0 and accumulate > 0")
+        } else if self.val_every == 0 || self.checkpoint_every == 0 {
+            Some("need val_every > 0 and checkpoint_every > 0")
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(TrainError::Config {
+                path: path.into(),
+                problem: problem.into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The objective's settings.
+    pub fn objective_config(&self) -> ObjectiveConfig {
+        ObjectiveConfig {
+            objective: self.objective,
+            rounds: self.rounds,
+            mask_prob: self.mask_prob,
+            bce_weight: self.bce_weight,
+        }
+    }
+
+    /// The optimizer's settings.
+    pub fn optimizer_config(&self) -> OptimizerConfig {
+        let trainable = if self.freeze_image_encoder {
+            TrainableParts::PromptEncoderAndDecoder
+        } else {
+            TrainableParts::Everything
+        };
+        OptimizerConfig {
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            trainable,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Finetuning with a frozen image encoder on a small TinyViT in LiteMedSAM's layout (pointwise stem, 256²
+//! input, BatchNorm): embeddings computed once, cached and verified, the same loss from embeddings as from
+//! images, only the prompt encoder and mask decoder updated, BatchNorm statistics untouched, the loss
+//! lowered; and whole runs from `train.json` that share the cache and resume exactly.
+
+use std::path::{Path, PathBuf};
+
+use medico_models::{EncoderConfig, Sam, SamConfig};
+use medico_train::data::{make_batch, make_embedding_batch, slice_samples, SliceSample, VolumeSource};
+use medico_train::embeddings::sample_embeddings;
+use medico_train::objective::{Objective, ObjectiveConfig};
+use medico_train::run::{random_state, run};
+use medico_train::trainer::{OptimizerConfig, TrainableParts, Trainer};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Tensor};
+
+fn shared() -> PathBuf {
+    std::env::var_os("MEDICO_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+/// LiteMedSAM's architecture shrunk: the same stem, stages and merge strides, narrow and one block each; a
+/// narrow decoder.
+fn small_tiny_vit() -> SamConfig {
+    let mut config = SamConfig::preset("lite_medsam").unwrap();
+    if let EncoderConfig::TinyVit { tiny_vit } = &mut config.encoder {
+        tiny_vit.embed_dims = vec![8, 16, 16, 32];
+        tiny_vit.depths = vec![1, 1, 1, 1];
+        tiny_vit.num_heads = vec![1, 1, 1, 2];
+    }
+    config.prompt_embed_dim = 32;
+    config.mask_in_chans = 4;
+    config.decoder_mlp_dim = 64;
+    config.decoder_num_heads = 2;
+    config.iou_head_hidden_dim = 32;
+    config
+}
+
+/// Axial MNI152 slices with their tissue classes, every 40th.
+fn samples(config: &SamConfig) -> Vec<SliceSample> {
+    let data = shared().join("data/volumes");
+    let source = VolumeSource {
+        image: data.join("mni152_t1.nii.gz"),
+        labels: data.join("mni152_tissue_labels.nii.gz"),
+        axis: 2,
+        values: None,
+        exclude: Vec::new(),
+        slice_step: 40,
+    };
+    slice_samples(&source, config, 25).unwrap()
+}
+
+fn objective() -> ObjectiveConfig {
+    ObjectiveConfig {
+        objective: Objective::MedicoSam,
+        rounds: 3,
+        mask_prob: 0.5,
+        bce_weight: 0.0,
+    }
+}
+
+fn max_difference(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
+    let config = small_tiny_vit();
+    let sam = || Sam::new(config.clone());
+    let state = random_state(&sam(), 3);
+    let optimizer = OptimizerConfig {
+        lr: 1e-3,
+        weight_decay: 0.0,
+        trainable: TrainableParts::PromptEncoderAndDecoder,
+    };
+    let mut trainer = Trainer::new(sam(), &state, Device::Cpu, objective(), optimizer, 5);
+    let samples = samples(&config);
+    assert!(samples.len() >= 3, "{}", samples.len());
+
+    let cache = tempfile::tempdir().unwrap();
+    let (embeddings, first) = sample_embeddings(&sam(), trainer.backend(), &samples, cache.path(), |_| {}).unwrap();
+    assert_eq!((first.computed, first.reused), (samples.len(), 0));
+    assert_eq!(embeddings[0].size(), [32, 64, 64]);
+    // A second pass reads every embedding back; a damaged file is recomputed, not trusted.
+    let damaged = std::fs::read_dir(cache.path())
+        .unwrap()
+        .flat_map(|encoder| std::fs::read_dir(encoder.unwrap().path()).unwrap())
+        .flat_map(|source| std::fs::read_dir(source.unwrap().path()).unwrap())
+        .map(|file| file.unwrap().path())
+        .next()
+        .unwrap();
+    std::fs::write(&damaged, b"not an embedding").unwrap();
+    let (again, second) = sample_embeddings(&sam(), trainer.backend(), &samples, cache.path(), |_| {}).unwrap();
+    assert_eq!((second.computed, second.reused), (1, samples.len() - 1));
+    for (a, b) in embeddings.iter().zip(&again) {
+        assert_eq!(max_difference(a, b), 0.0);
+    }
+
+    // The objective on cached embeddings is the objective on the images.
+    let chosen: Vec<&SliceSample> = samples.iter().take(2).collect();
+    let tensors: Vec<&Tensor> = embeddings.iter().take(2).collect();
+    let batch = make_embedding_batch(&chosen, &tensors, 2, &mut ChaCha8Rng::seed_from_u64(1));
+    let from_images = make_batch(&chosen, config.img_size, 2, &mut ChaCha8Rng::seed_from_u64(1));
+    let (a, b) = (trainer.evaluate(&batch, 9), trainer.evaluate(&from_images, 9));
+    assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+
+    let watched = [
+        ("image_encoder.neck.0.weight", false),
+        ("image_encoder.patch_embed.seq.0.c.weight", false),
+        ("image_encoder.patch_embed.seq.0.bn.running_var", false),
+        ("prompt_encoder.pe_layer.positional_encoding_gaussian_matrix", false),
+        ("mask_decoder.iou_prediction_head.layers.0.weight", true),
+        ("prompt_encoder.point_embeddings.0.weight", true),
+    ];
+    let before: Vec<Tensor> = watched.iter().map(|(k, _)| trainer.parameter(k)).collect();
+    let initial = trainer.evaluate(&batch, 9);
+    for _ in 0..8 {
+        assert!(trainer.step(&batch).loss.is_finite());
+    }
+    let after = trainer.evaluate(&batch, 9);
+    println!("frozen-encoder finetune, loss on the fixed batch: {initial:.4} -> {after:.4}");
+    assert!(after < initial, "loss {initial} -> {after}");
+    for ((key, trained), old) in watched.iter().zip(&before) {
+        let change = max_difference(&trainer.parameter(key), old);
+        assert_eq!(change > 0.0, *trained, "{key} changed by {change}");
+    }
+}
+
+/// Writes the small model's configuration and a frozen-encoder `train.json` for `steps` steps into `dir`.
+fn write_run(dir: &Path, out: &str, steps: u64) -> PathBuf {
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, serde_json::to_string(&small_tiny_vit()).unwrap()).unwrap();
+    let volumes = shared().join("data/volumes");
+    let run = serde_json::json!({
+        "model": "config.json",
+        "init": "scratch",
+        "freeze_image_encoder": true,
+        "embedding_cache": "embeddings",
+        "train": [{"image": volumes.join("mni152_t1.nii.gz"), "labels": volumes.join("mni152_tissue_labels.nii.gz"),
+                   "axis": 2, "values": [1], "slice_step": 40}],
+        "val": [{"image": volumes.join("mni152_t1.nii.gz"), "labels": volumes.join("mni152_tissue_labels.nii.gz"),
+                 "axis": 1, "values": [2], "slice_step": 60}],
+        "objective": "medicosam", "rounds": 2, "steps": steps, "batch_size": 2, "objects_per_image": 1,
+        "lr": 1e-3, "seed": 4, "val_every": 2, "checkpoint_every": 2, "out": out
+    });
+    let path = dir.join(format!("{out}.json"));
+    std::fs::write(&path, run.to_string()).unwrap();
+    path
+}
+
+fn weights(path: &Path) -> Vec<(String, Tensor)> {
+    let mut tensors = Tensor::read_safetensors(path).unwrap();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
+#[test]
+fn frozen_encoder_runs_share_the_embedding_cache_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = run(&write_run(dir.path(), "straight", 4), Device::Cpu, |_| {}).unwrap();
+    let first = straight.embeddings.unwrap();
+    assert!(first.computed > 0 && first.reused == 0, "{first:?}");
+
+    // Another run on the same data and encoder computes nothing; stopped after 2 steps and resumed to 4, it
+    // ends with the straight run's weights, bit for bit.
+    let resumed_config = write_run(dir.path(), "resumed", 2);
+    let half = run(&resumed_config, Device::Cpu, |_| {}).unwrap();
+    assert_eq!(half.embeddings.unwrap().computed, 0);
+    assert_eq!(half.embeddings.unwrap().reused, first.computed);
+    let resumed = run(&write_run(dir.path(), "resumed", 4), Device::Cpu, |_| {}).unwrap();
+    assert_eq!(resumed.final_loss.to_bits(), straight.final_loss.to_bits());
+    let (a, b) = (
+        weights(&straight.out.join("sam.safetensors")),
+        weights(&resumed.out.join("sam.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(max_difference(x, y), 0.0, "{name}");
+    }
+    assert!(straight.bundle.join("model.json").exists());
+}
