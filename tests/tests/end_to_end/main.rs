@@ -4,6 +4,7 @@
 mod checkpoint_to_embeddings;
 mod lite_medsam;
 mod medical_io;
+mod medico_lite;
 mod onnx_export;
 mod predictor;
 mod preprocess;
