@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use medico_export::overlay::{changed_tensors, rounded, write_overlay, OverlayPrecision};
+use medico_export::overlay::{changed_tensors, largest_rounding, write_overlay, OverlayPrecision};
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{EncoderConfig, Sam, SamConfig};
 
@@ -83,15 +83,7 @@ fn diff(base: &Path, finetuned: &Path, precision: OverlayPrecision, out: &Path) 
     let finetuned_state = load_checkpoint(finetuned).map_err(Failure::model)?;
     let changed = changed_tensors(&base_state, &finetuned_state)
         .map_err(|problem| Failure::model(anyhow::anyhow!("{}: {problem}", finetuned.display())))?;
-    let largest_rounding = changed
-        .values()
-        .flat_map(|t| {
-            t.data
-                .iter()
-                .zip(rounded(t, precision).data)
-                .map(|(a, b)| (a - b).abs())
-        })
-        .fold(0.0f32, f32::max);
+    let largest_rounding = largest_rounding(&changed, precision);
     write_overlay(&changed, precision, out).map_err(Failure::input)?;
     let values: usize = changed.values().map(|t| t.data.len()).sum();
     println!(

@@ -51,17 +51,15 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         (None, Some(name)) => Some(SamConfig::preset(name).map_err(Failure::model)?),
         (None, None) => None,
     };
-    let overlay = args
-        .overlay
-        .as_deref()
-        .map(load_checkpoint)
-        .transpose()
-        .map_err(Failure::model)?;
+    let overlay = match args.overlay.as_deref() {
+        Some(path) => Some((path, load_checkpoint(path).map_err(Failure::model)?)),
+        None => None,
+    };
     let mut provenance = Provenance {
         name: args.name,
         ..Default::default()
     };
-    if let Some(path) = &args.overlay {
+    if let Some((path, _)) = &overlay {
         let sha256 = sha256_file(path).map_err(|e| Failure::input(anyhow::anyhow!("{}: {e}", path.display())))?;
         provenance.extra.insert(
             "overlay".into(),
@@ -74,11 +72,7 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         out: &args.out,
         force: args.force,
         provenance,
-        overlay: args
-            .overlay
-            .as_deref()
-            .zip(overlay.as_ref())
-            .map(|(origin, tensors)| Overlay { origin, tensors }),
+        overlay: overlay.as_ref().map(|(origin, tensors)| Overlay { origin, tensors }),
     })
     .map_err(export_failure)?;
     println!(

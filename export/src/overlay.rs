@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use medico_models::{HostTensor, StateDict};
+use medico_models::StateDict;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::bundle::ExportError;
@@ -66,15 +66,14 @@ pub enum OverlayPrecision {
     F32,
 }
 
-/// The values of `tensor` rounded as `precision` stores them, back in f32.
-pub fn rounded(tensor: &HostTensor, precision: OverlayPrecision) -> HostTensor {
-    let data = match precision {
-        OverlayPrecision::F16 => tensor.data.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
-        OverlayPrecision::F32 => tensor.data.clone(),
-    };
-    HostTensor {
-        shape: tensor.shape.clone(),
-        data,
+/// The largest change storing `tensors` in `precision` makes to a value.
+pub fn largest_rounding(tensors: &StateDict, precision: OverlayPrecision) -> f32 {
+    match precision {
+        OverlayPrecision::F16 => tensors
+            .values()
+            .flat_map(|t| t.data.iter().map(|&v| (v - half::f16::from_f32(v).to_f32()).abs()))
+            .fold(0.0, f32::max),
+        OverlayPrecision::F32 => 0.0,
     }
 }
 
@@ -127,6 +126,7 @@ pub fn write_overlay(tensors: &StateDict, precision: OverlayPrecision, path: &Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use medico_models::HostTensor;
 
     fn tensor(data: &[f32]) -> HostTensor {
         HostTensor {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::Xxh3;
 
-use medico_bundle::checksum::hex;
+use medico_bundle::checksum::{hex, sha256_bytes};
 use medico_bundle::{Manifest, Provenance};
 
 use crate::bundle::{export_bundle, ExportError, ExportRequest};
@@ -566,7 +566,7 @@ fn verified_overlay(overlay: &OverlayEntry) -> Result<StateDict, RegistryError> 
         what,
     };
     let bytes = builtin_overlay(&overlay.builtin).ok_or_else(|| invalid("no such built-in overlay".into()))?;
-    let actual = format!("sha256:{}", hex(&Sha256::digest(bytes)));
+    let actual = format!("sha256:{}", sha256_bytes(bytes));
     if actual != overlay.checksum {
         return Err(invalid(format!("checksum {actual}, expected {}", overlay.checksum)));
     }
@@ -613,7 +613,7 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
     };
     let overlay = entry.overlay.as_ref().map(verified_overlay).transpose()?;
     let mut extra = entry.provenance.clone();
-    if let Some((overlay_entry, _)) = entry.overlay.as_ref().zip(overlay.as_ref()) {
+    if let Some(overlay_entry) = &entry.overlay {
         extra.insert("overlay".into(), serde_json::json!(overlay_entry));
     }
     let out = pulled_bundle_dir(cache, &entry.name);

@@ -398,7 +398,11 @@ mod tests {
     use super::*;
 
     fn explicit_le_file(elements: &[u8]) -> Vec<u8> {
-        let ts = b"1.2.840.10008.1.2.1\0";
+        file_with_syntax(b"1.2.840.10008.1.2.1\0", elements)
+    }
+
+    /// Preamble, `DICM`, a meta group holding only the transfer syntax `ts`, then `elements`.
+    fn file_with_syntax(ts: &[u8], elements: &[u8]) -> Vec<u8> {
         let mut bytes = vec![0u8; 128];
         bytes.extend_from_slice(b"DICM");
         bytes.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
@@ -528,13 +532,10 @@ mod tests {
     fn implicit_vr_values_are_checked_by_the_dictionary_vr() {
         // Implicit VR little endian; (001A,0000) is a group length (UL) of 6 bytes: dicom-rs reads one UL and
         // takes the 2 left for the next header.
-        let ts = b"1.2.840.10008.1.2\0";
-        let mut bytes = vec![0u8; 128];
-        bytes.extend_from_slice(b"DICM");
-        bytes.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
-        bytes.extend_from_slice(&(ts.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(ts);
-        bytes.extend_from_slice(&[0x1A, 0x00, 0x00, 0x00, 6, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
+        let bytes = file_with_syntax(
+            b"1.2.840.10008.1.2\0",
+            &[0x1A, 0x00, 0x00, 0x00, 6, 0, 0, 0, 1, 2, 3, 4, 5, 6],
+        );
         let err = check_lengths(&bytes).unwrap_err().to_string();
         assert!(
             err.contains("(001A,0000) of VR UL has 6 bytes, not a multiple of 4"),

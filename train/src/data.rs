@@ -104,6 +104,7 @@ pub fn slice_samples(
         return Err(error(&source.image, "slice_step 0 (expected 1 or more)"));
     }
     let wanted = |v: i64| source.values.as_ref().is_none_or(|list| list.contains(&v)) && !source.exclude.contains(&v);
+    let intensity = training_intensity(config);
     let standard = image.data.as_standard_layout();
     let key = source_key(
         standard.as_slice().unwrap_or_default(),
@@ -121,7 +122,7 @@ pub fn slice_samples(
                 return None;
             }
             let (values, hw) = image.slice(source.axis, index);
-            let rgb = training_intensity(config).apply_rgb(&values);
+            let rgb = intensity.apply_rgb(&values);
             let id = SampleId {
                 source: key.clone(),
                 slice: index,

@@ -5,7 +5,7 @@
 //! [`crate::data::SampleId`]), one verified file per slice: a rerun, or a second run on the same data and
 //! encoder (the `medsam` control beside `medicosam`), computes nothing again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use medico_io::embedding_cache::{EmbeddingCache, Lookup};
 use medico_models::Sam;
@@ -21,8 +21,9 @@ use crate::trainer::IMAGE_ENCODER_PREFIX;
 /// Images encoded per forward pass when filling the cache.
 const ENCODE_CHUNK: usize = 4;
 
-/// xxh3-128 (hex) over the image encoder's parameters (names, shapes, f32 values), the cache's encoder key.
-pub fn encoder_key(backend: &TchBackend) -> String {
+/// The cache folder of `backend`'s image encoder under `root`: named by an xxh3-128 (hex) over the encoder's
+/// parameters (names, shapes, f32 values).
+pub fn encoder_cache_dir(root: &Path, backend: &TchBackend) -> PathBuf {
     let mut hasher = Xxh3::new();
     for (name, tensor) in backend.named_params() {
         if !name.starts_with(IMAGE_ENCODER_PREFIX) {
@@ -44,7 +45,7 @@ pub fn encoder_key(backend: &TchBackend) -> String {
             hasher.update(&v.to_le_bytes());
         }
     }
-    format!("{:032x}", hasher.digest128())
+    root.join(format!("{:032x}", hasher.digest128()))
 }
 
 /// What filling the cache did.
@@ -58,18 +59,30 @@ pub struct CacheReport {
     pub encoder_seconds: f64,
 }
 
-/// The embedding of every sample (`[C, 64, 64]` f32 on the CPU, in order), read from the cache under
-/// `root` or computed with `sam`'s image encoder on `backend` and stored there. `progress` is told the
+impl std::ops::Add for CacheReport {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            reused: self.reused + other.reused,
+            computed: self.computed + other.computed,
+            encoder_seconds: self.encoder_seconds + other.encoder_seconds,
+        }
+    }
+}
+
+/// The embedding of every sample (`[C, 64, 64]` f32 on the CPU, in order), read from the encoder's cache
+/// folder `encoder_dir` ([`encoder_cache_dir`]) or computed with `sam`'s image encoder on `backend` and
+/// stored there. `progress` is told the
 /// number of samples done.
 pub fn sample_embeddings(
     sam: &Sam,
     backend: &TchBackend,
     samples: &[SliceSample],
-    root: &Path,
+    encoder_dir: &Path,
     mut progress: impl FnMut(usize),
 ) -> Result<(Vec<Tensor>, CacheReport), TrainError> {
-    let root = root.join(encoder_key(backend));
-    let cache_of = |sample: &SliceSample| EmbeddingCache::new(&root, &sample.id.source);
+    let cache_of = |sample: &SliceSample| EmbeddingCache::new(encoder_dir, &sample.id.source);
     let mut embeddings: Vec<Option<Tensor>> = samples
         .iter()
         .map(|sample| match cache_of(sample).load(sample.id.slice) {

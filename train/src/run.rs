@@ -20,7 +20,7 @@ use crate::data::{
     folder_samples, make_batch, make_embedding_batch, sa_med2d_samples, slice_samples, ImageFolderSource,
     SaMed2dSource, SliceSample, VolumeSource,
 };
-use crate::embeddings::{sample_embeddings, CacheReport};
+use crate::embeddings::{encoder_cache_dir, sample_embeddings, CacheReport};
 use crate::error::TrainError;
 use crate::objective::Batch;
 use crate::run_config::{DataEntry, RunConfig};
@@ -205,24 +205,20 @@ fn precompute_embeddings(
         Some(path) => resolve(&context.base, path),
         None => context.out.join("embeddings"),
     };
+    let encoder_dir = encoder_cache_dir(&root, trainer.backend());
     let total = context.train.len() + context.val.len();
     let sam = Sam::new(context.sam_config.clone());
-    let (train, train_report) = sample_embeddings(&sam, trainer.backend(), &context.train, &root, |done| {
+    let (train, train_report) = sample_embeddings(&sam, trainer.backend(), &context.train, &encoder_dir, |done| {
         progress(&Progress::Embeddings { done, total })
     })?;
     let offset = context.train.len();
-    let (val, val_report) = sample_embeddings(&sam, trainer.backend(), &context.val, &root, |done| {
+    let (val, val_report) = sample_embeddings(&sam, trainer.backend(), &context.val, &encoder_dir, |done| {
         progress(&Progress::Embeddings {
             done: offset + done,
             total,
         })
     })?;
-    let report = CacheReport {
-        reused: train_report.reused + val_report.reused,
-        computed: train_report.computed + val_report.computed,
-        encoder_seconds: train_report.encoder_seconds + val_report.encoder_seconds,
-    };
-    Ok((Embeddings { train, val }, report))
+    Ok((Embeddings { train, val }, train_report + val_report))
 }
 
 /// The configuration read and checked, the architecture resolved, the output folder made, the data loaded.

@@ -20,20 +20,24 @@ fn shared() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
 }
 
-#[test]
-fn mni_slices_become_batches_the_trainer_steps_on() {
-    let reference = shared().join("reference/tiny");
-    let config = SamConfig::from_json_file(&reference.join("config.json")).unwrap();
+/// The MNI152 T1 with its tissue labels, axial, every `slice_step`-th slice.
+pub fn mni_tissue_axial(slice_step: usize) -> VolumeSource {
     let data = shared().join("data/volumes");
-    let source = VolumeSource {
+    VolumeSource {
         image: data.join("mni152_t1.nii.gz"),
         labels: data.join("mni152_tissue_labels.nii.gz"),
         axis: 2,
         values: None,
         exclude: Vec::new(),
-        slice_step: 1,
-    };
-    let samples = slice_samples(&source, &config, 20).unwrap();
+        slice_step,
+    }
+}
+
+#[test]
+fn mni_slices_become_batches_the_trainer_steps_on() {
+    let reference = shared().join("reference/tiny");
+    let config = SamConfig::from_json_file(&reference.join("config.json")).unwrap();
+    let samples = slice_samples(&mni_tissue_axial(1), &config, 20).unwrap();
     let side = config.img_size;
     // Tissue labels cover axial slices 2..=151 (cases.json); slices with objects of >= 20 px at 256² are kept.
     assert!(samples.len() > 100 && samples.len() <= 189, "{}", samples.len());

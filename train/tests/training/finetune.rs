@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use medico_models::{EncoderConfig, Sam, SamConfig};
-use medico_train::data::{make_batch, make_embedding_batch, slice_samples, SliceSample, VolumeSource};
-use medico_train::embeddings::sample_embeddings;
+use medico_tests::shared_dir as shared;
+use medico_train::data::{make_batch, make_embedding_batch, slice_samples, SliceSample};
+use medico_train::embeddings::{encoder_cache_dir, sample_embeddings};
 use medico_train::objective::{Objective, ObjectiveConfig};
 use medico_train::run::{random_state, run};
 use medico_train::trainer::{OptimizerConfig, TrainableParts, Trainer};
@@ -15,11 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
-fn shared() -> PathBuf {
-    std::env::var_os("MEDICO_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
+use crate::data::mni_tissue_axial;
 
 /// LiteMedSAM's architecture shrunk: the same stem, stages and merge strides, narrow and one block each; a
 /// narrow decoder.
@@ -40,16 +37,7 @@ fn small_tiny_vit() -> SamConfig {
 
 /// Axial MNI152 slices with their tissue classes, every 40th.
 fn samples(config: &SamConfig) -> Vec<SliceSample> {
-    let data = shared().join("data/volumes");
-    let source = VolumeSource {
-        image: data.join("mni152_t1.nii.gz"),
-        labels: data.join("mni152_tissue_labels.nii.gz"),
-        axis: 2,
-        values: None,
-        exclude: Vec::new(),
-        slice_step: 40,
-    };
-    slice_samples(&source, config, 25).unwrap()
+    slice_samples(&mni_tissue_axial(40), config, 25).unwrap()
 }
 
 fn objective() -> ObjectiveConfig {
@@ -80,7 +68,8 @@ fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
     assert!(samples.len() >= 3, "{}", samples.len());
 
     let cache = tempfile::tempdir().unwrap();
-    let (embeddings, first) = sample_embeddings(&sam(), trainer.backend(), &samples, cache.path(), |_| {}).unwrap();
+    let encoder_dir = encoder_cache_dir(cache.path(), trainer.backend());
+    let (embeddings, first) = sample_embeddings(&sam(), trainer.backend(), &samples, &encoder_dir, |_| {}).unwrap();
     assert_eq!((first.computed, first.reused), (samples.len(), 0));
     assert_eq!(embeddings[0].size(), [32, 64, 64]);
     // A second pass reads every embedding back; a damaged file is recomputed, not trusted.
@@ -92,7 +81,7 @@ fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
         .next()
         .unwrap();
     std::fs::write(&damaged, b"not an embedding").unwrap();
-    let (again, second) = sample_embeddings(&sam(), trainer.backend(), &samples, cache.path(), |_| {}).unwrap();
+    let (again, second) = sample_embeddings(&sam(), trainer.backend(), &samples, &encoder_dir, |_| {}).unwrap();
     assert_eq!((second.computed, second.reused), (1, samples.len() - 1));
     for (a, b) in embeddings.iter().zip(&again) {
         assert_eq!(max_difference(a, b), 0.0);
