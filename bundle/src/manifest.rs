@@ -36,6 +36,10 @@ pub enum GraphRole {
     DecoderSingle,
     /// Low-resolution logits only (for engines that cannot resize by a runtime value).
     DecoderLowres,
+    /// The decoder's image-only part, run once per image (optional; see `decoder_prompt`).
+    DecoderPrepare,
+    /// Low-resolution logits from a prepared image and points, no mask prompt: the per-click graph.
+    DecoderPrompt,
 }
 
 impl GraphRole {
@@ -46,6 +50,8 @@ impl GraphRole {
             GraphRole::Decoder => "decoder",
             GraphRole::DecoderSingle => "decoder_single",
             GraphRole::DecoderLowres => "decoder_lowres",
+            GraphRole::DecoderPrepare => "decoder_prepare",
+            GraphRole::DecoderPrompt => "decoder_prompt",
         }
     }
 }
@@ -131,6 +137,8 @@ mod tests {
             GraphRole::Decoder,
             GraphRole::DecoderSingle,
             GraphRole::DecoderLowres,
+            GraphRole::DecoderPrepare,
+            GraphRole::DecoderPrompt,
         ] {
             let json = serde_json::to_string(&role).unwrap();
             assert_eq!(json, format!("\"{}\"", role.name()));

@@ -1,5 +1,7 @@
 //! `medico-cli bench`: encoder and decoder latency of a bundle on every available engine, measured in one
-//! run on one machine (medians after warm-up), with the ratio between engines. For notes, not tests.
+//! run on one machine (medians after warm-up), with the ratio between engines, and how they compare with
+//! the hardware: the work per run (multiply-adds from tract's cost model), the achieved GFLOP/s and each
+//! engine's measured matrix-product peak (an `n x n` MatMul probe). For notes, not tests.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,8 +10,10 @@ use anyhow::anyhow;
 use clap::Args;
 use medico_bundle::Bundle;
 use medico_models::prompt::BoxPrompt;
+use medico_runtime::engines::open_engine;
 use medico_runtime::engines::ort_available;
 use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
+use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 
 use crate::common::{default_threads, runtime_failure};
@@ -33,6 +37,9 @@ pub struct BenchArgs {
     /// Threads per engine.
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
+    /// Side of the square matrices of the matrix-product probe (2·n³ FLOP per run).
+    #[arg(long, default_value_t = 1024)]
+    probe_size: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -68,9 +75,46 @@ impl Timing {
 struct EngineRow {
     backend: &'static str,
     threads: usize,
+    /// Image → embedding (preprocessing included).
     encoder_ms: Timing,
+    /// The decoder's image-only part, once per image (bundles with a per-click decoder).
+    prepare_ms: Option<Timing>,
+    /// Prompt → mask at the original size (a box, single mask).
     decoder_ms: Timing,
+    /// Best GFLOP/s of the matrix-product probe on this engine.
+    matmul_peak_gflops: f64,
+    /// Achieved GFLOP/s (work / median time) and its fraction of the probe's peak.
+    encoder_gflops: Option<Throughput>,
+    decoder_gflops: Option<Throughput>,
     ratio_to_first: Ratios,
+}
+
+/// Achieved throughput of a stage.
+#[derive(Serialize, Clone, Copy)]
+struct Throughput {
+    gflops: f64,
+    fraction_of_peak: f64,
+}
+
+impl Throughput {
+    fn of(gflop: Option<f64>, time: Timing, peak: f64) -> Option<Self> {
+        gflop.map(|g| {
+            let gflops = g / (time.median / 1000.0);
+            Throughput {
+                gflops,
+                fraction_of_peak: gflops / peak,
+            }
+        })
+    }
+}
+
+/// Work per run in GFLOP (2 per multiply-add of matrix products and convolutions), from tract's cost
+/// model; `None` in a build without tract.
+#[derive(Serialize, Clone, Copy)]
+struct Work {
+    encoder_gflop: Option<f64>,
+    prepare_gflop: Option<f64>,
+    decoder_gflop: Option<f64>,
 }
 
 /// Median ratios to the first engine's.
@@ -86,6 +130,7 @@ struct BenchReport {
     model: String,
     architecture: String,
     image_size: usize,
+    work: Work,
     results: Vec<EngineRow>,
 }
 
@@ -122,9 +167,10 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     } else {
         args.backends.clone()
     };
+    let work = work_per_run(&bundle).map_err(Failure::model)?;
     let mut rows = Vec::new();
     for backend in backends {
-        rows.push(time_engine(&args, &bundle, backend)?);
+        rows.push(time_engine(&args, &bundle, backend, work)?);
     }
     let (first_encoder, first_decoder) = (rows[0].encoder_ms.median, rows[0].decoder_ms.median);
     for row in &mut rows {
@@ -137,6 +183,7 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         model: args.model.display().to_string(),
         architecture: bundle.manifest.architecture.clone(),
         image_size: bundle.manifest.config.img_size,
+        work,
         results: rows,
     };
     if args.json {
@@ -150,8 +197,69 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Times one engine: encoder runs on a test image, then decoder runs with a central box.
-fn time_engine(args: &BenchArgs, bundle: &Bundle, backend: BackendChoice) -> Result<EngineRow, Failure> {
+/// The bench's box prompt as the decoder graphs take it: two corner points.
+const BOX_POINTS: [usize; 3] = [1, 2, 2];
+
+/// The work of one encoder run, one preparation and one click (a box) of `bundle`.
+#[cfg(feature = "tract")]
+fn work_per_run(bundle: &Bundle) -> anyhow::Result<Work> {
+    use medico_bundle::GraphRole;
+    use medico_runtime::engines::multiply_adds;
+    let gflop = |role: GraphRole, shapes: &[(&str, &[usize])]| -> anyhow::Result<Option<f64>> {
+        match bundle.graph(role) {
+            Some(path) => Ok(Some(multiply_adds(&path, shapes)? as f64 * 2.0 / 1e9)),
+            None => Ok(None),
+        }
+    };
+    let side = bundle.manifest.config.img_size;
+    let points: [(&str, &[usize]); 2] = [("point_coords", &BOX_POINTS), ("point_labels", &BOX_POINTS[..2])];
+    let click = match gflop(GraphRole::DecoderPrompt, &points)? {
+        Some(g) => Some(g),
+        None => gflop(GraphRole::DecoderLowres, &points)?,
+    };
+    Ok(Work {
+        encoder_gflop: gflop(GraphRole::Encoder, &[("images", &[1, 3, side, side])])?,
+        prepare_gflop: gflop(GraphRole::DecoderPrepare, &[])?,
+        decoder_gflop: click,
+    })
+}
+
+/// Without tract there is no cost model: the work is not reported.
+#[cfg(not(feature = "tract"))]
+fn work_per_run(_bundle: &Bundle) -> anyhow::Result<Work> {
+    Ok(Work {
+        encoder_gflop: None,
+        prepare_gflop: None,
+        decoder_gflop: None,
+    })
+}
+
+/// The engine's best f32 matrix-product throughput in GFLOP/s: an `n x n` MatMul, one warm-up run and ten
+/// timed runs, the fastest counted.
+fn matmul_peak(backend: BackendChoice, n: usize, threads: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("matmul_probe.onnx");
+    std::fs::write(&path, medico_export::to_bytes(&medico_export::matmul_model(n)))?;
+    let mut engine = open_engine(backend, &path, threads)?;
+    let values = |seed: usize| {
+        ArrayD::from_shape_fn(IxDyn(&[n, n]), |d| {
+            ((d[0] * 31 + d[1] * 17 + seed) % 97) as f32 / 97.0 - 0.5
+        })
+    };
+    let feeds = [("a", values(1)), ("b", values(2))];
+    engine.run(&feeds)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..10 {
+        let start = Instant::now();
+        engine.run(&feeds)?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
+
+/// Times one engine: encoder runs on a test image (each followed by the decoder's preparation when the
+/// bundle has one, timed apart), then decoder runs with a central box, then the matrix-product probe.
+fn time_engine(args: &BenchArgs, bundle: &Bundle, backend: BackendChoice, work: Work) -> Result<EngineRow, Failure> {
     let side = bundle.manifest.config.img_size;
     let image = test_image(side);
     let bbox = BoxPrompt {
@@ -163,12 +271,17 @@ fn time_engine(args: &BenchArgs, bundle: &Bundle, backend: BackendChoice) -> Res
     let mut predictor = Predictor::open(bundle, backend, args.threads).map_err(runtime_failure)?;
     let name = predictor.engine_name();
     let bar = progress::bar((args.runs + args.decoder_runs + 2) as u64, name);
-    let mut encoder = Vec::new();
+    let (mut encoder, mut prepare) = (Vec::new(), Vec::new());
     for run in 0..=args.runs {
         let start = Instant::now();
         predictor.set_image(&image, (side, side)).map_err(runtime_failure)?;
+        let encoded = start.elapsed();
+        let prepared = predictor.prepare_clicks().map_err(runtime_failure)?;
         if run > 0 {
-            encoder.push(start.elapsed().as_secs_f64() * 1000.0);
+            encoder.push(encoded.as_secs_f64() * 1000.0);
+            if prepared {
+                prepare.push((start.elapsed() - encoded).as_secs_f64() * 1000.0);
+            }
         }
         bar.inc(1);
     }
@@ -184,11 +297,17 @@ fn time_engine(args: &BenchArgs, bundle: &Bundle, backend: BackendChoice) -> Res
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let peak = matmul_peak(backend, args.probe_size, args.threads).map_err(Failure::model)?;
+    let (encoder_ms, decoder_ms) = (Timing::of(encoder), Timing::of(decoder));
     Ok(EngineRow {
         backend: name,
         threads: args.threads,
-        encoder_ms: Timing::of(encoder),
-        decoder_ms: Timing::of(decoder),
+        encoder_ms,
+        prepare_ms: (!prepare.is_empty()).then(|| Timing::of(prepare)),
+        decoder_ms,
+        matmul_peak_gflops: peak,
+        encoder_gflops: Throughput::of(work.encoder_gflop, encoder_ms, peak),
+        decoder_gflops: Throughput::of(work.decoder_gflop, decoder_ms, peak),
         ratio_to_first: Ratios {
             encoder: 1.0,
             decoder: 1.0,
@@ -202,17 +321,43 @@ fn print_table(report: &BenchReport) {
         "{} ({}, {side}x{side} input), medians after 1 warm-up run:",
         report.model, report.architecture
     );
+    let gflop = |g: Option<f64>| g.map_or("-".to_string(), |g| format!("{g:.2}"));
+    let w = &report.work;
     println!(
-        "  {:<8} {:>7} {:>14} {:>14} {:>10} {:>10}",
-        "engine", "threads", "encoder ms", "decoder ms", "enc ratio", "dec ratio"
+        "  work per run (GFLOP, tract's cost model): encoder {}, decoder preparation {}, click {}",
+        gflop(w.encoder_gflop),
+        gflop(w.prepare_gflop),
+        gflop(w.decoder_gflop)
     );
+    println!(
+        "  {:<6} {:>7} {:>12} {:>11} {:>16} {:>10} {:>9} {:>16} {:>9} {:>9}",
+        "engine",
+        "threads",
+        "peak GFLOP/s",
+        "encoder ms",
+        "GFLOP/s (peak)",
+        "prepare ms",
+        "click ms",
+        "GFLOP/s (peak)",
+        "enc ratio",
+        "clk ratio"
+    );
+    let rate = |t: Option<Throughput>| {
+        t.map_or("?".to_string(), |t| {
+            format!("{:.1} ({:.0}%)", t.gflops, 100.0 * t.fraction_of_peak)
+        })
+    };
     for row in &report.results {
         println!(
-            "  {:<8} {:>7} {:>14.1} {:>14.2} {:>10.2} {:>10.2}",
+            "  {:<6} {:>7} {:>12.1} {:>11.1} {:>16} {:>10} {:>9.2} {:>16} {:>9.2} {:>9.2}",
             row.backend,
             row.threads,
+            row.matmul_peak_gflops,
             row.encoder_ms.median,
+            rate(row.encoder_gflops),
+            row.prepare_ms.map_or("-".to_string(), |t| format!("{:.2}", t.median)),
             row.decoder_ms.median,
+            rate(row.decoder_gflops),
             row.ratio_to_first.encoder,
             row.ratio_to_first.decoder,
         );

@@ -12,7 +12,9 @@ use medico_bundle::{
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{Preprocessing, Sam, SamConfig, StateDict};
 
-use crate::graphs::{decoder_model, encoder_model, DecoderVariant, IR_VERSION, OPSET};
+use crate::graphs::{
+    decoder_model, decoder_prepare_model, decoder_prompt_model, encoder_model, DecoderVariant, IR_VERSION, OPSET,
+};
 use crate::overlay::{apply_overlay, Overlay};
 use crate::pb::ModelProto;
 use crate::to_bytes;
@@ -145,6 +147,16 @@ fn bundle_graphs(sam: &Sam, state: &StateDict) -> Vec<(GraphRole, &'static str, 
     ] {
         graphs.push((role, variant.file_name(), decoder_model(sam, state, variant)));
     }
+    graphs.push((
+        GraphRole::DecoderPrepare,
+        "decoder_prepare.onnx",
+        decoder_prepare_model(sam, state),
+    ));
+    graphs.push((
+        GraphRole::DecoderPrompt,
+        "decoder_prompt.onnx",
+        decoder_prompt_model(sam, state),
+    ));
     graphs
 }
 

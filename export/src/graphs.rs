@@ -2,6 +2,7 @@
 //! definition through [`OnnxBackend`].
 
 use crate::pb;
+use medico_models::prepared_decoder::PreparedImage;
 use medico_models::prompt_encoder::DensePrompt;
 use medico_models::sam::PromptTensors;
 use medico_models::{Backend, Sam, StateDict};
@@ -74,6 +75,18 @@ fn model(
     outputs: Vec<pb::ValueInfoProto>,
 ) -> pb::ModelProto {
     let (node, initializer) = b.finish();
+    model_of(pb::GraphProto {
+        name: name.to_string(),
+        node,
+        initializer,
+        input: inputs,
+        output: outputs,
+        ..Default::default()
+    })
+}
+
+/// A model of `graph` at medico's opset and IR version.
+fn model_of(graph: pb::GraphProto) -> pb::ModelProto {
     pb::ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![pb::OperatorSetIdProto {
@@ -82,14 +95,7 @@ fn model(
         }],
         producer_name: "medico".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(pb::GraphProto {
-            name: name.to_string(),
-            node,
-            initializer,
-            input: inputs,
-            output: outputs,
-            ..Default::default()
-        }),
+        graph: Some(graph),
         ..Default::default()
     }
 }
@@ -206,6 +212,92 @@ pub fn decoder_model(sam: &Sam, state: &StateDict, variant: DecoderVariant) -> p
     model("medico_sam_decoder", b, inputs, outputs)
 }
 
+/// The shapes of the prepared-image tensors ([`PreparedImage::NAMES`]) for `sam`.
+fn prepared_value_infos(sam: &Sam) -> Vec<pb::ValueInfoProto> {
+    let c = &sam.config;
+    let tokens = c.embedding_size() * c.embedding_size();
+    let heads = c.decoder_num_heads;
+    let head_dim = c.prompt_embed_dim / c.decoder_attention_downsample_rate / heads;
+    let shapes = [
+        [1, tokens, c.prompt_embed_dim, 0],
+        [1, heads, head_dim, tokens],
+        [1, heads, tokens, head_dim],
+        [1, heads, head_dim, tokens],
+    ];
+    PreparedImage::NAMES
+        .iter()
+        .zip(shapes)
+        .map(|(name, shape)| {
+            let rank = if shape[3] == 0 { 3 } else { 4 };
+            let dims: Vec<Dim> = shape[..rank].iter().map(|&d| Dim::Fixed(d)).collect();
+            value_info(name, &dims)
+        })
+        .collect()
+}
+
+/// `decoder_prepare.onnx`: `image_embeddings` `[1, C, E, E]` → the decoder's image-only tensors
+/// ([`PreparedImage`]), computed once per image.
+pub fn decoder_prepare_model(sam: &Sam, state: &StateDict) -> pb::ModelProto {
+    let c = &sam.config;
+    let b = OnnxBackend::new(state);
+    let prepared = sam.prepare_image(&b, &input("image_embeddings", 4));
+    for (tensor, name) in prepared.tensors().into_iter().zip(PreparedImage::NAMES) {
+        b.output_as(tensor, name);
+    }
+    let e = c.embedding_size();
+    model(
+        "medico_sam_decoder_prepare",
+        b,
+        vec![value_info(
+            "image_embeddings",
+            &[
+                Dim::Fixed(1),
+                Dim::Fixed(c.prompt_embed_dim),
+                Dim::Fixed(e),
+                Dim::Fixed(e),
+            ],
+        )],
+        prepared_value_infos(sam),
+    )
+}
+
+/// `decoder_prompt.onnx`: the prepared image and points → `iou_predictions` and `low_res_masks` of all
+/// mask tokens, as [`DecoderVariant::LowRes`] without a mask prompt.
+pub fn decoder_prompt_model(sam: &Sam, state: &StateDict) -> pb::ModelProto {
+    let c = &sam.config;
+    let b = OnnxBackend::new(state);
+    let [image_tokens, layer0_keys, layer0_values, layer0_queries] =
+        [(0, 3), (1, 4), (2, 4), (3, 4)].map(|(i, rank)| input(PreparedImage::NAMES[i], rank));
+    let prepared = PreparedImage {
+        image_tokens,
+        layer0_keys,
+        layer0_values,
+        layer0_queries,
+    };
+    let decoded = sam.decode_prepared(&b, &prepared, &input("point_coords", 3), &input("point_labels", 2));
+    b.output_as(&decoded.iou_predictions, "iou_predictions");
+    b.output_as(&decoded.masks, "low_res_masks");
+    let (m, low) = (c.num_mask_tokens(), c.low_res_size());
+    let mut inputs = prepared_value_infos(sam);
+    inputs.push(value_info(
+        "point_coords",
+        &[Dim::Fixed(1), Dim::Named("num_points"), Dim::Fixed(2)],
+    ));
+    inputs.push(value_info("point_labels", &[Dim::Fixed(1), Dim::Named("num_points")]));
+    model(
+        "medico_sam_decoder_prompt",
+        b,
+        inputs,
+        vec![
+            value_info("iou_predictions", &[Dim::Fixed(1), Dim::Fixed(m)]),
+            value_info(
+                "low_res_masks",
+                &[Dim::Fixed(1), Dim::Fixed(m), Dim::Fixed(low), Dim::Fixed(low)],
+            ),
+        ],
+    )
+}
+
 /// Official `select_masks`: `argmax(iou + (N - 2.5) * [1000, 0, ...])` over the mask tokens, where `N`
 /// counts every input point (padding and box corners included); returns the chosen mask and score.
 fn select_single_mask(
@@ -259,4 +351,24 @@ fn postprocess_to_original(
         1,
     );
     resize_linear(b, &cropped, &sizes)
+}
+
+/// A one-node graph `product = a · b` of two `n x n` inputs: the matrix-product probe `bench` measures an
+/// engine's achievable f32 throughput with.
+pub fn matmul_model(n: usize) -> pb::ModelProto {
+    let node = pb::NodeProto {
+        name: "MatMul_probe".into(),
+        op_type: "MatMul".into(),
+        input: vec!["a".into(), "b".into()],
+        output: vec!["product".into()],
+        ..Default::default()
+    };
+    let square = [Dim::Fixed(n), Dim::Fixed(n)];
+    model_of(pb::GraphProto {
+        name: "medico_matmul_probe".into(),
+        node: vec![node],
+        input: vec![value_info("a", &square), value_info("b", &square)],
+        output: vec![value_info("product", &square)],
+        ..Default::default()
+    })
 }

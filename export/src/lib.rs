@@ -12,7 +12,9 @@ pub mod registry;
 pub mod validate;
 
 pub use bundle::{export_bundle, ExportError, ExportRequest};
-pub use graphs::{decoder_model, encoder_model, DecoderVariant};
+pub use graphs::{
+    decoder_model, decoder_prepare_model, decoder_prompt_model, encoder_model, matmul_model, DecoderVariant,
+};
 
 pub use onnx_proto as pb;
 

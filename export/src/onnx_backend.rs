@@ -333,6 +333,19 @@ impl Backend for OnnxBackend<'_> {
         self.node("Softmax", &[&x.name], vec![("axis", Attr::Int(-1))], x.rank)
     }
 
+    /// `exp(x - max) / Σ exp(x - max)` over `axis` in reduce and element-wise ops, in place (no
+    /// transposes): tract runs `Softmax` and `ReduceMax` over a short last axis row by row with a fixed
+    /// per-row cost (18 ms for the decoder's 32768 rows of 7 prompt tokens on 2 cores); over a middle
+    /// axis with long contiguous rows inside, every pass is vectorized in both engines.
+    fn softmax_short(&self, x: &OnnxTensor, axis: usize, _rank: usize) -> OnnxTensor {
+        let axis = axis as i64;
+        let axes = self.const_i64(&[axis], &[1]);
+        let max = self.node("ReduceMax", &[&x.name], vec![("axes", Attr::Ints(vec![axis]))], x.rank);
+        let exp = self.unary("Exp", &self.binary("Sub", x, &max));
+        let sum = self.node("ReduceSum", &[&exp.name, &axes], vec![], x.rank);
+        self.binary("Div", &exp, &sum)
+    }
+
     fn sin(&self, x: &OnnxTensor) -> OnnxTensor {
         self.unary("Sin", x)
     }

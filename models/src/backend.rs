@@ -60,6 +60,18 @@ pub trait Backend {
     fn relu(&self, x: &Self::Tensor) -> Self::Tensor;
     /// Softmax over the last axis.
     fn softmax_last(&self, x: &Self::Tensor) -> Self::Tensor;
+    /// Softmax over a short `axis` (a few prompt tokens, many rows). The same function as
+    /// [`Backend::softmax_last`] on that axis; a recording backend may spell it in ops that engines run
+    /// faster on short rows.
+    fn softmax_short(&self, x: &Self::Tensor, axis: usize, rank: usize) -> Self::Tensor {
+        let mut perm: Vec<usize> = (0..rank).filter(|&a| a != axis).collect();
+        perm.push(axis);
+        let mut inverse = vec![0; rank];
+        for (position, &a) in perm.iter().enumerate() {
+            inverse[a] = position;
+        }
+        self.permute(&self.softmax_last(&self.permute(x, &perm)), &inverse)
+    }
     /// Element-wise sine.
     fn sin(&self, x: &Self::Tensor) -> Self::Tensor;
     /// Element-wise cosine.

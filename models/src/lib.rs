@@ -11,6 +11,7 @@ pub mod encoder_config;
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod params;
+pub mod prepared_decoder;
 pub mod preprocessing;
 pub mod prompt;
 pub mod prompt_encoder;

@@ -5,7 +5,7 @@ use crate::backend::{layer_norm_2d, layer_norm_layer, linear_layer, Backend};
 use crate::config::{SamConfig, DECODER_LAYERNORM_EPS, LAYERNORM2D_EPS};
 use crate::params::ParamSpecs;
 
-const PREFIX: &str = "mask_decoder";
+pub(crate) const PREFIX: &str = "mask_decoder";
 
 /// Output of [`MaskDecoder::forward`]: all mask tokens' outputs (index 0 = single-mask output).
 pub struct DecoderOutput<T> {
@@ -24,6 +24,11 @@ impl<'a> MaskDecoder<'a> {
     /// The mask decoder of `config`.
     pub fn new(config: &'a SamConfig) -> Self {
         Self { config }
+    }
+
+    /// The architecture.
+    pub(crate) fn config(&self) -> &SamConfig {
+        self.config
     }
 
     /// Declares the mask decoder's parameters.
@@ -88,14 +93,7 @@ impl<'a> MaskDecoder<'a> {
         let dim = c.prompt_embed_dim as i64;
         let m = c.num_mask_tokens();
         let side = c.embedding_size() as i64;
-        let output_tokens = b.concat(
-            &[
-                &b.param(&format!("{PREFIX}.iou_token.weight")),
-                &b.param(&format!("{PREFIX}.mask_tokens.weight")),
-            ],
-            0,
-        );
-        let output_tokens = b.reshape(&output_tokens, &[1, (m + 1) as i64, dim]);
+        let output_tokens = self.output_tokens(b);
         let tokens = match sparse {
             Some(sparse) => b.concat(&[&b.expand_batch_like(&output_tokens, sparse), sparse], 1),
             None => b.expand_batch_like(&output_tokens, image_embeddings),
@@ -145,6 +143,58 @@ impl<'a> MaskDecoder<'a> {
         DecoderOutput { masks, iou_predictions }
     }
 
+    /// The learned output tokens (IoU token, then the mask tokens) `[1, M + 1, C]`.
+    pub(crate) fn output_tokens<B: Backend>(&self, b: &B) -> B::Tensor {
+        let c = self.config;
+        let tokens = b.concat(
+            &[
+                &b.param(&format!("{PREFIX}.iou_token.weight")),
+                &b.param(&format!("{PREFIX}.mask_tokens.weight")),
+            ],
+            0,
+        );
+        b.reshape(&tokens, &[1, c.num_mask_tokens() as i64 + 1, c.prompt_embed_dim as i64])
+    }
+
+    /// Layer `layer`'s token self-attention and `norm1`. The first layer replaces the tokens by their
+    /// self-attention (no positional term, no residual); later layers add it to them.
+    pub(crate) fn tokens_self_attend<B: Backend>(
+        &self,
+        b: &B,
+        layer: usize,
+        queries: &B::Tensor,
+        point_embedding: &B::Tensor,
+    ) -> B::Tensor {
+        let l = format!("{PREFIX}.transformer.layers.{layer}");
+        let self_attn = Attention {
+            heads: self.config.decoder_num_heads,
+            internal_dim: self.config.prompt_embed_dim,
+        };
+        let attended = if layer == 0 {
+            self_attn.forward(b, &format!("{l}.self_attn"), queries, queries, queries)
+        } else {
+            let q = b.add(queries, point_embedding);
+            b.add(
+                queries,
+                &self_attn.forward(b, &format!("{l}.self_attn"), &q, &q, queries),
+            )
+        };
+        layer_norm_layer(b, &attended, &format!("{l}.norm1"), DECODER_LAYERNORM_EPS)
+    }
+
+    /// Layer `layer`'s token MLP with its residual and `norm3`.
+    pub(crate) fn tokens_mlp<B: Backend>(&self, b: &B, layer: usize, queries: &B::Tensor) -> B::Tensor {
+        let l = format!("{PREFIX}.transformer.layers.{layer}");
+        let hidden = b.relu(&linear_layer(b, queries, &format!("{l}.mlp.lin1")));
+        let mlp_out = linear_layer(b, &hidden, &format!("{l}.mlp.lin2"));
+        layer_norm_layer(
+            b,
+            &b.add(queries, &mlp_out),
+            &format!("{l}.norm3"),
+            DECODER_LAYERNORM_EPS,
+        )
+    }
+
     /// The two-way transformer: returns (queries `[B, T, C]`, keys `[B, E*E, C]`).
     fn two_way_transformer<B: Backend>(
         &self,
@@ -161,12 +211,7 @@ impl<'a> MaskDecoder<'a> {
         let t = format!("{PREFIX}.transformer");
         let norm = |x: &B::Tensor, name: &str| layer_norm_layer(b, x, name, DECODER_LAYERNORM_EPS);
         let heads = c.decoder_num_heads;
-        let self_dim = c.prompt_embed_dim;
         let cross_dim = c.prompt_embed_dim / c.decoder_attention_downsample_rate;
-        let self_attn = Attention {
-            heads,
-            internal_dim: self_dim,
-        };
         let cross_attn = Attention {
             heads,
             internal_dim: cross_dim,
@@ -175,27 +220,13 @@ impl<'a> MaskDecoder<'a> {
         let mut keys = image_tokens;
         for i in 0..c.decoder_depth {
             let l = format!("{t}.layers.{i}");
-            // The first layer replaces the tokens by their self-attention (no positional term, no
-            // residual); later layers add it to them.
-            let attended = if i == 0 {
-                self_attn.forward(b, &format!("{l}.self_attn"), &queries, &queries, &queries)
-            } else {
-                let q = b.add(&queries, point_embedding);
-                b.add(
-                    &queries,
-                    &self_attn.forward(b, &format!("{l}.self_attn"), &q, &q, &queries),
-                )
-            };
-            queries = norm(&attended, &format!("{l}.norm1"));
+            queries = self.tokens_self_attend(b, i, &queries, point_embedding);
             // Tokens attend to the image.
             let q = b.add(&queries, point_embedding);
             let k = b.add(&keys, &key_pe);
             let attn_out = cross_attn.forward(b, &format!("{l}.cross_attn_token_to_image"), &q, &k, &keys);
             queries = norm(&b.add(&queries, &attn_out), &format!("{l}.norm2"));
-            // Token MLP.
-            let hidden = b.relu(&linear_layer(b, &queries, &format!("{l}.mlp.lin1")));
-            let mlp_out = linear_layer(b, &hidden, &format!("{l}.mlp.lin2"));
-            queries = norm(&b.add(&queries, &mlp_out), &format!("{l}.norm3"));
+            queries = self.tokens_mlp(b, i, &queries);
             // The image attends to the tokens.
             let q = b.add(&queries, point_embedding);
             let k = b.add(&keys, &key_pe);
@@ -228,7 +259,7 @@ fn mlp_specs(specs: &mut ParamSpecs, prefix: &str, input: usize, hidden: usize, 
 }
 
 /// The decoder's MLP: ReLU after every layer but the last.
-fn mlp<B: Backend>(b: &B, x: &B::Tensor, prefix: &str, depth: usize) -> B::Tensor {
+pub(crate) fn mlp<B: Backend>(b: &B, x: &B::Tensor, prefix: &str, depth: usize) -> B::Tensor {
     let mut x = linear_layer(b, x, &format!("{prefix}.layers.0"));
     for i in 1..depth {
         x = linear_layer(b, &b.relu(&x), &format!("{prefix}.layers.{i}"));
@@ -237,13 +268,20 @@ fn mlp<B: Backend>(b: &B, x: &B::Tensor, prefix: &str, depth: usize) -> B::Tenso
 }
 
 /// Multi-head attention with separate q/k/v projections to `internal_dim` (`[B, n, C]` inputs).
-struct Attention {
-    heads: usize,
-    internal_dim: usize,
+pub(crate) struct Attention {
+    pub(crate) heads: usize,
+    pub(crate) internal_dim: usize,
 }
 
 impl Attention {
-    fn forward<B: Backend>(&self, b: &B, prefix: &str, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor) -> B::Tensor {
+    pub(crate) fn forward<B: Backend>(
+        &self,
+        b: &B,
+        prefix: &str,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+    ) -> B::Tensor {
         let head_dim = (self.internal_dim / self.heads) as i64;
         let split_heads = |x: &B::Tensor, proj: &str| {
             let projected = linear_layer(b, x, &format!("{prefix}.{proj}"));

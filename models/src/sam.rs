@@ -6,6 +6,7 @@ use crate::config::SamConfig;
 use crate::image_encoder::ImageEncoder;
 use crate::mask_decoder::{DecoderOutput, MaskDecoder};
 use crate::params::ParamSpecs;
+use crate::prepared_decoder::PreparedImage;
 use crate::prompt_encoder::{DensePrompt, PromptEncoder};
 
 /// Prompts for one decoder call, already in the padded input frame.
@@ -74,6 +75,30 @@ impl Sam {
         let image_pe = prompt_encoder.dense_pe(b);
         self.mask_decoder()
             .forward(b, image_embeddings, &image_pe, sparse.as_ref(), &dense)
+    }
+
+    /// The image-only part of the decoder for one image's embeddings `[1, C, E, E]`, computed once so that
+    /// each click runs only [`Sam::decode_prepared`].
+    pub fn prepare_image<B: Backend>(&self, b: &B, image_embeddings: &B::Tensor) -> PreparedImage<B::Tensor> {
+        let prompt_encoder = self.prompt_encoder();
+        let no_mask = prompt_encoder.embed_dense(b, DensePrompt::None);
+        let image_pe = prompt_encoder.dense_pe(b);
+        self.mask_decoder()
+            .prepare_image(b, image_embeddings, &image_pe, &no_mask)
+    }
+
+    /// [`Sam::decode`] without a mask prompt on a prepared image: points `[1, N, 2]` and labels `[1, N]`.
+    pub fn decode_prepared<B: Backend>(
+        &self,
+        b: &B,
+        prepared: &PreparedImage<B::Tensor>,
+        coords: &B::Tensor,
+        labels: &B::Tensor,
+    ) -> DecoderOutput<B::Tensor> {
+        let prompt_encoder = self.prompt_encoder();
+        let sparse = prompt_encoder.embed_points(b, coords, labels);
+        let image_pe = prompt_encoder.dense_pe(b);
+        self.mask_decoder().forward_prepared(b, prepared, &image_pe, &sparse)
     }
 
     /// The official output selection: masks 1.. for multimask output, mask 0 otherwise.

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use medico_export::{decoder_model, encoder_model, to_bytes, DecoderVariant};
+use medico_export::{
+    decoder_model, decoder_prepare_model, decoder_prompt_model, encoder_model, to_bytes, DecoderVariant,
+};
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{Sam, SamConfig};
 use ndarray::{ArrayD, IxDyn};
@@ -172,6 +174,8 @@ pub fn export_reference(name: &str) -> (Scratch, Sam) {
             DecoderVariant::LowRes.file_name(),
             decoder_model(&sam, &state, DecoderVariant::LowRes),
         ),
+        ("decoder_prepare.onnx", decoder_prepare_model(&sam, &state)),
+        ("decoder_prompt.onnx", decoder_prompt_model(&sam, &state)),
     ];
     for (file, model) in models {
         medico_export::validate::check_structure(&model).unwrap_or_else(|p| panic!("{file}: {p:?}"));

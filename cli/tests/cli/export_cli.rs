@@ -49,6 +49,8 @@ fn export_writes_a_verified_bundle_and_refuses_to_overwrite() {
         [
             "decoder.onnx",
             "decoder_lowres.onnx",
+            "decoder_prepare.onnx",
+            "decoder_prompt.onnx",
             "decoder_single.onnx",
             "encoder.onnx",
             "model.json"

@@ -8,20 +8,26 @@ pub mod tract;
 use std::collections::HashMap;
 use std::path::Path;
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, ArrayViewD};
 
 use crate::RuntimeError;
 pub use onnxruntime::{ort_available, OrtEngine};
 #[cfg(feature = "tract")]
-pub use tract::TractEngine;
+pub use tract::{multiply_adds, TractEngine};
 
 /// Named f32 outputs of one run.
 pub type Outputs = HashMap<String, ArrayD<f32>>;
 
 /// Something that runs one ONNX graph.
 pub trait Engine {
-    /// Runs the graph on named inputs and returns every graph output.
-    fn run(&mut self, inputs: &[(&str, ArrayD<f32>)]) -> Result<Outputs, RuntimeError>;
+    /// Runs the graph on named inputs (borrowed: nothing is copied for ONNX Runtime) and returns every
+    /// graph output.
+    fn run_views(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, RuntimeError>;
+    /// [`Engine::run_views`] on owned arrays.
+    fn run(&mut self, inputs: &[(&str, ArrayD<f32>)]) -> Result<Outputs, RuntimeError> {
+        let views: Vec<_> = inputs.iter().map(|(name, array)| (*name, array.view())).collect();
+        self.run_views(&views)
+    }
     /// A short name for reports (`ort` or `tract`).
     fn name(&self) -> &'static str;
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ndarray::ArrayD;
+use ndarray::ArrayViewD;
 
 use super::{Engine, Outputs};
 use crate::RuntimeError;
@@ -69,14 +69,14 @@ fn run_error(source: Cause) -> RuntimeError {
 }
 
 impl Engine for TractEngine {
-    fn run(&mut self, inputs: &[(&str, ArrayD<f32>)]) -> Result<Outputs, RuntimeError> {
+    fn run_views(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, RuntimeError> {
         use tract_onnx::prelude::*;
         let mut ordered = TVec::new();
         for name in &self.inputs {
             let array = inputs
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, a)| a.clone())
+                .map(|(_, a)| a.to_owned())
                 .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
             ordered.push(Tensor::from(array).into());
         }
@@ -98,4 +98,40 @@ impl Engine for TractEngine {
     fn name(&self) -> &'static str {
         "tract"
     }
+}
+
+/// Multiply-adds of one run of the graph at `model` for concrete input shapes (inputs not listed keep their
+/// declared shapes), from tract's cost model: matrix products and convolutions; element-wise work is not
+/// counted.
+pub fn multiply_adds(model: &Path, shapes: &[(&str, &[usize])]) -> Result<u64, RuntimeError> {
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::Cost;
+    let fail = |source: Cause| RuntimeError::Load {
+        path: model.into(),
+        engine: "tract",
+        source,
+    };
+    let counted = std::panic::catch_unwind(|| -> TractResult<u64> {
+        let mut inference = tract_onnx::onnx().model_for_path(model)?;
+        for index in 0..inference.inputs.len() {
+            let name = inference.node(inference.inputs[index].node).name.clone();
+            if let Some((_, shape)) = shapes.iter().find(|(n, _)| *n == name) {
+                inference.set_input_fact(index, f32::fact(shape.iter().copied()).into())?;
+            }
+        }
+        let typed = inference.into_typed()?.into_decluttered()?;
+        let mut total = 0u64;
+        for node in typed.nodes() {
+            let facts = typed.node_input_facts(node.id)?;
+            for (cost, count) in node.op.cost(&facts)? {
+                if matches!(cost, Cost::FMA(_)) {
+                    total += u64::try_from(count.to_i64()?).unwrap_or(0);
+                }
+            }
+        }
+        Ok(total)
+    })
+    .map_err(|_| fail("tract panicked while analysing the graph".into()))?
+    .map_err(|e| fail(format!("{e:?}").into()))?;
+    Ok(counted)
 }

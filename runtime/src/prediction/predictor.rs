@@ -2,12 +2,13 @@
 //! points, a box and/or the previous low-res mask; the same results as the official `SamPredictor`.
 
 use medico_bundle::{Bundle, GraphRole};
+use medico_models::prepared_decoder::PreparedImage;
 use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
 use medico_models::{Preprocessing, SamConfig};
 use ndarray::{Array2, ArrayD, Axis, IxDyn};
 
 pub use crate::engines::BackendChoice;
-use crate::engines::{open_engine, Engine};
+use crate::engines::{open_engine, Engine, Outputs};
 use crate::prediction::postprocess::upscale_logits;
 use crate::{PromptError, RuntimeError};
 use medico_io::preprocess::encoder_input;
@@ -36,14 +37,26 @@ struct ImageState {
     embedding: ArrayD<f32>,
     original_hw: (usize, usize),
     resized_hw: (usize, usize),
+    /// The decoder's image-only tensors (`decoder_prepare` outputs), computed at the first click without a
+    /// mask prompt.
+    prepared: Option<Outputs>,
 }
 
-/// A bundle's encoder and low-res decoder on one engine.
+/// The per-click decoder of bundles that have one: `decoder_prepare` once per image, then
+/// `decoder_prompt` per click (prompts without a mask).
+struct ClickDecoder {
+    prepare: Box<dyn Engine>,
+    prompt: Box<dyn Engine>,
+}
+
+/// A bundle's encoder and decoders on one engine.
 pub struct Predictor {
     config: SamConfig,
     preprocessing: Preprocessing,
     encoder: Box<dyn Engine>,
+    /// The low-res decoder: every prompt, a mask prompt included.
     decoder: Box<dyn Engine>,
+    click_decoder: Option<ClickDecoder>,
     image: Option<ImageState>,
 }
 
@@ -56,11 +69,22 @@ impl Predictor {
                 role,
             })
         };
+        let click_decoder = match (
+            bundle.graph(GraphRole::DecoderPrepare),
+            bundle.graph(GraphRole::DecoderPrompt),
+        ) {
+            (Some(prepare), Some(prompt)) => Some(ClickDecoder {
+                prepare: open_engine(backend, &prepare, threads)?,
+                prompt: open_engine(backend, &prompt, threads)?,
+            }),
+            _ => None,
+        };
         Ok(Self {
             config: bundle.manifest.config.clone(),
             preprocessing: bundle.manifest.preprocessing,
             encoder: open_engine(backend, &graph(GraphRole::Encoder)?, threads)?,
             decoder: open_engine(backend, &graph(GraphRole::DecoderLowres)?, threads)?,
+            click_decoder,
             image: None,
         })
     }
@@ -93,6 +117,7 @@ impl Predictor {
             embedding,
             original_hw,
             resized_hw,
+            prepared: None,
         });
         Ok(())
     }
@@ -104,12 +129,23 @@ impl Predictor {
             embedding,
             original_hw,
             resized_hw,
+            prepared: None,
         });
     }
 
     /// The current image embedding.
     pub fn embedding(&self) -> Option<&ArrayD<f32>> {
         self.image.as_ref().map(|i| &i.embedding)
+    }
+
+    /// Runs the decoder's image-only part for the current image now (otherwise the first click without a
+    /// mask prompt does). Returns whether the bundle has a per-click decoder.
+    pub fn prepare_clicks(&mut self) -> Result<bool, RuntimeError> {
+        let image = self.image.as_mut().ok_or(PromptError::NoImage)?;
+        match &mut self.click_decoder {
+            Some(click) => prepared_image(image, click).map(|_| true),
+            None => Ok(false),
+        }
     }
 
     /// Predicts masks for points and/or a box (original pixels) and an optional previous low-res mask.
@@ -121,43 +157,53 @@ impl Predictor {
         mask_input: Option<&Array2<f32>>,
         multimask: bool,
     ) -> Result<Prediction, RuntimeError> {
-        let image = self.image.as_ref().ok_or(PromptError::NoImage)?;
+        let image = self.image.as_mut().ok_or(PromptError::NoImage)?;
         let map = CoordinateMap::new(image.original_hw, self.config.img_size);
         let (coords, labels) = sparse_prompt(points, bbox, &map).ok_or(PromptError::Empty)?;
         let n = labels.len();
+        let coords = ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).expect("2 per point");
+        let labels = ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).expect("1 per point");
         let low = self.config.low_res_size();
-        let (mask, has_mask) = match mask_input {
-            Some(m) if m.dim() == (low, low) => (
-                m.clone()
-                    .into_shape_with_order((1, 1, low, low))
-                    .expect("sizes match")
-                    .into_dyn(),
-                1.0,
-            ),
-            Some(m) => {
-                return Err(PromptError::MaskSize {
-                    rows: m.nrows(),
-                    cols: m.ncols(),
-                    side: low,
+        let out = match (mask_input, &mut self.click_decoder) {
+            (None, Some(click)) => {
+                let prepared = prepared_image(image, click)?;
+                let mut feeds = vec![("point_coords", coords.view()), ("point_labels", labels.view())];
+                for name in PreparedImage::NAMES {
+                    let tensor = prepared.get(name).ok_or_else(|| missing_output(name))?;
+                    feeds.push((name, tensor.view()));
                 }
-                .into())
+                click.prompt.run_views(&feeds)?
             }
-            None => (ArrayD::zeros(IxDyn(&[1, 1, low, low])), 0.0),
+            _ => {
+                let (mask, has_mask) = match mask_input {
+                    Some(m) if m.dim() == (low, low) => (
+                        m.clone()
+                            .into_shape_with_order((1, 1, low, low))
+                            .expect("sizes match")
+                            .into_dyn(),
+                        1.0,
+                    ),
+                    Some(m) => {
+                        return Err(PromptError::MaskSize {
+                            rows: m.nrows(),
+                            cols: m.ncols(),
+                            side: low,
+                        }
+                        .into())
+                    }
+                    None => (ArrayD::zeros(IxDyn(&[1, 1, low, low])), 0.0),
+                };
+                let has_mask = ArrayD::from_elem(IxDyn(&[1]), has_mask);
+                let feeds = [
+                    ("image_embeddings", image.embedding.view()),
+                    ("point_coords", coords.view()),
+                    ("point_labels", labels.view()),
+                    ("mask_input", mask.view()),
+                    ("has_mask_input", has_mask.view()),
+                ];
+                self.decoder.run_views(&feeds)?
+            }
         };
-        let feeds = [
-            ("image_embeddings", image.embedding.clone()),
-            (
-                "point_coords",
-                ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).expect("2 per point"),
-            ),
-            (
-                "point_labels",
-                ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).expect("1 per point"),
-            ),
-            ("mask_input", mask),
-            ("has_mask_input", ArrayD::from_elem(IxDyn(&[1]), has_mask)),
-        ];
-        let out = self.decoder.run(&feeds)?;
         let get = |name: &str| out.get(name).ok_or_else(|| missing_output(name));
         let (masks, iou) = (get("low_res_masks")?, get("iou_predictions")?);
         let tokens = masks.shape()[1];
@@ -188,6 +234,15 @@ impl Predictor {
         }
         Ok(prediction)
     }
+}
+
+/// The image's prepared decoder tensors, computed on first use.
+fn prepared_image<'a>(image: &'a mut ImageState, click: &mut ClickDecoder) -> Result<&'a Outputs, RuntimeError> {
+    if image.prepared.is_none() {
+        let feeds = [("image_embeddings", image.embedding.view())];
+        image.prepared = Some(click.prepare.run_views(&feeds)?);
+    }
+    Ok(image.prepared.as_ref().expect("prepared above"))
 }
 
 fn missing_output(name: &str) -> RuntimeError {

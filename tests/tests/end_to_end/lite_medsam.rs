@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::click_decoder::ClickDecoder;
 use medico_bundle::{Bundle, GraphRole, Provenance};
 use medico_export::{export_bundle, ExportRequest};
 use medico_io::preprocess::{encoder_input, resize_rgb};
@@ -153,6 +154,40 @@ fn lite_medsam_bundle_matches_its_own_code_on_ort_and_tract() {
             assert!(low_err <= TOLERANCE && iou_err <= TOLERANCE, "{engine}/{name}");
             assert_eq!(flipped, 0, "{engine}/{name}: binary masks differ");
         }
+    }
+}
+
+#[test]
+fn lite_medsam_click_decoder_matches_its_own_code_on_ort_and_tract() {
+    let (_scratch, bundle) = export();
+    let dir = reference_dir("litemedsam");
+    let list: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let original_hw = (
+        list["original_size"][0].as_u64().unwrap() as usize,
+        list["original_size"][1].as_u64().unwrap() as usize,
+    );
+    let embeddings = read_arrays(&dir.join("embeddings.safetensors"))
+        .remove("image_embeddings")
+        .unwrap();
+    for engine in ["ort", "tract"] {
+        let mut click = ClickDecoder::open(&bundle.dir, engine);
+        let mut checked = 0;
+        for (name, case) in list["cases"].as_object().unwrap() {
+            let feeds = decoder_feeds(&dir, name, case, &embeddings, original_hw);
+            let Some(out) = click.run(&feeds) else {
+                continue;
+            };
+            let reference = read_arrays(&dir.join(format!("cases/{name}.safetensors")));
+            let multimask = case["multimask"].as_bool().unwrap();
+            let low = select_outputs(&out["low_res_masks"], multimask);
+            let iou = select_outputs(&out["iou_predictions"], multimask);
+            let low_err = scaled_diff(&low, &reference["low_res_logits"]);
+            let iou_err = scaled_diff(&iou, &reference["iou_predictions"]);
+            println!("litemedsam/click/{engine}/{name:<22} low-res {low_err:.3e}  iou {iou_err:.3e}");
+            assert!(low_err <= TOLERANCE && iou_err <= TOLERANCE, "{engine}/{name}");
+            checked += 1;
+        }
+        assert!(checked >= 4, "{engine}: only {checked} cases without a mask prompt");
     }
 }
 

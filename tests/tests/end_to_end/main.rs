@@ -2,6 +2,7 @@
 //! time on CI's two cores).
 
 mod checkpoint_to_embeddings;
+mod click_decoder;
 mod lite_medsam;
 mod medical_io;
 mod medico_lite;

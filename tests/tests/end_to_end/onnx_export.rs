@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::click_decoder::ClickDecoder;
 use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
 use medico_models::Sam;
-use medico_runtime::engines::{Engine, OrtEngine, TractEngine};
+use medico_runtime::engines::{multiply_adds, Engine, OrtEngine, TractEngine};
 use medico_runtime::prediction::postprocess::upscale_logits;
 use medico_tests::{
     export_reference, flipped_pixels, max_abs_diff, onnx_decoder_feeds, read_arrays, reference_dir, select_outputs,
@@ -127,15 +128,7 @@ fn check_config(name: &str) {
         let low = select_outputs(&tract["low_res_masks"], case.multimask);
         let iou = select_outputs(&tract["iou_predictions"], case.multimask);
         let (tract_low, tract_iou) = (max_abs_diff(&low, expected_low), max_abs_diff(&iou, expected_iou));
-        let upscaled: Vec<ArrayD<f32>> = low
-            .outer_iter()
-            .map(|m| {
-                let m2 = m.into_dimensionality::<ndarray::Ix2>().unwrap();
-                upscale_logits(m2, sam.config.img_size, input_hw, original_hw).into_dyn()
-            })
-            .collect();
-        let views: Vec<_> = upscaled.iter().map(|a| a.view()).collect();
-        let tract_masks = ndarray::stack(Axis(0), &views).unwrap();
+        let tract_masks = upscale_all(&low, sam.config.img_size, input_hw, original_hw);
         let tract_flipped = flipped_pixels(&tract_masks, expected_masks);
         println!(
             "{name}/{:<18} ort: low-res {ort_low:.3e} iou {ort_iou:.3e} flipped {ort_flipped} | tract: low-res {tract_low:.3e} iou {tract_iou:.3e} flipped {tract_flipped}",
@@ -145,6 +138,59 @@ fn check_config(name: &str) {
             assert!(err <= TOLERANCE, "{}: max|Δ| {err:e}", case.name);
         }
         assert_eq!(ort_flipped + tract_flipped, 0, "{}: binary masks differ", case.name);
+    }
+    check_click_decoder(name, &dir, &cases, sam.config.img_size, (input_hw, original_hw));
+}
+
+/// Low-res logits `[M, 4E, 4E]` → masks at the original size `[M, h, w]`, as the predictor does.
+fn upscale_all(
+    low: &ArrayD<f32>,
+    input_size: usize,
+    input_hw: (usize, usize),
+    original_hw: (usize, usize),
+) -> ArrayD<f32> {
+    let upscaled: Vec<ArrayD<f32>> = low
+        .outer_iter()
+        .map(|m| {
+            let m2 = m.into_dimensionality::<ndarray::Ix2>().unwrap();
+            upscale_logits(m2, input_size, input_hw, original_hw).into_dyn()
+        })
+        .collect();
+    let views: Vec<_> = upscaled.iter().map(|a| a.view()).collect();
+    ndarray::stack(Axis(0), &views).unwrap()
+}
+
+/// The per-click pair (`decoder_prepare` + `decoder_prompt`) reproduces the official outputs on every case
+/// without a mask prompt, on both engines.
+fn check_click_decoder(
+    name: &str,
+    dir: &Path,
+    cases: &[Case],
+    input_size: usize,
+    (input_hw, original_hw): ((usize, usize), (usize, usize)),
+) {
+    for engine in ["ort", "tract"] {
+        let mut click = ClickDecoder::open(dir, engine);
+        let mut checked = 0;
+        for case in cases {
+            let Some(out) = click.run(&case.feeds) else {
+                continue;
+            };
+            let low = select_outputs(&out["low_res_masks"], case.multimask);
+            let iou = select_outputs(&out["iou_predictions"], case.multimask);
+            let low_err = max_abs_diff(&low, &case.reference["low_res_logits"]);
+            let iou_err = max_abs_diff(&iou, &case.reference["iou_predictions"]);
+            let masks = upscale_all(&low, input_size, input_hw, original_hw);
+            let flipped = flipped_pixels(&masks, &case.reference["masks"]);
+            println!(
+                "{name}/click/{engine}/{:<18} low-res {low_err:.3e} iou {iou_err:.3e} flipped {flipped}",
+                case.name
+            );
+            assert!(low_err <= TOLERANCE && iou_err <= TOLERANCE, "{engine}/{}", case.name);
+            assert_eq!(flipped, 0, "{engine}/{}: binary masks differ", case.name);
+            checked += 1;
+        }
+        assert!(checked >= 5, "{engine}: only {checked} cases without a mask prompt");
     }
 }
 
@@ -248,4 +294,22 @@ fn decoder_speaks_the_official_onnx_interface() {
             assert!(max_abs_diff(&out["low_res_masks"], expected) <= TOLERANCE);
         }
     }
+}
+
+/// tract's cost model counts a matrix product's multiply-adds exactly, and the per-click decoder does at
+/// most two thirds of the multiply-adds of the full low-res decoder for the same box (the `small`
+/// reference: 63 %; full-size SAM decoders: see `medico-cli bench`).
+#[test]
+fn the_click_decoder_does_a_third_less_work() {
+    let (dir, _sam) = export_reference("small");
+    let probe = dir.join("matmul_probe.onnx");
+    std::fs::write(&probe, medico_export::to_bytes(&medico_export::matmul_model(24))).unwrap();
+    assert_eq!(multiply_adds(&probe, &[]).unwrap(), 24 * 24 * 24);
+    let points: [(&str, &[usize]); 2] = [("point_coords", &[1, 2, 2]), ("point_labels", &[1, 2])];
+    let full = multiply_adds(&dir.join("decoder_lowres.onnx"), &points).unwrap();
+    let click = multiply_adds(&dir.join("decoder_prompt.onnx"), &points).unwrap();
+    let prepare = multiply_adds(&dir.join("decoder_prepare.onnx"), &[]).unwrap();
+    println!("multiply-adds: low-res decoder {full}, per click {click}, preparation {prepare}");
+    assert!(click * 3 < full * 2, "per click {click} against {full}");
+    assert!(click + prepare < full, "the split must not add work");
 }
