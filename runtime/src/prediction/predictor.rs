@@ -49,13 +49,31 @@ struct ClickDecoder {
     prompt: Box<dyn Engine>,
 }
 
+/// The low-res decoder graph, opened at the first prompt that needs it: with a per-click decoder only mask
+/// prompts do, and opening it costs ~150 ms (LiteMedSAM, ONNX Runtime) that a one-box `segment` never needs.
+struct LowResDecoder {
+    graph: std::path::PathBuf,
+    backend: BackendChoice,
+    threads: usize,
+    engine: Option<Box<dyn Engine>>,
+}
+
+impl LowResDecoder {
+    fn engine(&mut self) -> Result<&mut Box<dyn Engine>, RuntimeError> {
+        if self.engine.is_none() {
+            self.engine = Some(open_engine(self.backend, &self.graph, self.threads)?);
+        }
+        Ok(self.engine.as_mut().expect("opened above"))
+    }
+}
+
 /// A bundle's encoder and decoders on one engine.
 pub struct Predictor {
     config: SamConfig,
     preprocessing: Preprocessing,
     encoder: Box<dyn Engine>,
     /// The low-res decoder: every prompt, a mask prompt included.
-    decoder: Box<dyn Engine>,
+    decoder: LowResDecoder,
     click_decoder: Option<ClickDecoder>,
     image: Option<ImageState>,
 }
@@ -69,6 +87,7 @@ impl Predictor {
                 role,
             })
         };
+        let lowres = graph(GraphRole::DecoderLowres)?;
         let click_decoder = match (
             bundle.graph(GraphRole::DecoderPrepare),
             bundle.graph(GraphRole::DecoderPrompt),
@@ -83,7 +102,15 @@ impl Predictor {
             config: bundle.manifest.config.clone(),
             preprocessing: bundle.manifest.preprocessing,
             encoder: open_engine(backend, &graph(GraphRole::Encoder)?, threads)?,
-            decoder: open_engine(backend, &graph(GraphRole::DecoderLowres)?, threads)?,
+            decoder: LowResDecoder {
+                engine: match click_decoder {
+                    Some(_) => None,
+                    None => Some(open_engine(backend, &lowres, threads)?),
+                },
+                graph: lowres,
+                backend,
+                threads,
+            },
             click_decoder,
             image: None,
         })
@@ -201,7 +228,7 @@ impl Predictor {
                     ("mask_input", mask.view()),
                     ("has_mask_input", has_mask.view()),
                 ];
-                self.decoder.run_views(&feeds)?
+                self.decoder.engine()?.run_views(&feeds)?
             }
         };
         let get = |name: &str| out.get(name).ok_or_else(|| missing_output(name));
