@@ -10,9 +10,12 @@ use anyhow::anyhow;
 use clap::Args;
 use medico_bundle::Bundle;
 use medico_models::prompt::BoxPrompt;
+use medico_models::prompt::{LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT};
 use medico_runtime::engines::open_engine;
 use medico_runtime::engines::ort_available;
+use medico_runtime::engines::profile::{op_times, OpTimes};
 use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
+use medico_runtime::RuntimeError;
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 
@@ -37,6 +40,10 @@ pub struct BenchArgs {
     /// Threads per engine.
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
+    /// Also profile the encoder (one run) and the click graph (`--decoder-runs` runs) per op type on each
+    /// engine (ONNX Runtime's profiler, tract's plan node by node).
+    #[arg(long)]
+    profile: bool,
     /// Side of the square matrices of the matrix-product probe (2·n³ FLOP per run).
     #[arg(long, default_value_t = 1024)]
     probe_size: usize,
@@ -87,6 +94,15 @@ struct EngineRow {
     encoder_gflops: Option<Throughput>,
     decoder_gflops: Option<Throughput>,
     ratio_to_first: Ratios,
+    /// With `--profile`: milliseconds per run by op type.
+    profile: Option<Profiles>,
+}
+
+/// Per-op-type times of the encoder and of the click graph on one engine.
+#[derive(Serialize)]
+struct Profiles {
+    encoder: OpTimes,
+    click: OpTimes,
 }
 
 /// Achieved throughput of a stage.
@@ -312,7 +328,85 @@ fn time_engine(args: &BenchArgs, bundle: &Bundle, backend: BackendChoice, work: 
             encoder: 1.0,
             decoder: 1.0,
         },
+        profile: args
+            .profile
+            .then(|| profile_engine(args, bundle, backend))
+            .transpose()
+            .map_err(runtime_failure)?,
     })
+}
+
+/// Per-op-type times of the encoder (one run, the test image's shape) and of the click graph (the bench's
+/// box; on the per-click decoder when the bundle has it, fed from its preparation).
+fn profile_engine(args: &BenchArgs, bundle: &Bundle, backend: BackendChoice) -> Result<Profiles, RuntimeError> {
+    use medico_bundle::GraphRole;
+    let c = &bundle.manifest.config;
+    let graph = |role: GraphRole| {
+        bundle.graph(role).ok_or_else(|| RuntimeError::MissingGraph {
+            dir: bundle.dir.clone(),
+            role,
+        })
+    };
+    let pattern = |shape: &[usize]| {
+        ArrayD::from_shape_fn(IxDyn(shape), |d| {
+            (ndarray::Dimension::slice(&d).iter().sum::<usize>() % 13) as f32 / 13.0
+        })
+    };
+    let side = c.img_size;
+    let images = pattern(&[1, 3, side, side]);
+    let encoder = op_times(
+        backend,
+        &graph(GraphRole::Encoder)?,
+        args.threads,
+        &[("images", images.view())],
+        1,
+    )?;
+    let e = c.embedding_size();
+    let embeddings = pattern(&[1, c.prompt_embed_dim, e, e]);
+    let quarter = side as f32 / 4.0;
+    let coords = ArrayD::from_shape_vec(IxDyn(&BOX_POINTS), vec![quarter, quarter, 3.0 * quarter, 3.0 * quarter])
+        .expect("two points");
+    let labels = ArrayD::from_shape_vec(
+        IxDyn(&BOX_POINTS[..2]),
+        vec![LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT],
+    )
+    .expect("two labels");
+    let runs = args.decoder_runs;
+    let click = match (
+        bundle.graph(GraphRole::DecoderPrepare),
+        bundle.graph(GraphRole::DecoderPrompt),
+    ) {
+        (Some(prepare), Some(prompt)) => {
+            let prepared = open_engine(backend, &prepare, args.threads)?.run(&[("image_embeddings", embeddings)])?;
+            let mut feeds = vec![("point_coords", coords.view()), ("point_labels", labels.view())];
+            feeds.extend(prepared.iter().map(|(name, t)| (name.as_str(), t.view())));
+            op_times(backend, &prompt, args.threads, &feeds, runs)?
+        }
+        _ => {
+            let low = c.low_res_size();
+            let mask = ArrayD::zeros(IxDyn(&[1, 1, low, low]));
+            let has_mask = ArrayD::zeros(IxDyn(&[1]));
+            let feeds = [
+                ("image_embeddings", embeddings.view()),
+                ("point_coords", coords.view()),
+                ("point_labels", labels.view()),
+                ("mask_input", mask.view()),
+                ("has_mask_input", has_mask.view()),
+            ];
+            op_times(backend, &graph(GraphRole::DecoderLowres)?, args.threads, &feeds, runs)?
+        }
+    };
+    Ok(Profiles { encoder, click })
+}
+
+/// The most expensive op types of a profile, one line.
+fn top_ops(times: &OpTimes) -> String {
+    times
+        .iter()
+        .take(8)
+        .map(|(op, ms)| format!("{op} {ms:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn print_table(report: &BenchReport) {
@@ -361,5 +455,12 @@ fn print_table(report: &BenchReport) {
             row.ratio_to_first.encoder,
             row.ratio_to_first.decoder,
         );
+    }
+    for row in &report.results {
+        if let Some(profile) = &row.profile {
+            println!("  {} per op type (ms per run):", row.backend);
+            println!("    encoder: {}", top_ops(&profile.encoder));
+            println!("    click:   {}", top_ops(&profile.click));
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! loaded at run time) and tract ([`tract`], pure Rust). Both take and return named f32 arrays.
 
 pub mod onnxruntime;
+pub mod profile;
 #[cfg(feature = "tract")]
 pub mod tract;
 

@@ -92,6 +92,56 @@ fn fix_batch_to_one(model: &mut tract_onnx::prelude::InferenceModel) -> tract_on
     Ok(())
 }
 
+impl TractEngine {
+    /// Runs the graph `runs` times on `inputs`, timing every node: milliseconds per run by op name (tract's
+    /// optimized ops, e.g. `OptMatMul`), most expensive first.
+    pub fn op_times(
+        &mut self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+        runs: usize,
+    ) -> Result<super::profile::OpTimes, RuntimeError> {
+        use std::collections::HashMap;
+        use tract_onnx::prelude::*;
+        use tract_onnx::tract_core::plan::{eval, SimpleState};
+        let ordered = self.ordered_inputs(inputs)?;
+        let plan = &self.plan;
+        let mut times: HashMap<String, f64> = HashMap::new();
+        let timed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> TractResult<()> {
+            let mut state = SimpleState::new(plan)?;
+            for _ in 0..runs {
+                state.run_plan_with_eval(ordered.clone(), |ctx, op_state, node, input| {
+                    let start = std::time::Instant::now();
+                    let out = eval(ctx, op_state, node, input);
+                    *times.entry(node.op().name().to_string()).or_default() += start.elapsed().as_secs_f64() * 1e3;
+                    out
+                })?;
+            }
+            Ok(())
+        }))
+        .map_err(|_| run_error("tract panicked while running the graph".into()))?;
+        timed.map_err(|e| run_error(format!("{e:?}").into()))?;
+        Ok(super::profile::sorted(times, runs))
+    }
+
+    /// The inputs in the graph's order, as tract values.
+    fn ordered_inputs(
+        &self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+    ) -> Result<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>, RuntimeError> {
+        use tract_onnx::prelude::*;
+        let mut ordered = TVec::new();
+        for name in &self.inputs {
+            let array = inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| a.to_owned())
+                .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
+            ordered.push(Tensor::from(array).into());
+        }
+        Ok(ordered)
+    }
+}
+
 fn set_tract_threads(threads: usize) {
     use tract_linalg::multithread::{set_default_executor, Executor};
     if threads > 1 {
@@ -108,16 +158,7 @@ fn run_error(source: Cause) -> RuntimeError {
 
 impl Engine for TractEngine {
     fn run_views(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, RuntimeError> {
-        use tract_onnx::prelude::*;
-        let mut ordered = TVec::new();
-        for name in &self.inputs {
-            let array = inputs
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, a)| a.to_owned())
-                .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
-            ordered.push(Tensor::from(array).into());
-        }
+        let ordered = self.ordered_inputs(inputs)?;
         let plan = &self.plan;
         let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.run(ordered)))
             .map_err(|_| run_error("tract panicked while running the graph".into()))?
