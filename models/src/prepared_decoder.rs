@@ -5,7 +5,7 @@
 //!
 //! - **Once per image**: the image tokens with the no-mask dense embedding added, and the first layer's
 //!   projections of them — the keys and values its tokens attend to, the queries of its image-to-token
-//!   attention (`3 x 4096 x 256 x 128` multiply-adds, about a third of the original per-click work).
+//!   attention (`3 x 4096 x 256 x 128` multiply-adds, over a quarter of the original per-click work).
 //! - **Token-to-image attention on updated image tokens** (second layer, final attention): instead of
 //!   projecting all 4096 image tokens to keys and values, the few prompt tokens are projected back into the
 //!   image-token space: `q·(W_k x + b_k) = (W_kᵀ q)·x + const` (the constant cancels in the softmax) and
