@@ -14,7 +14,7 @@ use medico_models::prompt::{LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT};
 use medico_runtime::engines::open_engine;
 use medico_runtime::engines::ort_available;
 use medico_runtime::engines::profile::{op_times, OpTimes};
-use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
+use medico_runtime::prediction::predictor::{required_graph, BackendChoice, Predictor};
 use medico_runtime::RuntimeError;
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
@@ -341,12 +341,7 @@ fn time_engine(args: &BenchArgs, bundle: &Bundle, backend: BackendChoice, work: 
 fn profile_engine(args: &BenchArgs, bundle: &Bundle, backend: BackendChoice) -> Result<Profiles, RuntimeError> {
     use medico_bundle::GraphRole;
     let c = &bundle.manifest.config;
-    let graph = |role: GraphRole| {
-        bundle.graph(role).ok_or_else(|| RuntimeError::MissingGraph {
-            dir: bundle.dir.clone(),
-            role,
-        })
-    };
+    let graph = |role| required_graph(bundle, role);
     let pattern = |shape: &[usize]| {
         ArrayD::from_shape_fn(IxDyn(shape), |d| {
             (ndarray::Dimension::slice(&d).iter().sum::<usize>() % 13) as f32 / 13.0

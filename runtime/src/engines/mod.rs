@@ -47,15 +47,19 @@ pub enum BackendChoice {
 
 /// Opens `model` on the chosen engine with `threads` intra-op threads.
 pub fn open_engine(choice: BackendChoice, model: &Path, threads: usize) -> Result<Box<dyn Engine>, RuntimeError> {
-    let use_ort = match choice {
-        BackendChoice::Ort => true,
-        BackendChoice::Tract => false,
-        BackendChoice::Auto => ort_available(),
-    };
-    if use_ort {
+    if uses_ort(choice) {
         return Ok(Box::new(OrtEngine::open(model, threads)?));
     }
     open_tract(model, threads)
+}
+
+/// Whether `choice` runs on ONNX Runtime (`auto`: when its library loads).
+pub(crate) fn uses_ort(choice: BackendChoice) -> bool {
+    match choice {
+        BackendChoice::Ort => true,
+        BackendChoice::Tract => false,
+        BackendChoice::Auto => ort_available(),
+    }
 }
 
 #[cfg(feature = "tract")]
@@ -65,8 +69,14 @@ fn open_tract(model: &Path, threads: usize) -> Result<Box<dyn Engine>, RuntimeEr
 
 #[cfg(not(feature = "tract"))]
 fn open_tract(_model: &Path, _threads: usize) -> Result<Box<dyn Engine>, RuntimeError> {
-    Err(RuntimeError::Unavailable {
+    Err(tract_unavailable())
+}
+
+/// The error of a build without tract.
+#[cfg(not(feature = "tract"))]
+pub(crate) fn tract_unavailable() -> RuntimeError {
+    RuntimeError::Unavailable {
         engine: "tract",
         reason: "this build was made without the `tract` feature".into(),
-    })
+    }
 }

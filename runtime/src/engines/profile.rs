@@ -21,12 +21,7 @@ pub fn op_times(
     inputs: &[(&str, ArrayViewD<'_, f32>)],
     runs: usize,
 ) -> Result<OpTimes, RuntimeError> {
-    let use_ort = match engine {
-        BackendChoice::Ort => true,
-        BackendChoice::Tract => false,
-        BackendChoice::Auto => super::ort_available(),
-    };
-    if use_ort {
+    if super::uses_ort(engine) {
         ort_op_times(model, threads, inputs, runs)
     } else {
         tract_op_times(model, threads, inputs, runs)
@@ -85,10 +80,7 @@ fn tract_op_times(
     _inputs: &[(&str, ArrayViewD<'_, f32>)],
     _runs: usize,
 ) -> Result<OpTimes, RuntimeError> {
-    Err(RuntimeError::Unavailable {
-        engine: "tract",
-        reason: "this build was made without the `tract` feature".into(),
-    })
+    Err(super::tract_unavailable())
 }
 
 /// Totals over `runs` runs → per run, most expensive first.

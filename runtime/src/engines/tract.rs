@@ -22,13 +22,7 @@ impl TractEngine {
     pub fn open(model: &Path, threads: usize) -> Result<Self, RuntimeError> {
         use tract_onnx::prelude::*;
         set_tract_threads(threads);
-        let fail = |source: Cause| RuntimeError::Load {
-            path: model.into(),
-            engine: "tract",
-            source,
-        };
-        // tract panics instead of returning errors on some malformed graphs.
-        let loaded = std::panic::catch_unwind(|| -> TractResult<_> {
+        let (plan, inputs, outputs) = contained("loading the graph", load_error(model), || -> TractResult<_> {
             let mut inference = tract_onnx::onnx().model_for_path(model)?;
             fix_batch_to_one(&mut inference)?;
             let inputs = inference
@@ -48,11 +42,54 @@ impl TractEngine {
                 .collect::<Vec<_>>();
             let plan = inference.into_optimized()?.into_runnable()?;
             Ok((plan, inputs, outputs))
-        })
-        .map_err(|_| fail("tract panicked while loading the graph".into()))?
-        .map_err(|e| fail(format!("{e:?}").into()))?;
-        let (plan, inputs, outputs) = loaded;
+        })?;
         Ok(Self { plan, inputs, outputs })
+    }
+
+    /// Runs the graph `runs` times on `inputs`, timing every node: milliseconds per run by op name (tract's
+    /// optimized ops, e.g. `OptMatMul`), most expensive first.
+    pub fn op_times(
+        &mut self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+        runs: usize,
+    ) -> Result<super::profile::OpTimes, RuntimeError> {
+        use std::collections::HashMap;
+        use tract_onnx::prelude::*;
+        use tract_onnx::tract_core::plan::{eval, SimpleState};
+        let ordered = self.ordered_inputs(inputs)?;
+        let plan = &self.plan;
+        let mut times: HashMap<String, f64> = HashMap::new();
+        contained("running the graph", run_error, || -> TractResult<()> {
+            let mut state = SimpleState::new(plan)?;
+            for _ in 0..runs {
+                state.run_plan_with_eval(ordered.clone(), |ctx, op_state, node, input| {
+                    let start = std::time::Instant::now();
+                    let out = eval(ctx, op_state, node, input);
+                    *times.entry(node.op().name().to_string()).or_default() += start.elapsed().as_secs_f64() * 1e3;
+                    out
+                })?;
+            }
+            Ok(())
+        })?;
+        Ok(super::profile::sorted(times, runs))
+    }
+
+    /// The inputs in the graph's order, as tract values.
+    fn ordered_inputs(
+        &self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+    ) -> Result<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>, RuntimeError> {
+        use tract_onnx::prelude::*;
+        let mut ordered = TVec::new();
+        for name in &self.inputs {
+            let array = inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| a.to_owned())
+                .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
+            ordered.push(Tensor::from(array).into());
+        }
+        Ok(ordered)
     }
 }
 
@@ -92,60 +129,31 @@ fn fix_batch_to_one(model: &mut tract_onnx::prelude::InferenceModel) -> tract_on
     Ok(())
 }
 
-impl TractEngine {
-    /// Runs the graph `runs` times on `inputs`, timing every node: milliseconds per run by op name (tract's
-    /// optimized ops, e.g. `OptMatMul`), most expensive first.
-    pub fn op_times(
-        &mut self,
-        inputs: &[(&str, ArrayViewD<'_, f32>)],
-        runs: usize,
-    ) -> Result<super::profile::OpTimes, RuntimeError> {
-        use std::collections::HashMap;
-        use tract_onnx::prelude::*;
-        use tract_onnx::tract_core::plan::{eval, SimpleState};
-        let ordered = self.ordered_inputs(inputs)?;
-        let plan = &self.plan;
-        let mut times: HashMap<String, f64> = HashMap::new();
-        let timed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> TractResult<()> {
-            let mut state = SimpleState::new(plan)?;
-            for _ in 0..runs {
-                state.run_plan_with_eval(ordered.clone(), |ctx, op_state, node, input| {
-                    let start = std::time::Instant::now();
-                    let out = eval(ctx, op_state, node, input);
-                    *times.entry(node.op().name().to_string()).or_default() += start.elapsed().as_secs_f64() * 1e3;
-                    out
-                })?;
-            }
-            Ok(())
-        }))
-        .map_err(|_| run_error("tract panicked while running the graph".into()))?;
-        timed.map_err(|e| run_error(format!("{e:?}").into()))?;
-        Ok(super::profile::sorted(times, runs))
-    }
-
-    /// The inputs in the graph's order, as tract values.
-    fn ordered_inputs(
-        &self,
-        inputs: &[(&str, ArrayViewD<'_, f32>)],
-    ) -> Result<tract_onnx::prelude::TVec<tract_onnx::prelude::TValue>, RuntimeError> {
-        use tract_onnx::prelude::*;
-        let mut ordered = TVec::new();
-        for name in &self.inputs {
-            let array = inputs
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, a)| a.to_owned())
-                .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
-            ordered.push(Tensor::from(array).into());
-        }
-        Ok(ordered)
-    }
-}
-
 fn set_tract_threads(threads: usize) {
     use tract_linalg::multithread::{set_default_executor, Executor};
     if threads > 1 {
         set_default_executor(Executor::multithread(threads));
+    }
+}
+
+/// Runs tract's `work` with its panics contained (tract panics instead of returning errors on some
+/// malformed graphs); either failure becomes an error through `wrap`.
+fn contained<T>(
+    doing: &str,
+    wrap: impl Fn(Cause) -> RuntimeError,
+    work: impl FnOnce() -> tract_onnx::prelude::TractResult<T>,
+) -> Result<T, RuntimeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .map_err(|_| wrap(format!("tract panicked while {doing}").into()))?
+        .map_err(|e| wrap(format!("{e:?}").into()))
+}
+
+/// The error of a graph tract could not load or analyse.
+fn load_error(model: &Path) -> impl Fn(Cause) -> RuntimeError + '_ {
+    move |source| RuntimeError::Load {
+        path: model.into(),
+        engine: "tract",
+        source,
     }
 }
 
@@ -160,9 +168,7 @@ impl Engine for TractEngine {
     fn run_views(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs, RuntimeError> {
         let ordered = self.ordered_inputs(inputs)?;
         let plan = &self.plan;
-        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.run(ordered)))
-            .map_err(|_| run_error("tract panicked while running the graph".into()))?
-            .map_err(|e| run_error(format!("{e:?}").into()))?;
+        let outputs = contained("running the graph", run_error, || plan.run(ordered))?;
         let mut result = Outputs::new();
         for (name, value) in self.outputs.iter().zip(outputs) {
             let array = value
@@ -185,12 +191,7 @@ impl Engine for TractEngine {
 pub fn multiply_adds(model: &Path, shapes: &[(&str, &[usize])]) -> Result<u64, RuntimeError> {
     use tract_onnx::prelude::*;
     use tract_onnx::tract_core::ops::Cost;
-    let fail = |source: Cause| RuntimeError::Load {
-        path: model.into(),
-        engine: "tract",
-        source,
-    };
-    let counted = std::panic::catch_unwind(|| -> TractResult<u64> {
+    contained("analysing the graph", load_error(model), || -> TractResult<u64> {
         let mut inference = tract_onnx::onnx().model_for_path(model)?;
         for index in 0..inference.inputs.len() {
             let name = inference.node(inference.inputs[index].node).name.clone();
@@ -210,7 +211,4 @@ pub fn multiply_adds(model: &Path, shapes: &[(&str, &[usize])]) -> Result<u64, R
         }
         Ok(total)
     })
-    .map_err(|_| fail("tract panicked while analysing the graph".into()))?
-    .map_err(|e| fail(format!("{e:?}").into()))?;
-    Ok(counted)
 }

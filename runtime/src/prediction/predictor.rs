@@ -81,12 +81,7 @@ pub struct Predictor {
 impl Predictor {
     /// Opens a verified bundle on `backend` with `threads` threads.
     pub fn open(bundle: &Bundle, backend: BackendChoice, threads: usize) -> Result<Self, RuntimeError> {
-        let graph = |role: GraphRole| {
-            bundle.graph(role).ok_or_else(|| RuntimeError::MissingGraph {
-                dir: bundle.dir.clone(),
-                role,
-            })
-        };
+        let graph = |role| required_graph(bundle, role);
         let lowres = graph(GraphRole::DecoderLowres)?;
         let click_decoder = match (
             bundle.graph(GraphRole::DecoderPrepare),
@@ -261,6 +256,14 @@ impl Predictor {
         }
         Ok(prediction)
     }
+}
+
+/// The path of `bundle`'s graph for `role`, or the error naming the bundle and the missing role.
+pub fn required_graph(bundle: &Bundle, role: GraphRole) -> Result<std::path::PathBuf, RuntimeError> {
+    bundle.graph(role).ok_or_else(|| RuntimeError::MissingGraph {
+        dir: bundle.dir.clone(),
+        role,
+    })
 }
 
 /// The image's prepared decoder tensors, computed on first use.
