@@ -8,6 +8,7 @@ mod dice_plot;
 mod eval_cmd;
 mod export_cmd;
 mod info_cmd;
+mod mask_output;
 #[cfg(feature = "torch")]
 mod parity_cmd;
 mod progress;
@@ -45,7 +46,7 @@ enum Command {
         command: checkpoint_cmd::CheckpointCommand,
     },
     /// Segment an image or a slice of a volume with a box and/or points.
-    Segment(segment_cmd::SegmentArgs),
+    Segment(Box<segment_cmd::SegmentArgs>),
     /// Describe a scan: format, grid, spacing, orientation, value range, slices per plane.
     Info(info_cmd::InfoArgs),
     /// Time a bundle's encoder and decoder on each available engine.
@@ -110,7 +111,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Checkpoint { command } => checkpoint_cmd::run(command),
-        Command::Segment(args) => segment_cmd::run(args),
+        Command::Segment(args) => segment_cmd::run(*args),
         Command::Info(args) => info_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Eval { command } => eval_cmd::run(command),

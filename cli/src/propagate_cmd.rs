@@ -8,7 +8,6 @@ use anyhow::anyhow;
 use clap::Args;
 use medico_bundle::Bundle;
 use medico_io::intensity::Intensity;
-use medico_io::nifti_io::write_mask_nifti;
 use medico_io::prompts_file::Annotation;
 use medico_io::volume::Volume;
 use medico_runtime::engines::BackendChoice;
@@ -123,7 +122,7 @@ struct PropagationReport {
 pub struct PropagationJob<'a> {
     /// The input path (for messages and the report).
     pub input: &'a Path,
-    /// The output NIfTI.
+    /// The output mask file (NIfTI, NRRD or DICOM SEG, by its name).
     pub output: &'a Path,
     /// The bundle.
     pub bundle: &'a Bundle,
@@ -135,6 +134,8 @@ pub struct PropagationJob<'a> {
     pub backend: BackendChoice,
     /// Threads.
     pub threads: usize,
+    /// The segment's name in a DICOM SEG output.
+    pub label: &'a str,
     /// Annotations to replay.
     pub annotations: Vec<Annotation>,
     /// Multimask output on annotated slices.
@@ -209,7 +210,7 @@ fn write_outputs(job: &PropagationJob<'_>, session: &VolumeSession, result: &Pro
     let hw = session.volume().slice_hw(job.axis);
     let masks = result.masks.iter().map(|(&z, m)| (z, m.as_slice()));
     let mask = session.volume().mask_from_slices(job.axis, masks, hw);
-    write_mask_nifti(job.output, session.volume(), &mask).map_err(runtime_failure)?;
+    crate::mask_output::write_volume_mask(job.output, job.input, session.volume(), &mask, job.bundle, job.label)?;
     if let (Some(path), Some(first)) = (job.preview, job.annotations.first()) {
         let image = session.slice_image(first.slice);
         let slice_mask = &result.masks[&first.slice];

@@ -9,7 +9,6 @@ use medico_bundle::Bundle;
 use medico_io::image2d::{write_mask_png, Image2d, RgbImage};
 use medico_io::input::{open_scan, Scan};
 use medico_io::intensity::Intensity;
-use medico_io::nifti_io::write_mask_nifti;
 use medico_io::prompts_file::{read_prompts_file, Annotation};
 use medico_io::volume::{Plane, Volume};
 use medico_models::clicks::tight_box;
@@ -50,9 +49,13 @@ pub struct SegmentArgs {
     /// Print a JSON report (score, bounding box, area, volume, intensity) on standard output.
     #[arg(long)]
     json: bool,
-    /// Output mask: PNG (0/255) for 2D input, NIfTI (.nii/.nii.gz) on the input's grid for volumes.
+    /// Output mask: PNG (0/255) for 2D input; for volumes, on the input's grid, NIfTI (.nii/.nii.gz), NRRD
+    /// (.nrrd) or, for DICOM input, a DICOM SEG (.dcm) referencing the source series.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+    /// The segment's name in a DICOM SEG output.
+    #[arg(long, default_value = "segment")]
+    label: String,
     /// Also write a PNG of the slice with the mask outline and the prompts.
     #[arg(long, value_name = "PNG")]
     preview: Option<PathBuf>,
@@ -228,6 +231,7 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
                 multimask: args.multimask,
                 json: args.json,
                 preview: args.preview.as_deref(),
+                label: &args.label,
             };
             return crate::propagate_cmd::run(propagation, *volume, &args.propagation);
         }
@@ -246,8 +250,9 @@ fn raw_prompts(args: &SegmentArgs) -> Result<Option<RawPrompts>, Failure> {
     }
 }
 
-/// Refuses outputs that would overwrite the input.
+/// Refuses outputs that would overwrite the input, and a DICOM SEG for an input that is not DICOM.
 fn check_outputs(args: &SegmentArgs) -> Result<(), Failure> {
+    crate::mask_output::check_mask_output(&args.output, &args.input)?;
     for out in std::iter::once(&args.output).chain(args.preview.as_ref()) {
         if same_file(&args.input, out) || out == &args.input {
             return Err(Failure::input(anyhow!(
@@ -372,7 +377,7 @@ fn segment(args: &SegmentArgs, bundle: &Bundle, prompted: &Prompted) -> Result<(
     let best = prediction.best();
     let threshold = predictor.config().mask_threshold as f32;
     let mask: Vec<bool> = prediction.logits[best].iter().map(|&l| l > threshold).collect();
-    let measures = write_mask(&args.output, target, &mask)?;
+    let measures = write_mask(args, bundle, target, &mask)?;
     if let Some(preview) = &args.preview {
         write_preview(preview, image, &mask, points, bbox.as_ref()).map_err(runtime_failure)?;
     }
@@ -415,8 +420,14 @@ struct Measures {
     voxel_mm3: f64,
 }
 
-/// Writes the mask: PNG for a 2D image, NIfTI on the volume's grid for a slice (with its measures).
-fn write_mask(output: &Path, target: &Target, mask: &[bool]) -> Result<Option<Measures>, Failure> {
+/// Writes the mask: PNG for a 2D image, a mask volume on the volume's grid for a slice (with its measures).
+fn write_mask(
+    args: &SegmentArgs,
+    bundle: &Bundle,
+    target: &Target,
+    mask: &[bool],
+) -> Result<Option<Measures>, Failure> {
+    let output = &args.output;
     match target {
         Target::Flat(image) => {
             write_mask_png(output, mask, image.hw).map_err(runtime_failure)?;
@@ -429,7 +440,7 @@ fn write_mask(output: &Path, target: &Target, mask: &[bool]) -> Result<Option<Me
             image,
         } => {
             let out = volume.mask_from_slice(*axis, *index, mask, image.hw);
-            write_mask_nifti(output, volume, &out).map_err(runtime_failure)?;
+            crate::mask_output::write_volume_mask(output, &args.input, volume, &out, bundle, &args.label)?;
             let spacing = volume.spacing();
             let (ax, ay) = Volume::in_plane_axes(*axis);
             Ok(Some(Measures {

@@ -96,19 +96,19 @@ struct DicomImage {
     notes: Vec<String>,
 }
 
-fn numbers(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<Vec<f64>> {
+pub(crate) fn numbers(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<Vec<f64>> {
     obj.get(tag)?
         .to_multi_float64()
         .ok()
         .filter(|v| v.iter().all(|x| x.is_finite()))
 }
 
-fn fixed<const N: usize>(values: Option<Vec<f64>>) -> Option<[f64; N]> {
+pub(crate) fn fixed<const N: usize>(values: Option<Vec<f64>>) -> Option<[f64; N]> {
     values.and_then(|v| v.try_into().ok())
 }
 
 /// The first item of sequence `tag` in `obj`.
-fn first_item(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<&InMemDicomObject> {
+pub(crate) fn first_item(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<&InMemDicomObject> {
     obj.get(tag)?.value().items()?.first()
 }
 
@@ -175,7 +175,7 @@ pub fn dicom_from_bytes(path: &Path, bytes: &[u8]) -> Result<Volume, IoError> {
 }
 
 /// The dataset parsed after the length guard.
-fn parse_dataset(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, IoError> {
+pub(crate) fn parse_dataset(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, IoError> {
     check_lengths(bytes).map_err(|e| IoError::corrupt(path, "not a readable DICOM file", e))?;
     OpenFileOptions::new()
         .from_reader(bytes)
@@ -320,14 +320,14 @@ fn decode_frames(
 
 /// Where each frame lies: positions, orientation, spacing (top level, else the functional groups of
 /// enhanced objects).
-struct FrameGeometry {
-    positions: Vec<Option<[f64; 3]>>,
-    orientation: Option<[f64; 6]>,
-    spacing: Option<[f64; 2]>,
-    slice_spacing: Option<f64>,
+pub(crate) struct FrameGeometry {
+    pub(crate) positions: Vec<Option<[f64; 3]>>,
+    pub(crate) orientation: Option<[f64; 6]>,
+    pub(crate) spacing: Option<[f64; 2]>,
+    pub(crate) slice_spacing: Option<f64>,
 }
 
-fn frame_geometry(obj: &DefaultDicomObject, n_frames: usize) -> FrameGeometry {
+pub(crate) fn frame_geometry(obj: &DefaultDicomObject, n_frames: usize) -> FrameGeometry {
     let shared = first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
     let per_frame: Vec<&InMemDicomObject> = obj
         .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
@@ -414,7 +414,7 @@ fn expanded_bits(bytes: &[u8], frames: usize, plane: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+pub(crate) fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [
         a[1] * b[2] - a[2] * b[1],
         a[2] * b[0] - a[0] * b[2],
@@ -422,7 +422,7 @@ fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     ]
 }
 
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+pub(crate) fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
@@ -444,7 +444,8 @@ fn single_file_volume(path: &Path, image: DicomImage) -> Result<Volume, IoError>
     assemble(path, vec![image], format)
 }
 
-fn read_series(dir: &Path) -> Result<Volume, IoError> {
+/// The files of a series folder, in name order: hidden files and DICOMDIR skipped.
+pub(crate) fn series_files(dir: &Path) -> Result<Vec<PathBuf>, IoError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| IoError::read(dir, e))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -458,6 +459,11 @@ fn read_series(dir: &Path) -> Result<Volume, IoError> {
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+fn read_series(dir: &Path) -> Result<Volume, IoError> {
+    let files = series_files(dir)?;
     if files.is_empty() {
         return Err(IoError::unusable(dir, "the folder holds no files"));
     }

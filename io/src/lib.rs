@@ -6,6 +6,7 @@
 pub mod atomic_output;
 pub mod dicom_guard;
 pub mod dicom_io;
+pub mod dicom_seg;
 pub mod embedding_cache;
 pub mod error;
 pub mod image2d;

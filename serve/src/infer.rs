@@ -38,6 +38,8 @@ enum Output {
     All,
     Image,
     Json,
+    /// A DICOM SEG referencing the session's DICOM series.
+    DicomSeg,
 }
 
 impl Output {
@@ -46,8 +48,9 @@ impl Output {
             None | Some("") | Some("all") => Ok(Self::All),
             Some("image") => Ok(Self::Image),
             Some("json") => Ok(Self::Json),
+            Some("dicom_seg") => Ok(Self::DicomSeg),
             Some(other) => Err(ApiError::unprocessable(format!(
-                "output '{other}' is not supported; use image, json or all"
+                "output '{other}' is not supported; use image, json, all or dicom_seg"
             ))),
         }
     }
@@ -85,14 +88,14 @@ pub async fn infer(
         )));
     }
     // The volume: the session's, else the file sent with the request (segmented once, nothing kept).
-    let (volume, session, _files) = if !query.session_id.is_empty() {
+    let (volume, session, source) = if !query.session_id.is_empty() {
         let (view, _) = app.sessions.get(&query.session_id).ok_or_else(|| {
             ApiError::not_found(format!(
                 "session '{}' not found (expired or deleted?)",
                 query.session_id
             ))
         })?;
-        (view.volume, Some(query.session_id.clone()), Some(view.files))
+        (Arc::clone(&view.volume), Some(query.session_id.clone()), Some(view))
     } else if let Some(upload) = received.upload {
         let max_voxels = app.limits.max_voxels;
         let (volume, _) = tokio::task::spawn_blocking(move || open_volume(&upload, max_voxels))
@@ -137,7 +140,7 @@ pub async fn infer(
     let label = params.label.clone().unwrap_or_else(|| "label".into());
     let area = result.mask.iter().filter(|&&m| m).count();
     let response_params = json!({
-        "label_names": { label: 1 },
+        "label_names": { label.clone(): 1 },
         "model": model,
         "axis": SLICE_AXIS,
         "slice": prompts.slice,
@@ -148,6 +151,24 @@ pub async fn infer(
     });
     if let Output::Json = output {
         return Ok(Json(response_params).into_response());
+    }
+    if let Output::DicomSeg = output {
+        let view = source.ok_or_else(|| {
+            ApiError::unprocessable("output=dicom_seg needs a session holding a DICOM series (PUT /session/)")
+        })?;
+        let description = medico_io::dicom_seg::SegmentDescription {
+            label: label.clone(),
+            algorithm_name: format!("medico {model}"),
+            algorithm_version: format!("medico {}", env!("CARGO_PKG_VERSION")),
+        };
+        let bytes = tokio::task::spawn_blocking(move || {
+            let grid = volume.mask_from_slice(SLICE_AXIS, prompts.slice, &result.mask, result.hw);
+            reply::dicom_seg(&view, &volume, &grid, &description)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+        let name = format!("medico-{:016x}.dcm", rand::random::<u64>());
+        return Ok(reply::file(bytes, &name, "application/dicom"));
     }
     let bytes = tokio::task::spawn_blocking(move || {
         let grid = volume.mask_from_slice(SLICE_AXIS, prompts.slice, &result.mask, result.hw);

@@ -58,6 +58,29 @@ impl MaskFormat {
     }
 }
 
+/// A DICOM SEG of `mask` referencing the session's DICOM series; 422 when the session holds no DICOM.
+pub fn dicom_seg(
+    session: &crate::sessions::SessionView,
+    volume: &Volume,
+    mask: &Array3<u8>,
+    segment: &medico_io::dicom_seg::SegmentDescription,
+) -> Result<Vec<u8>, ApiError> {
+    let is_dicom =
+        !medico_io::nifti_io::is_nifti(&session.image) && medico_io::dicom_io::looks_like_dicom(&session.image);
+    if !is_dicom {
+        return Err(ApiError::unprocessable(
+            "output=dicom_seg: this session's image is not DICOM (a SEG references its source series)",
+        ));
+    }
+    let source = medico_io::dicom_seg::SourceSeries::read(&session.image)
+        .map_err(|e| ApiError::unprocessable(format!("output=dicom_seg: {}", medico_io::chain_text(&e))))?;
+    let dir = tempfile::tempdir().map_err(|e| ApiError::internal(e.to_string()))?;
+    let path = dir.path().join("seg.dcm");
+    medico_io::dicom_seg::write_dicom_seg(&path, volume, &source, mask, segment)
+        .map_err(|e| ApiError::internal(format!("writing the DICOM SEG failed: {}", medico_io::chain_text(&e))))?;
+    std::fs::read(&path).map_err(|e| ApiError::internal(e.to_string()))
+}
+
 /// A file download.
 pub fn file(bytes: Vec<u8>, name: &str, content_type: &str) -> Response {
     (

@@ -329,3 +329,69 @@ fn bad_dicom_input_is_refused_with_the_reason_and_writes_nothing() {
     assert!(text(&run.stderr).contains("unknown intensity 'ct-heart'"));
     assert!(!out.exists());
 }
+
+#[test]
+fn a_dicom_series_mask_is_written_as_a_dicom_seg_that_reads_back_onto_the_grid() {
+    let dir = scratch("dicom-seg");
+    let bundle = export_small(&dir);
+    let input = shared().join("data/dicom/series_ct5n");
+    let (seg, nii) = (dir.join("mask.dcm"), dir.join("mask.nii"));
+    for out in [&seg, &nii] {
+        let run = medico(&[
+            "segment",
+            input.to_str().unwrap(),
+            "--model",
+            bundle.to_str().unwrap(),
+            "--box",
+            "2,2,14,14",
+            "--label",
+            "tumour",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+    }
+    let volume = medico_io::dicom_io::read_dicom(&input).unwrap();
+    let from_seg = medico_io::dicom_seg::read_dicom_seg(&seg, &volume).unwrap();
+    let from_nifti = ReaderOptions::new()
+        .read_file(&nii)
+        .unwrap()
+        .into_volume()
+        .into_ndarray::<u8>()
+        .unwrap();
+    assert!(from_seg.iter().any(|&v| v == 1), "empty segmentation");
+    assert_eq!(from_seg.into_dyn(), from_nifti, "the SEG and the NIfTI mask differ");
+    let obj = dicom_object::open_file(&seg).unwrap();
+    let segment = &obj
+        .element(dicom_dictionary_std::tags::SEGMENT_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0];
+    let label = segment
+        .element(dicom_dictionary_std::tags::SEGMENT_LABEL)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(label.trim_end(), "tumour");
+}
+
+#[test]
+fn a_dicom_seg_needs_a_dicom_input() {
+    let dir = scratch("dicom-seg-nifti");
+    let out = dir.join("mask.dcm");
+    let input = shared().join("data/volumes/mni152_t1.nii.gz");
+    let run = medico(&[
+        "segment",
+        input.to_str().unwrap(),
+        "--model",
+        "medico-tiny",
+        "--box",
+        "60,50,140,200",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    let err = text(&run.stderr);
+    assert!(err.contains("mask.dcm") && err.contains("must be DICOM"), "{err}");
+    assert!(!out.exists());
+}

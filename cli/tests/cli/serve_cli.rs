@@ -12,7 +12,7 @@ use flate2::read::GzDecoder;
 use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
 use serde_json::Value;
 
-use crate::common::{medico, scratch, shared, text};
+use crate::common::{export_small, medico, scratch, shared, text};
 
 /// A running `medico-cli serve`, stopped (SIGTERM) when dropped.
 struct Server {
@@ -22,17 +22,12 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
+        Self::start_model("medico-tiny", extra)
+    }
+
+    fn start_model(model: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_medico-cli"))
-            .args([
-                "serve",
-                "--model",
-                "medico-tiny",
-                "--port",
-                "0",
-                "--json",
-                "--threads",
-                "2",
-            ])
+            .args(["serve", "--model", model, "--port", "0", "--json", "--threads", "2"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -50,7 +45,7 @@ impl Server {
             panic!("startup line {line:?}: {e}; stderr: {err}")
         });
         assert_eq!(started["event"], "listening");
-        assert_eq!(started["models"][0], "medico-tiny");
+        assert!(model.ends_with(started["models"][0].as_str().unwrap()), "{started}");
         Self {
             port: started["port"].as_u64().unwrap() as u16,
             child,
@@ -412,4 +407,101 @@ fn bad_requests_get_a_4xx_with_a_message_and_sigterm_stops_cleanly() {
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("shut down"), "{log}");
+}
+
+#[test]
+fn a_dicom_series_uploaded_as_a_zip_comes_back_as_the_dicom_seg_segment_writes() {
+    let dir = scratch("serve-dicom-seg");
+    let bundle = export_small(&dir);
+    let series = shared().join("data/dicom/series_ct5n");
+    // The series as a zip, the way a client uploads a DICOM series in one file.
+    let mut zipped = std::io::Cursor::new(Vec::new());
+    {
+        let mut writer = zip::ZipWriter::new(&mut zipped);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&series).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for file in files {
+            let name = format!("series/{}", file.file_name().unwrap().to_string_lossy());
+            writer
+                .start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            writer.write_all(&std::fs::read(&file).unwrap()).unwrap();
+        }
+        writer.finish().unwrap();
+    }
+    let server = Server::start_model(bundle.to_str().unwrap(), &[]);
+    let (ct, body) = multipart("files", "series.zip", zipped.get_ref(), None);
+    let (status, created) = http(
+        server.port,
+        &head("PUT", "/session/", None, &ct, body.len()),
+        &body,
+        false,
+    );
+    assert_eq!(status, 200, "{created}");
+    let created: Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(created["session_info"]["meta"]["shape"], serde_json::json!([16, 16, 5]));
+    let id = created["session_id"].as_str().unwrap();
+    // Slicer's roi [13, 2, 2, 13, 2, 2] = the box 2,2,14,14 on slice 2.
+    let params = r#"{"roi": [13, 2, 2, 13, 2, 2], "label": "tumour"}"#;
+    let (ct, body) = multipart("label", "x.bin", b"", Some(params));
+    let path = format!("/infer/bundle?session_id={id}&output=dicom_seg");
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .write_all(head("POST", &path, None, &ct, body.len()).as_bytes())
+        .unwrap();
+    stream.write_all(&body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head_text = String::from_utf8_lossy(&response[..split]).to_string();
+    assert!(head_text.starts_with("HTTP/1.1 200"), "{head_text}");
+    assert!(
+        head_text.to_lowercase().contains("content-type: application/dicom"),
+        "{head_text}"
+    );
+    let served = dir.join("served.dcm");
+    std::fs::write(&served, &response[split + 4..]).unwrap();
+
+    let cli = dir.join("cli.dcm");
+    let run = medico(&[
+        "segment",
+        series.to_str().unwrap(),
+        "--model",
+        bundle.to_str().unwrap(),
+        "--axis",
+        "2",
+        "--slice",
+        "2",
+        "--box",
+        "2,2,14,14",
+        "-o",
+        cli.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let volume = medico_io::dicom_io::read_dicom(&series).unwrap();
+    let from_server = medico_io::dicom_seg::read_dicom_seg(&served, &volume).unwrap();
+    let from_cli = medico_io::dicom_seg::read_dicom_seg(&cli, &volume).unwrap();
+    assert!(from_cli.iter().any(|&v| v == 1), "empty mask");
+    assert_eq!(
+        from_server, from_cli,
+        "the server's SEG differs from medico-cli segment's"
+    );
+    // A NIfTI session cannot give a SEG.
+    let volume_bytes = std::fs::read(volume_path()).unwrap();
+    let (ct, body) = multipart("files", "scan.nii.gz", &volume_bytes, None);
+    let (_, created) = http(
+        server.port,
+        &head("PUT", "/session/", None, &ct, body.len()),
+        &body,
+        false,
+    );
+    let id = serde_json::from_str::<Value>(&created).unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ct, body) = multipart("label", "x.bin", b"", Some(r#"{"foreground": [[98, 130, 90]]}"#));
+    let path = format!("/infer/bundle?session_id={id}&output=dicom_seg");
+    let (status, message) = http(server.port, &head("POST", &path, None, &ct, body.len()), &body, false);
+    assert_eq!(status, 422);
+    assert!(message.contains("not DICOM"), "{message}");
 }
