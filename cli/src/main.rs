@@ -16,6 +16,7 @@ mod prompt_args;
 mod propagate_cmd;
 mod segment_cmd;
 mod serve_cmd;
+mod slicer_cmd;
 #[cfg(feature = "torch")]
 mod train_cmd;
 
@@ -65,6 +66,10 @@ enum Command {
     },
     /// Serve models over HTTP with MONAI Label's API (3D Slicer, OHIF, ... connect to it).
     Serve(serve_cmd::ServeArgs),
+    /// Print the 3D Slicer CLI-module description (ModuleDescription XML) of `slicer-segment`.
+    SlicerXml,
+    /// Segment as a 3D Slicer CLI module: the arguments Slicer passes (`slicer-xml` describes them).
+    SlicerSegment(slicer_cmd::SlicerSegmentArgs),
     /// Check the SAM definition against official reference outputs (needs the `torch` feature).
     #[cfg(feature = "torch")]
     Parity(parity_cmd::ParityArgs),
@@ -74,6 +79,7 @@ enum Command {
 }
 
 /// A failure with the exit code it maps to.
+#[derive(Debug)]
 pub struct Failure {
     /// Process exit code.
     pub code: u8,
@@ -118,6 +124,8 @@ fn main() -> ExitCode {
         Command::Export(args) => export_cmd::run_export(args),
         Command::Models { command } => export_cmd::run_models(command),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::SlicerXml => slicer_cmd::print_xml(),
+        Command::SlicerSegment(args) => slicer_cmd::run(args),
         #[cfg(feature = "torch")]
         Command::Parity(args) => parity_cmd::run(args),
         #[cfg(feature = "torch")]

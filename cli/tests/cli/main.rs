@@ -13,4 +13,5 @@ mod segment_cli;
 mod segment_dicom_cli;
 mod segment_volume_cli;
 mod serve_cli;
+mod slicer_cli;
 mod train_cli;
