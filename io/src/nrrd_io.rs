@@ -36,11 +36,28 @@ fn header(volume: &Volume) -> String {
 pub fn mask_nrrd_bytes(volume: &Volume, mask: &Array3<u8>) -> std::io::Result<Vec<u8>> {
     let mut out = header(volume).into_bytes();
     let mut encoder = GzEncoder::new(&mut out, Compression::fast());
-    // NRRD's first axis is the fastest: Fortran order of [i, j, k].
-    let voxels: Vec<u8> = mask.t().iter().copied().collect();
-    encoder.write_all(&voxels)?;
+    encoder.write_all(&fortran_order(mask))?;
     encoder.finish()?;
     Ok(out)
+}
+
+/// The voxels in Fortran order (NRRD's first axis is the fastest). Loops ordered j, k, i so that the reads
+/// (stride `nj * nk`) revisit the same cache lines for consecutive k: a plain transposed iteration took
+/// ~45 ms for a 197x233x189 mask, most of a click's reply.
+fn fortran_order(mask: &Array3<u8>) -> Vec<u8> {
+    let [ni, nj, nk] = [mask.dim().0, mask.dim().1, mask.dim().2];
+    let standard = mask.as_standard_layout();
+    let data = standard.as_slice().expect("standard layout is contiguous");
+    let mut out = vec![0u8; data.len()];
+    for j in 0..nj {
+        for k in 0..nk {
+            let row = &mut out[(k * nj + j) * ni..][..ni];
+            for (i, value) in row.iter_mut().enumerate() {
+                *value = data[(i * nj + j) * nk + k];
+            }
+        }
+    }
+    out
 }
 
 /// Writes a mask `[i, j, k]` as a gzip NRRD on `volume`'s grid, atomically.
@@ -85,5 +102,11 @@ mod tests {
         let mut voxels = Vec::new();
         GzDecoder::new(&bytes[split + 2..]).read_to_end(&mut voxels).unwrap();
         assert_eq!(voxels, vec![0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn fortran_order_is_the_transposed_iteration() {
+        let mask = Array3::from_shape_fn((5, 4, 3), |(i, j, k)| (i * 12 + j * 3 + k) as u8);
+        assert_eq!(fortran_order(&mask), mask.t().iter().copied().collect::<Vec<u8>>());
     }
 }

@@ -193,19 +193,30 @@ fn segment_slice(
     intensity: medico_io::intensity::Intensity,
     prompts: &SlicePrompts,
 ) -> Result<SliceMask, ApiError> {
+    let held = key.as_ref().is_some_and(|k| predictors.holds(model, k));
+    let hw = volume.slice_hw(SLICE_AXIS);
+    let kept = match held {
+        true => None,
+        false => key.as_ref().and_then(|k| app.embeddings.get(k)),
+    };
+    let encoder_ran = !held && kept.is_none();
+    if !held {
+        // Until the new slice is loaded, the predictor's image is unknown.
+        predictors.set_held(model, None);
+    }
     let predictor = predictors.get(model)?;
-    let (values, hw) = volume.slice(SLICE_AXIS, prompts.slice);
-    let kept = key.as_ref().and_then(|k| app.embeddings.get(k));
-    let encoder_ran = kept.is_none();
-    match kept {
-        Some(embedding) => predictor.set_embedding((*embedding).clone(), hw),
-        None => {
-            let image = RgbImage::from_gray(&values, hw, intensity);
-            predictor
-                .set_image(&image.pixels, image.hw)
-                .map_err(|e| ApiError::from_runtime("encoding the slice", e))?;
-            if let (Some(key), Some(embedding)) = (key, predictor.embedding()) {
-                app.embeddings.put(key, Arc::new(embedding.clone()));
+    if !held {
+        match kept {
+            Some(embedding) => predictor.set_embedding((*embedding).clone(), hw),
+            None => {
+                let (values, hw) = volume.slice(SLICE_AXIS, prompts.slice);
+                let image = RgbImage::from_gray(&values, hw, intensity);
+                predictor
+                    .set_image(&image.pixels, image.hw)
+                    .map_err(|e| ApiError::from_runtime("encoding the slice", e))?;
+                if let (Some(key), Some(embedding)) = (&key, predictor.embedding()) {
+                    app.embeddings.put(key.clone(), Arc::new(embedding.clone()));
+                }
             }
         }
     }
@@ -214,8 +225,10 @@ fn segment_slice(
         .map_err(|e| ApiError::from_runtime("decoding the prompts", e))?;
     let best = prediction.best();
     let threshold = predictor.config().mask_threshold as f32;
+    let mask = prediction.logits[best].iter().map(|&l| l > threshold).collect();
+    predictors.set_held(model, key);
     Ok(SliceMask {
-        mask: prediction.logits[best].iter().map(|&l| l > threshold).collect(),
+        mask,
         hw,
         score: prediction.iou[best],
         encoder_ran,

@@ -9,12 +9,15 @@ use std::sync::{Arc, Mutex};
 use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
 use medico_runtime::RuntimeError;
 
+use crate::embeddings::SliceKey;
 use crate::error::ApiError;
 use crate::ServedModel;
 
-/// One worker's predictors, by model name.
+/// One worker's predictors, by model name, with the slice each holds.
 pub struct Predictors {
     open: HashMap<String, Predictor>,
+    /// The slice whose embedding (and prepared decoder state) each model's predictor holds now.
+    current: HashMap<String, SliceKey>,
 }
 
 impl Predictors {
@@ -23,6 +26,20 @@ impl Predictors {
         self.open
             .get_mut(model)
             .ok_or_else(|| ApiError::not_found(format!("no model '{model}' on this server")))
+    }
+
+    /// Whether `model`'s predictor holds `key`'s slice (a further click on it needs neither the encoder
+    /// nor the decoder's image preparation).
+    pub fn holds(&self, model: &str, key: &SliceKey) -> bool {
+        self.current.get(model) == Some(key)
+    }
+
+    /// Records the slice `model`'s predictor holds (`None`: unknown, e.g. an uploaded file's).
+    pub fn set_held(&mut self, model: &str, key: Option<SliceKey>) {
+        match key {
+            Some(key) => self.current.insert(model.to_string(), key),
+            None => self.current.remove(model),
+        };
     }
 }
 
@@ -65,7 +82,8 @@ impl WorkerPool {
                         }
                     }
                     let _ = ready.send(Ok(()));
-                    work(&receiver, Predictors { open });
+                    let current = HashMap::new();
+                    work(&receiver, Predictors { open, current });
                 })
                 .map_err(|e| RuntimeError::Unavailable {
                     engine: "worker thread",
