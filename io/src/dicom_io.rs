@@ -682,7 +682,7 @@ fn first_slice_spacing(notes: &mut Vec<String>, depth: usize, declared: Option<f
 }
 
 /// A NIfTI-1 header for masks of a DICOM volume: sform and qform (code scanner) from the affine.
-fn nifti_header_for(data: &Array3<f32>, affine: &[[f64; 4]; 4], description: &str) -> NiftiHeader {
+pub(crate) fn nifti_header_for(data: &Array3<f32>, affine: &[[f64; 4]; 4], description: &str) -> NiftiHeader {
     let (ni, nj, nk) = data.dim();
     let mut header = NiftiHeader {
         dim: [3, ni as u16, nj as u16, nk as u16, 1, 1, 1, 1],

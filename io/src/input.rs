@@ -1,4 +1,4 @@
-//! Opens any supported scan by what it is: NIfTI by name, DICOM (a folder, `.dcm`, or the `DICM`
+//! Opens any supported scan by what it is: NIfTI and NRRD by name, DICOM (a folder, `.dcm`, or the `DICM`
 //! marker), otherwise a 2D image (PNG/TIFF).
 
 use std::path::Path;
@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::dicom_io::{looks_like_dicom, read_dicom};
 use crate::image2d::{read_image, Image2d};
 use crate::nifti_io::{is_nifti, read_nifti};
+use crate::nrrd_io::{is_nrrd, read_nrrd};
 use crate::volume::Volume;
 use crate::IoError;
 
@@ -14,7 +15,7 @@ use crate::IoError;
 pub enum Scan {
     /// A PNG/TIFF image.
     Image(Image2d),
-    /// A NIfTI or DICOM volume (a single DICOM frame is a volume of one slice).
+    /// A NIfTI, NRRD or DICOM volume (a single DICOM frame is a volume of one slice).
     Volume(Box<Volume>),
 }
 
@@ -26,6 +27,12 @@ pub fn open_scan(path: &Path, volume: Option<usize>) -> Result<Scan, IoError> {
     let not_4d = |what: &str| IoError::unusable(path, format!("--volume applies to 4D NIfTI files; this is {what}"));
     if is_nifti(path) {
         return Ok(Scan::Volume(Box::new(read_nifti(path, volume)?)));
+    }
+    if is_nrrd(path) {
+        if volume.is_some() {
+            return Err(not_4d("NRRD"));
+        }
+        return Ok(Scan::Volume(Box::new(read_nrrd(path)?)));
     }
     if looks_like_dicom(path) {
         if volume.is_some() {

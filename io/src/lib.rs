@@ -1,4 +1,4 @@
-//! Medical images in and out, below both inference and training: NIfTI-1/2 and DICOM volumes with their
+//! Medical images in and out, below both inference and training: NIfTI-1/2, NRRD and DICOM volumes with their
 //! patient-space geometry (the DICOM length and RLE guards before any decoding), PNG/TIFF images,
 //! intensity windows, the encoder input a bundle declares (resize and normalization), prompts files, the
 //! on-disk cache of slice embeddings, and outputs written atomically. Data flows file → [`volume::Volume`] → slice → encoder input, and masks back to files.

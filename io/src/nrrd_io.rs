@@ -1,16 +1,257 @@
-//! NRRD output: masks as 3D Slicer (and the MONAI Label Slicer module, which asks for `.nrrd` results)
-//! reads them — `uint8`, gzip, the volume's grid in LPS space (NRRD's `space directions`/`space origin`).
+//! NRRD in and out, as 3D Slicer writes and reads it. Out: masks — `uint8`, gzip, the volume's grid in LPS
+//! space (`space directions`/`space origin`); the MONAI Label Slicer module asks for `.nrrd` results. In:
+//! attached-header 3D scalar volumes, raw or gzip, any scalar type, either endianness, in LPS, RAS or LAS
+//! space; the declared data size is checked against the bytes present (and gzip inflated no further) before
+//! anything is allocated for it.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
+use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use ndarray::Array3;
+use ndarray::{Array3, ShapeBuilder};
 
 use crate::atomic_output::write_atomically;
-use crate::volume::Volume;
+use crate::dicom_io::nifti_header_for;
+use crate::nifti1_guard::MAX_DATA_BYTES;
+use crate::volume::{GridHeader, Volume};
 use crate::IoError;
+
+/// Longest header read.
+const MAX_HEADER: usize = 1 << 16;
+
+/// True for `.nrrd` and `.nhdr` paths.
+pub fn is_nrrd(path: &Path) -> bool {
+    let name = path.to_string_lossy().to_lowercase();
+    name.ends_with(".nrrd") || name.ends_with(".nhdr")
+}
+
+/// A scalar type NRRD names, with its size.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scalar {
+    I8,
+    U8,
+    I16,
+    U16,
+    I32,
+    U32,
+    I64,
+    U64,
+    F32,
+    F64,
+}
+
+impl Scalar {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "signed char" | "int8" | "int8_t" => Self::I8,
+            "uchar" | "unsigned char" | "uint8" | "uint8_t" => Self::U8,
+            "short" | "short int" | "signed short" | "signed short int" | "int16" | "int16_t" => Self::I16,
+            "ushort" | "unsigned short" | "unsigned short int" | "uint16" | "uint16_t" => Self::U16,
+            "int" | "signed int" | "int32" | "int32_t" => Self::I32,
+            "uint" | "unsigned int" | "uint32" | "uint32_t" => Self::U32,
+            "longlong"
+            | "long long"
+            | "long long int"
+            | "signed long long"
+            | "signed long long int"
+            | "int64"
+            | "int64_t" => Self::I64,
+            "ulonglong" | "unsigned long long" | "unsigned long long int" | "uint64" | "uint64_t" => Self::U64,
+            "float" => Self::F32,
+            "double" => Self::F64,
+            _ => return None,
+        })
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Self::I8 | Self::U8 => 1,
+            Self::I16 | Self::U16 => 2,
+            Self::I32 | Self::U32 | Self::F32 => 4,
+            Self::I64 | Self::U64 | Self::F64 => 8,
+        }
+    }
+
+    /// One value from its bytes.
+    fn value(self, b: &[u8], big: bool) -> f32 {
+        macro_rules! read {
+            ($t:ty, $n:expr) => {{
+                let bytes: [u8; $n] = b.try_into().expect("sized chunk");
+                (if big {
+                    <$t>::from_be_bytes(bytes)
+                } else {
+                    <$t>::from_le_bytes(bytes)
+                }) as f32
+            }};
+        }
+        match self {
+            Self::I8 => b[0] as i8 as f32,
+            Self::U8 => b[0] as f32,
+            Self::I16 => read!(i16, 2),
+            Self::U16 => read!(u16, 2),
+            Self::I32 => read!(i32, 4),
+            Self::U32 => read!(u32, 4),
+            Self::I64 => read!(i64, 8),
+            Self::U64 => read!(u64, 8),
+            Self::F32 => read!(f32, 4),
+            Self::F64 => read!(f64, 8),
+        }
+    }
+}
+
+/// `(a,b,c)` as three numbers.
+fn vector(text: &str) -> Option<[f64; 3]> {
+    let inner = text.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let values: Vec<f64> = inner.split(',').map(|v| v.trim().parse().ok()).collect::<Option<_>>()?;
+    values.try_into().ok()
+}
+
+/// Reads an attached-header NRRD volume (`.nrrd`).
+pub fn read_nrrd(path: &Path) -> Result<Volume, IoError> {
+    let bytes = std::fs::read(path).map_err(|e| IoError::read(path, e))?;
+    nrrd_from_bytes(path, &bytes)
+}
+
+/// A NRRD volume from a file's bytes; `path` names it in errors.
+pub fn nrrd_from_bytes(path: &Path, bytes: &[u8]) -> Result<Volume, IoError> {
+    let bad = |what: String| IoError::unusable(path, what);
+    if !bytes.starts_with(b"NRRD000") {
+        return Err(bad("not a NRRD file (no NRRD000x magic)".into()));
+    }
+    let end = bytes[..bytes.len().min(MAX_HEADER)]
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .ok_or_else(|| {
+            bad("no end of header (a blank line) in the first 64 KB; detached headers (.nhdr) are not read".into())
+        })?;
+    let header = std::str::from_utf8(&bytes[..end]).map_err(|_| bad("header is not text".into()))?;
+    let mut fields = std::collections::HashMap::new();
+    for line in header.lines().skip(1) {
+        if line.starts_with('#') || line.contains(":=") {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once(": ") {
+            fields.insert(key.trim().to_lowercase(), value.trim().to_string());
+        }
+    }
+    let field = |key: &str| fields.get(key).map(String::as_str);
+    if field("data file").or(field("datafile")).is_some() {
+        return Err(bad(
+            "detached data files are not read; save the volume as a single .nrrd".into(),
+        ));
+    }
+    for skip in ["line skip", "byte skip", "lineskip", "byteskip"] {
+        if field(skip).is_some_and(|v| v != "0") {
+            return Err(bad(format!("'{skip}' is not supported")));
+        }
+    }
+    let scalar = field("type")
+        .and_then(Scalar::parse)
+        .ok_or_else(|| bad(format!("unsupported or missing type {:?}", field("type"))))?;
+    if field("dimension") != Some("3") {
+        return Err(bad(format!(
+            "dimension {:?}: only 3D scalar volumes are read",
+            field("dimension")
+        )));
+    }
+    let sizes: Vec<usize> = field("sizes")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()
+        .filter(|s: &Vec<usize>| s.len() == 3 && s.iter().all(|&n| n > 0))
+        .ok_or_else(|| bad(format!("sizes {:?} are not three positive numbers", field("sizes"))))?;
+    let big = match field("endian") {
+        Some("big") => true,
+        Some("little") | None => false,
+        Some(other) => return Err(bad(format!("endian '{other}'"))),
+    };
+    let count = sizes.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
+    let declared = count
+        .and_then(|c| c.checked_mul(scalar.size()))
+        .filter(|&b| (b as u64) <= MAX_DATA_BYTES)
+        .ok_or_else(|| bad(format!("sizes {sizes:?} declare more data than medico reads")))?;
+    let body = &bytes[end + 2..];
+    let data = match field("encoding") {
+        Some("raw") => {
+            if body.len() < declared {
+                return Err(bad(format!(
+                    "{} data bytes; the header declares {declared} (truncated?)",
+                    body.len()
+                )));
+            }
+            std::borrow::Cow::Borrowed(&body[..declared])
+        }
+        Some("gzip") | Some("gz") => {
+            let mut out = Vec::new();
+            GzDecoder::new(body)
+                .take(declared as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| IoError::corrupt(path, "not a readable gzip stream (truncated or corrupt?)", e))?;
+            if out.len() < declared {
+                return Err(bad(format!(
+                    "{} data bytes inflated; the header declares {declared} (truncated?)",
+                    out.len()
+                )));
+            }
+            std::borrow::Cow::Owned(out)
+        }
+        other => return Err(bad(format!("encoding {other:?}: raw and gzip are read"))),
+    };
+    let space_sign: [f64; 3] = match field("space").map(str::to_lowercase).as_deref() {
+        Some("left-posterior-superior") | Some("lps") => [-1.0, -1.0, 1.0],
+        Some("right-anterior-superior") | Some("ras") => [1.0, 1.0, 1.0],
+        Some("left-anterior-superior") | Some("las") => [-1.0, 1.0, 1.0],
+        Some(other) => return Err(bad(format!("space '{other}': LPS, RAS and LAS are read"))),
+        None => [1.0, 1.0, 1.0],
+    };
+    let directions: [[f64; 3]; 3] = match field("space directions") {
+        Some(text) => {
+            let parts: Vec<[f64; 3]> = text
+                .split_whitespace()
+                .map(vector)
+                .collect::<Option<_>>()
+                .filter(|p: &Vec<[f64; 3]>| p.len() == 3)
+                .ok_or_else(|| bad(format!("space directions '{text}' are not three vectors")))?;
+            [parts[0], parts[1], parts[2]]
+        }
+        None => {
+            let spacings: Vec<f64> = field("spacings")
+                .map(|s| s.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+                .unwrap_or_else(|| vec![1.0; 3]);
+            let at = |a: usize| spacings.get(a).copied().filter(|v: &f64| v.is_finite()).unwrap_or(1.0);
+            [[at(0), 0.0, 0.0], [0.0, at(1), 0.0], [0.0, 0.0, at(2)]]
+        }
+    };
+    let origin = match field("space origin") {
+        Some(text) => vector(text).ok_or_else(|| bad(format!("space origin '{text}' is not a vector")))?,
+        None => [0.0; 3],
+    };
+    let mut affine = [[0.0; 4]; 4];
+    for r in 0..3 {
+        for c in 0..3 {
+            affine[r][c] = directions[c][r] * space_sign[r] + 0.0;
+        }
+        affine[r][3] = origin[r] * space_sign[r] + 0.0;
+    }
+    affine[3][3] = 1.0;
+    let values: Vec<f32> = data.chunks_exact(scalar.size()).map(|b| scalar.value(b, big)).collect();
+    let fortran = Array3::from_shape_vec((sizes[0], sizes[1], sizes[2]).f(), values)
+        .map_err(|e| bad(format!("voxels do not fit the sizes: {e}")))?;
+    let volume = fortran.as_standard_layout().into_owned();
+    let format = format!("NRRD ({:?}, {})", scalar, field("encoding").unwrap_or_default());
+    let header = std::panic::catch_unwind(|| nifti_header_for(&volume, &affine, &format))
+        .map_err(|_| bad("the space directions give no NIfTI orientation (corrupt geometry?)".into()))?;
+    Ok(Volume {
+        data: volume,
+        affine,
+        grid: GridHeader::Nifti1(Box::new(header)),
+        format,
+        notes: Vec::new(),
+    })
+}
 
 /// RAS+ (NIfTI's world) to LPS (DICOM's and Slicer's NRRD files): x and y change sign.
 const RAS_TO_LPS: [f64; 3] = [-1.0, -1.0, 1.0];
@@ -69,9 +310,6 @@ pub fn write_mask_nrrd(path: &Path, volume: &Volume, mask: &Array3<u8>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::GridHeader;
-    use flate2::read::GzDecoder;
-    use std::io::Read;
 
     fn volume() -> Volume {
         Volume {
@@ -102,6 +340,54 @@ mod tests {
         let mut voxels = Vec::new();
         GzDecoder::new(&bytes[split + 2..]).read_to_end(&mut voxels).unwrap();
         assert_eq!(voxels, vec![0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn a_written_mask_reads_back_with_its_grid() {
+        let mut mask = Array3::<u8>::zeros((3, 2, 2));
+        mask[[2, 0, 1]] = 1;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.nrrd");
+        write_mask_nrrd(&path, &volume(), &mask).unwrap();
+        let back = read_nrrd(&path).unwrap();
+        assert_eq!(back.affine, volume().affine);
+        assert_eq!(back.data.mapv(|v| v as u8), mask);
+    }
+
+    #[test]
+    fn raw_big_endian_shorts_in_ras_space() {
+        let mut bytes = b"NRRD0004\ntype: short\ndimension: 3\nspace: RAS\nsizes: 2 1 1\nendian: big\n\
+            encoding: raw\nspace directions: (0.5,0,0) (0,2,0) (0,0,3)\nspace origin: (1,2,3)\n\n"
+            .to_vec();
+        bytes.extend_from_slice(&[0x01, 0x00, 0xff, 0xfe]);
+        let v = nrrd_from_bytes(Path::new("x.nrrd"), &bytes).unwrap();
+        assert_eq!(v.data.as_slice().unwrap(), &[256.0, -2.0]);
+        assert_eq!(v.affine[0], [0.5, 0.0, 0.0, 1.0]);
+        assert_eq!(v.affine[2], [0.0, 0.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn truncated_or_unsupported_files_are_refused_naming_the_problem() {
+        let head = "NRRD0004\ntype: float\ndimension: 3\nsizes: 100 100 100\nencoding: raw\n\n";
+        let mut bytes = head.as_bytes().to_vec();
+        bytes.extend_from_slice(&[0u8; 64]);
+        let err = nrrd_from_bytes(Path::new("t.nrrd"), &bytes).unwrap_err().to_string();
+        assert!(err.contains("t.nrrd") && err.contains("truncated"), "{err}");
+        let gz = head.replace("raw", "gzip");
+        let mut bytes = gz.as_bytes().to_vec();
+        bytes.extend_from_slice(b"not gzip");
+        assert!(nrrd_from_bytes(Path::new("g.nrrd"), &bytes).is_err());
+        let huge = "NRRD0004\ntype: double\ndimension: 3\nsizes: 100000 100000 100000\nencoding: raw\n\n";
+        let err = nrrd_from_bytes(Path::new("h.nrrd"), huge.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more data than medico reads"), "{err}");
+        let detached = "NRRD0004\ntype: float\ndimension: 3\nsizes: 1 1 1\ndata file: x.raw\n\n";
+        assert!(nrrd_from_bytes(Path::new("d.nhdr"), detached.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("detached"));
+        assert!(nrrd_from_bytes(Path::new("n.nrrd"), b"P5 not nrrd").is_err());
     }
 
     #[test]

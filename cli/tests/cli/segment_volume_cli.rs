@@ -4,7 +4,7 @@
 
 use crate::common::*;
 
-use nifti::{NiftiObject, ReaderOptions};
+use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
 
 #[test]
 fn mask_lands_on_the_prompted_slice_with_the_input_geometry() {
@@ -150,4 +150,59 @@ fn volume_input_errors_write_nothing() {
     ]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert!(out.exists());
+}
+
+/// A NRRD file (raw little-endian float, LPS, as 3D Slicer writes volumes) of a NIfTI volume.
+fn as_nrrd(volume: &medico_io::volume::Volume) -> Vec<u8> {
+    let [ni, nj, nk] = volume.shape();
+    let a = &volume.affine;
+    let lps = |r: usize, c: usize| if r < 2 { -a[r][c] + 0.0 } else { a[r][c] };
+    let column = |c: usize| format!("({},{},{})", lps(0, c), lps(1, c), lps(2, c));
+    let mut bytes = format!(
+        "NRRD0004\n# test\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: {ni} {nj} {nk}\n\
+         space directions: {} {} {}\nkinds: domain domain domain\nendian: little\nencoding: raw\n\
+         space origin: {}\n\n",
+        column(0),
+        column(1),
+        column(2),
+        column(3)
+    )
+    .into_bytes();
+    for v in volume.data.t().iter() {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes
+}
+
+#[test]
+fn a_nrrd_volume_segments_as_the_same_volume_in_nifti_does() {
+    let dir = scratch("nrrd-input");
+    let nifti_input = shared().join("data/volumes/mni152_t1.nii.gz");
+    let volume = medico_io::nifti_io::read_nifti(&nifti_input, None).unwrap();
+    let nrrd_input = dir.join("mni152_t1.nrrd");
+    std::fs::write(&nrrd_input, as_nrrd(&volume)).unwrap();
+    let mut masks = Vec::new();
+    for (input, name) in [(&nifti_input, "from-nifti.nii.gz"), (&nrrd_input, "from-nrrd.nii.gz")] {
+        let out = dir.join(name);
+        let run = medico(&[
+            "segment",
+            input.to_str().unwrap(),
+            "--model",
+            "medico-tiny",
+            "--world",
+            "--box",
+            "-38,-79,18,42,71,18",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let object = ReaderOptions::new().read_file(&out).unwrap();
+        let h = object.header().clone();
+        masks.push((
+            (h.srow_x, h.srow_y, h.srow_z),
+            object.into_volume().into_ndarray::<u8>().unwrap(),
+        ));
+    }
+    assert!(masks[0].1.iter().any(|&v| v == 1));
+    assert_eq!(masks[0], masks[1], "NRRD input: another mask or another grid");
 }
