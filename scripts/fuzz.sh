@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (libFuzzer through cargo-fuzz, on the nightly toolchain) of every reader of
-# untrusted files: NIfTI (.nii, and .nii.gz with the input gzipped first), DICOM, PNG/TIFF, checkpoints
+# untrusted files: NIfTI (.nii, and .nii.gz with the input gzipped first), NRRD, DICOM, PNG/TIFF, checkpoints
 # (safetensors, PyTorch zip, legacy pickle, then architecture inference), model.json (Bundle::open),
 # prompts files and embedding-cache files. Not part of CI; run it by hand:
 #
@@ -16,7 +16,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=${MEDICO_SHARED:-$ROOT/../shared}
 RUNS=${1:-1000000}
 shift || true
-ALL=(nifti nifti_gz dicom image2d checkpoint manifest prompts embedding_cache)
+ALL=(nifti nifti_gz nrrd dicom image2d checkpoint manifest prompts embedding_cache)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 cd "$ROOT/fuzz"
@@ -65,6 +65,7 @@ seed() {
     checkpoint) cp seeds/checkpoint/* "$corpus"/ ;;
     manifest) cp "$ROOT/models/medico-tiny/bundle/model.json" "$corpus"/ ;;
     prompts) cp seeds/prompts/* "$corpus"/ ;;
+    nrrd) cp seeds/nrrd/* "$corpus"/ ;;
     embedding_cache) printf 'MDEMB01\n\001\000\000\000\004\000\000\000\000\000\000\000' >"$corpus/header" ;;
   esac
 }

@@ -639,7 +639,7 @@ fn stack_frames(slices: &[PositionedFrame], columns: usize, rows: usize) -> Arra
 
 /// The affine must map voxels to points: every entry finite in the f32 a NIfTI header stores, and the
 /// 3x3 part invertible (orientation vectors not parallel, spacings not zero).
-fn check_affine(path: &Path, affine: &[[f64; 4]; 4]) -> Result<(), IoError> {
+pub(crate) fn check_affine(path: &Path, affine: &[[f64; 4]; 4]) -> Result<(), IoError> {
     let finite = affine.iter().flatten().all(|&v| (v as f32).is_finite());
     let m = |r: usize, c: usize| affine[r][c];
     let det = m(0, 0) * (m(1, 1) * m(2, 2) - m(1, 2) * m(2, 1)) - m(0, 1) * (m(1, 0) * m(2, 2) - m(1, 2) * m(2, 0))

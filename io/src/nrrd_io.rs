@@ -13,7 +13,7 @@ use flate2::Compression;
 use ndarray::{Array3, ShapeBuilder};
 
 use crate::atomic_output::write_atomically;
-use crate::dicom_io::nifti_header_for;
+use crate::dicom_io::{check_affine, nifti_header_for};
 use crate::nifti1_guard::MAX_DATA_BYTES;
 use crate::volume::{GridHeader, Volume};
 use crate::IoError;
@@ -237,6 +237,7 @@ pub fn nrrd_from_bytes(path: &Path, bytes: &[u8]) -> Result<Volume, IoError> {
         affine[r][3] = origin[r] * space_sign[r] + 0.0;
     }
     affine[3][3] = 1.0;
+    check_affine(path, &affine)?;
     let values: Vec<f32> = data.chunks_exact(scalar.size()).map(|b| scalar.value(b, big)).collect();
     let fortran = Array3::from_shape_vec((sizes[0], sizes[1], sizes[2]).f(), values)
         .map_err(|e| bad(format!("voxels do not fit the sizes: {e}")))?;
@@ -388,6 +389,13 @@ mod tests {
             .to_string()
             .contains("detached"));
         assert!(nrrd_from_bytes(Path::new("n.nrrd"), b"P5 not nrrd").is_err());
+        // Found by the fuzzer: a zero direction (the NIfTI header would not be built).
+        let singular = "NRRD0004\ntype: uchar\ndimension: 3\nsizes: 1 1 1\nencoding: raw\n\
+            space directions: (0,0,0) (0,1,0) (0,0,2)\n\n\x01";
+        let err = nrrd_from_bytes(Path::new("s.nrrd"), singular.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no usable voxel grid"), "{err}");
     }
 
     #[test]

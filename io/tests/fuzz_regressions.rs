@@ -43,6 +43,7 @@ fn read(target: &str, path: &Path, bytes: &[u8]) -> Result<(), IoError> {
         "dicom" => medico_io::dicom_io::dicom_from_bytes(path, bytes).map(drop),
         "nifti" | "nifti_gz" => medico_io::nifti_io::nifti_from_bytes(path, bytes, None).map(drop),
         "image2d" => medico_io::image2d::image_from_bytes(path, bytes).map(drop),
+        "nrrd" => medico_io::nrrd_io::nrrd_from_bytes(path, bytes).map(drop),
         other => panic!("no reader for fuzz target {other}"),
     }
 }

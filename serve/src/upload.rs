@@ -144,6 +144,7 @@ pub fn open_volume(upload: &Upload, max_voxels: usize) -> Result<(Volume, PathBu
     } else {
         upload.image.clone()
     };
+    check_inflated_size(&upload.name, &image, max_voxels.saturating_mul(8))?;
     let unreadable =
         |e: medico_io::IoError| ApiError::unprocessable(format!("{}: {}", upload.name, medico_io::chain_text(&e)));
     let volume = match open_scan(&image, None).map_err(unreadable)? {
@@ -166,6 +167,30 @@ pub fn open_volume(upload: &Upload, max_voxels: usize) -> Result<(Volume, PathBu
         ));
     }
     Ok((volume, image))
+}
+
+/// Refuses a gzip file (e.g. `.nii.gz`) that inflates to more than `max_bytes` (413), by streaming it once
+/// before anything is decoded: a few MB of upload cannot make the server hold gigabytes.
+fn check_inflated_size(name: &str, path: &Path, max_bytes: usize) -> Result<(), ApiError> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(());
+    };
+    let mut magic = [0u8; 2];
+    if std::io::Read::read_exact(&mut file, &mut magic).is_err() || magic != [0x1f, 0x8b] {
+        return Ok(());
+    }
+    let file = std::fs::File::open(path).map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+    let limit = max_bytes as u64 + (1 << 20);
+    let decoder = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
+    // A corrupt stream is left to the reader, which names the problem.
+    let inflated = std::io::copy(&mut std::io::Read::take(decoder, limit + 1), &mut std::io::sink()).unwrap_or(0);
+    if inflated > limit {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{name}: inflates to more than {limit} bytes; this server takes volumes of at most {max_bytes}"),
+        ));
+    }
+    Ok(())
 }
 
 fn is_zip(path: &Path) -> bool {

@@ -307,7 +307,7 @@ fn head(method: &str, path: &str, key: Option<&str>, content_type: &str, length:
 #[test]
 fn bad_requests_get_a_4xx_with_a_message_and_sigterm_stops_cleanly() {
     let key = "k3y-for-tests";
-    let server = Server::start(&["--api-key", key, "--max-upload-mb", "4"]);
+    let server = Server::start(&["--api-key", key, "--max-upload-mb", "4", "--max-megavoxels", "9"]);
     let port = server.port;
     let detail = |(status, body): (u16, String)| -> (u16, String) {
         let json: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status}: {body:?}: {e}"));
@@ -370,6 +370,24 @@ fn bad_requests_get_a_4xx_with_a_message_and_sigterm_stops_cleanly() {
         false,
     );
     assert_eq!(status, 413);
+    // A ~100 kB gzip that inflates to 100 MB (limits: 4 MB of upload, 9 megavoxels x 8 bytes = 75 MB inflated).
+    let bomb = {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![0u8; 100 << 20]).unwrap();
+        encoder.finish().unwrap()
+    };
+    let (ct_bomb, body_bomb) = multipart("files", "bomb.nii.gz", &bomb, None);
+    let (status, message) = detail(http(
+        port,
+        &head("PUT", "/session/", Some(key), &ct_bomb, body_bomb.len()),
+        &body_bomb,
+        false,
+    ));
+    assert_eq!(status, 413, "{message}");
+    assert!(
+        message.contains("bomb.nii.gz") && message.contains("inflates"),
+        "{message}"
+    );
     let (status, body_ok) = http(
         port,
         &head("PUT", "/session/", Some(key), &ct, body.len()),
