@@ -11,9 +11,6 @@ use medico_runtime::RuntimeError;
 
 use crate::Failure;
 
-/// The napari annotator's IoU threshold between consecutive slices.
-const DEFAULT_IOU_THRESHOLD: f64 = 0.5;
-
 /// How propagation derives each slice's prompts from its neighbour's mask, and when it stops.
 #[derive(Args, Debug, Clone)]
 pub struct ProjectionArgs {
@@ -34,17 +31,12 @@ pub struct ProjectionArgs {
 impl ProjectionArgs {
     /// The settings for `bundle`'s model, defaults filled in, over the whole volume.
     pub fn config(&self, bundle: &Bundle) -> Result<PropagationConfig, Failure> {
-        let projection = self
-            .projection
-            .unwrap_or(if bundle.manifest.architecture == "lite_medsam" {
-                Projection::LITE_MEDSAM
-            } else {
-                Projection::default()
-            });
+        let defaults = PropagationConfig::for_architecture(&bundle.manifest.architecture);
+        let projection = self.projection.unwrap_or(defaults.projection);
         let iou_threshold = self.iou_threshold.unwrap_or(if projection == Projection::LITE_MEDSAM {
             0.0
         } else {
-            DEFAULT_IOU_THRESHOLD
+            PropagationConfig::default().iou_threshold
         });
         if !(0.0..=1.0).contains(&iou_threshold) {
             return Err(Failure::usage(anyhow!("--iou-threshold must lie in 0..1")));

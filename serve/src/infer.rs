@@ -7,18 +7,19 @@ use std::time::Instant;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use medico_io::image2d::RgbImage;
-use medico_io::volume::Volume;
+use medico_runtime::volume::propagation::PropagationConfig;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::embeddings::SliceKey;
 use crate::error::ApiError;
-use crate::prompts::{InferParams, SlicePrompts, SLICE_AXIS};
+use crate::prompts::{InferParams, VolumePrompts, SLICE_AXIS};
 use crate::reply::{self, MaskFormat};
+use crate::segment::SegmentJob;
 use crate::upload::{open_volume, receive};
-use crate::workers::Predictors;
 use crate::AppState;
+
+/// The name suffix of a model's 3D variant in `/info/` and `/infer/`.
+pub const THREE_D_SUFFIX: &str = "-3d";
 
 /// The query of `POST /infer/{model}`.
 #[derive(Deserialize)]
@@ -56,14 +57,6 @@ impl Output {
     }
 }
 
-/// One slice's mask and what the model said about it.
-struct SliceMask {
-    mask: Vec<bool>,
-    hw: (usize, usize),
-    score: f32,
-    encoder_ran: bool,
-}
-
 /// The handler.
 pub async fn infer(
     State(app): State<Arc<AppState>>,
@@ -72,12 +65,9 @@ pub async fn infer(
     multipart: Multipart,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
-    let served = app
-        .models
-        .iter()
-        .find(|m| m.name == model)
-        .ok_or_else(|| ApiError::not_found(format!("no model '{model}'; GET /info/ lists them")))?;
-    let intensity = served.intensity;
+    let (served, three_d) = find_model(&app, &model)?;
+    let (intensity, base) = (served.intensity, served.name.clone());
+    let config = PropagationConfig::for_architecture(&served.bundle.manifest.architecture);
     let output = Output::parse(query.output.as_deref())?;
     let received = receive(multipart).await?;
     let params = InferParams::parse(received.fields.get("params").map(String::as_str))?;
@@ -112,41 +102,32 @@ pub async fn infer(
             "no image: pass session_id (PUT /session/ first) or send the volume as the 'file' field",
         ));
     };
-    let prompts = params.slice_prompts(volume.shape())?;
-    let key = session.map(|session| SliceKey {
+    let prompts = match three_d {
+        false => VolumePrompts::one_slice(params.slice_prompts(volume.shape())?),
+        true => params.volume_prompts(volume.shape())?,
+    };
+    let job = SegmentJob {
+        app: Arc::clone(&app),
+        model: base,
         session,
-        model: model.clone(),
-        axis: SLICE_AXIS,
-        slice: prompts.slice,
-    });
-    let job_volume = Arc::clone(&volume);
-    let job_app = Arc::clone(&app);
-    let job_prompts = prompts.clone();
-    let job_model = model.clone();
-    let result = app
-        .workers
-        .run(move |predictors| {
-            segment_slice(
-                predictors,
-                &job_app,
-                &job_model,
-                key,
-                &job_volume,
-                intensity,
-                &job_prompts,
-            )
-        })
-        .await?;
+        volume: Arc::clone(&volume),
+        intensity,
+        prompts: prompts.clone(),
+        config,
+        propagate: three_d,
+    };
+    let result = app.workers.run(move |predictors| job.run(predictors)).await?;
     let label = params.label.clone().unwrap_or_else(|| "label".into());
-    let area = result.mask.iter().filter(|&&m| m).count();
+    let voxels: usize = result.masks.values().map(|m| m.iter().filter(|&&v| v).count()).sum();
     let response_params = json!({
         "label_names": { label.clone(): 1 },
         "model": model,
         "axis": SLICE_AXIS,
-        "slice": prompts.slice,
+        "slice": prompts.annotations.first().map(|a| a.slice),
+        "slices": result.masks.keys().collect::<Vec<_>>(),
         "score": result.score,
-        "area_px": area,
-        "encoder": if result.encoder_ran { "ran" } else { "cached" },
+        "voxels": voxels,
+        "encoder_runs": result.encoder_runs,
         "latency_ms": start.elapsed().as_secs_f64() * 1000.0,
     });
     if let Output::Json = output {
@@ -161,21 +142,16 @@ pub async fn infer(
             algorithm_name: format!("medico {model}"),
             algorithm_version: format!("medico {}", env!("CARGO_PKG_VERSION")),
         };
-        let bytes = tokio::task::spawn_blocking(move || {
-            let grid = volume.mask_from_slice(SLICE_AXIS, prompts.slice, &result.mask, result.hw);
-            reply::dicom_seg(&view, &volume, &grid, &description)
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+        let bytes =
+            tokio::task::spawn_blocking(move || reply::dicom_seg(&view, &volume, &result.grid(&volume), &description))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))??;
         let name = format!("medico-{:016x}.dcm", rand::random::<u64>());
         return Ok(reply::file(bytes, &name, "application/dicom"));
     }
-    let bytes = tokio::task::spawn_blocking(move || {
-        let grid = volume.mask_from_slice(SLICE_AXIS, prompts.slice, &result.mask, result.hw);
-        format.encode(&volume, &grid)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let bytes = tokio::task::spawn_blocking(move || format.encode(&volume, &result.grid(&volume)))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
     let name = format!("medico-{:016x}{}", rand::random::<u64>(), format.extension());
     Ok(match output {
         Output::Image => reply::file(bytes, &name, "application/octet-stream"),
@@ -183,54 +159,15 @@ pub async fn infer(
     })
 }
 
-/// Runs on a worker: the slice's embedding (kept, or encoded and kept), then the decoder.
-fn segment_slice(
-    predictors: &mut Predictors,
-    app: &AppState,
-    model: &str,
-    key: Option<SliceKey>,
-    volume: &Volume,
-    intensity: medico_io::intensity::Intensity,
-    prompts: &SlicePrompts,
-) -> Result<SliceMask, ApiError> {
-    let held = key.as_ref().is_some_and(|k| predictors.holds(model, k));
-    let hw = volume.slice_hw(SLICE_AXIS);
-    let kept = match held {
-        true => None,
-        false => key.as_ref().and_then(|k| app.embeddings.get(k)),
-    };
-    let encoder_ran = !held && kept.is_none();
-    if !held {
-        // Until the new slice is loaded, the predictor's image is unknown.
-        predictors.set_held(model, None);
+/// `model`, or `NAME-3d` (the same model, propagated through the volume); whether it is the 3D one.
+fn find_model<'a>(app: &'a AppState, model: &str) -> Result<(&'a crate::ServedModel, bool), ApiError> {
+    let by_name = |name: &str| app.models.iter().find(|m| m.name == name);
+    if let Some(served) = by_name(model) {
+        return Ok((served, false));
     }
-    let predictor = predictors.get(model)?;
-    if !held {
-        match kept {
-            Some(embedding) => predictor.set_embedding((*embedding).clone(), hw),
-            None => {
-                let (values, hw) = volume.slice(SLICE_AXIS, prompts.slice);
-                let image = RgbImage::from_gray(&values, hw, intensity);
-                predictor
-                    .set_image(&image.pixels, image.hw)
-                    .map_err(|e| ApiError::from_runtime("encoding the slice", e))?;
-                if let (Some(key), Some(embedding)) = (&key, predictor.embedding()) {
-                    app.embeddings.put(key.clone(), Arc::new(embedding.clone()));
-                }
-            }
-        }
-    }
-    let prediction = predictor
-        .predict(&prompts.points, prompts.bbox.as_ref(), None, false)
-        .map_err(|e| ApiError::from_runtime("decoding the prompts", e))?;
-    let best = prediction.best();
-    let threshold = predictor.config().mask_threshold as f32;
-    let mask = prediction.logits[best].iter().map(|&l| l > threshold).collect();
-    predictors.set_held(model, key);
-    Ok(SliceMask {
-        mask,
-        hw,
-        score: prediction.iou[best],
-        encoder_ran,
-    })
+    model
+        .strip_suffix(THREE_D_SUFFIX)
+        .and_then(by_name)
+        .map(|served| (served, true))
+        .ok_or_else(|| ApiError::not_found(format!("no model '{model}'; GET /info/ lists them")))
 }

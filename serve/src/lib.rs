@@ -14,6 +14,7 @@ pub mod infer;
 pub mod prompts;
 pub mod reply;
 pub mod routes;
+pub mod segment;
 pub mod sessions;
 pub mod upload;
 pub mod workers;

@@ -4,6 +4,8 @@
 //! 2D deepgrow and SAM models do. On a slice, x runs along `i` and y along `j` (medico's slice convention,
 //! the same as `medico-cli segment --axis 2`).
 
+use std::collections::BTreeMap;
+
 use medico_models::prompt::{BoxPrompt, Point};
 use serde::Deserialize;
 
@@ -46,6 +48,26 @@ pub struct SlicePrompts {
     pub bbox: Option<BoxPrompt>,
 }
 
+/// The prompts of a request by slice, for 2D models one slice; for 3D models also the range the ROI limits
+/// propagation to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumePrompts {
+    /// Prompted slices, in order.
+    pub annotations: Vec<SlicePrompts>,
+    /// Lowest and highest slice propagation may reach (the ROI's `k` range).
+    pub limits: Option<(usize, usize)>,
+}
+
+impl VolumePrompts {
+    /// One slice's prompts.
+    pub fn one_slice(prompts: SlicePrompts) -> Self {
+        Self {
+            annotations: vec![prompts],
+            limits: None,
+        }
+    }
+}
+
 impl InferParams {
     /// Parses the `params` form field (absent or empty: no parameters).
     pub fn parse(text: Option<&str>) -> Result<Self, ApiError> {
@@ -83,18 +105,42 @@ impl InferParams {
                 });
             }
         }
-        let bbox = roi.map(|r| BoxPrompt {
-            x0: r.lo[0] as f64,
-            y0: r.lo[1] as f64,
-            x1: (r.hi[0] + 1) as f64,
-            y1: (r.hi[1] + 1) as f64,
-        });
+        let bbox = roi.map(|r| r.to_box());
         if points.is_empty() && bbox.is_none() {
             return Err(ApiError::unprocessable(
                 "no prompt: give foreground/background clicks or an roi box",
             ));
         }
         Ok(SlicePrompts { slice, points, bbox })
+    }
+
+    /// The prompts of a 3D request: the clicks grouped by their slice, the ROI's box on the middle of its
+    /// `k` range (which then bounds propagation); `slice` is not used.
+    pub fn volume_prompts(&self, shape: [usize; 3]) -> Result<VolumePrompts, ApiError> {
+        let foreground = voxels("foreground", &self.foreground, shape)?;
+        let background = voxels("background", &self.background, shape)?;
+        let roi = self.roi_box(shape)?;
+        let mut by_slice: BTreeMap<usize, SlicePrompts> = BTreeMap::new();
+        for (clicks, positive) in [(&foreground, true), (&background, false)] {
+            for v in clicks {
+                slice_entry(&mut by_slice, v[2]).points.push(Point {
+                    x: v[0] as f64,
+                    y: v[1] as f64,
+                    positive,
+                });
+            }
+        }
+        let limits = roi.as_ref().map(|r| (r.lo[2], r.hi[2]));
+        if let Some(r) = &roi {
+            slice_entry(&mut by_slice, r.lo[2] + (r.hi[2] - r.lo[2]) / 2).bbox = Some(r.to_box());
+        }
+        let annotations: Vec<SlicePrompts> = by_slice.into_values().collect();
+        if annotations.is_empty() {
+            return Err(ApiError::unprocessable(
+                "no prompt: give foreground/background clicks or an roi box",
+            ));
+        }
+        Ok(VolumePrompts { annotations, limits })
     }
 
     /// The box of `roi`, ordered and checked.
@@ -142,10 +188,31 @@ impl InferParams {
     }
 }
 
+/// The prompts of `slice`, created empty when absent.
+fn slice_entry(by_slice: &mut BTreeMap<usize, SlicePrompts>, slice: usize) -> &mut SlicePrompts {
+    by_slice.entry(slice).or_insert(SlicePrompts {
+        slice,
+        points: Vec::new(),
+        bbox: None,
+    })
+}
+
 /// An inclusive voxel box.
 struct VoxelBox {
     lo: [usize; 3],
     hi: [usize; 3],
+}
+
+impl VoxelBox {
+    /// The box on a slice along [`SLICE_AXIS`], far corner exclusive.
+    fn to_box(&self) -> BoxPrompt {
+        BoxPrompt {
+            x0: self.lo[0] as f64,
+            y0: self.lo[1] as f64,
+            x1: (self.hi[0] + 1) as f64,
+            y1: (self.hi[1] + 1) as f64,
+        }
+    }
 }
 
 /// Clicks as voxel indices inside the volume.
@@ -225,6 +292,20 @@ mod tests {
                 .slice,
             15
         );
+    }
+
+    #[test]
+    fn a_3d_request_groups_clicks_by_slice_and_puts_the_roi_on_its_middle_slice() {
+        let p = params(
+            r#"{"foreground": [[10, 20, 7], [11, 21, 9]], "background": [[30, 40, 7]], "roi": [50, 5, 6, 60, 8, 12]}"#,
+        );
+        let v = p.volume_prompts(SHAPE).unwrap();
+        let slices: Vec<usize> = v.annotations.iter().map(|a| a.slice).collect();
+        assert_eq!(slices, [7, 9, 10]);
+        assert_eq!(v.annotations[0].points.len(), 2);
+        assert!(v.annotations[2].bbox.is_some() && v.annotations[2].points.is_empty());
+        assert_eq!(v.limits, Some((8, 12)));
+        assert!(params(r#"{"label": "x"}"#).volume_prompts(SHAPE).is_err());
     }
 
     #[test]

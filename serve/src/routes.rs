@@ -36,27 +36,34 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// `GET /info/`: the app and its models, as MONAI Label describes them; every model is an interactive
-/// 2D `deepgrow` model (clicks and a box on one slice).
+/// `GET /info/`: the app and its models, as MONAI Label describes them; every model is offered as an
+/// interactive 2D `deepgrow` model (clicks and a box on one slice) and as `NAME-3d` (dimension 3: the same
+/// prompts, then propagation through the volume).
 async fn info(State(app): State<Arc<AppState>>) -> Json<Value> {
-    let models: serde_json::Map<String, Value> = app
-        .models
-        .iter()
-        .map(|m| {
-            let description = format!(
-                "{} ({}): Segment Anything on one slice from clicks and/or a box, on medico",
-                m.name, m.bundle.manifest.architecture
-            );
+    let mut models = serde_json::Map::new();
+    for m in &app.models {
+        let architecture = &m.bundle.manifest.architecture;
+        for (dimension, name, what) in [
+            (2, m.name.clone(), "on one slice"),
+            (
+                3,
+                format!("{}{}", m.name, crate::infer::THREE_D_SUFFIX),
+                "on the prompted slices, then propagated through the volume",
+            ),
+        ] {
             let model = json!({
                 "type": "deepgrow",
                 "labels": [],
-                "dimension": 2,
-                "description": description,
+                "dimension": dimension,
+                "description": format!(
+                    "{} ({architecture}): Segment Anything from clicks and/or a box {what}, on medico",
+                    m.name
+                ),
                 "config": {},
             });
-            (m.name.clone(), model)
-        })
-        .collect();
+            models.insert(name, model);
+        }
+    }
     Json(json!({
         "name": "medico",
         "description": "medico: medical Segment Anything models on a CPU (MONAI Label API subset)",

@@ -9,37 +9,71 @@ use std::sync::{Arc, Mutex};
 use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
 use medico_runtime::RuntimeError;
 
-use crate::embeddings::SliceKey;
+use medico_io::image2d::RgbImage;
+use medico_io::intensity::Intensity;
+use medico_io::volume::Volume;
+
+use crate::embeddings::{EmbeddingStore, SliceKey};
 use crate::error::ApiError;
+use crate::prompts::SLICE_AXIS;
 use crate::ServedModel;
 
-/// One worker's predictors, by model name, with the slice each holds.
+/// A model's predictor on one worker, with the slice it holds.
+pub struct Slot {
+    /// The predictor.
+    pub predictor: Predictor,
+    /// The slice whose embedding (and prepared decoder state) the predictor holds now; `None` when unknown.
+    held: Option<SliceKey>,
+}
+
+impl Slot {
+    /// Makes the predictor hold `slice` of `volume`: nothing to do when it already does, else the kept
+    /// embedding, else the encoder (whose embedding is then kept). Returns whether the encoder ran. Without a
+    /// `key` (a volume sent with the request) nothing is kept.
+    pub fn load(
+        &mut self,
+        embeddings: &EmbeddingStore,
+        key: Option<SliceKey>,
+        volume: &Volume,
+        intensity: Intensity,
+        slice: usize,
+    ) -> Result<bool, RuntimeError> {
+        if key.is_some() && self.held == key {
+            return Ok(false);
+        }
+        // Until the slice is loaded, what the predictor holds is unknown.
+        self.held = None;
+        let kept = key.as_ref().and_then(|k| embeddings.get(k));
+        let encoder_ran = kept.is_none();
+        match kept {
+            Some(embedding) => self
+                .predictor
+                .set_embedding((*embedding).clone(), volume.slice_hw(SLICE_AXIS)),
+            None => {
+                let (values, hw) = volume.slice(SLICE_AXIS, slice);
+                let image = RgbImage::from_gray(&values, hw, intensity);
+                self.predictor.set_image(&image.pixels, image.hw)?;
+                if let (Some(key), Some(embedding)) = (&key, self.predictor.embedding()) {
+                    embeddings.put(key.clone(), Arc::new(embedding.clone()));
+                }
+            }
+        }
+        self.held = key;
+        Ok(encoder_ran)
+    }
+}
+
+/// One worker's predictors, by model name.
 pub struct Predictors {
-    open: HashMap<String, Predictor>,
-    /// The slice whose embedding (and prepared decoder state) each model's predictor holds now.
-    current: HashMap<String, SliceKey>,
+    slots: HashMap<String, Slot>,
 }
 
 impl Predictors {
-    /// The predictor of `model`.
-    pub fn get(&mut self, model: &str) -> Result<&mut Predictor, ApiError> {
-        self.open
+    /// The slot of `model`.
+    pub fn get(&mut self, model: &str) -> Result<&mut Slot, ApiError> {
+        self.slots
             .get_mut(model)
             .ok_or_else(|| ApiError::not_found(format!("no model '{model}' on this server")))
-    }
-
-    /// Whether `model`'s predictor holds `key`'s slice (a further click on it needs neither the encoder
-    /// nor the decoder's image preparation).
-    pub fn holds(&self, model: &str, key: &SliceKey) -> bool {
-        self.current.get(model) == Some(key)
-    }
-
-    /// Records the slice `model`'s predictor holds (`None`: unknown, e.g. an uploaded file's).
-    pub fn set_held(&mut self, model: &str, key: Option<SliceKey>) {
-        match key {
-            Some(key) => self.current.insert(model.to_string(), key),
-            None => self.current.remove(model),
-        };
     }
 }
 
@@ -69,11 +103,11 @@ impl WorkerPool {
             std::thread::Builder::new()
                 .name(format!("medico-infer-{index}"))
                 .spawn(move || {
-                    let mut open = HashMap::new();
+                    let mut slots = HashMap::new();
                     for (name, bundle) in bundles {
                         match Predictor::open(&bundle, backend, threads) {
                             Ok(predictor) => {
-                                open.insert(name, predictor);
+                                slots.insert(name, Slot { predictor, held: None });
                             }
                             Err(e) => {
                                 let _ = ready.send(Err(e));
@@ -82,8 +116,7 @@ impl WorkerPool {
                         }
                     }
                     let _ = ready.send(Ok(()));
-                    let current = HashMap::new();
-                    work(&receiver, Predictors { open, current });
+                    work(&receiver, Predictors { slots });
                 })
                 .map_err(|e| RuntimeError::Unavailable {
                     engine: "worker thread",

@@ -109,7 +109,8 @@ fn volume_path() -> PathBuf {
     shared().join("data/volumes/mni152_t1.nii.gz")
 }
 
-/// `medico-cli segment` on slice 90 along axis 2 with the given prompt arguments; its mask file.
+/// `medico-cli segment` on slice 90 along axis 2 with the given prompt arguments (propagation options
+/// included); its mask file.
 fn segment(dir: &Path, name: &str, prompts: &[&str]) -> PathBuf {
     let out = dir.join(format!("{name}.nii.gz"));
     let volume = volume_path();
@@ -221,9 +222,44 @@ fn monai_label_clients_get_the_masks_medico_segment_writes() {
         );
         assert_eq!(report[key]["params"]["label_names"]["brain"], 1);
     }
+    // 3D: the same prompts, then propagation (the model's defaults; the Slicer ROI's k range 85..=95 bounds
+    // it), as `segment --propagate` does.
+    let clicks_3d = segment(&dir, "cli-clicks-3d", &["--point", "98,130,1", "--propagate"]);
+    let box_3d = segment(
+        &dir,
+        "cli-box-3d",
+        &[
+            "--box",
+            "60,50,141,201",
+            "--propagate",
+            "--stop-lower",
+            "85",
+            "--stop-upper",
+            "95",
+        ],
+    );
+    let (_, want) = read_nifti(&clicks_3d);
+    let (_, got) = read_nifti(Path::new(report["clicks_3d"]["file"].as_str().unwrap()));
+    assert_eq!(
+        got, want,
+        "3D clicks: the served mask differs from segment --propagate's"
+    );
+    let slices: Vec<usize> = (0..189)
+        .filter(|&k| got.iter().skip(k).step_by(189).any(|&v| v == 1))
+        .collect();
+    assert!(slices.len() > 1, "3D: no propagation ({slices:?})");
+    let (_, want) = read_nifti(&box_3d);
+    let (_, voxels) = read_nrrd(Path::new(report["box_3d_nrrd"]["file"].as_str().unwrap()));
+    let fortran: Vec<u8> = want.t().iter().copied().collect();
+    assert_eq!(
+        voxels, fortran,
+        "3D box: the served mask differs from segment --propagate's"
+    );
+    assert!(fortran.contains(&1));
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("POST /infer/medico-tiny 200"), "request log: {log}");
+    assert!(log.contains("POST /infer/medico-tiny-3d 200"), "request log: {log}");
 }
 
 #[test]

@@ -61,6 +61,9 @@ def roundtrip(url, volume, outdir):
     box = {"roi": [140, 60, 50, 200, 88, 92], "slice": 90, "foreground": [], "background": []}
     path, params = client.infer(model, "ignored", dict(box), session_id=session_id)
     report["box_nifti"] = {"file": keep(path, outdir, "box.nii.gz"), "params": params}
+    # The 3D variant: the click's slice, then propagation through the volume.
+    path, params = client.infer(model + "-3d", "ignored", {"foreground": [[98, 130, 90]]}, session_id=session_id)
+    report["clicks_3d"] = {"file": keep(path, outdir, "clicks3d.nii.gz"), "params": params}
     report["removed"] = client.remove_session(session_id)
 
     # The Slicer module's client, called as MONAILabel.py does: the scene's volume saved to a temporary
@@ -80,6 +83,10 @@ def roundtrip(url, volume, outdir):
     params = {"label": "brain", "foreground": [], "background": [], "roi": [140, 60, 50, 200, 88, 92], "slice": 90}
     path, params = slicer_infer(slicer, model, "MNI152", params, session_id)
     report["box_nrrd"] = {"file": keep(path, outdir, "box.nrrd"), "params": params}
+    # A 3D model as the Slicer module calls it (is_3d: no slice; the ROI's k range bounds propagation).
+    params = {"label": "brain", "foreground": [], "background": [], "roi": [140, 60, 50, 200, 85, 95]}
+    path, params = slicer_infer(slicer, model + "-3d", "MNI152", params, session_id)
+    report["box_3d_nrrd"] = {"file": keep(path, outdir, "box3d.nrrd"), "params": params}
     slicer.remove_session(session_id)
     try:
         slicer.get_session(session_id)

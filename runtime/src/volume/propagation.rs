@@ -40,6 +40,22 @@ pub struct PropagationConfig {
     pub upper_limit: Option<usize>,
 }
 
+impl PropagationConfig {
+    /// The defaults for a model of `architecture` (a bundle's `model.json`): LiteMedSAM ignores points, so
+    /// it gets upstream LiteMedSAM's 3D rule (`lite_medsam` projection, stop only on an empty mask); every
+    /// other model the napari annotator's defaults.
+    pub fn for_architecture(architecture: &str) -> Self {
+        match architecture {
+            "lite_medsam" => Self {
+                projection: Projection::LITE_MEDSAM,
+                iou_threshold: 0.0,
+                ..Self::default()
+            },
+            _ => Self::default(),
+        }
+    }
+}
+
 impl Default for PropagationConfig {
     /// The napari annotator's interactive defaults: `single_point`, IoU 0.5, box extension 0.05.
     fn default() -> Self {

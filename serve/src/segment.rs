@@ -1,0 +1,166 @@
+//! Inference on a worker: one slice from the request's prompts (2D models), or the annotated slices and
+//! then propagation through the volume (a model's `-3d` variant), each slice's embedding loaded through the
+//! worker's slot (held, kept, or encoded and kept).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use medico_io::intensity::Intensity;
+use medico_io::volume::Volume;
+use medico_models::prompt::{BoxPrompt, Point};
+use medico_runtime::volume::mask_prompts::SlicePrompt;
+use medico_runtime::volume::propagation::{propagate, PropagationConfig, SliceSegmenter};
+use medico_runtime::RuntimeError;
+use ndarray::{Array2, Array3};
+
+use crate::embeddings::{EmbeddingStore, SliceKey};
+use crate::error::ApiError;
+use crate::prompts::{VolumePrompts, SLICE_AXIS};
+use crate::workers::{Predictors, Slot};
+use crate::AppState;
+
+/// What a request asks a worker to do.
+pub struct SegmentJob {
+    /// The server's state (the embedding store).
+    pub app: Arc<AppState>,
+    /// The served model's name.
+    pub model: String,
+    /// The session, when the volume is one (its embeddings are kept).
+    pub session: Option<String>,
+    /// The volume.
+    pub volume: Arc<Volume>,
+    /// The model's intensity mapping.
+    pub intensity: Intensity,
+    /// The user's prompts, by slice.
+    pub prompts: VolumePrompts,
+    /// Propagation settings (the model's defaults).
+    pub config: PropagationConfig,
+    /// Propagate from the annotated slices through the volume.
+    pub propagate: bool,
+}
+
+/// The masks a job produced.
+pub struct Segmented {
+    /// `[h, w]` masks by slice along [`SLICE_AXIS`].
+    pub masks: BTreeMap<usize, Vec<bool>>,
+    /// Slice size.
+    pub hw: (usize, usize),
+    /// The predicted IoU of the (first) annotated slice's mask.
+    pub score: Option<f32>,
+    /// Slices the encoder ran on for this request.
+    pub encoder_runs: usize,
+}
+
+impl Segmented {
+    /// The masks as a `u8` volume on `volume`'s grid.
+    pub fn grid(&self, volume: &Volume) -> Array3<u8> {
+        volume.mask_from_slices(SLICE_AXIS, self.masks.iter().map(|(&k, m)| (k, m.as_slice())), self.hw)
+    }
+}
+
+impl SegmentJob {
+    /// Runs the job on a worker's predictors.
+    pub fn run(self, predictors: &mut Predictors) -> Result<Segmented, ApiError> {
+        let mut slices = WorkerSlices {
+            slot: predictors.get(&self.model)?,
+            embeddings: &self.app.embeddings,
+            session: self.session.as_deref(),
+            model: &self.model,
+            volume: &self.volume,
+            intensity: self.intensity,
+            encoder_runs: 0,
+            score: None,
+        };
+        let mut annotated = BTreeMap::new();
+        for prompt in &self.prompts.annotations {
+            let mask = slices
+                .prompt(prompt.slice, &prompt.points, prompt.bbox.as_ref(), None)
+                .map_err(|e| ApiError::from_runtime("segmenting the prompted slice", e))?;
+            annotated.insert(prompt.slice, mask);
+        }
+        let masks = match self.propagate {
+            false => annotated,
+            true => {
+                let (lower_limit, upper_limit) = match self.prompts.limits {
+                    Some((lo, hi)) => (Some(lo), Some(hi)),
+                    None => (None, None),
+                };
+                let config = PropagationConfig {
+                    lower_limit,
+                    upper_limit,
+                    ..self.config.clone()
+                };
+                propagate(&mut slices, &annotated, &config)
+                    .map_err(|e| ApiError::from_runtime("propagating through the volume", e))?
+                    .masks
+            }
+        };
+        Ok(Segmented {
+            masks,
+            hw: self.volume.slice_hw(SLICE_AXIS),
+            score: slices.score,
+            encoder_runs: slices.encoder_runs,
+        })
+    }
+}
+
+/// A volume's slices through one worker's predictor of one model.
+struct WorkerSlices<'a> {
+    slot: &'a mut Slot,
+    embeddings: &'a EmbeddingStore,
+    session: Option<&'a str>,
+    model: &'a str,
+    volume: &'a Volume,
+    intensity: Intensity,
+    encoder_runs: usize,
+    /// The predicted IoU of the first prompted slice.
+    score: Option<f32>,
+}
+
+impl WorkerSlices<'_> {
+    /// The best mask of slice `index` for a prompt.
+    fn prompt(
+        &mut self,
+        index: usize,
+        points: &[Point],
+        bbox: Option<&BoxPrompt>,
+        mask_logits: Option<&Array2<f32>>,
+    ) -> Result<Vec<bool>, RuntimeError> {
+        let key = self.session.map(|session| SliceKey {
+            session: session.to_string(),
+            model: self.model.to_string(),
+            axis: SLICE_AXIS,
+            slice: index,
+        });
+        if self
+            .slot
+            .load(self.embeddings, key, self.volume, self.intensity, index)?
+        {
+            self.encoder_runs += 1;
+        }
+        let predictor = &mut self.slot.predictor;
+        let prediction = predictor.predict(points, bbox, mask_logits, false)?;
+        let best = prediction.best();
+        self.score.get_or_insert(prediction.iou[best]);
+        let threshold = predictor.config().mask_threshold as f32;
+        Ok(prediction.logits[best].iter().map(|&l| l > threshold).collect())
+    }
+}
+
+impl SliceSegmenter for WorkerSlices<'_> {
+    fn slice_hw(&self) -> (usize, usize) {
+        self.volume.slice_hw(SLICE_AXIS)
+    }
+
+    fn slices(&self) -> usize {
+        self.volume.slices(SLICE_AXIS)
+    }
+
+    fn low_res_size(&self) -> usize {
+        self.slot.predictor.config().low_res_size()
+    }
+
+    fn segment(&mut self, index: usize, prompt: &SlicePrompt) -> Result<Vec<bool>, RuntimeError> {
+        self.prompt(index, &prompt.points, prompt.bbox.as_ref(), prompt.mask_logits.as_ref())
+    }
+}
