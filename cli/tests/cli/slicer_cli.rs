@@ -170,7 +170,7 @@ fn the_scripted_module_passes_pyflakes_and_its_launcher_runs_the_server() {
         .collect();
     assert!(files.contains(&"MedicoSAM/MedicoSAM.py") && files.contains(&"MedicoSAM/MedicoSAMLib/server.py"));
     assert!(report["url"].as_str().unwrap().starts_with("http://127.0.0.1:"));
-    assert_eq!(report["models"], serde_json::json!(["medico-tiny"]));
+    assert_eq!(report["models"], serde_json::json!(["medico-tiny", "medico-tiny-3d"]));
     assert_eq!(report["model_type"], "deepgrow");
     assert_eq!(report["was_running"], true);
     assert_eq!(report["exit_code"], 0, "{report}");
