@@ -6,9 +6,9 @@ use std::path::Path;
 
 use anyhow::anyhow;
 use medico_bundle::Bundle;
-use medico_io::dicom_io::looks_like_dicom;
 use medico_io::dicom_seg::{write_dicom_seg, SegmentDescription, SourceSeries};
-use medico_io::nifti_io::{is_nifti, write_mask_nifti};
+use medico_io::input::is_dicom_scan;
+use medico_io::nifti_io::write_mask_nifti;
 use medico_io::nrrd_io::write_mask_nrrd;
 use medico_io::volume::Volume;
 use ndarray::Array3;
@@ -37,7 +37,7 @@ fn mask_file(output: &Path) -> MaskFile {
 
 /// Refuses, before any work, a DICOM SEG output for an input that is not DICOM.
 pub fn check_mask_output(output: &Path, input: &Path) -> Result<(), Failure> {
-    if mask_file(output) == MaskFile::DicomSeg && (is_nifti(input) || !looks_like_dicom(input)) {
+    if mask_file(output) == MaskFile::DicomSeg && !is_dicom_scan(input) {
         return Err(Failure::usage(anyhow!(
             "{}: a DICOM SEG output references its source series, so the input must be DICOM (a file or a \
              series folder); {} is not. Write .nii.gz or .nrrd instead",
@@ -48,7 +48,8 @@ pub fn check_mask_output(output: &Path, input: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Writes `mask` (on `volume`'s grid, read from `input`) to `output` in the format its name asks for.
+/// Writes `mask` (on `volume`'s grid, read from `input`) to `output` in the format its name asks for
+/// (callers have refused a DICOM SEG of a non-DICOM input with [`check_mask_output`] before any work).
 pub fn write_volume_mask(
     output: &Path,
     input: &Path,
@@ -61,7 +62,6 @@ pub fn write_volume_mask(
         MaskFile::Nifti => write_mask_nifti(output, volume, mask).map_err(runtime_failure),
         MaskFile::Nrrd => write_mask_nrrd(output, volume, mask).map_err(runtime_failure),
         MaskFile::DicomSeg => {
-            check_mask_output(output, input)?;
             let source = SourceSeries::read(input).map_err(runtime_failure)?;
             let model = bundle
                 .dir

@@ -19,6 +19,12 @@ pub enum Scan {
     Volume(Box<Volume>),
 }
 
+/// Whether [`open_scan`] reads `path` as DICOM (not NIfTI or NRRD by name; a folder, `.dcm` or the `DICM`
+/// marker).
+pub fn is_dicom_scan(path: &Path) -> bool {
+    !is_nifti(path) && !is_nrrd(path) && looks_like_dicom(path)
+}
+
 /// Reads `path`; `volume` picks the volume of a 4D NIfTI (an error for other inputs).
 pub fn open_scan(path: &Path, volume: Option<usize>) -> Result<Scan, IoError> {
     if !path.exists() {
@@ -34,7 +40,7 @@ pub fn open_scan(path: &Path, volume: Option<usize>) -> Result<Scan, IoError> {
         }
         return Ok(Scan::Volume(Box::new(read_nrrd(path)?)));
     }
-    if looks_like_dicom(path) {
+    if is_dicom_scan(path) {
         if volume.is_some() {
             return Err(not_4d("DICOM"));
         }

@@ -11,7 +11,7 @@ use nifti::{InMemNiftiObject, IntoNdArray, NiftiHeader, NiftiObject};
 use crate::atomic_output::{persist, temp_beside};
 use crate::nifti1_guard::{check_nifti1, declared_len, MAX_DATA_BYTES};
 use crate::nifti2::{is_nifti2, write_maybe_gzip, Nifti2Header, HEADER_SIZE as HEADER_PEEK};
-use crate::volume::{GridHeader, Volume};
+use crate::volume::{fortran_order, GridHeader, Volume};
 use crate::IoError;
 
 /// True for `.nii` and `.nii.gz` paths.
@@ -292,9 +292,7 @@ pub fn write_mask_nifti(path: &Path, volume: &Volume, mask: &Array3<u8>) -> Resu
             .write_nifti(mask)
             .map_err(|e| IoError::write(path, e))?,
         GridHeader::Nifti2(header) => {
-            // Fortran order: i fastest.
-            let voxels: Vec<u8> = mask.t().iter().copied().collect();
-            write_maybe_gzip(temp.as_file_mut(), &header.mask_file(&voxels), gzip)
+            write_maybe_gzip(temp.as_file_mut(), &header.mask_file(&fortran_order(mask)), gzip)
                 .map_err(|e| IoError::write(path, e))?
         }
     }

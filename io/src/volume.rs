@@ -205,9 +205,34 @@ impl Volume {
     }
 }
 
+/// A mask's voxels in Fortran order (`i` fastest), as NIfTI and NRRD store them. Loops ordered j, k, i so
+/// that the reads (stride `nj * nk`) revisit the same cache lines for consecutive k: a plain transposed iteration took
+/// ~45 ms for a 197x233x189 mask, most of a click's reply.
+pub(crate) fn fortran_order(mask: &Array3<u8>) -> Vec<u8> {
+    let [ni, nj, nk] = [mask.dim().0, mask.dim().1, mask.dim().2];
+    let standard = mask.as_standard_layout();
+    let data = standard.as_slice().expect("standard layout is contiguous");
+    let mut out = vec![0u8; data.len()];
+    for j in 0..nj {
+        for k in 0..nk {
+            let row = &mut out[(k * nj + j) * ni..][..ni];
+            for (i, value) in row.iter_mut().enumerate() {
+                *value = data[(i * nj + j) * nk + k];
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fortran_order_is_the_transposed_iteration() {
+        let mask = Array3::from_shape_fn((5, 4, 3), |(i, j, k)| (i * 12 + j * 3 + k) as u8);
+        assert_eq!(fortran_order(&mask), mask.t().iter().copied().collect::<Vec<u8>>());
+    }
 
     fn volume_with(affine: [[f64; 4]; 4]) -> Volume {
         Volume {

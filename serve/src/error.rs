@@ -27,6 +27,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, detail)
     }
 
+    /// A session that does not exist (any more) (404).
+    pub fn session_not_found(id: &str) -> Self {
+        Self::not_found(format!("session '{id}' not found (expired or deleted?)"))
+    }
+
     /// A well-formed request that cannot be done (422): prompts outside the volume, an unreadable image.
     pub fn unprocessable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)

@@ -79,12 +79,10 @@ pub async fn infer(
     }
     // The volume: the session's, else the file sent with the request (segmented once, nothing kept).
     let (volume, session, source) = if !query.session_id.is_empty() {
-        let (view, _) = app.sessions.get(&query.session_id).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "session '{}' not found (expired or deleted?)",
-                query.session_id
-            ))
-        })?;
+        let (view, _) = app
+            .sessions
+            .get(&query.session_id)
+            .ok_or_else(|| ApiError::session_not_found(&query.session_id))?;
         (Arc::clone(&view.volume), Some(query.session_id.clone()), Some(view))
     } else if let Some(upload) = received.upload {
         let max_voxels = app.limits.max_voxels;

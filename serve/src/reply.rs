@@ -65,9 +65,7 @@ pub fn dicom_seg(
     mask: &Array3<u8>,
     segment: &medico_io::dicom_seg::SegmentDescription,
 ) -> Result<Vec<u8>, ApiError> {
-    let is_dicom =
-        !medico_io::nifti_io::is_nifti(&session.image) && medico_io::dicom_io::looks_like_dicom(&session.image);
-    if !is_dicom {
+    if !medico_io::input::is_dicom_scan(&session.image) {
         return Err(ApiError::unprocessable(
             "output=dicom_seg: this session's image is not DICOM (a SEG references its source series)",
         ));

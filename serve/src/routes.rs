@@ -123,19 +123,18 @@ async fn create_session(
 
 /// `GET /session/{id}`.
 async fn get_session(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (_, info) = app.sessions.get(&id).ok_or_else(|| session_not_found(&id))?;
+    let (_, info) = app.sessions.get(&id).ok_or_else(|| ApiError::session_not_found(&id))?;
     Ok(Json(serde_json::to_value(info).unwrap_or_default()))
 }
 
 /// `DELETE /session/{id}`: the session, its files and its embeddings.
 async fn remove_session(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let info = app.sessions.remove(&id).ok_or_else(|| session_not_found(&id))?;
+    let info = app
+        .sessions
+        .remove(&id)
+        .ok_or_else(|| ApiError::session_not_found(&id))?;
     app.embeddings.forget_session(&id);
     Ok(Json(serde_json::to_value(info).unwrap_or_default()))
-}
-
-fn session_not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("session '{id}' not found (expired or deleted?)"))
 }
 
 /// `GET /auth/`: whether a key is needed (MONAI Label's shape; its clients ask before anything else).
