@@ -5,7 +5,7 @@ use crate::pb;
 use medico_models::prepared_decoder::PreparedImage;
 use medico_models::prompt_encoder::DensePrompt;
 use medico_models::sam::PromptTensors;
-use medico_models::{Backend, Sam, StateDict};
+use medico_models::{Backend, Sam, StateDict, UnetrDecoder};
 
 use crate::onnx_backend::{resize_linear, Attr, OnnxBackend, OnnxTensor};
 
@@ -134,6 +134,43 @@ pub fn encoder_model(sam: &Sam, state: &StateDict) -> pb::ModelProto {
                 Dim::Fixed(c.prompt_embed_dim),
                 Dim::Fixed(e),
                 Dim::Fixed(e),
+            ],
+        )],
+    )
+}
+
+/// `segmentation_decoder.onnx`: `image_embeddings` `[B, E, g, g]` → `probabilities` `[B, classes, S, S]`,
+/// the UNETR decoder's class probabilities (after its Sigmoid) resized to the encoder's input side `S`
+/// (`image_size`); the runtime crops them to the resized image and resizes them to the original size.
+pub fn segmentation_decoder_model(
+    decoder: &UnetrDecoder,
+    state: &StateDict,
+    grid: usize,
+    image_size: usize,
+) -> pb::ModelProto {
+    let b = OnnxBackend::new(state);
+    let probabilities = decoder.forward_at_input_size(&b, &input("image_embeddings", 4), grid, image_size);
+    b.output_as(&probabilities, "probabilities");
+    let c = &decoder.config;
+    model(
+        "medico_unetr_decoder",
+        b,
+        vec![value_info(
+            "image_embeddings",
+            &[
+                Dim::Named("batch"),
+                Dim::Fixed(c.embed_dim),
+                Dim::Fixed(grid),
+                Dim::Fixed(grid),
+            ],
+        )],
+        vec![value_info(
+            "probabilities",
+            &[
+                Dim::Named("batch"),
+                Dim::Fixed(c.out_channels),
+                Dim::Fixed(image_size),
+                Dim::Fixed(image_size),
             ],
         )],
     )

@@ -13,7 +13,8 @@ pub mod validate;
 
 pub use bundle::{export_bundle, ExportError, ExportRequest};
 pub use graphs::{
-    decoder_model, decoder_prepare_model, decoder_prompt_model, encoder_model, matmul_model, DecoderVariant,
+    decoder_model, decoder_prepare_model, decoder_prompt_model, encoder_model, matmul_model,
+    segmentation_decoder_model, DecoderVariant,
 };
 
 pub use onnx_proto as pb;

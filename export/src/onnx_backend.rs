@@ -259,6 +259,7 @@ impl Backend for OnnxBackend<'_> {
         &self,
         x: &OnnxTensor,
         weight: &OnnxTensor,
+        bias: Option<&OnnxTensor>,
         norm: &BatchNorm<'_, OnnxTensor>,
         stride: usize,
         padding: usize,
@@ -266,6 +267,7 @@ impl Backend for OnnxBackend<'_> {
     ) -> OnnxTensor {
         let (w, b) = fold_batch_norm(
             self.host_param(&weight.name),
+            bias.map(|b| &self.host_param(&b.name).data[..]),
             [norm.weight, norm.bias, norm.running_mean, norm.running_var].map(|t| &self.host_param(&t.name).data[..]),
             norm.eps,
         );
@@ -327,6 +329,21 @@ impl Backend for OnnxBackend<'_> {
 
     fn relu(&self, x: &OnnxTensor) -> OnnxTensor {
         self.unary("Relu", x)
+    }
+
+    fn sigmoid(&self, x: &OnnxTensor) -> OnnxTensor {
+        self.unary("Sigmoid", x)
+    }
+
+    fn instance_norm(&self, x: &OnnxTensor, channels: usize, eps: f64) -> OnnxTensor {
+        let scale = self.constant(&vec![1.0; channels], &[channels]);
+        let shift = self.constant(&vec![0.0; channels], &[channels]);
+        self.node(
+            "InstanceNormalization",
+            &[&x.name, &scale.name, &shift.name],
+            vec![("epsilon", Attr::Float(eps as f32))],
+            x.rank,
+        )
     }
 
     fn softmax_last(&self, x: &OnnxTensor) -> OnnxTensor {
@@ -443,9 +460,14 @@ impl Backend for OnnxBackend<'_> {
 }
 
 /// Folds an inference-mode BatchNorm (`[gamma, beta, mean, var]`, one value per output channel) into the
-/// bias-free convolution before it: `w' = w * gamma / sqrt(var + eps)`, `b' = beta - mean * gamma /
-/// sqrt(var + eps)`, computed in f64 and rounded once.
-fn fold_batch_norm(weight: &HostTensor, norm: [&[f32]; 4], eps: f64) -> (HostTensor, Vec<f32>) {
+/// convolution before it (bias `conv_bias`, none for TinyViT's `Conv2d_BN`): `w' = w * gamma / sqrt(var +
+/// eps)`, `b' = beta + (conv_bias - mean) * gamma / sqrt(var + eps)`, computed in f64 and rounded once.
+fn fold_batch_norm(
+    weight: &HostTensor,
+    conv_bias: Option<&[f32]>,
+    norm: [&[f32]; 4],
+    eps: f64,
+) -> (HostTensor, Vec<f32>) {
     let [gamma, beta, mean, var] = norm;
     let out = weight.shape[0];
     let per_channel = weight.data.len() / out.max(1);
@@ -459,7 +481,10 @@ fn fold_batch_norm(weight: &HostTensor, norm: [&[f32]; 4], eps: f64) -> (HostTen
         .map(|(i, &v)| (v as f64 * scale[i / per_channel]) as f32)
         .collect();
     let bias = (0..out)
-        .map(|o| (beta[o] as f64 - mean[o] as f64 * scale[o]) as f32)
+        .map(|o| {
+            let conv_bias = conv_bias.map_or(0.0, |b| b[o] as f64);
+            (beta[o] as f64 + (conv_bias - mean[o] as f64) * scale[o]) as f32
+        })
         .collect();
     (HostTensor::new(weight.shape.clone(), data), bias)
 }

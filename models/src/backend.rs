@@ -32,13 +32,15 @@ pub trait Backend {
         stride: usize,
         padding: usize,
     ) -> Self::Tensor;
-    /// A bias-free 2D convolution (`groups` channel groups, equal stride and padding on both axes)
-    /// followed by `BatchNorm2d` with its running statistics: TinyViT's `Conv2d_BN` at inference. A
-    /// recording backend folds the normalization into the convolution's weight and bias.
+    /// A 2D convolution (`groups` channel groups, equal stride and padding on both axes; TinyViT's
+    /// `Conv2d_BN` has no bias, the UNETR decoder's blocks do) followed by `BatchNorm2d` with its running
+    /// statistics. A recording backend folds the normalization into the convolution's weight and bias.
+    #[allow(clippy::too_many_arguments)]
     fn conv2d_batch_norm(
         &self,
         x: &Self::Tensor,
         weight: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
         norm: &BatchNorm<'_, Self::Tensor>,
         stride: usize,
         padding: usize,
@@ -58,6 +60,12 @@ pub trait Backend {
     fn gelu(&self, x: &Self::Tensor) -> Self::Tensor;
     /// `max(x, 0)`.
     fn relu(&self, x: &Self::Tensor) -> Self::Tensor;
+    /// `1 / (1 + exp(-x))`.
+    fn sigmoid(&self, x: &Self::Tensor) -> Self::Tensor;
+    /// Instance normalization of an NCHW tensor with `channels` channels: each (sample, channel) plane
+    /// shifted to mean 0 and scaled to variance 1 (biased variance, `eps` added), no affine parameters
+    /// (PyTorch's `InstanceNorm2d` defaults).
+    fn instance_norm(&self, x: &Self::Tensor, channels: usize, eps: f64) -> Self::Tensor;
     /// Softmax over the last axis.
     fn softmax_last(&self, x: &Self::Tensor) -> Self::Tensor;
     /// Softmax over a short `axis` (a few prompt tokens, many rows). The same function as

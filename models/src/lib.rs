@@ -17,15 +17,17 @@ pub mod prompt;
 pub mod prompt_encoder;
 pub mod sam;
 pub mod tiny_vit;
+pub mod unetr;
 pub mod vit;
 pub mod windows;
 
 pub use backend::Backend;
-pub use checkpoint::{load_checkpoint, HostTensor, StateDict};
+pub use checkpoint::{load_checkpoint, load_decoder_state, HostTensor, StateDict};
 pub use config::SamConfig;
 pub use encoder_config::{EncoderConfig, TinyVitConfig, TinyVitStem, VitConfig};
 pub use preprocessing::Preprocessing;
 pub use sam::Sam;
+pub use unetr::{UnetrConfig, UnetrDecoder};
 
 /// A rule a configuration or a checkpoint stream breaks, in words (e.g. "img_size must be a multiple of
 /// patch_size", "truncated pickle"). No caller branches on these; the type keeps them apart from other text

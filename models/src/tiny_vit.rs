@@ -242,7 +242,7 @@ fn conv_bn<B: Backend>(b: &B, x: &B::Tensor, prefix: &str, stride: usize, paddin
         running_var: &var,
         eps: BATCH_NORM_EPS,
     };
-    b.conv2d_batch_norm(x, &param("c.weight"), &norm, stride, padding, groups)
+    b.conv2d_batch_norm(x, &param("c.weight"), None, &norm, stride, padding, groups)
 }
 
 /// Declares a `Conv2d_BN`: bias-free conv `[out, in / groups, k, k]` and the BatchNorm's four vectors.

@@ -136,6 +136,7 @@ impl Backend for TchBackend {
         &self,
         x: &TchTensor,
         weight: &TchTensor,
+        bias: Option<&TchTensor>,
         norm: &BatchNorm<'_, TchTensor>,
         stride: usize,
         padding: usize,
@@ -143,7 +144,7 @@ impl Backend for TchBackend {
     ) -> TchTensor {
         let (s, p) = (stride as i64, padding as i64);
         let conv =
-            x.0.conv2d(&weight.0, None::<&Tensor>, [s, s], [p, p], [1, 1], groups as i64);
+            x.0.conv2d(&weight.0, bias.map(|b| &b.0), [s, s], [p, p], [1, 1], groups as i64);
         // Inference mode: the running statistics normalize and are never updated (nor differentiated).
         TchTensor(conv.batch_norm(
             Some(&norm.weight.0),
@@ -179,6 +180,23 @@ impl Backend for TchBackend {
 
     fn relu(&self, x: &TchTensor) -> TchTensor {
         TchTensor(x.0.relu())
+    }
+
+    fn sigmoid(&self, x: &TchTensor) -> TchTensor {
+        TchTensor(x.0.sigmoid())
+    }
+
+    fn instance_norm(&self, x: &TchTensor, _channels: usize, eps: f64) -> TchTensor {
+        TchTensor(x.0.instance_norm(
+            None::<&Tensor>,
+            None::<&Tensor>,
+            None::<&Tensor>,
+            None::<&Tensor>,
+            true,
+            0.0,
+            eps,
+            true,
+        ))
     }
 
     fn softmax_last(&self, x: &TchTensor) -> TchTensor {

@@ -60,7 +60,48 @@ pub fn load_checkpoint(path: &Path) -> Result<StateDict, ModelError> {
 
 /// The state dict of a checkpoint held in memory (any supported format), official keys.
 pub fn state_dict_from_bytes(bytes: &[u8]) -> Result<StateDict, Problem> {
-    let entries = if bytes.starts_with(b"PK\x03\x04") {
+    model_state(entries_from_bytes(bytes)?)
+}
+
+/// Key under which micro-sam's combined checkpoints keep the UNETR decoder (`{"model_state", "decoder_state"}`).
+const DECODER_STATE_KEY: &str = "decoder_state";
+
+/// Reads a semantic segmentation decoder: a flat state dict (micro-sam's published `*_decoder` files, medico's
+/// own) or the `decoder_state` of a combined checkpoint; keys as torch-em names them (`base.*`, `deconv1.*`, …).
+pub fn load_decoder_state(path: &Path) -> Result<StateDict, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+        path: path.into(),
+        source,
+    })?;
+    decoder_state_from_bytes(&bytes).map_err(|source| ModelError::Checkpoint {
+        path: path.into(),
+        source,
+    })
+}
+
+/// [`load_decoder_state`] on bytes held in memory.
+pub fn decoder_state_from_bytes(bytes: &[u8]) -> Result<StateDict, Problem> {
+    let entries = entries_from_bytes(bytes)?;
+    if entries.iter().any(|(_, e)| matches!(e, Entry::Tensor(_))) {
+        return model_state(entries);
+    }
+    let nested = entries
+        .into_iter()
+        .find_map(|(k, e)| match e {
+            Entry::Nested(items) if k == DECODER_STATE_KEY => Some(items),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Problem(format!(
+                "no decoder found: neither a flat state dict nor a checkpoint with '{DECODER_STATE_KEY}'"
+            ))
+        })?;
+    model_state(nested.into_iter().map(|(k, t)| (k, Entry::Tensor(t))).collect())
+}
+
+/// The top-level entries of a checkpoint of any supported format.
+fn entries_from_bytes(bytes: &[u8]) -> Result<Vec<(String, Entry)>, Problem> {
+    if bytes.starts_with(b"PK\x03\x04") {
         torch_file::read_zip(bytes)
     } else if bytes.starts_with(b"\x80") {
         torch_file::read_legacy(bytes)
@@ -70,8 +111,7 @@ pub fn state_dict_from_bytes(bytes: &[u8]) -> Result<StateDict, Problem> {
         Err(Problem::from(
             "not a checkpoint: expected safetensors, a PyTorch zip archive or a legacy torch.save pickle",
         ))
-    }?;
-    model_state(entries)
+    }
 }
 
 /// A top-level entry of a checkpoint: a tensor, or a nested mapping of tensors.

@@ -9,4 +9,5 @@ mod medico_lite;
 mod onnx_export;
 mod predictor;
 mod preprocess;
+mod unetr_parity;
 mod volume_session;
