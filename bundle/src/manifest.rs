@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use medico_models::{Preprocessing, SamConfig};
+use medico_models::{Preprocessing, SamConfig, UnetrConfig};
 use serde::{Deserialize, Serialize};
 
 /// Name of the manifest inside a bundle.
@@ -40,6 +40,9 @@ pub enum GraphRole {
     DecoderPrepare,
     /// Low-resolution logits from a prepared image and points, no mask prompt: the per-click graph.
     DecoderPrompt,
+    /// The semantic segmentation head (torch-em's UNETR decoder): embeddings → class probabilities at the
+    /// encoder's input size (optional; see [`SemanticHead`]).
+    SegmentationDecoder,
 }
 
 impl GraphRole {
@@ -52,6 +55,7 @@ impl GraphRole {
             GraphRole::DecoderLowres => "decoder_lowres",
             GraphRole::DecoderPrepare => "decoder_prepare",
             GraphRole::DecoderPrompt => "decoder_prompt",
+            GraphRole::SegmentationDecoder => "segmentation_decoder",
         }
     }
 }
@@ -115,6 +119,52 @@ pub struct Manifest {
     pub ir_version: i64,
     /// Where the weights came from.
     pub provenance: Provenance,
+    /// The semantic segmentation head, when the bundle has one (`segmentation_decoder.onnx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<SemanticHead>,
+}
+
+/// Output channels a semantic head may have: label maps are written with one byte per voxel.
+pub const MAX_LABEL_CHANNELS: usize = 256;
+
+/// A bundle's semantic segmentation head: the decoder's numbers, what each output channel means, and where
+/// the decoder came from. Label maps store the channel index: 0 is background, `k` is `classes[k - 1]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SemanticHead {
+    /// The UNETR decoder's configuration.
+    pub decoder: UnetrConfig,
+    /// Names of the classes after background, in output-channel order (channel `k` = `classes[k - 1]`).
+    pub classes: Vec<String>,
+    /// The decoder checkpoint the graph was exported from.
+    pub source_checkpoint: SourceCheckpoint,
+}
+
+impl SemanticHead {
+    /// Refuses a head whose class list does not name every output channel after background, or that has
+    /// more classes than a label map of bytes holds.
+    pub fn validate(&self) -> Result<(), medico_models::Problem> {
+        let channels = self.decoder.out_channels;
+        if channels != self.classes.len() + 1 {
+            return Err(format!(
+                "the segmentation decoder has {channels} output channels but {} class names (expected one per \
+                 channel after background)",
+                self.classes.len()
+            )
+            .into());
+        }
+        if channels > MAX_LABEL_CHANNELS {
+            return Err(format!("{channels} classes: label maps hold at most {MAX_LABEL_CHANNELS}").into());
+        }
+        Ok(())
+    }
+
+    /// The name of label value `label` (`background` for 0), if the head has it.
+    pub fn class_name(&self, label: usize) -> Option<&str> {
+        match label {
+            0 => Some("background"),
+            k => self.classes.get(k - 1).map(String::as_str),
+        }
+    }
 }
 
 /// The source checkpoint of a bundle.
@@ -139,6 +189,7 @@ mod tests {
             GraphRole::DecoderLowres,
             GraphRole::DecoderPrepare,
             GraphRole::DecoderPrompt,
+            GraphRole::SegmentationDecoder,
         ] {
             let json = serde_json::to_string(&role).unwrap();
             assert_eq!(json, format!("\"{}\"", role.name()));

@@ -123,6 +123,12 @@ fn read_manifest(path: &Path) -> Result<Manifest, BundleError> {
         path: path.to_path_buf(),
         source,
     })?;
+    if let Some(head) = &manifest.semantic {
+        head.validate().map_err(|source| BundleError::Config {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     Ok(manifest)
 }
 

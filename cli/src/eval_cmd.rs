@@ -27,6 +27,9 @@ use crate::Failure;
 pub enum EvalCommand {
     /// Simulated iterative prompting: box or point start, then correction clicks; Dice per iteration.
     Interactive(InteractiveArgs),
+    /// Semantic segmentation heads on held-out volumes: Dice per class and per volume (with `--boxes`, beside
+    /// the same models prompted with one box per class).
+    Semantic(crate::eval_semantic::SemanticArgs),
 }
 
 #[derive(Args)]
@@ -71,6 +74,7 @@ pub struct InteractiveArgs {
 pub fn run(command: EvalCommand) -> Result<(), Failure> {
     match command {
         EvalCommand::Interactive(args) => interactive(args),
+        EvalCommand::Semantic(args) => crate::eval_semantic::run(args),
     }
 }
 
@@ -118,16 +122,16 @@ impl Cases {
 }
 
 /// A model under evaluation.
-struct Model {
-    label: String,
-    path: PathBuf,
-    bundle: Bundle,
-    intensity: Intensity,
+pub(crate) struct Model {
+    pub(crate) label: String,
+    pub(crate) path: PathBuf,
+    pub(crate) bundle: Bundle,
+    pub(crate) intensity: Intensity,
 }
 
 impl Model {
     /// `LABEL=DIR` or `DIR` (labelled by the folder's name).
-    fn open(spec: &str) -> Result<Self, Failure> {
+    pub(crate) fn open(spec: &str) -> Result<Self, Failure> {
         let (label, path) = match spec.split_once('=') {
             Some((label, path)) if !label.is_empty() && !Path::new(spec).exists() => {
                 (label.to_string(), PathBuf::from(path))

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use medico_bundle::cache::default_cache_dir;
 use medico_bundle::checksum::sha256_file;
 use medico_bundle::Provenance;
-use medico_export::bundle::{export_bundle, ExportError, ExportRequest};
+use medico_export::bundle::{export_bundle, ExportError, ExportRequest, SemanticExport};
 use medico_export::overlay::Overlay;
 use medico_export::registry::{active_registry, pull, RegistryEntry, RegistryError};
 use medico_models::{load_checkpoint, SamConfig};
@@ -36,6 +36,14 @@ pub struct ExportArgs {
     /// Tensors to apply over the checkpoint first (an overlay from `checkpoint diff`).
     #[arg(long)]
     overlay: Option<PathBuf>,
+    /// A semantic segmentation decoder (torch-em's UNETR: micro-sam's `*_decoder` file, a checkpoint with a
+    /// `decoder_state`, or `medico-cli train`'s `decoder.safetensors`) to add as `segmentation_decoder.onnx`.
+    #[arg(long, value_name = "DECODER")]
+    segmentation_decoder: Option<PathBuf>,
+    /// Names of the decoder's classes after background, in channel order, comma-separated (default: `class
+    /// 1`, `class 2`, ...).
+    #[arg(long, value_name = "NAMES", requires = "segmentation_decoder", value_delimiter = ',')]
+    classes: Vec<String>,
 }
 
 fn export_failure(e: ExportError) -> Failure {
@@ -43,6 +51,17 @@ fn export_failure(e: ExportError) -> Failure {
         ExportError::Write { .. } | ExportError::Exists { .. } => Failure::input(e),
         _ => Failure::model(e),
     }
+}
+
+/// The decoder of `--segmentation-decoder` with its class names (numbered when none are given).
+fn semantic_export(path: &std::path::Path, classes: &[String]) -> Result<SemanticExport, ExportError> {
+    let mut export = SemanticExport::from_file(path, classes.to_vec())?;
+    if classes.is_empty() {
+        let shapes = medico_models::checkpoint::shapes(&export.state);
+        let channels = medico_models::UnetrConfig::infer_from_shapes(&shapes)?.out_channels;
+        export.classes = (1..channels).map(|k| format!("class {k}")).collect();
+    }
+    Ok(export)
 }
 
 pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
@@ -66,6 +85,10 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
             serde_json::json!({"file": path.display().to_string(), "sha256": sha256}),
         );
     }
+    let semantic = match &args.segmentation_decoder {
+        Some(path) => Some(semantic_export(path, &args.classes).map_err(export_failure)?),
+        None => None,
+    };
     let manifest = export_bundle(&ExportRequest {
         checkpoint: &args.checkpoint,
         config,
@@ -73,6 +96,7 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         force: args.force,
         provenance,
         overlay: overlay.as_ref().map(|(origin, tensors)| Overlay { origin, tensors }),
+        semantic,
     })
     .map_err(export_failure)?;
     println!(

@@ -6,6 +6,7 @@ mod common;
 mod default_model;
 mod dice_plot;
 mod eval_cmd;
+mod eval_semantic;
 mod export_cmd;
 mod info_cmd;
 mod mask_output;
@@ -15,6 +16,7 @@ mod progress;
 mod prompt_args;
 mod propagate_cmd;
 mod segment_cmd;
+mod semantic_cmd;
 mod serve_cmd;
 mod slicer_cmd;
 #[cfg(feature = "torch")]

@@ -68,7 +68,7 @@ impl PropagationArgs {
 }
 
 /// Where the embeddings are cached, if anywhere.
-fn cache_root(args: &PropagationArgs) -> Option<PathBuf> {
+pub fn cache_root(args: &PropagationArgs) -> Option<PathBuf> {
     if args.no_cache {
         return None;
     }

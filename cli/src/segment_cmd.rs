@@ -77,6 +77,12 @@ pub struct SegmentArgs {
     /// 4D NIfTI: which volume (index along the 4th axis).
     #[arg(long)]
     volume: Option<usize>,
+    /// Volumes: label every slice with the model's semantic segmentation head (no prompts) and write a
+    /// label map on the input's grid (.nii, .nii.gz or .nrrd; value k = class k of the model's list, 0 =
+    /// background); --json reports each class's volume. Slice embeddings come from, and go to, the same
+    /// cache as interactive segmentation.
+    #[arg(long, conflicts_with_all = ["bbox", "points", "world", "multimask", "preview", "propagate", "prompts"])]
+    semantic: bool,
     /// Inference engine: auto (ONNX Runtime if its library loads, else tract), ort or tract.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
@@ -207,6 +213,9 @@ fn choose_axis(volume: &Volume, axis: Option<u8>, plane: Option<Plane>) -> usize
 }
 
 pub fn run(args: SegmentArgs) -> Result<(), Failure> {
+    if args.semantic {
+        return run_semantic(&args);
+    }
     let raw = raw_prompts(&args)?;
     check_outputs(&args)?;
     let model_dir = crate::default_model::resolve_model(args.model.as_deref()).map_err(Failure::model)?;
@@ -237,6 +246,35 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
         }
     };
     segment(&args, &bundle, &prompted)
+}
+
+/// `segment --semantic`: the label map of a whole volume.
+fn run_semantic(args: &SegmentArgs) -> Result<(), Failure> {
+    crate::semantic_cmd::check_label_output(&args.output)?;
+    check_outputs(args)?;
+    let model_dir = crate::default_model::resolve_model(args.model.as_deref()).map_err(Failure::model)?;
+    let bundle = Bundle::open(&model_dir).map_err(Failure::model)?;
+    let default_intensity = bundle_intensity(&bundle)?;
+    let volume = match open_scan(&args.input, args.volume).map_err(runtime_failure)? {
+        Scan::Volume(volume) => volume,
+        Scan::Image(_) => {
+            return Err(Failure::usage(anyhow!(
+                "{}: --semantic labels volumes (NIfTI, NRRD, DICOM); this is a 2D image",
+                args.input.display()
+            )))
+        }
+    };
+    let job = crate::semantic_cmd::SemanticJob {
+        input: &args.input,
+        output: &args.output,
+        bundle: &bundle,
+        axis: choose_axis(&volume, args.axis, args.plane),
+        intensity: args.intensity.unwrap_or(default_intensity),
+        backend: args.backend,
+        threads: args.threads,
+        json: args.json,
+    };
+    crate::semantic_cmd::run(job, *volume, &args.propagation)
 }
 
 /// The prompts of `--box`/`--point`, or `None` when they come from `--prompts`.

@@ -7,14 +7,18 @@ use std::path::{Path, PathBuf};
 use medico_bundle::checksum::{sha256_bytes, sha256_file};
 use medico_bundle::staging::{Existing, StagedDir};
 use medico_bundle::{
-    default_intensity, FileEntry, GraphRole, Manifest, Provenance, SourceCheckpoint, FORMAT, MANIFEST,
+    default_intensity, FileEntry, GraphRole, Manifest, Provenance, SemanticHead, SourceCheckpoint, FORMAT, MANIFEST,
 };
 use medico_models::checkpoint::{load_checkpoint, shapes};
-use medico_models::{Preprocessing, Sam, SamConfig, StateDict};
+use medico_models::{load_decoder_state, Preprocessing, Sam, SamConfig, StateDict, UnetrConfig, UnetrDecoder};
 
 use crate::graphs::{
-    decoder_model, decoder_prepare_model, decoder_prompt_model, encoder_model, DecoderVariant, IR_VERSION, OPSET,
+    decoder_model, decoder_prepare_model, decoder_prompt_model, encoder_model, segmentation_decoder_model,
+    DecoderVariant, IR_VERSION, OPSET,
 };
+
+/// File name of the semantic segmentation decoder in a bundle.
+pub const SEGMENTATION_DECODER_FILE: &str = "segmentation_decoder.onnx";
 use crate::overlay::{apply_overlay, Overlay};
 use crate::pb::ModelProto;
 use crate::to_bytes;
@@ -81,6 +85,38 @@ pub struct ExportRequest<'a> {
     pub provenance: Provenance,
     /// Tensors that replace the checkpoint's (a finetuned part shipped apart from its base checkpoint).
     pub overlay: Option<Overlay<'a>>,
+    /// A semantic segmentation decoder to add as `segmentation_decoder.onnx`.
+    pub semantic: Option<SemanticExport>,
+}
+
+/// A UNETR decoder state (torch-em keys) with the names of its classes, for [`ExportRequest::semantic`].
+pub struct SemanticExport {
+    /// The decoder's parameters.
+    pub state: StateDict,
+    /// Class names after background, in output-channel order.
+    pub classes: Vec<String>,
+    /// Where the decoder came from (file name and SHA-256), recorded in `model.json`.
+    pub source: SourceCheckpoint,
+}
+
+impl SemanticExport {
+    /// Reads a decoder checkpoint (flat, or a combined checkpoint's `decoder_state`) with its class names.
+    pub fn from_file(path: &Path, classes: Vec<String>) -> Result<Self, ExportError> {
+        let state = load_decoder_state(path)?;
+        let sha256 = sha256_file(path).map_err(|source| ExportError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            state,
+            classes,
+            source: SourceCheckpoint { file, sha256 },
+        })
+    }
 }
 
 /// Reads, checks and exports a checkpoint into a bundle folder. The folder appears complete or not at
@@ -91,6 +127,11 @@ pub fn export_bundle(request: &ExportRequest<'_>) -> Result<Manifest, ExportErro
         return Err(ExportError::Exists { path: out.into() });
     }
     let (sam, state) = load_model(request)?;
+    let semantic = request
+        .semantic
+        .as_ref()
+        .map(|semantic| semantic_head(&sam, semantic))
+        .transpose()?;
     let checkpoint_sha = sha256_file(request.checkpoint).map_err(|source| ExportError::Read {
         path: request.checkpoint.into(),
         source,
@@ -100,7 +141,7 @@ pub fn export_bundle(request: &ExportRequest<'_>) -> Result<Manifest, ExportErro
         source,
     };
     let staging = StagedDir::beside(out).map_err(write_error)?;
-    let manifest = write_bundle(&sam, &state, staging.path(), request, checkpoint_sha)?;
+    let manifest = write_bundle(&sam, &state, semantic, staging.path(), request, checkpoint_sha)?;
     let existing = if request.force {
         Existing::Replace
     } else {
@@ -137,6 +178,35 @@ fn load_model(request: &ExportRequest<'_>) -> Result<(Sam, StateDict), ExportErr
     Ok((sam, state))
 }
 
+/// A semantic decoder checked against the SAM model it runs on and its class list: its head for
+/// `model.json` and the decoder.
+fn semantic_head(sam: &Sam, semantic: &SemanticExport) -> Result<(SemanticHead, UnetrDecoder), ExportError> {
+    let mismatch = |problem: String| ExportError::Mismatch {
+        path: semantic.source.file.clone().into(),
+        problem,
+    };
+    let found = shapes(&semantic.state);
+    let config = UnetrConfig::infer_from_shapes(&found)?;
+    let decoder = UnetrDecoder::new(config);
+    decoder
+        .param_specs()
+        .check(&found)
+        .map_err(|e| mismatch(e.to_string()))?;
+    if config.embed_dim != sam.config.prompt_embed_dim {
+        return Err(mismatch(format!(
+            "the segmentation decoder reads {}-channel embeddings, the image encoder writes {}",
+            config.embed_dim, sam.config.prompt_embed_dim
+        )));
+    }
+    let head = SemanticHead {
+        decoder: config,
+        classes: semantic.classes.clone(),
+        source_checkpoint: semantic.source.clone(),
+    };
+    head.validate().map_err(|problem| mismatch(problem.0))?;
+    Ok((head, decoder))
+}
+
 /// The graphs of a bundle, by role, with their file names.
 fn bundle_graphs(sam: &Sam, state: &StateDict) -> Vec<(GraphRole, &'static str, ModelProto)> {
     let mut graphs = vec![(GraphRole::Encoder, "encoder.onnx", encoder_model(sam, state))];
@@ -170,13 +240,20 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
 fn write_bundle(
     sam: &Sam,
     state: &StateDict,
+    semantic: Option<(SemanticHead, UnetrDecoder)>,
     dir: &Path,
     request: &ExportRequest<'_>,
     checkpoint_sha: String,
 ) -> Result<Manifest, ExportError> {
     let mut graphs = BTreeMap::new();
     let mut files = BTreeMap::new();
-    for (role, file, model) in bundle_graphs(sam, state) {
+    let mut models = bundle_graphs(sam, state);
+    if let (Some((_, decoder)), Some(export)) = (&semantic, &request.semantic) {
+        let model =
+            segmentation_decoder_model(decoder, &export.state, sam.config.embedding_size(), sam.config.img_size);
+        models.push((GraphRole::SegmentationDecoder, SEGMENTATION_DECODER_FILE, model));
+    }
+    for (role, file, model) in models {
         crate::validate::check_structure(&model).map_err(|problems| ExportError::Malformed {
             file: file.into(),
             problems,
@@ -212,6 +289,7 @@ fn write_bundle(
         opset: OPSET,
         ir_version: IR_VERSION,
         provenance: request.provenance.clone(),
+        semantic: semantic.map(|(head, _)| head),
     };
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     write_file(&dir.join(MANIFEST), text.as_bytes())?;

@@ -634,6 +634,7 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
             origin: Path::new(&entry.name),
             tensors,
         }),
+        semantic: None,
     })?;
     Ok(Pulled {
         checkpoint,

@@ -149,15 +149,27 @@ impl Volume {
     ) -> Array3<u8> {
         let mut out = Array3::<u8>::zeros(self.data.dim());
         for (index, mask) in masks {
-            let mut plane = out.index_axis_mut(Axis(axis), index);
-            // The slice plane is [x, y] = [lower axis, higher axis]; the mask is [y, x].
-            for y in 0..h {
-                for x in 0..w {
-                    plane[[x, y]] = u8::from(mask[y * w + x]);
-                }
-            }
+            Self::fill_slice(&mut out, axis, index, (h, w), |i| u8::from(mask[i]));
         }
         out
+    }
+
+    /// Writes a 2D image (`[h, w]` row-major, as [`Self::slice`] returns images; `value(i)` is pixel `i`)
+    /// into slice `index` along `axis` of a volume on this grid.
+    pub fn fill_slice(
+        out: &mut Array3<u8>,
+        axis: usize,
+        index: usize,
+        (h, w): (usize, usize),
+        value: impl Fn(usize) -> u8,
+    ) {
+        let mut plane = out.index_axis_mut(Axis(axis), index);
+        // The slice plane is [x, y] = [lower axis, higher axis]; the image is [y, x].
+        for y in 0..h {
+            for x in 0..w {
+                plane[[x, y]] = value(y * w + x);
+            }
+        }
     }
 
     /// Voxel size (mm) along each array axis.

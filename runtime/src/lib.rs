@@ -34,6 +34,17 @@ pub enum RuntimeError {
         /// The missing role.
         role: GraphRole,
     },
+    /// A bundle without a semantic segmentation head, asked for labels.
+    #[error(
+        "{}: the bundle has no semantic segmentation head (model.json lists no 'segmentation_decoder' graph and \
+         no classes); use a model with one (medico-lite) or export one with `medico-cli export \
+         --segmentation-decoder DECODER --classes NAMES`",
+        dir.display()
+    )]
+    NoSemanticHead {
+        /// The bundle folder.
+        dir: PathBuf,
+    },
     /// An engine that cannot be used here (its library is missing).
     #[error("{engine} is not available: {reason}")]
     Unavailable {

@@ -79,6 +79,7 @@ fn main() {
             ..Default::default()
         },
         overlay: None,
+        semantic: None,
     })
     .unwrap();
     println!("export: {:.1} s", started.elapsed().as_secs_f64());

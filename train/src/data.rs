@@ -16,6 +16,7 @@ use medico_io::image2d::read_image;
 use medico_io::intensity::Intensity;
 use medico_io::nifti_io::read_nifti;
 use medico_io::preprocess::encoder_input;
+use medico_io::volume::Volume;
 use medico_io::IoError;
 use medico_models::prompt::resized_size;
 use medico_models::{Preprocessing, SamConfig};
@@ -80,29 +81,33 @@ fn error(path: &Path, problem: impl std::fmt::Display) -> IoError {
     IoError::unusable(path, problem)
 }
 
+/// An image volume and its label volume, refused unless they share a grid and the slicing is possible.
+fn read_volume_pair(image: &Path, labels: &Path, axis: usize, slice_step: usize) -> Result<(Volume, Volume), IoError> {
+    let (image_path, label_path) = (image, labels);
+    let image = read_nifti(image_path, None)?;
+    let labels = read_nifti(label_path, None)?;
+    if image.shape() != labels.shape() {
+        return Err(error(
+            label_path,
+            format!("grid {:?} differs from the image's {:?}", labels.shape(), image.shape()),
+        ));
+    }
+    if axis > 2 {
+        return Err(error(image_path, format!("axis {axis} (expected 0, 1 or 2)")));
+    }
+    if slice_step == 0 {
+        return Err(error(image_path, "slice_step 0 (expected 1 or more)"));
+    }
+    Ok((image, labels))
+}
+
 /// Every slice of `source` that holds at least one object of `min_pixels` pixels (at model resolution).
 pub fn slice_samples(
     source: &VolumeSource,
     config: &SamConfig,
     min_pixels: usize,
 ) -> Result<Vec<SliceSample>, IoError> {
-    let image = read_nifti(&source.image, None)?;
-    let labels = read_nifti(&source.labels, None)?;
-    if image.shape() != labels.shape() {
-        return Err(error(
-            &source.labels,
-            format!("grid {:?} differs from the image's {:?}", labels.shape(), image.shape()),
-        ));
-    }
-    if source.axis > 2 {
-        return Err(error(
-            &source.image,
-            format!("axis {} (expected 0, 1 or 2)", source.axis),
-        ));
-    }
-    if source.slice_step == 0 {
-        return Err(error(&source.image, "slice_step 0 (expected 1 or more)"));
-    }
+    let (image, labels) = read_volume_pair(&source.image, &source.labels, source.axis, source.slice_step)?;
     let wanted = |v: i64| source.values.as_ref().is_none_or(|list| list.contains(&v)) && !source.exclude.contains(&v);
     let intensity = training_intensity(config);
     let standard = image.data.as_standard_layout();
@@ -131,6 +136,81 @@ pub fn slice_samples(
         })
         .collect();
     Ok(samples)
+}
+
+/// A volume for semantic segmentation: its slices along `axis` with the class of every pixel, class `k` being
+/// the label values `classes[k - 1]` (0 = background: every other value).
+#[derive(Debug, Clone)]
+pub struct SemanticVolumeSource {
+    /// The image volume.
+    pub image: PathBuf,
+    /// The label volume on the same grid.
+    pub labels: PathBuf,
+    /// The slicing axis.
+    pub axis: usize,
+    /// Label values of each class after background, in class order.
+    pub classes: Vec<Vec<i64>>,
+    /// Use every `slice_step`-th slice.
+    pub slice_step: usize,
+}
+
+/// Every slice of `source` where some class has at least `min_pixels` pixels (at model resolution), as samples
+/// whose `objects[k]` is the mask of class `k + 1` (empty masks kept, so the index is the class).
+pub fn semantic_slice_samples(
+    source: &SemanticVolumeSource,
+    config: &SamConfig,
+    min_pixels: usize,
+) -> Result<Vec<SliceSample>, IoError> {
+    let (image, labels) = read_volume_pair(&source.image, &source.labels, source.axis, source.slice_step)?;
+    let intensity = training_intensity(config);
+    let standard = image.data.as_standard_layout();
+    let key = source_key(
+        standard.as_slice().unwrap_or_default(),
+        image.data.shape(),
+        source.axis,
+        config,
+    );
+    let side = config.img_size;
+    let samples = (0..image.slices(source.axis))
+        .into_par_iter()
+        .filter(|index| index % source.slice_step == 0)
+        .filter_map(|index| {
+            let (label_values, hw) = labels.slice(source.axis, index);
+            let resized = resize_labels(&label_values, hw, resized_size(hw.0, hw.1, side), side);
+            let objects: Vec<Vec<bool>> = source
+                .classes
+                .iter()
+                .map(|values| resized.iter().map(|&l| values.contains(&(l as i64))).collect())
+                .collect();
+            let enough = |m: &Vec<bool>| m.iter().filter(|&&b| b).count() >= min_pixels;
+            if !objects.iter().any(enough) {
+                return None;
+            }
+            let (values, hw) = image.slice(source.axis, index);
+            let rgb = intensity.apply_rgb(&values);
+            let id = SampleId {
+                source: key.clone(),
+                slice: index,
+            };
+            Some(sample(id, &rgb, hw, objects, config))
+        })
+        .collect();
+    Ok(samples)
+}
+
+/// The class map `[S, S]` of a semantic sample (see [`semantic_slice_samples`]): `k + 1` where `objects[k]`
+/// holds (the last class wins where classes overlap), 0 elsewhere.
+pub fn class_map(sample: &SliceSample) -> Vec<i64> {
+    let pixels = sample.objects.first().map_or(0, Vec::len);
+    let mut map = vec![0i64; pixels];
+    for (k, mask) in sample.objects.iter().enumerate() {
+        for (m, &inside) in map.iter_mut().zip(mask) {
+            if inside {
+                *m = k as i64 + 1;
+            }
+        }
+    }
+    map
 }
 
 /// The objects of a label image (`[h, w]`, 0 = background) at model resolution: one mask per value for

@@ -12,6 +12,7 @@ pub mod objective;
 pub mod parity;
 pub mod run;
 pub mod run_config;
+pub mod semantic;
 pub mod trainer;
 
 pub use backend::{TchBackend, TchTensor};

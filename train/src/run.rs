@@ -61,7 +61,7 @@ pub struct RunSummary {
     pub embeddings: Option<CacheReport>,
 }
 
-fn resolve(base: &Path, path: &Path) -> PathBuf {
+pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -221,16 +221,22 @@ fn precompute_embeddings(
     Ok((Embeddings { train, val }, train_report + val_report))
 }
 
+/// A run's architecture (a preset name or a `config.json` relative to `base`) and its output folder, created.
+pub(crate) fn model_and_output(base: &Path, model: &str, out: &Path) -> Result<(SamConfig, PathBuf), TrainError> {
+    let config = match SamConfig::preset(model) {
+        Ok(c) => c,
+        Err(_) => SamConfig::from_json_file(&resolve(base, Path::new(model)))?,
+    };
+    let out = resolve(base, out);
+    std::fs::create_dir_all(&out).map_err(|e| IoError::write(&out, e))?;
+    Ok((config, out))
+}
+
 /// The configuration read and checked, the architecture resolved, the output folder made, the data loaded.
 fn prepare(config_path: &Path) -> Result<RunContext<'_>, TrainError> {
     let run = RunConfig::from_file(config_path)?;
     let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let sam_config = match SamConfig::preset(&run.model) {
-        Ok(c) => c,
-        Err(_) => SamConfig::from_json_file(&resolve(&base, Path::new(&run.model)))?,
-    };
-    let out = resolve(&base, &run.out);
-    std::fs::create_dir_all(&out).map_err(|e| IoError::write(&out, e))?;
+    let (sam_config, out) = model_and_output(&base, &run.model, &run.out)?;
     let train = samples_of(&run.train, &base, &sam_config, run.min_object_pixels)?;
     let val = samples_of(&run.val, &base, &sam_config, run.min_object_pixels)?;
     if train.is_empty() {
@@ -432,6 +438,7 @@ fn export_result(
             extra,
         },
         overlay: None,
+        semantic: None,
     })?;
     Ok(bundle)
 }

@@ -263,7 +263,7 @@ impl Trainer {
 }
 
 /// Writes `tensors` as safetensors through a temporary file beside `path` and a rename.
-fn write_atomically(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
+pub(crate) fn write_atomically(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
     let temp = temp_beside(path, ".safetensors")?;
     Tensor::write_safetensors(tensors, temp.path())?;
     Ok(persist(temp, path)?)

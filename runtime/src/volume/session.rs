@@ -165,6 +165,11 @@ impl VolumeSession {
         Ok(())
     }
 
+    /// The embedding of the slice last loaded ([`Self::load_slice`]).
+    pub fn embedding(&self) -> Option<&ndarray::ArrayD<f32>> {
+        self.predictor.embedding()
+    }
+
     /// Encodes (or loads) every slice in `range`, calling `progress` after each.
     pub fn precompute(
         &mut self,

@@ -47,6 +47,7 @@ fn export() -> (Scratch, Bundle) {
         force: false,
         provenance: Provenance::default(),
         overlay: None,
+        semantic: None,
     })
     .expect("export LiteMedSAM with the architecture inferred from the checkpoint");
     assert_eq!(manifest.architecture, "lite_medsam");

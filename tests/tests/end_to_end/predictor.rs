@@ -22,6 +22,7 @@ fn check(name: &str, backend: BackendChoice) {
         force: true,
         provenance: Provenance::default(),
         overlay: None,
+        semantic: None,
     })
     .unwrap();
     let bundle = Bundle::open(&out).unwrap();

@@ -27,6 +27,7 @@ fn tiny_bundle(dir: &Path) -> Bundle {
         force: true,
         provenance: Provenance::default(),
         overlay: None,
+        semantic: None,
     })
     .unwrap();
     Bundle::open(&out).unwrap()

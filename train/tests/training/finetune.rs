@@ -20,7 +20,7 @@ use crate::data::mni_tissue_axial;
 
 /// LiteMedSAM's architecture shrunk: the same stem, stages and merge strides, narrow and one block each; a
 /// narrow decoder.
-fn small_tiny_vit() -> SamConfig {
+pub(crate) fn small_tiny_vit() -> SamConfig {
     let mut config = SamConfig::preset("lite_medsam").unwrap();
     if let EncoderConfig::TinyVit { tiny_vit } = &mut config.encoder {
         tiny_vit.embed_dims = vec![8, 16, 16, 32];

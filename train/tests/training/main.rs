@@ -4,3 +4,4 @@ mod data;
 mod finetune;
 mod objective;
 mod parity;
+mod semantic;

@@ -1,0 +1,361 @@
+//! A semantic training run from its configuration: slices with class maps from the volumes, the SAM
+//! checkpoint and a fresh (or pretrained) decoder, cached embeddings when the encoder is frozen, the loop with
+//! validation, ReduceLROnPlateau and a JSON-lines log, and at the end `decoder.safetensors` (torch-em's keys)
+//! and a bundle whose `segmentation_decoder.onnx` and class list come from it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use medico_bundle::Provenance;
+use medico_export::bundle::{export_bundle, ExportRequest, SemanticExport};
+use medico_io::IoError;
+use medico_models::checkpoint::shapes;
+use medico_models::unetr::UnetrConfig;
+use medico_models::{load_checkpoint, load_decoder_state, Sam, SamConfig, StateDict, UnetrDecoder};
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Tensor};
+
+use crate::data::{class_map, semantic_slice_samples, SemanticVolumeSource, SliceSample};
+use crate::embeddings::{encoder_cache_dir, sample_embeddings, CacheReport};
+use crate::error::TrainError;
+use crate::objective::BatchInput;
+use crate::run::{model_and_output, resolve, Progress};
+use crate::semantic::config::{SemanticRunConfig, SemanticVolumeEntry};
+use crate::semantic::trainer::{
+    random_decoder_state, SemanticBatch, SemanticSettings, SemanticTrainer, SemanticValidation,
+};
+use crate::trainer::write_atomically;
+
+/// What a finished semantic run produced.
+#[derive(Debug)]
+pub struct SemanticSummary {
+    /// The output folder.
+    pub out: PathBuf,
+    /// Last training loss.
+    pub final_loss: f64,
+    /// The last validation, when validating.
+    pub validation: Option<SemanticValidation>,
+    /// The decoder's state dict (torch-em keys).
+    pub decoder: PathBuf,
+    /// The exported bundle (with `segmentation_decoder.onnx`).
+    pub bundle: PathBuf,
+    /// With a frozen encoder: embeddings reused and computed.
+    pub embeddings: Option<CacheReport>,
+}
+
+/// A run being carried out.
+struct Context<'a> {
+    config_path: &'a Path,
+    run: SemanticRunConfig,
+    base: PathBuf,
+    sam_config: SamConfig,
+    out: PathBuf,
+    train: Vec<SliceSample>,
+    val: Vec<SliceSample>,
+    embeddings: Option<SplitEmbeddings>,
+}
+
+/// The frozen encoder's embeddings of the training and the validation slices, in order.
+type SplitEmbeddings = (Vec<Tensor>, Vec<Tensor>);
+
+/// Validation slices used each time (spread evenly over the held-out samples).
+const VALIDATION_SLICES: usize = 12;
+
+/// Runs the semantic training described by the configuration at `config_path` on `device`.
+pub fn run_semantic(
+    config_path: &Path,
+    device: Device,
+    mut progress: impl FnMut(&Progress),
+) -> Result<SemanticSummary, TrainError> {
+    let mut context = prepare(config_path)?;
+    let mut trainer = start(&context, device)?;
+    let report = if context.run.freeze_image_encoder {
+        let (embeddings, report) = embed(&trainer, &context, &mut progress)?;
+        context.embeddings = Some(embeddings);
+        Some(report)
+    } else {
+        None
+    };
+    let (final_loss, validation) = train_loop(&mut trainer, &context, progress)?;
+    let decoder = context.out.join("decoder.safetensors");
+    write_atomically(&decoder, &trainer.decoder_tensors())?;
+    let bundle = export(&trainer, &context, &decoder, final_loss, validation.as_ref())?;
+    Ok(SemanticSummary {
+        out: context.out,
+        final_loss,
+        validation,
+        decoder,
+        bundle,
+        embeddings: report,
+    })
+}
+
+fn prepare(config_path: &Path) -> Result<Context<'_>, TrainError> {
+    let run = SemanticRunConfig::from_file(config_path)?;
+    let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let (sam_config, out) = model_and_output(&base, &run.model, &run.out)?;
+    let samples = |entries: &[SemanticVolumeEntry]| -> Result<Vec<SliceSample>, IoError> {
+        let mut all = Vec::new();
+        for entry in entries {
+            let source = SemanticVolumeSource {
+                image: resolve(&base, &entry.image),
+                labels: resolve(&base, &entry.labels),
+                axis: entry.axis,
+                classes: entry.class_values(run.classes.len()),
+                slice_step: entry.slice_step,
+            };
+            all.extend(semantic_slice_samples(&source, &sam_config, run.min_class_pixels)?);
+        }
+        Ok(all)
+    };
+    let (train, val) = (samples(&run.train)?, samples(&run.val)?);
+    if train.is_empty() {
+        return Err(TrainError::Config {
+            path: config_path.into(),
+            problem: "the training volumes hold none of the classes".into(),
+        });
+    }
+    Ok(Context {
+        config_path,
+        run,
+        base,
+        sam_config,
+        out,
+        train,
+        val,
+        embeddings: None,
+    })
+}
+
+/// The SAM checkpoint and a decoder (random, or `init_decoder` without its `out_conv`), checked.
+fn start(context: &Context<'_>, device: Device) -> Result<SemanticTrainer, TrainError> {
+    let run = &context.run;
+    let sam = Sam::new(context.sam_config.clone());
+    let mut state: StateDict = load_checkpoint(&resolve(&context.base, Path::new(&run.init)))?;
+    sam.param_specs().check(&shapes(&state))?;
+    let decoder = UnetrDecoder::new(UnetrConfig {
+        embed_dim: context.sam_config.prompt_embed_dim,
+        initial_features: run.initial_features,
+        out_channels: run.classes.len() + 1,
+        upsampler: run.upsampler,
+    });
+    let mut decoder_state = random_decoder_state(&decoder, run.seed);
+    if let Some(path) = &run.init_decoder {
+        let pretrained = load_decoder_state(&resolve(&context.base, path))?;
+        let mut kept = pretrained.clone();
+        kept.retain(|k, _| !k.starts_with("out_conv."));
+        kept.extend(
+            decoder_state
+                .iter()
+                .filter(|(k, _)| k.starts_with("out_conv."))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        decoder.param_specs().check(&shapes(&kept))?;
+        decoder_state = kept;
+    }
+    state.extend(decoder_state);
+    let settings = SemanticSettings {
+        lr: run.lr,
+        weight_decay: run.weight_decay,
+        train_encoder: !run.freeze_image_encoder,
+        joint: run.joint.then(|| (run.interactive_objective(), run.interactive_lr)),
+        plateau: (run.plateau_factor, run.plateau_patience),
+    };
+    Ok(SemanticTrainer::new(sam, decoder, &state, device, settings, run.seed))
+}
+
+/// The frozen encoder's embeddings of every training and validation slice (the interactive runs' cache).
+fn embed(
+    trainer: &SemanticTrainer,
+    context: &Context<'_>,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<(SplitEmbeddings, CacheReport), TrainError> {
+    let root = match &context.run.embedding_cache {
+        Some(path) => resolve(&context.base, path),
+        None => context.out.join("embeddings"),
+    };
+    let backend = trainer.backend();
+    let dir = encoder_cache_dir(&root, backend);
+    let sam = Sam::new(context.sam_config.clone());
+    let total = context.train.len() + context.val.len();
+    let (train, a) = sample_embeddings(&sam, backend, &context.train, &dir, |done| {
+        progress(&Progress::Embeddings { done, total })
+    })?;
+    let offset = context.train.len();
+    let (val, b) = sample_embeddings(&sam, backend, &context.val, &dir, |done| {
+        progress(&Progress::Embeddings {
+            done: offset + done,
+            total,
+        })
+    })?;
+    Ok(((train, val), a + b))
+}
+
+/// The batch of samples `chosen`: embeddings (frozen encoder) or images, class maps, and for the joint mode
+/// up to `objects_per_image` classes large enough to click on.
+fn batch_of(
+    samples: &[SliceSample],
+    embeddings: Option<&Vec<Tensor>>,
+    chosen: &[usize],
+    context: &Context<'_>,
+    rng: &mut ChaCha8Rng,
+) -> SemanticBatch {
+    let side = context.sam_config.img_size as i64;
+    let n = chosen.len() as i64;
+    let input = match embeddings {
+        Some(all) => BatchInput::Embeddings(Tensor::stack(&chosen.iter().map(|&i| &all[i]).collect::<Vec<_>>(), 0)),
+        None => {
+            let pixels: Vec<f32> = chosen.iter().flat_map(|&i| samples[i].input.iter().copied()).collect();
+            BatchInput::Images(Tensor::from_slice(&pixels).reshape([n, 3, side, side]))
+        }
+    };
+    let maps: Vec<i64> = chosen.iter().flat_map(|&i| class_map(&samples[i])).collect();
+    let mut objects = Vec::new();
+    if context.run.joint {
+        for (b, &i) in chosen.iter().enumerate() {
+            let mut present: Vec<&Vec<bool>> = samples[i]
+                .objects
+                .iter()
+                .filter(|m| m.iter().filter(|&&v| v).count() >= context.run.min_class_pixels)
+                .collect();
+            present.shuffle(rng);
+            objects.extend(
+                present
+                    .into_iter()
+                    .take(context.run.objects_per_image)
+                    .map(|m| (b, m.clone())),
+            );
+        }
+    }
+    SemanticBatch {
+        input,
+        target: Tensor::from_slice(&maps).reshape([n, side, side]),
+        objects,
+    }
+}
+
+/// One line of `log.jsonl`.
+#[derive(serde::Serialize)]
+struct LogEntry {
+    step: u64,
+    loss: f64,
+    dice_loss: f64,
+    cross_entropy: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interactive_loss: Option<f64>,
+    seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    val_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    val_dice: Option<Vec<Option<f64>>>,
+    lr: f64,
+}
+
+fn validation_batches(context: &Context<'_>) -> Vec<SemanticBatch> {
+    let n = context.val.len();
+    let wanted = VALIDATION_SLICES.min(n);
+    let indices: Vec<usize> = (0..wanted).map(|k| k * n / wanted).collect();
+    let embeddings = context.embeddings.as_ref().map(|(_, val)| val);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    indices
+        .chunks(context.run.batch_size)
+        .map(|chunk| batch_of(&context.val, embeddings, chunk, context, &mut rng))
+        .collect()
+}
+
+fn train_loop(
+    trainer: &mut SemanticTrainer,
+    context: &Context<'_>,
+    mut progress: impl FnMut(&Progress),
+) -> Result<(f64, Option<SemanticValidation>), TrainError> {
+    let run = &context.run;
+    let log_path = context.out.join("log.jsonl");
+    let mut log = std::fs::File::create(&log_path).map_err(|e| IoError::write(&log_path, e))?;
+    let validation = validation_batches(context);
+    let indices: Vec<usize> = (0..context.train.len()).collect();
+    let embeddings = context.embeddings.as_ref().map(|(train, _)| train);
+    let started = Instant::now();
+    let (mut final_loss, mut last) = (f64::NAN, None);
+    while trainer.iteration() < run.steps {
+        let step = trainer.iteration();
+        let mut rng = ChaCha8Rng::seed_from_u64(run.seed.wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)));
+        let chosen: Vec<usize> = indices.choose_multiple(&mut rng, run.batch_size).copied().collect();
+        let report = trainer.step(&batch_of(&context.train, embeddings, &chosen, context, &mut rng));
+        final_loss = report.loss;
+        let done = trainer.iteration();
+        let validate = !validation.is_empty() && (done.is_multiple_of(run.val_every) || done == run.steps);
+        let checked = validate.then(|| trainer.validate(&validation));
+        let entry = LogEntry {
+            step: done,
+            loss: report.loss,
+            dice_loss: report.dice,
+            cross_entropy: report.cross_entropy,
+            interactive_loss: report.interactive_loss,
+            seconds: started.elapsed().as_secs_f64(),
+            val_loss: checked.as_ref().map(|v| v.loss),
+            val_dice: checked.as_ref().map(|v| v.dice.clone()),
+            lr: trainer.lr(),
+        };
+        let line = serde_json::to_string(&entry).expect("a log entry serializes");
+        writeln!(log, "{line}").map_err(|e| IoError::write(&log_path, e))?;
+        last = checked.or(last);
+        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+        progress(&Progress::Step {
+            step: done,
+            loss: report.loss,
+            images_per_second: done as f64 * run.batch_size as f64 / elapsed,
+        });
+    }
+    Ok((final_loss, last))
+}
+
+/// The bundle: the SAM checkpoint (or, when the encoder was trained, the trained SAM) with the decoder.
+fn export(
+    trainer: &SemanticTrainer,
+    context: &Context<'_>,
+    decoder: &Path,
+    final_loss: f64,
+    validation: Option<&SemanticValidation>,
+) -> Result<PathBuf, TrainError> {
+    let run = &context.run;
+    let checkpoint = if run.freeze_image_encoder {
+        resolve(&context.base, Path::new(&run.init))
+    } else {
+        let path = context.out.join("sam.safetensors");
+        write_atomically(&path, &trainer.sam_tensors())?;
+        path
+    };
+    let config_text = std::fs::read_to_string(context.config_path).unwrap_or_default();
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("config".into(), serde_json::from_str(&config_text).unwrap_or_default());
+    extra.insert(
+        "command".into(),
+        serde_json::json!(format!("medico-cli train --config {}", context.config_path.display())),
+    );
+    extra.insert("steps".into(), serde_json::json!(trainer.iteration()));
+    extra.insert("final_loss".into(), serde_json::json!(final_loss));
+    if let Some(v) = validation {
+        extra.insert("val_loss".into(), serde_json::json!(v.loss));
+        extra.insert("val_dice".into(), serde_json::json!(v.dice));
+    }
+    let bundle = context.out.join("bundle");
+    let training_data: Vec<String> = run.train.iter().map(|e| e.image.display().to_string()).collect();
+    export_bundle(&ExportRequest {
+        checkpoint: &checkpoint,
+        config: Some(context.sam_config.clone()),
+        out: &bundle,
+        force: true,
+        provenance: Provenance {
+            name: Some("medico semantic model".into()),
+            url: None,
+            training_data: Some(training_data.join("; ")),
+            extra,
+        },
+        overlay: None,
+        semantic: Some(SemanticExport::from_file(decoder, run.classes.clone())?),
+    })?;
+    Ok(bundle)
+}

@@ -1,0 +1,301 @@
+//! One step of semantic training: the UNETR decoder's loss on a batch of slices (embeddings of a frozen
+//! encoder, or images through the encoder being trained), back-propagated into AdamW; in the joint mode the
+//! interactive objective first takes its own step with its own AdamW over the SAM parameters (the shared
+//! encoder gets both updates, as micro-sam's `JointSamTrainer`). Validation gives the loss that drives
+//! ReduceLROnPlateau and the hard Dice per class.
+
+use std::collections::BTreeSet;
+
+use medico_models::{Sam, StateDict, UnetrDecoder};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+use crate::adamw::AdamW;
+use crate::backend::TchBackend;
+use crate::objective::{objective_forward, Batch, BatchInput, ObjectiveConfig};
+use crate::semantic::loss::{class_overlaps, dice_of, semantic_loss};
+use crate::semantic::plateau::Plateau;
+use crate::trainer::IMAGE_ENCODER_PREFIX;
+
+/// Slices with their class maps (and, for the joint mode, their objects for the interactive objective).
+pub struct SemanticBatch {
+    /// Images `[B, 3, S, S]` or embeddings `[B, C, g, g]`.
+    pub input: BatchInput,
+    /// Class maps `[B, S, S]` (int64).
+    pub target: Tensor,
+    /// Objects (image index, `S x S` mask) for the interactive objective of the joint mode.
+    pub objects: Vec<(usize, Vec<bool>)>,
+}
+
+/// What the trainer updates and how.
+#[derive(Debug, Clone, Copy)]
+pub struct SemanticSettings {
+    /// The decoder's (and the trained encoder's) learning rate.
+    pub lr: f64,
+    /// AdamW's weight decay.
+    pub weight_decay: f64,
+    /// Train the image encoder with the decoder loss.
+    pub train_encoder: bool,
+    /// The joint mode's interactive objective and its learning rate.
+    pub joint: Option<(ObjectiveConfig, f64)>,
+    /// ReduceLROnPlateau's factor and patience.
+    pub plateau: (f64, u32),
+}
+
+/// What a step did.
+#[derive(Debug, Clone, Copy)]
+pub struct SemanticStep {
+    /// The decoder loss before the update.
+    pub loss: f64,
+    /// Its Dice part (1 − soft Dice).
+    pub dice: f64,
+    /// Its cross-entropy part.
+    pub cross_entropy: f64,
+    /// The interactive objective's loss (joint mode).
+    pub interactive_loss: Option<f64>,
+}
+
+/// Validation results.
+#[derive(Debug, Clone)]
+pub struct SemanticValidation {
+    /// Mean decoder loss.
+    pub loss: f64,
+    /// Hard Dice per class (index 0: background) over all validation slices; `None` for an absent class.
+    pub dice: Vec<Option<f64>>,
+    /// The learning rate after ReduceLROnPlateau saw this loss.
+    pub lr: f64,
+}
+
+/// The interactive half of the joint mode.
+struct Interactive {
+    optimizer: AdamW,
+    objective: ObjectiveConfig,
+}
+
+/// A UNETR decoder (and optionally its encoder) being trained.
+pub struct SemanticTrainer {
+    sam: Sam,
+    decoder: UnetrDecoder,
+    backend: TchBackend,
+    optimizer: AdamW,
+    interactive: Option<Interactive>,
+    plateau: Plateau,
+    iteration: u64,
+    seed: u64,
+}
+
+impl SemanticTrainer {
+    /// Starts from `state` (the SAM parameters and the decoder's, torch-em keys) on `device`.
+    pub fn new(
+        sam: Sam,
+        decoder: UnetrDecoder,
+        state: &StateDict,
+        device: Device,
+        settings: SemanticSettings,
+        seed: u64,
+    ) -> Self {
+        let mut backend = TchBackend::from_state_dict(state, device, Kind::Float);
+        let decoder_keys: BTreeSet<String> = decoder.param_specs().iter().map(|p| p.name.clone()).collect();
+        let is_decoder = |name: &str| decoder_keys.contains(name);
+        let is_encoder = |name: &str| name.starts_with(IMAGE_ENCODER_PREFIX);
+        let params = backend.make_trainable(|name| {
+            is_decoder(name) || (settings.train_encoder && is_encoder(name)) || settings.joint.is_some()
+        });
+        let semantic: Vec<(String, Tensor)> = params
+            .iter()
+            .filter(|(name, _)| is_decoder(name) || (settings.train_encoder && is_encoder(name)))
+            .map(|(name, t)| (name.clone(), t.shallow_clone()))
+            .collect();
+        let interactive = settings.joint.map(|(objective, lr)| {
+            let sam_params = params
+                .iter()
+                .filter(|(name, _)| !is_decoder(name))
+                .map(|(name, t)| (name.clone(), t.shallow_clone()))
+                .collect();
+            Interactive {
+                optimizer: AdamW::new(sam_params, lr, settings.weight_decay),
+                objective,
+            }
+        });
+        Self {
+            sam,
+            decoder,
+            backend,
+            optimizer: AdamW::new(semantic, settings.lr, settings.weight_decay),
+            interactive,
+            plateau: Plateau::new(settings.plateau.0, settings.plateau.1),
+            iteration: 0,
+            seed,
+        }
+    }
+
+    /// The backend holding the current parameters.
+    pub fn backend(&self) -> &TchBackend {
+        &self.backend
+    }
+
+    /// Steps done.
+    pub fn iteration(&self) -> u64 {
+        self.iteration
+    }
+
+    /// The decoder's current learning rate.
+    pub fn lr(&self) -> f64 {
+        self.optimizer.lr
+    }
+
+    /// A copy of parameter `name`.
+    pub fn parameter(&self, name: &str) -> Tensor {
+        use medico_models::Backend;
+        self.backend.param(name).0.detach().copy()
+    }
+
+    /// Class probabilities `[B, C, S, S]` of a batch input at the encoder's input size.
+    fn outputs(&self, input: &BatchInput) -> Tensor {
+        let embeddings = match input {
+            BatchInput::Images(images) => self.sam.encode_image(&self.backend, &self.backend.input(images)),
+            BatchInput::Embeddings(embeddings) => self.backend.input(embeddings),
+        };
+        let config = &self.sam.config;
+        self.decoder
+            .forward_at_input_size(&self.backend, &embeddings, config.embedding_size(), config.img_size)
+            .0
+    }
+
+    /// One step: the interactive objective's (joint mode), then the decoder loss's.
+    pub fn step(&mut self, batch: &SemanticBatch) -> SemanticStep {
+        let interactive_loss = self.interactive_step(batch);
+        self.optimizer.zero_grad();
+        let target = batch.target.to_device(self.backend.device());
+        let loss = semantic_loss(&self.outputs(&batch.input), &target);
+        loss.loss.backward();
+        self.optimizer.step();
+        self.iteration += 1;
+        SemanticStep {
+            loss: loss.loss.double_value(&[]),
+            dice: loss.dice,
+            cross_entropy: loss.cross_entropy,
+            interactive_loss,
+        }
+    }
+
+    /// The joint mode's interactive step on the batch's images and objects (its own AdamW step).
+    fn interactive_step(&mut self, batch: &SemanticBatch) -> Option<f64> {
+        let interactive = self.interactive.as_mut()?;
+        let BatchInput::Images(images) = &batch.input else {
+            return None;
+        };
+        if batch.objects.is_empty() {
+            return None;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ self.iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        interactive.optimizer.zero_grad();
+        let sam_batch = Batch {
+            input: BatchInput::Images(images.shallow_clone()),
+            objects: batch.objects.clone(),
+        };
+        let out = objective_forward(
+            &self.sam,
+            &self.backend,
+            &sam_batch,
+            interactive.objective,
+            self.iteration,
+            &mut rng,
+        );
+        out.loss.backward();
+        interactive.optimizer.step();
+        Some(out.loss.double_value(&[]))
+    }
+
+    /// Mean loss and hard Dice per class over `batches` without updating; the loss then drives
+    /// ReduceLROnPlateau.
+    pub fn validate(&mut self, batches: &[SemanticBatch]) -> SemanticValidation {
+        let classes = self.decoder.config.out_channels as i64;
+        let mut loss = 0.0;
+        let mut overlaps = vec![(0.0, 0.0); classes as usize];
+        tch::no_grad(|| {
+            for batch in batches {
+                let target = batch.target.to_device(self.backend.device());
+                let outputs = self.outputs(&batch.input);
+                loss += semantic_loss(&outputs, &target).loss.double_value(&[]);
+                let found = class_overlaps(&outputs.argmax(1, false), &target, classes);
+                for (sum, (both, sizes)) in overlaps.iter_mut().zip(found) {
+                    sum.0 += both;
+                    sum.1 += sizes;
+                }
+            }
+        });
+        let loss = loss / batches.len().max(1) as f64;
+        self.optimizer.lr = self.plateau.check(loss, self.optimizer.lr);
+        let dice = dice_of(&overlaps);
+        SemanticValidation {
+            loss,
+            dice,
+            lr: self.optimizer.lr,
+        }
+    }
+
+    /// The decoder's tensors under torch-em's keys (BatchNorm statistics included), f32 on the CPU.
+    pub fn decoder_tensors(&self) -> Vec<(String, Tensor)> {
+        let keys: BTreeSet<String> = self.decoder.param_specs().iter().map(|p| p.name.clone()).collect();
+        self.cpu_tensors(|name| keys.contains(name))
+    }
+
+    /// The SAM parameters under their official keys, f32 on the CPU.
+    pub fn sam_tensors(&self) -> Vec<(String, Tensor)> {
+        let keys: BTreeSet<String> = self.sam.param_specs().iter().map(|p| p.name.clone()).collect();
+        self.cpu_tensors(|name| keys.contains(name))
+    }
+
+    fn cpu_tensors(&self, wanted: impl Fn(&str) -> bool) -> Vec<(String, Tensor)> {
+        self.backend
+            .named_params()
+            .into_iter()
+            .filter(|(k, _)| wanted(k))
+            .map(|(k, t)| (k, t.detach().to_device(Device::Cpu).to_kind(Kind::Float)))
+            .collect()
+    }
+}
+
+/// PyTorch's default initialisation of the decoder's layers (`Conv2d`/`ConvTranspose2d`: weights and biases
+/// uniform in ±1/√fan_in; BatchNorm: unit scale and variance, zero shift and mean), from `seed`.
+pub fn random_decoder_state(decoder: &UnetrDecoder, seed: u64) -> StateDict {
+    tch::manual_seed(seed as i64);
+    let specs = decoder.param_specs();
+    let fan_in_of = |weight: &str| {
+        let shape = &specs
+            .iter()
+            .find(|p| p.name == weight)
+            .expect("a bias has its weight")
+            .shape;
+        // ConvTranspose2d keeps [in, out, k, k]; PyTorch's fan-in is computed from dimension 1 either way.
+        shape[1..].iter().product::<usize>() as f64
+    };
+    specs
+        .iter()
+        .map(|spec| {
+            let name = spec.name.as_str();
+            let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
+            let is_norm = name.contains(".block.2.") && spec.shape.len() == 1 && name.starts_with("deconv");
+            let tensor = if name.ends_with(".running_mean") || (is_norm && name.ends_with(".bias")) {
+                Tensor::zeros(&shape, (Kind::Float, Device::Cpu))
+            } else if name.ends_with(".running_var") || (is_norm && name.ends_with(".weight")) {
+                Tensor::ones(&shape, (Kind::Float, Device::Cpu))
+            } else {
+                let weight = name.strip_suffix(".bias").map(|p| format!("{p}.weight"));
+                let fan_in = fan_in_of(weight.as_deref().unwrap_or(name));
+                let bound = 1.0 / fan_in.sqrt();
+                Tensor::rand(&shape, (Kind::Float, Device::Cpu)) * (2.0 * bound) - bound
+            };
+            let data = Vec::<f32>::try_from(tensor.flatten(0, -1)).unwrap_or_default();
+            (
+                spec.name.clone(),
+                medico_models::HostTensor {
+                    shape: spec.shape.clone(),
+                    data,
+                },
+            )
+        })
+        .collect()
+}
