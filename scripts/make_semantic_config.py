@@ -58,7 +58,7 @@ def main():
         "val": [dict(held_out, axis=axis, slice_step=4) for axis in range(3)],
         "steps": 300,
         "batch_size": 2,
-        "lr": 1e-4,
+        "lr": 1e-3,
         "val_every": 50,
         "seed": 0,
         "out": "../../runs/medico-lite-semantic",

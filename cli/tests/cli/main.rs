@@ -12,6 +12,7 @@ mod propagate_cli;
 mod segment_cli;
 mod segment_dicom_cli;
 mod segment_volume_cli;
+mod semantic_cli;
 mod serve_cli;
 mod slicer_cli;
 mod train_cli;
