@@ -40,7 +40,12 @@ $CLI segment "$SCAN" --plane axial --slice 82 --box 27,28,170,208 \
 # Through the volume with upstream LiteMedSAM's 3D rule (previous slice's box + 3 px), the default for its models.
 $CLI segment "$SCAN" --plane axial --slice 82 --box 27,28,170,208 --propagate --cache-dir "$OUT/cache" \
   -o "$OUT/brain-volume.nii.gz"
-echo "demo: masks and preview in $OUT"
+# No prompts: every axial slice labelled grey / white matter by medico-lite's semantic head (torch-em's UNETR
+# decoder trained by medico on its frozen encoder), reusing the embeddings the propagation cached; the label map
+# is on the scan's grid, the report gives each class's volume.
+$CLI segment "$SCAN" --semantic --plane axial --cache-dir "$OUT/cache" --json \
+  -o "$OUT/tissue-labels.nii.gz" > "$OUT/tissue-labels.json"
+echo "demo: masks, tissue labels and preview in $OUT"
 if [ ! -d "$SHARED" ]; then
   echo "demo: no shared/ folder at $SHARED (set MEDICO_SHARED); skipping the DICOM and reference-model part"
   exit 0

@@ -40,6 +40,18 @@ pub enum CheckpointCommand {
         #[arg(short, long)]
         out: PathBuf,
     },
+    /// Writes every tensor of a flat state dict (a SAM checkpoint, a decoder) as safetensors at the given
+    /// precision, reporting the largest rounding (how medico-lite's semantic decoder is shipped in f16).
+    Convert {
+        /// The checkpoint (any format `checkpoint info` reads).
+        file: PathBuf,
+        /// Storage of the values.
+        #[arg(long, value_enum, default_value = "f16")]
+        precision: Precision,
+        /// The output file (.safetensors).
+        #[arg(short, long)]
+        out: PathBuf,
+    },
 }
 
 /// How `checkpoint diff` stores values.
@@ -74,7 +86,21 @@ pub fn run(command: CheckpointCommand) -> Result<(), Failure> {
             precision,
             out,
         } => diff(&base, &finetuned, precision.into(), &out),
+        CheckpointCommand::Convert { file, precision, out } => convert(&file, precision.into(), &out),
     }
+}
+
+/// `checkpoint convert`: every tensor at `precision`.
+fn convert(file: &Path, precision: OverlayPrecision, out: &Path) -> Result<(), Failure> {
+    let state = load_checkpoint(file).map_err(Failure::model)?;
+    let largest_rounding = largest_rounding(&state, precision);
+    write_overlay(&state, precision, out).map_err(Failure::input)?;
+    println!(
+        "{}: {} tensors, largest rounding {largest_rounding:.3e}",
+        out.display(),
+        state.len()
+    );
+    Ok(())
 }
 
 /// `checkpoint diff`: the changed tensors written as an overlay, with the rounding the precision costs.

@@ -294,12 +294,16 @@ fn print_table(rows: &[Row], classes: &[String]) {
     for r in rows {
         let dice = r.dice.map_or("-".into(), |d| format!("{d:.3}"));
         println!(
-            "{:<18} {:<14} {:<28} {:>4} {:<16} {:>6} {:>6}",
+            "{:<20} {:<14} {:<28} {:>4} {:<16} {:>6} {:>6}",
             r.model, r.method, r.volume, r.axis, r.class, dice, r.slices
         );
     }
-    let mut groups: Vec<(&str, &str)> = rows.iter().map(|r| (r.model.as_str(), r.method)).collect();
-    groups.dedup();
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for group in rows.iter().map(|r| (r.model.as_str(), r.method)) {
+        if !groups.contains(&group) {
+            groups.push(group);
+        }
+    }
     for (model, method) in groups {
         let means: Vec<String> = classes
             .iter()

@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::Xxh3;
 
 use medico_bundle::checksum::{hex, sha256_bytes};
-use medico_bundle::{Manifest, Provenance};
+use medico_bundle::{Manifest, Provenance, SourceCheckpoint};
 
-use crate::bundle::{export_bundle, ExportError, ExportRequest};
+use crate::bundle::{export_bundle, ExportError, ExportRequest, SemanticExport};
 use crate::overlay::Overlay;
 use medico_models::StateDict;
 
@@ -50,6 +50,21 @@ pub struct RegistryEntry {
     /// Finetuned tensors medico ships, applied over the downloaded checkpoint before export.
     #[serde(default)]
     pub overlay: Option<OverlayEntry>,
+    /// A semantic segmentation decoder medico ships for the model, added to its bundle.
+    #[serde(default)]
+    pub semantic: Option<SemanticEntry>,
+}
+
+/// A UNETR decoder compiled into medico (trained by medico on the entry's frozen encoder), exported into the
+/// entry's bundle as `segmentation_decoder.onnx` with its class names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SemanticEntry {
+    /// Name of the built-in tensors ([`builtin_overlay`]).
+    pub builtin: String,
+    /// Their checksum (`sha256:<hex>`), verified before use.
+    pub checksum: String,
+    /// Class names after background, in channel order.
+    pub classes: Vec<String>,
 }
 
 /// Tensors compiled into medico that replace part of an entry's downloaded checkpoint: a finetune shipped
@@ -66,9 +81,16 @@ pub struct OverlayEntry {
 /// The medico-lite overlay: `models/medico-lite/finetuned.safetensors`.
 const MEDICO_LITE_OVERLAY: &[u8] = include_bytes!("../../models/medico-lite/finetuned.safetensors");
 
-/// The bytes of a built-in overlay.
+/// medico-lite's semantic head: `models/medico-lite/semantic_decoder.safetensors`.
+const MEDICO_LITE_SEMANTIC: &[u8] = include_bytes!("../../models/medico-lite/semantic_decoder.safetensors");
+
+/// The bytes of built-in tensors: an overlay (`medico-lite`) or a semantic decoder (`medico-lite-semantic`).
 pub fn builtin_overlay(name: &str) -> Option<&'static [u8]> {
-    (name == "medico-lite").then_some(MEDICO_LITE_OVERLAY)
+    match name {
+        "medico-lite" => Some(MEDICO_LITE_OVERLAY),
+        "medico-lite-semantic" => Some(MEDICO_LITE_SEMANTIC),
+        _ => None,
+    }
 }
 
 /// A checkpoint inside a downloaded zip archive.
@@ -101,6 +123,7 @@ fn entry(
         archive_member: None,
         provenance: BTreeMap::new(),
         overlay: None,
+        semantic: None,
     }
 }
 
@@ -140,6 +163,7 @@ fn lite_medsam_entry() -> RegistryEntry {
             ),
         ]),
         overlay: None,
+        semantic: None,
     }
 }
 
@@ -159,6 +183,10 @@ fn medico_lite_entry() -> RegistryEntry {
         text("medico-cli train --config models/medico-lite/train-medicosam.json (frozen image encoder; see models/medico-lite/README.md)"),
     );
     provenance.insert(
+        "semantic_head".to_string(),
+        text("grey / white matter UNETR decoder trained by medico on the frozen encoder: medico-cli train --config models/medico-lite/train-semantic.json (MNI152 tissue labels; held out: INIA19); docs/semantic.md"),
+    );
+    provenance.insert(
         "finetuning_data".to_string(),
         text("INIA19 macaque T1 + NeuroMaps labels (caudate, putamen, thalamus held out) and MNI152 T1 grey matter, all three axes"),
     );
@@ -174,9 +202,17 @@ fn medico_lite_entry() -> RegistryEntry {
             builtin: "medico-lite".into(),
             checksum: MEDICO_LITE_OVERLAY_SHA256.into(),
         }),
+        semantic: Some(SemanticEntry {
+            builtin: "medico-lite-semantic".into(),
+            checksum: MEDICO_LITE_SEMANTIC_SHA256.into(),
+            classes: vec!["grey matter".into(), "white matter".into()],
+        }),
         ..base
     }
 }
+
+/// SHA-256 of `models/medico-lite/semantic_decoder.safetensors`.
+pub const MEDICO_LITE_SEMANTIC_SHA256: &str = "sha256:e8357fcdbfd0d92c2b7035cda6a90e528589cd419029477e2d0842ce7fc78835";
 
 /// SHA-256 of `models/medico-lite/finetuned.safetensors`.
 pub const MEDICO_LITE_OVERLAY_SHA256: &str = "sha256:a3da2aabdbafaf64a3964e58497c5b07bccda8585bdfc43348579c193364a882";
@@ -559,18 +595,44 @@ fn extract_member(
     Ok(temp)
 }
 
-/// The tensors of a built-in overlay, its checksum verified.
-fn verified_overlay(overlay: &OverlayEntry) -> Result<StateDict, RegistryError> {
+/// The bytes of built-in tensors `builtin`, their checksum verified against `checksum`.
+fn verified_bytes(builtin: &str, checksum: &str) -> Result<&'static [u8], RegistryError> {
     let invalid = |what: String| RegistryError::Overlay {
-        name: overlay.builtin.clone(),
+        name: builtin.into(),
         what,
     };
-    let bytes = builtin_overlay(&overlay.builtin).ok_or_else(|| invalid("no such built-in overlay".into()))?;
+    let bytes = builtin_overlay(builtin).ok_or_else(|| invalid("no such built-in overlay".into()))?;
     let actual = format!("sha256:{}", sha256_bytes(bytes));
-    if actual != overlay.checksum {
-        return Err(invalid(format!("checksum {actual}, expected {}", overlay.checksum)));
+    if actual != checksum {
+        return Err(invalid(format!("checksum {actual}, expected {checksum}")));
     }
-    medico_models::checkpoint::state_dict_from_bytes(bytes).map_err(|e| invalid(e.to_string()))
+    Ok(bytes)
+}
+
+/// The tensors of a built-in overlay, its checksum verified.
+fn verified_overlay(overlay: &OverlayEntry) -> Result<StateDict, RegistryError> {
+    let bytes = verified_bytes(&overlay.builtin, &overlay.checksum)?;
+    medico_models::checkpoint::state_dict_from_bytes(bytes).map_err(|e| RegistryError::Overlay {
+        name: overlay.builtin.clone(),
+        what: e.to_string(),
+    })
+}
+
+/// A built-in semantic decoder, its checksum verified, ready for export.
+fn verified_semantic(semantic: &SemanticEntry) -> Result<SemanticExport, RegistryError> {
+    let bytes = verified_bytes(&semantic.builtin, &semantic.checksum)?;
+    let state = medico_models::checkpoint::decoder_state_from_bytes(bytes).map_err(|e| RegistryError::Overlay {
+        name: semantic.builtin.clone(),
+        what: e.to_string(),
+    })?;
+    Ok(SemanticExport {
+        state,
+        classes: semantic.classes.clone(),
+        source: SourceCheckpoint {
+            file: format!("{}.safetensors", semantic.builtin),
+            sha256: sha256_bytes(bytes),
+        },
+    })
 }
 
 /// Folder of the cache under which [`pull`] exports bundles.
@@ -612,6 +674,7 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
         }
     };
     let overlay = entry.overlay.as_ref().map(verified_overlay).transpose()?;
+    let semantic = entry.semantic.as_ref().map(verified_semantic).transpose()?;
     let mut extra = entry.provenance.clone();
     if let Some(overlay_entry) = &entry.overlay {
         extra.insert("overlay".into(), serde_json::json!(overlay_entry));
@@ -634,7 +697,7 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
             origin: Path::new(&entry.name),
             tensors,
         }),
-        semantic: None,
+        semantic,
     })?;
     Ok(Pulled {
         checkpoint,
