@@ -7,8 +7,6 @@ use std::path::Path;
 use anyhow::anyhow;
 use medico_bundle::Bundle;
 use medico_io::intensity::Intensity;
-use medico_io::nifti_io::write_mask_nifti;
-use medico_io::nrrd_io::write_mask_nrrd;
 use medico_io::volume::Volume;
 use medico_runtime::engines::BackendChoice;
 use medico_runtime::volume::semantic::{label_volume, SemanticSegmenter};
@@ -99,7 +97,15 @@ pub fn run(job: SemanticJob<'_>, volume: Volume, args: &PropagationArgs) -> Resu
     let bar = progress::bar(slices as u64, &format!("labelling slices ({})", session.engine_name()));
     let labelled = label_volume(&mut session, &mut segmenter, 0..slices, |_| bar.inc(1)).map_err(runtime_failure)?;
     bar.finish_and_clear();
-    write_labels(job.output, session.volume(), &labelled.labels)?;
+    // NIfTI or NRRD by the name (a DICOM SEG was refused by `check_label_output` before any work).
+    crate::mask_output::write_volume_mask(
+        job.output,
+        job.input,
+        session.volume(),
+        &labelled.labels,
+        job.bundle,
+        "labels",
+    )?;
     let total_seconds = started.elapsed().as_secs_f64();
     let voxel_ml = session.volume().spacing().iter().product::<f64>() / 1000.0;
     let head = segmenter.head();
@@ -152,14 +158,4 @@ pub fn run(job: SemanticJob<'_>, volume: Volume, args: &PropagationArgs) -> Resu
         );
     }
     Ok(())
-}
-
-/// Writes the label map on the volume's grid, atomically, in the format the name asks for.
-fn write_labels(output: &Path, volume: &Volume, labels: &ndarray::Array3<u8>) -> Result<(), Failure> {
-    let written = if output.to_string_lossy().to_lowercase().ends_with(".nrrd") {
-        write_mask_nrrd(output, volume, labels)
-    } else {
-        write_mask_nifti(output, volume, labels)
-    };
-    written.map_err(runtime_failure)
 }
