@@ -67,13 +67,18 @@ impl AdamW {
 
     /// The moments as named tensors (`adamw.m.KEY`, `adamw.v.KEY`) for a checkpoint.
     pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.state_under(STATE_PREFIX)
+    }
+
+    /// The moments under `PREFIX.m.KEY` and `PREFIX.v.KEY` (several optimizers in one checkpoint).
+    pub fn state_under(&self, prefix: &str) -> Vec<(String, Tensor)> {
         self.params
             .iter()
             .zip(&self.moments)
             .flat_map(|((k, _), (m, v))| {
                 [
-                    (format!("adamw.m.{k}"), m.shallow_clone()),
-                    (format!("adamw.v.{k}"), v.shallow_clone()),
+                    (format!("{prefix}.m.{k}"), m.shallow_clone()),
+                    (format!("{prefix}.v.{k}"), v.shallow_clone()),
                 ]
             })
             .collect()
@@ -82,9 +87,18 @@ impl AdamW {
     /// Restores the moments from checkpoint tensors; every parameter must have both.
     /// `Err` names the first moment tensor the checkpoint lacks.
     pub fn load_state(&mut self, tensors: &std::collections::HashMap<String, Tensor>) -> Result<(), MissingMoment> {
+        self.load_state_under(tensors, STATE_PREFIX)
+    }
+
+    /// [`Self::load_state`] from the moments [`Self::state_under`] wrote under `prefix`.
+    pub fn load_state_under(
+        &mut self,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        prefix: &str,
+    ) -> Result<(), MissingMoment> {
         for ((k, _), (m, v)) in self.params.iter().zip(&mut self.moments) {
             let get = |kind: &str| {
-                let key = format!("adamw.{kind}.{k}");
+                let key = format!("{prefix}.{kind}.{k}");
                 tensors.get(&key).ok_or(MissingMoment(key))
             };
             let (saved_m, saved_v) = (get("m")?, get("v")?);
@@ -96,6 +110,9 @@ impl AdamW {
         Ok(())
     }
 }
+
+/// Key prefix of a single optimizer's moments in a checkpoint.
+const STATE_PREFIX: &str = "adamw";
 
 /// A moment tensor (`adamw.m.*` or `adamw.v.*`) a checkpoint lacks.
 #[derive(Debug, thiserror::Error)]

@@ -92,6 +92,9 @@ pub struct SemanticRunConfig {
     pub seed: u64,
     /// Validate every this many steps (and at the end).
     pub val_every: u64,
+    /// Write `out/checkpoint.safetensors` every this many steps (and at the end); a rerun with more `steps`
+    /// continues from it exactly.
+    pub checkpoint_every: u64,
     /// Output folder.
     pub out: PathBuf,
 }
@@ -122,6 +125,7 @@ impl Default for SemanticRunConfig {
             embedding_cache: None,
             seed: 0,
             val_every: 25,
+            checkpoint_every: 50,
             out: PathBuf::new(),
         }
     }
@@ -158,8 +162,16 @@ impl SemanticRunConfig {
             Err("need a model, the checkpoint of its image encoder and an output folder (`model`, `init`, `out`)")
         } else if self.classes.is_empty() || self.train.is_empty() {
             Err("need class names and training volumes (`classes`, `train`)")
-        } else if self.steps == 0 || self.batch_size == 0 || self.val_every == 0 || self.initial_features == 0 {
-            Err("need steps, batch_size, val_every and initial_features > 0")
+        } else if [
+            self.steps,
+            self.batch_size as u64,
+            self.val_every,
+            self.checkpoint_every,
+        ]
+        .contains(&0)
+            || self.initial_features == 0
+        {
+            Err("need steps, batch_size, val_every, checkpoint_every and initial_features > 0")
         } else if self.joint && self.freeze_image_encoder {
             Err("the joint mode trains the shared encoder: set freeze_image_encoder to false")
         } else if self

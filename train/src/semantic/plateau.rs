@@ -24,6 +24,17 @@ impl Plateau {
         }
     }
 
+    /// The best loss so far and the checks since it (for a checkpoint).
+    pub fn state(&self) -> (f64, u32) {
+        (self.best, self.bad_checks)
+    }
+
+    /// Restores what [`Self::state`] returned.
+    pub fn restore(&mut self, (best, bad_checks): (f64, u32)) {
+        self.best = best;
+        self.bad_checks = bad_checks;
+    }
+
     /// Records `loss`; returns the new learning rate (`lr`, or `lr · factor` on a plateau).
     pub fn check(&mut self, loss: f64, lr: f64) -> f64 {
         if loss < self.best * (1.0 - THRESHOLD) {

@@ -130,7 +130,12 @@ fn prepare(config_path: &Path) -> Result<Context<'_>, TrainError> {
     })
 }
 
-/// The SAM checkpoint and a decoder (random, or `init_decoder` without its `out_conv`), checked.
+fn checkpoint_path(context: &Context<'_>) -> PathBuf {
+    context.out.join("checkpoint.safetensors")
+}
+
+/// The SAM checkpoint and a decoder (random, or `init_decoder` without its `out_conv`), checked; or the
+/// run's own checkpoint, continued exactly.
 fn start(context: &Context<'_>, device: Device) -> Result<SemanticTrainer, TrainError> {
     let run = &context.run;
     let sam = Sam::new(context.sam_config.clone());
@@ -142,10 +147,20 @@ fn start(context: &Context<'_>, device: Device) -> Result<SemanticTrainer, Train
         out_channels: run.classes.len() + 1,
         upsampler: run.upsampler,
     });
+    let settings = SemanticSettings {
+        lr: run.lr,
+        weight_decay: run.weight_decay,
+        train_encoder: !run.freeze_image_encoder,
+        joint: run.joint.then(|| (run.interactive_objective(), run.interactive_lr)),
+        plateau: (run.plateau_factor, run.plateau_patience),
+    };
+    let checkpoint = checkpoint_path(context);
+    if checkpoint.exists() {
+        return SemanticTrainer::resume(sam, decoder, state, &checkpoint, device, settings);
+    }
     let mut decoder_state = random_decoder_state(&decoder, run.seed);
     if let Some(path) = &run.init_decoder {
-        let pretrained = load_decoder_state(&resolve(&context.base, path))?;
-        let mut kept = pretrained.clone();
+        let mut kept = load_decoder_state(&resolve(&context.base, path))?;
         kept.retain(|k, _| !k.starts_with("out_conv."));
         kept.extend(
             decoder_state
@@ -157,13 +172,6 @@ fn start(context: &Context<'_>, device: Device) -> Result<SemanticTrainer, Train
         decoder_state = kept;
     }
     state.extend(decoder_state);
-    let settings = SemanticSettings {
-        lr: run.lr,
-        weight_decay: run.weight_decay,
-        train_encoder: !run.freeze_image_encoder,
-        joint: run.joint.then(|| (run.interactive_objective(), run.interactive_lr)),
-        plateau: (run.plateau_factor, run.plateau_patience),
-    };
     Ok(SemanticTrainer::new(sam, decoder, &state, device, settings, run.seed))
 }
 
@@ -273,11 +281,16 @@ fn train_loop(
 ) -> Result<(f64, Option<SemanticValidation>), TrainError> {
     let run = &context.run;
     let log_path = context.out.join("log.jsonl");
-    let mut log = std::fs::File::create(&log_path).map_err(|e| IoError::write(&log_path, e))?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| IoError::write(&log_path, e))?;
     let validation = validation_batches(context);
     let indices: Vec<usize> = (0..context.train.len()).collect();
     let embeddings = context.embeddings.as_ref().map(|(train, _)| train);
     let started = Instant::now();
+    let first = trainer.iteration();
     let (mut final_loss, mut last) = (f64::NAN, None);
     while trainer.iteration() < run.steps {
         let step = trainer.iteration();
@@ -302,11 +315,14 @@ fn train_loop(
         let line = serde_json::to_string(&entry).expect("a log entry serializes");
         writeln!(log, "{line}").map_err(|e| IoError::write(&log_path, e))?;
         last = checked.or(last);
+        if done.is_multiple_of(run.checkpoint_every) || done == run.steps {
+            trainer.save_checkpoint(&checkpoint_path(context))?;
+        }
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);
         progress(&Progress::Step {
             step: done,
             loss: report.loss,
-            images_per_second: done as f64 * run.batch_size as f64 / elapsed,
+            images_per_second: (done - first) as f64 * run.batch_size as f64 / elapsed,
         });
     }
     Ok((final_loss, last))

@@ -4,19 +4,21 @@
 //! encoder gets both updates, as micro-sam's `JointSamTrainer`). Validation gives the loss that drives
 //! ReduceLROnPlateau and the hard Dice per class.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 
 use medico_models::{Sam, StateDict, UnetrDecoder};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 use crate::adamw::AdamW;
 use crate::backend::TchBackend;
+use crate::error::TrainError;
 use crate::objective::{objective_forward, Batch, BatchInput, ObjectiveConfig};
 use crate::semantic::loss::{class_overlaps, dice_of, semantic_loss};
 use crate::semantic::plateau::Plateau;
-use crate::trainer::IMAGE_ENCODER_PREFIX;
+use crate::trainer::{write_atomically, IMAGE_ENCODER_PREFIX};
 
 /// Slices with their class maps (and, for the joint mode, their objects for the interactive objective).
 pub struct SemanticBatch {
@@ -83,7 +85,21 @@ pub struct SemanticTrainer {
     plateau: Plateau,
     iteration: u64,
     seed: u64,
+    /// Whether any SAM parameter is trained (then checkpoints carry the SAM too).
+    trains_sam: bool,
 }
+
+/// Checkpoint keys of the trainer's own state.
+const ITERATION_KEY: &str = "semantic_trainer.iteration";
+const SEED_KEY: &str = "semantic_trainer.seed";
+const LR_KEY: &str = "semantic_trainer.lr";
+const PLATEAU_BEST_KEY: &str = "semantic_trainer.plateau_best";
+const PLATEAU_BAD_KEY: &str = "semantic_trainer.plateau_bad_checks";
+const SEMANTIC_STEPS_KEY: &str = "semantic_trainer.adamw_steps";
+const INTERACTIVE_STEPS_KEY: &str = "semantic_trainer.interactive_adamw_steps";
+/// Moment prefixes of the two optimizers (they share the encoder's parameters in the joint mode).
+const SEMANTIC_MOMENTS: &str = "semantic_adamw";
+const INTERACTIVE_MOMENTS: &str = "interactive_adamw";
 
 impl SemanticTrainer {
     /// Starts from `state` (the SAM parameters and the decoder's, torch-em keys) on `device`.
@@ -127,7 +143,91 @@ impl SemanticTrainer {
             plateau: Plateau::new(settings.plateau.0, settings.plateau.1),
             iteration: 0,
             seed,
+            trains_sam: settings.train_encoder || settings.joint.is_some(),
         }
+    }
+
+    /// Writes a checkpoint that [`Self::resume`] continues exactly: the decoder (and the SAM when it is
+    /// trained), both optimizers' moments and step counts, the iteration, the seed, the learning rate and the
+    /// plateau scheduler's state; safetensors, atomically.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<(), TrainError> {
+        let mut tensors = self.decoder_tensors();
+        if self.trains_sam {
+            tensors.extend(self.sam_tensors());
+        }
+        let cpu = |(k, t): (String, Tensor)| (k, t.to_device(Device::Cpu));
+        tensors.extend(self.optimizer.state_under(SEMANTIC_MOMENTS).into_iter().map(cpu));
+        if let Some(interactive) = &self.interactive {
+            tensors.extend(
+                interactive
+                    .optimizer
+                    .state_under(INTERACTIVE_MOMENTS)
+                    .into_iter()
+                    .map(cpu),
+            );
+            tensors.push((INTERACTIVE_STEPS_KEY.into(), Tensor::from(interactive.optimizer.steps)));
+        }
+        let (best, bad_checks) = self.plateau.state();
+        tensors.extend([
+            (ITERATION_KEY.into(), Tensor::from(self.iteration as i64)),
+            (SEED_KEY.into(), Tensor::from(self.seed as i64)),
+            (SEMANTIC_STEPS_KEY.into(), Tensor::from(self.optimizer.steps)),
+            (LR_KEY.into(), Tensor::from(self.optimizer.lr)),
+            (PLATEAU_BEST_KEY.into(), Tensor::from(best)),
+            (PLATEAU_BAD_KEY.into(), Tensor::from(bad_checks as i64)),
+        ]);
+        write_atomically(path, &tensors)
+    }
+
+    /// Continues a run from a checkpoint of [`Self::save_checkpoint`]; `sam_state` is the SAM the run started
+    /// from (the checkpoint replaces what was trained).
+    pub fn resume(
+        sam: Sam,
+        decoder: UnetrDecoder,
+        mut sam_state: StateDict,
+        path: &Path,
+        device: Device,
+        settings: SemanticSettings,
+    ) -> Result<Self, TrainError> {
+        let missing = |key: &str| TrainError::MissingTensor {
+            file: path.into(),
+            key: key.into(),
+        };
+        let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+        let scalar = |key: &str| tensors.get(key).ok_or_else(|| missing(key));
+        let mut wanted: BTreeSet<String> = decoder.param_specs().iter().map(|p| p.name.clone()).collect();
+        if settings.train_encoder || settings.joint.is_some() {
+            wanted.extend(sam.param_specs().iter().map(|p| p.name.clone()));
+        }
+        for key in wanted {
+            let tensor = tensors.get(&key).ok_or_else(|| missing(&key))?;
+            sam_state.insert(key, host_tensor(tensor));
+        }
+        let seed = scalar(SEED_KEY)?.int64_value(&[]) as u64;
+        let mut trainer = Self::new(sam, decoder, &sam_state, device, settings, seed);
+        let on_device: HashMap<String, Tensor> = tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with(SEMANTIC_MOMENTS) || k.starts_with(INTERACTIVE_MOMENTS))
+            .map(|(k, t)| (k.clone(), t.to_device(device)))
+            .collect();
+        trainer
+            .optimizer
+            .load_state_under(&on_device, SEMANTIC_MOMENTS)
+            .map_err(|e| missing(&e.0))?;
+        trainer.optimizer.steps = scalar(SEMANTIC_STEPS_KEY)?.int64_value(&[]);
+        trainer.optimizer.lr = scalar(LR_KEY)?.double_value(&[]);
+        if let Some(interactive) = &mut trainer.interactive {
+            interactive
+                .optimizer
+                .load_state_under(&on_device, INTERACTIVE_MOMENTS)
+                .map_err(|e| missing(&e.0))?;
+            interactive.optimizer.steps = scalar(INTERACTIVE_STEPS_KEY)?.int64_value(&[]);
+        }
+        let best = scalar(PLATEAU_BEST_KEY)?.double_value(&[]);
+        let bad_checks = scalar(PLATEAU_BAD_KEY)?.int64_value(&[]) as u32;
+        trainer.plateau.restore((best, bad_checks));
+        trainer.iteration = scalar(ITERATION_KEY)?.int64_value(&[]) as u64;
+        Ok(trainer)
     }
 
     /// The backend holding the current parameters.
@@ -258,10 +358,18 @@ impl SemanticTrainer {
     }
 }
 
+/// A tch tensor as a host f32 tensor.
+fn host_tensor(tensor: &Tensor) -> medico_models::HostTensor {
+    let shape: Vec<usize> = tensor.size().iter().map(|&d| d as usize).collect();
+    let data = Vec::<f32>::try_from(tensor.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default();
+    medico_models::HostTensor::new(shape, data)
+}
+
 /// PyTorch's default initialisation of the decoder's layers (`Conv2d`/`ConvTranspose2d`: weights and biases
-/// uniform in ±1/√fan_in; BatchNorm: unit scale and variance, zero shift and mean), from `seed`.
+/// uniform in ±1/√fan_in; BatchNorm: unit scale and variance, zero shift and mean), drawn from a generator
+/// seeded with `seed` (not libtorch's global one, which concurrent runs would share).
 pub fn random_decoder_state(decoder: &UnetrDecoder, seed: u64) -> StateDict {
-    tch::manual_seed(seed as i64);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let specs = decoder.param_specs();
     let fan_in_of = |weight: &str| {
         let shape = &specs
@@ -270,31 +378,26 @@ pub fn random_decoder_state(decoder: &UnetrDecoder, seed: u64) -> StateDict {
             .expect("a bias has its weight")
             .shape;
         // ConvTranspose2d keeps [in, out, k, k]; PyTorch's fan-in is computed from dimension 1 either way.
-        shape[1..].iter().product::<usize>() as f64
+        shape[1..].iter().product::<usize>() as f32
     };
     specs
         .iter()
         .map(|spec| {
             let name = spec.name.as_str();
-            let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
-            let is_norm = name.contains(".block.2.") && spec.shape.len() == 1 && name.starts_with("deconv");
-            let tensor = if name.ends_with(".running_mean") || (is_norm && name.ends_with(".bias")) {
-                Tensor::zeros(&shape, (Kind::Float, Device::Cpu))
+            let count: usize = spec.shape.iter().product();
+            let is_norm = name.starts_with("deconv") && name.contains(".block.2.") && spec.shape.len() == 1;
+            let data = if name.ends_with(".running_mean") || (is_norm && name.ends_with(".bias")) {
+                vec![0.0; count]
             } else if name.ends_with(".running_var") || (is_norm && name.ends_with(".weight")) {
-                Tensor::ones(&shape, (Kind::Float, Device::Cpu))
+                vec![1.0; count]
             } else {
                 let weight = name.strip_suffix(".bias").map(|p| format!("{p}.weight"));
-                let fan_in = fan_in_of(weight.as_deref().unwrap_or(name));
-                let bound = 1.0 / fan_in.sqrt();
-                Tensor::rand(&shape, (Kind::Float, Device::Cpu)) * (2.0 * bound) - bound
+                let bound = 1.0 / fan_in_of(weight.as_deref().unwrap_or(name)).sqrt();
+                (0..count).map(|_| rng.random_range(-bound..bound)).collect()
             };
-            let data = Vec::<f32>::try_from(tensor.flatten(0, -1)).unwrap_or_default();
             (
                 spec.name.clone(),
-                medico_models::HostTensor {
-                    shape: spec.shape.clone(),
-                    data,
-                },
+                medico_models::HostTensor::new(spec.shape.clone(), data),
             )
         })
         .collect()

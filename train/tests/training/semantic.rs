@@ -3,7 +3,7 @@
 //! with the interactive one; a whole run from `train.json` writes torch-em's decoder keys and a bundle whose
 //! model.json names the classes and whose segmentation graph runs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use medico_bundle::{Bundle, GraphRole};
 use medico_models::checkpoint::shapes;
@@ -71,7 +71,7 @@ fn image_batch(samples: &[SliceSample]) -> SemanticBatch {
 
 fn settings(train_encoder: bool, joint: bool) -> SemanticSettings {
     SemanticSettings {
-        lr: 3e-3,
+        lr: 1e-2,
         weight_decay: 0.0,
         train_encoder,
         joint: joint.then(|| {
@@ -151,12 +151,12 @@ fn the_joint_mode_updates_the_shared_encoder_with_both_objectives() {
     assert_eq!(changed(&trainer, &before), [true, true, true, true, false]);
 }
 
-#[test]
-fn a_semantic_run_writes_torch_em_keys_and_a_bundle_with_its_classes() {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes the small model's configuration, its random initial weights and a semantic `train.json` for `steps`
+/// steps with output folder `out` into `dir`; returns the configuration's path.
+fn write_semantic_run(dir: &Path, out: &str, steps: u64) -> PathBuf {
     let sam = Sam::new(small_tiny_vit());
     std::fs::write(
-        dir.path().join("config.json"),
+        dir.join("config.json"),
         serde_json::to_string(&small_tiny_vit()).unwrap(),
     )
     .unwrap();
@@ -167,7 +167,7 @@ fn a_semantic_run_writes_torch_em_keys_and_a_bundle_with_its_classes() {
             (k, Tensor::from_slice(&t.data).reshape(&shape))
         })
         .collect();
-    Tensor::write_safetensors(&init, dir.path().join("init.safetensors")).unwrap();
+    Tensor::write_safetensors(&init, dir.join("init.safetensors")).unwrap();
     let volumes = shared().join("data/volumes");
     let volume = |axis: usize, step: usize| {
         serde_json::json!({"image": volumes.join("mni152_t1.nii.gz"), "labels": volumes.join("mni152_tissue_labels.nii.gz"),
@@ -175,13 +175,25 @@ fn a_semantic_run_writes_torch_em_keys_and_a_bundle_with_its_classes() {
     };
     let config = serde_json::json!({
         "objective": "semantic", "model": "config.json", "init": "init.safetensors",
-        "classes": ["grey matter", "white matter"], "initial_features": 4,
+        "classes": ["grey matter", "white matter"], "initial_features": 4, "embedding_cache": "embeddings",
         "train": [volume(2, 40)], "val": [volume(1, 60)],
-        "steps": 4, "batch_size": 2, "lr": 1e-3, "val_every": 2, "seed": 3, "out": "out"
+        "steps": steps, "batch_size": 2, "lr": 1e-3, "val_every": 2, "checkpoint_every": 2, "seed": 3, "out": out
     });
-    let path = dir.path().join("semantic.json");
+    let path = dir.join(format!("{out}.json"));
     std::fs::write(&path, config.to_string()).unwrap();
-    let summary = run_semantic(&path, Device::Cpu, |_| {}).unwrap();
+    path
+}
+
+fn sorted_tensors(path: &Path) -> Vec<(String, Tensor)> {
+    let mut tensors = Tensor::read_safetensors(path).unwrap();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
+#[test]
+fn a_semantic_run_writes_torch_em_keys_and_a_bundle_with_its_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run_semantic(&write_semantic_run(dir.path(), "out", 4), Device::Cpu, |_| {}).unwrap();
 
     let log = std::fs::read_to_string(summary.out.join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 4);
@@ -204,6 +216,23 @@ fn a_semantic_run_writes_torch_em_keys_and_a_bundle_with_its_classes() {
     assert_eq!(head.class_name(2), Some("white matter"));
     assert!(bundle.graph(GraphRole::SegmentationDecoder).is_some_and(|p| p.exists()));
     assert!(Path::new(&summary.bundle).join("encoder.onnx").exists());
+}
+
+#[test]
+fn a_semantic_run_resumes_exactly_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = run_semantic(&write_semantic_run(dir.path(), "straight", 4), Device::Cpu, |_| {}).unwrap();
+    run_semantic(&write_semantic_run(dir.path(), "resumed", 2), Device::Cpu, |_| {}).unwrap();
+    let resumed = run_semantic(&write_semantic_run(dir.path(), "resumed", 4), Device::Cpu, |_| {}).unwrap();
+    let log = std::fs::read_to_string(resumed.out.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 4, "the second run appended steps 3 and 4");
+    let (a, b) = (sorted_tensors(&straight.decoder), sorted_tensors(&resumed.decoder));
+    assert_eq!(a.len(), b.len());
+    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        assert!(ta.equal(tb), "{ka} differs after resuming");
+    }
+    assert_eq!(straight.final_loss, resumed.final_loss);
 }
 
 #[test]
