@@ -69,10 +69,16 @@ pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Serializes the draws from libtorch's global random generator.
+static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A random initial state: truncated-normal-like linear/conv weights (σ 0.02), unit norms (BatchNorm: unit
 /// weight and running variance, zero running mean), zero biases and position tables, standard-normal
 /// embeddings — the usual ViT/SAM initialisation.
 pub fn random_state(sam: &Sam, seed: u64) -> StateDict {
+    // libtorch's global generator (medico-tiny's bit-for-bit reproduction depends on its stream), held for
+    // the whole draw so that runs in one process (parallel tests) cannot interleave their draws with these.
+    let _generator = GLOBAL_GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     tch::manual_seed(seed as i64);
     sam.param_specs()
         .iter()
