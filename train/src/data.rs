@@ -107,26 +107,41 @@ pub fn slice_samples(
     config: &SamConfig,
     min_pixels: usize,
 ) -> Result<Vec<SliceSample>, IoError> {
-    let (image, labels) = read_volume_pair(&source.image, &source.labels, source.axis, source.slice_step)?;
     let wanted = |v: i64| source.values.as_ref().is_none_or(|list| list.contains(&v)) && !source.exclude.contains(&v);
+    let slicing = (source.axis, source.slice_step);
+    volume_samples(&source.image, &source.labels, slicing, config, |labels, hw| {
+        let objects = label_objects(labels, hw, config.img_size, min_pixels, wanted);
+        (!objects.is_empty()).then_some(objects)
+    })
+}
+
+/// The samples of every `slice_step`-th slice along `axis` of an image volume and its label volume for
+/// which `objects_of` (given the slice's labels and size) finds objects: the slice with the training
+/// intensity mapping and the model's preprocessing, keyed for the embedding cache. Slices are prepared in
+/// parallel.
+fn volume_samples(
+    image: &Path,
+    labels: &Path,
+    (axis, slice_step): (usize, usize),
+    config: &SamConfig,
+    objects_of: impl Fn(&[f32], (usize, usize)) -> Option<Vec<Vec<bool>>> + Sync,
+) -> Result<Vec<SliceSample>, IoError> {
+    let (image, labels) = read_volume_pair(image, labels, axis, slice_step)?;
     let intensity = training_intensity(config);
     let standard = image.data.as_standard_layout();
     let key = source_key(
         standard.as_slice().unwrap_or_default(),
         image.data.shape(),
-        source.axis,
+        axis,
         config,
     );
-    let samples = (0..image.slices(source.axis))
+    let samples = (0..image.slices(axis))
         .into_par_iter()
-        .filter(|index| index % source.slice_step == 0)
+        .filter(|index| index % slice_step == 0)
         .filter_map(|index| {
-            let (label_values, hw) = labels.slice(source.axis, index);
-            let objects = label_objects(&label_values, hw, config.img_size, min_pixels, wanted);
-            if objects.is_empty() {
-                return None;
-            }
-            let (values, hw) = image.slice(source.axis, index);
+            let (label_values, hw) = labels.slice(axis, index);
+            let objects = objects_of(&label_values, hw)?;
+            let (values, hw) = image.slice(axis, index);
             let rgb = intensity.apply_rgb(&values);
             let id = SampleId {
                 source: key.clone(),
@@ -161,41 +176,18 @@ pub fn semantic_slice_samples(
     config: &SamConfig,
     min_pixels: usize,
 ) -> Result<Vec<SliceSample>, IoError> {
-    let (image, labels) = read_volume_pair(&source.image, &source.labels, source.axis, source.slice_step)?;
-    let intensity = training_intensity(config);
-    let standard = image.data.as_standard_layout();
-    let key = source_key(
-        standard.as_slice().unwrap_or_default(),
-        image.data.shape(),
-        source.axis,
-        config,
-    );
     let side = config.img_size;
-    let samples = (0..image.slices(source.axis))
-        .into_par_iter()
-        .filter(|index| index % source.slice_step == 0)
-        .filter_map(|index| {
-            let (label_values, hw) = labels.slice(source.axis, index);
-            let resized = resize_labels(&label_values, hw, resized_size(hw.0, hw.1, side), side);
-            let objects: Vec<Vec<bool>> = source
-                .classes
-                .iter()
-                .map(|values| resized.iter().map(|&l| values.contains(&(l as i64))).collect())
-                .collect();
-            let enough = |m: &Vec<bool>| m.iter().filter(|&&b| b).count() >= min_pixels;
-            if !objects.iter().any(enough) {
-                return None;
-            }
-            let (values, hw) = image.slice(source.axis, index);
-            let rgb = intensity.apply_rgb(&values);
-            let id = SampleId {
-                source: key.clone(),
-                slice: index,
-            };
-            Some(sample(id, &rgb, hw, objects, config))
-        })
-        .collect();
-    Ok(samples)
+    let slicing = (source.axis, source.slice_step);
+    volume_samples(&source.image, &source.labels, slicing, config, |labels, hw| {
+        let resized = resize_labels(labels, hw, resized_size(hw.0, hw.1, side), side);
+        let objects: Vec<Vec<bool>> = source
+            .classes
+            .iter()
+            .map(|values| resized.iter().map(|&l| values.contains(&(l as i64))).collect())
+            .collect();
+        let enough = |m: &Vec<bool>| m.iter().filter(|&&b| b).count() >= min_pixels;
+        objects.iter().any(enough).then_some(objects)
+    })
 }
 
 /// The class map `[S, S]` of a semantic sample (see [`semantic_slice_samples`]): `k + 1` where `objects[k]`

@@ -114,6 +114,34 @@ pub fn sample_embeddings(
     Ok((embeddings, report))
 }
 
+/// The embeddings of a run's training and validation samples, in order.
+pub struct SplitEmbeddings {
+    /// Of the training samples.
+    pub train: Vec<Tensor>,
+    /// Of the validation samples.
+    pub val: Vec<Tensor>,
+}
+
+/// [`sample_embeddings`] of a run's training and then validation samples under the cache folder `root` (one
+/// folder per encoder inside it); `progress` is told the samples done and the total.
+pub fn split_embeddings(
+    sam: &Sam,
+    backend: &TchBackend,
+    (train, val): (&[SliceSample], &[SliceSample]),
+    root: &Path,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(SplitEmbeddings, CacheReport), TrainError> {
+    let dir = encoder_cache_dir(root, backend);
+    let total = train.len() + val.len();
+    let (train_embeddings, a) = sample_embeddings(sam, backend, train, &dir, |done| progress(done, total))?;
+    let (val_embeddings, b) = sample_embeddings(sam, backend, val, &dir, |done| progress(train.len() + done, total))?;
+    let embeddings = SplitEmbeddings {
+        train: train_embeddings,
+        val: val_embeddings,
+    };
+    Ok((embeddings, a + b))
+}
+
 /// The image encoder's output for `samples`, `[n, C, 64, 64]` f32 on the CPU, without gradients.
 fn encode<'a>(sam: &Sam, backend: &TchBackend, samples: impl Iterator<Item = &'a SliceSample>) -> Tensor {
     let inputs: Vec<Tensor> = samples.map(|s| Tensor::from_slice(&s.input)).collect();

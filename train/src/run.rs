@@ -16,11 +16,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
+use crate::backend::TchBackend;
 use crate::data::{
     folder_samples, make_batch, make_embedding_batch, sa_med2d_samples, slice_samples, ImageFolderSource,
     SaMed2dSource, SliceSample, VolumeSource,
 };
-use crate::embeddings::{encoder_cache_dir, sample_embeddings, CacheReport};
+use crate::embeddings::{split_embeddings, CacheReport, SplitEmbeddings};
 use crate::error::TrainError;
 use crate::objective::Batch;
 use crate::run_config::{DataEntry, RunConfig};
@@ -170,13 +171,7 @@ struct RunContext<'a> {
     train: Vec<SliceSample>,
     val: Vec<SliceSample>,
     /// The frozen encoder's embeddings of `train` and `val`, in order (frozen encoder only).
-    embeddings: Option<Embeddings>,
-}
-
-/// Precomputed embeddings of the training and validation samples.
-struct Embeddings {
-    train: Vec<Tensor>,
-    val: Vec<Tensor>,
+    embeddings: Option<SplitEmbeddings>,
 }
 
 /// Runs the training described by the configuration file at `config_path` on `device`.
@@ -184,7 +179,14 @@ pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progres
     let mut context = prepare(config_path)?;
     let mut trainer = start_trainer(&context, device)?;
     let report = if context.run.freeze_image_encoder {
-        let (embeddings, report) = precompute_embeddings(&trainer, &context, &mut progress)?;
+        let cache = (
+            context.base.as_path(),
+            context.run.embedding_cache.as_deref(),
+            context.out.as_path(),
+        );
+        let samples = (context.train.as_slice(), context.val.as_slice());
+        let (embeddings, report) =
+            frozen_embeddings(trainer.backend(), &context.sam_config, cache, samples, &mut progress)?;
         context.embeddings = Some(embeddings);
         Some(report)
     } else {
@@ -201,30 +203,66 @@ pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progres
     })
 }
 
-/// The frozen encoder's embeddings of every training and validation sample, from the cache or computed.
-fn precompute_embeddings(
-    trainer: &Trainer,
-    context: &RunContext<'_>,
+/// The frozen encoder's embeddings of a run's training and validation samples, from the cache folder its
+/// configuration names (relative to `base`; default `out/embeddings`) or computed and stored there.
+pub(crate) fn frozen_embeddings(
+    backend: &TchBackend,
+    sam_config: &SamConfig,
+    (base, configured, out): (&Path, Option<&Path>, &Path),
+    samples: (&[SliceSample], &[SliceSample]),
     progress: &mut impl FnMut(&Progress),
-) -> Result<(Embeddings, CacheReport), TrainError> {
-    let root = match &context.run.embedding_cache {
-        Some(path) => resolve(&context.base, path),
-        None => context.out.join("embeddings"),
+) -> Result<(SplitEmbeddings, CacheReport), TrainError> {
+    let root = match configured {
+        Some(path) => resolve(base, path),
+        None => out.join("embeddings"),
     };
-    let encoder_dir = encoder_cache_dir(&root, trainer.backend());
-    let total = context.train.len() + context.val.len();
-    let sam = Sam::new(context.sam_config.clone());
-    let (train, train_report) = sample_embeddings(&sam, trainer.backend(), &context.train, &encoder_dir, |done| {
+    split_embeddings(&Sam::new(sam_config.clone()), backend, samples, &root, |done, total| {
         progress(&Progress::Embeddings { done, total })
-    })?;
-    let offset = context.train.len();
-    let (val, val_report) = sample_embeddings(&sam, trainer.backend(), &context.val, &encoder_dir, |done| {
-        progress(&Progress::Embeddings {
-            done: offset + done,
-            total,
-        })
-    })?;
-    Ok((Embeddings { train, val }, train_report + val_report))
+    })
+}
+
+/// A run's `log.jsonl` in its output folder, appended to (a resumed run continues it), one JSON object per line.
+pub(crate) struct RunLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl RunLog {
+    /// Opens (or creates) `out/log.jsonl`.
+    pub(crate) fn open(out: &Path) -> Result<Self, IoError> {
+        let path = out.join("log.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| IoError::write(&path, e))?;
+        Ok(Self { path, file })
+    }
+
+    /// Appends one entry as a line.
+    pub(crate) fn append(&mut self, entry: &impl serde::Serialize) -> Result<(), IoError> {
+        let line = serde_json::to_string(entry).expect("a log entry serializes");
+        writeln!(self.file, "{line}").map_err(|e| IoError::write(&self.path, e))
+    }
+}
+
+/// The provenance every trained bundle records: the run's configuration, the command, the steps and the last
+/// training loss.
+pub(crate) fn provenance_extra(
+    config_path: &Path,
+    steps: u64,
+    final_loss: f64,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let config_text = std::fs::read_to_string(config_path).unwrap_or_default();
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("config".into(), serde_json::from_str(&config_text).unwrap_or_default());
+    extra.insert(
+        "command".into(),
+        serde_json::json!(format!("medico-cli train --config {}", config_path.display())),
+    );
+    extra.insert("steps".into(), serde_json::json!(steps));
+    extra.insert("final_loss".into(), serde_json::json!(final_loss));
+    extra
 }
 
 /// A run's architecture (a preset name or a `config.json` relative to `base`) and its output folder, created.
@@ -373,12 +411,7 @@ fn train_loop(
     mut progress: impl FnMut(&Progress),
 ) -> Result<(f64, Option<f64>), TrainError> {
     let run = &context.run;
-    let log_path = context.out.join("log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| IoError::write(&log_path, e))?;
+    let mut log = RunLog::open(&context.out)?;
     let started = Instant::now();
     let first = trainer.iteration();
     let (mut final_loss, mut val_loss) = (f64::NAN, None);
@@ -396,8 +429,7 @@ fn train_loop(
             seconds: started.elapsed().as_secs_f64(),
             val_loss: step_val_loss,
         };
-        let line = serde_json::to_string(&entry).expect("a log entry serializes");
-        writeln!(log, "{line}").map_err(|e| IoError::write(&log_path, e))?;
+        log.append(&entry)?;
         if done.is_multiple_of(run.checkpoint_every) || done == run.steps {
             trainer.save_checkpoint(&checkpoint_path(context))?;
         }
@@ -422,15 +454,7 @@ fn export_result(
     let state_dict = context.out.join("sam.safetensors");
     trainer.export_state_dict(&state_dict)?;
     let bundle = context.out.join("bundle");
-    let config_text = std::fs::read_to_string(context.config_path).unwrap_or_default();
-    let mut extra = std::collections::BTreeMap::new();
-    extra.insert("config".into(), serde_json::from_str(&config_text).unwrap_or_default());
-    extra.insert(
-        "command".into(),
-        serde_json::json!(format!("medico-cli train --config {}", context.config_path.display())),
-    );
-    extra.insert("steps".into(), serde_json::json!(trainer.iteration()));
-    extra.insert("final_loss".into(), serde_json::json!(final_loss));
+    let mut extra = provenance_extra(context.config_path, trainer.iteration(), final_loss);
     extra.insert("val_loss".into(), serde_json::json!(val_loss));
     export_bundle(&ExportRequest {
         checkpoint: &state_dict,

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
 
-use crate::common::{medico, scratch, shared, text};
+use crate::common::{export_small_to, medico, scratch, shared, text};
 
 fn decoder(variant: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/data/unetr/{variant}_decoder.safetensors"))
@@ -18,18 +18,16 @@ fn decoder(variant: &str) -> PathBuf {
 /// The small reference model exported with the 3-class bilinear reference decoder.
 fn semantic_bundle(dir: &Path) -> PathBuf {
     let out = dir.join("semantic-bundle");
-    let checkpoint = shared().join("reference/small/weights.safetensors");
-    let run = medico(&[
-        "export",
-        "--checkpoint",
-        checkpoint.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--segmentation-decoder",
-        decoder("bilinear").to_str().unwrap(),
-        "--classes",
-        "grey matter,white matter",
-    ]);
+    let decoder = decoder("bilinear");
+    let run = export_small_to(
+        &out,
+        &[
+            "--segmentation-decoder",
+            decoder.to_str().unwrap(),
+            "--classes",
+            "grey matter,white matter",
+        ],
+    );
     assert!(run.status.success(), "{}", text(&run.stderr));
     out
 }
@@ -169,16 +167,8 @@ fn a_bundle_without_a_semantic_head_and_a_dicom_seg_label_map_are_refused() {
 fn a_decoder_for_another_embedding_width_is_refused_at_export() {
     let dir = scratch("semantic-mismatch");
     let out = dir.join("bundle");
-    let checkpoint = shared().join("reference/small/weights.safetensors");
-    let run = medico(&[
-        "export",
-        "--checkpoint",
-        checkpoint.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--segmentation-decoder",
-        decoder("conv_transpose").to_str().unwrap(),
-    ]);
+    let decoder = decoder("conv_transpose");
+    let run = export_small_to(&out, &["--segmentation-decoder", decoder.to_str().unwrap()]);
     assert_eq!(run.status.code(), Some(4), "{}", text(&run.stderr));
     let error = text(&run.stderr);
     assert!(error.contains("64-channel") && error.contains("256"), "{error}");

@@ -3,7 +3,6 @@
 //! validation, ReduceLROnPlateau and a JSON-lines log, and at the end `decoder.safetensors` (torch-em's keys)
 //! and a bundle whose `segmentation_decoder.onnx` and class list come from it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -19,10 +18,10 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
 use crate::data::{class_map, semantic_slice_samples, SemanticVolumeSource, SliceSample};
-use crate::embeddings::{encoder_cache_dir, sample_embeddings, CacheReport};
+use crate::embeddings::{CacheReport, SplitEmbeddings};
 use crate::error::TrainError;
 use crate::objective::BatchInput;
-use crate::run::{model_and_output, resolve, Progress};
+use crate::run::{frozen_embeddings, model_and_output, provenance_extra, resolve, Progress, RunLog};
 use crate::semantic::config::{SemanticRunConfig, SemanticVolumeEntry};
 use crate::semantic::trainer::{
     random_decoder_state, SemanticBatch, SemanticSettings, SemanticTrainer, SemanticValidation,
@@ -58,9 +57,6 @@ struct Context<'a> {
     embeddings: Option<SplitEmbeddings>,
 }
 
-/// The frozen encoder's embeddings of the training and the validation slices, in order.
-type SplitEmbeddings = (Vec<Tensor>, Vec<Tensor>);
-
 /// Validation slices used each time (spread evenly over the held-out samples).
 const VALIDATION_SLICES: usize = 12;
 
@@ -73,7 +69,14 @@ pub fn run_semantic(
     let mut context = prepare(config_path)?;
     let mut trainer = start(&context, device)?;
     let report = if context.run.freeze_image_encoder {
-        let (embeddings, report) = embed(&trainer, &context, &mut progress)?;
+        let cache = (
+            context.base.as_path(),
+            context.run.embedding_cache.as_deref(),
+            context.out.as_path(),
+        );
+        let samples = (context.train.as_slice(), context.val.as_slice());
+        let (embeddings, report) =
+            frozen_embeddings(trainer.backend(), &context.sam_config, cache, samples, &mut progress)?;
         context.embeddings = Some(embeddings);
         Some(report)
     } else {
@@ -175,33 +178,6 @@ fn start(context: &Context<'_>, device: Device) -> Result<SemanticTrainer, Train
     Ok(SemanticTrainer::new(sam, decoder, &state, device, settings, run.seed))
 }
 
-/// The frozen encoder's embeddings of every training and validation slice (the interactive runs' cache).
-fn embed(
-    trainer: &SemanticTrainer,
-    context: &Context<'_>,
-    progress: &mut impl FnMut(&Progress),
-) -> Result<(SplitEmbeddings, CacheReport), TrainError> {
-    let root = match &context.run.embedding_cache {
-        Some(path) => resolve(&context.base, path),
-        None => context.out.join("embeddings"),
-    };
-    let backend = trainer.backend();
-    let dir = encoder_cache_dir(&root, backend);
-    let sam = Sam::new(context.sam_config.clone());
-    let total = context.train.len() + context.val.len();
-    let (train, a) = sample_embeddings(&sam, backend, &context.train, &dir, |done| {
-        progress(&Progress::Embeddings { done, total })
-    })?;
-    let offset = context.train.len();
-    let (val, b) = sample_embeddings(&sam, backend, &context.val, &dir, |done| {
-        progress(&Progress::Embeddings {
-            done: offset + done,
-            total,
-        })
-    })?;
-    Ok(((train, val), a + b))
-}
-
 /// The batch of samples `chosen`: embeddings (frozen encoder) or images, class maps, and for the joint mode
 /// up to `objects_per_image` classes large enough to click on.
 fn batch_of(
@@ -266,7 +242,7 @@ fn validation_batches(context: &Context<'_>) -> Vec<SemanticBatch> {
     let n = context.val.len();
     let wanted = VALIDATION_SLICES.min(n);
     let indices: Vec<usize> = (0..wanted).map(|k| k * n / wanted).collect();
-    let embeddings = context.embeddings.as_ref().map(|(_, val)| val);
+    let embeddings = context.embeddings.as_ref().map(|e| &e.val);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     indices
         .chunks(context.run.batch_size)
@@ -280,15 +256,10 @@ fn train_loop(
     mut progress: impl FnMut(&Progress),
 ) -> Result<(f64, Option<SemanticValidation>), TrainError> {
     let run = &context.run;
-    let log_path = context.out.join("log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| IoError::write(&log_path, e))?;
+    let mut log = RunLog::open(&context.out)?;
     let validation = validation_batches(context);
     let indices: Vec<usize> = (0..context.train.len()).collect();
-    let embeddings = context.embeddings.as_ref().map(|(train, _)| train);
+    let embeddings = context.embeddings.as_ref().map(|e| &e.train);
     let started = Instant::now();
     let first = trainer.iteration();
     let (mut final_loss, mut last) = (f64::NAN, None);
@@ -312,8 +283,7 @@ fn train_loop(
             val_dice: checked.as_ref().map(|v| v.dice.clone()),
             lr: trainer.lr(),
         };
-        let line = serde_json::to_string(&entry).expect("a log entry serializes");
-        writeln!(log, "{line}").map_err(|e| IoError::write(&log_path, e))?;
+        log.append(&entry)?;
         last = checked.or(last);
         if done.is_multiple_of(run.checkpoint_every) || done == run.steps {
             trainer.save_checkpoint(&checkpoint_path(context))?;
@@ -344,15 +314,7 @@ fn export(
         write_atomically(&path, &trainer.sam_tensors())?;
         path
     };
-    let config_text = std::fs::read_to_string(context.config_path).unwrap_or_default();
-    let mut extra = std::collections::BTreeMap::new();
-    extra.insert("config".into(), serde_json::from_str(&config_text).unwrap_or_default());
-    extra.insert(
-        "command".into(),
-        serde_json::json!(format!("medico-cli train --config {}", context.config_path.display())),
-    );
-    extra.insert("steps".into(), serde_json::json!(trainer.iteration()));
-    extra.insert("final_loss".into(), serde_json::json!(final_loss));
+    let mut extra = provenance_extra(context.config_path, trainer.iteration(), final_loss);
     if let Some(v) = validation {
         extra.insert("val_loss".into(), serde_json::json!(v.loss));
         extra.insert("val_dice".into(), serde_json::json!(v.dice));

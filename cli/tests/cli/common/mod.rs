@@ -42,14 +42,21 @@ pub fn scratch(name: &str) -> Scratch {
 /// Exports the `small` reference model into `dir/bundle` through the CLI.
 pub fn export_small(dir: &Path) -> PathBuf {
     let out = dir.join("bundle");
+    let run = export_small_to(&out, &[]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    out
+}
+
+/// Runs `medico-cli export` of the `small` reference model into `out` with `extra` arguments.
+pub fn export_small_to(out: &Path, extra: &[&str]) -> Output {
     let checkpoint = shared().join("reference/small/weights.safetensors");
-    let run = medico(&[
+    let mut args = vec![
         "export",
         "--checkpoint",
         checkpoint.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ]);
-    assert!(run.status.success(), "{}", text(&run.stderr));
-    out
+    ];
+    args.extend_from_slice(extra);
+    medico(&args)
 }
