@@ -10,6 +10,7 @@ pub mod config;
 pub mod encoder_config;
 pub mod image_encoder;
 pub mod mask_decoder;
+pub mod objects;
 pub mod params;
 pub mod prepared_decoder;
 pub mod preprocessing;

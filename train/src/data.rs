@@ -18,6 +18,7 @@ use medico_io::nifti_io::read_nifti;
 use medico_io::preprocess::encoder_input;
 use medico_io::volume::Volume;
 use medico_io::IoError;
+use medico_models::objects::components;
 use medico_models::prompt::resized_size;
 use medico_models::{Preprocessing, SamConfig};
 use rand::seq::SliceRandom;
@@ -42,6 +43,64 @@ pub struct VolumeSource {
     pub exclude: Vec<i64>,
     /// Use every `slice_step`-th slice (1: all; neighbouring slices are near duplicates).
     pub slice_step: usize,
+    /// Label values merged into one object class each (instead of one class per value), e.g. a hemisphere or
+    /// the whole brain made of an atlas's parcels.
+    pub groups: Option<Vec<LabelGroup>>,
+    /// What an object is: a class's whole mask on the slice, or each of its connected pieces.
+    pub objects: ObjectRule,
+}
+
+/// What one training object of a label class is on a slice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectRule {
+    /// The class's whole mask on the slice, however many pieces it has.
+    #[default]
+    Labels,
+    /// Each 8-connected piece of the class's mask (at least the minimum object size), as the interactive
+    /// evaluation defines its objects: one prompt segments one piece.
+    Components,
+}
+
+/// A set of label values that together form one object class, written as values and inclusive ranges
+/// separated by commas (`"1-999"`, `"3,7,10-12"`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct LabelGroup {
+    ranges: Vec<(i64, i64)>,
+}
+
+impl LabelGroup {
+    /// Whether `value` belongs to the group.
+    pub fn contains(&self, value: i64) -> bool {
+        self.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&value))
+    }
+}
+
+impl TryFrom<String> for LabelGroup {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let number = |part: &str| {
+            part.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("label group '{text}': '{part}' is not a label value"))
+        };
+        let ranges = text
+            .split(',')
+            .map(|part| match part.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi) = (number(lo)?, number(hi)?);
+                    if lo > hi {
+                        return Err(format!("label group '{text}': range {lo}-{hi} is empty"));
+                    }
+                    Ok((lo, hi))
+                }
+                None => number(part).map(|v| (v, v)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { ranges })
+    }
 }
 
 /// Where a sample came from, for the embedding cache: the key of its source (image data, slicing axis,
@@ -110,7 +169,19 @@ pub fn slice_samples(
     let wanted = |v: i64| source.values.as_ref().is_none_or(|list| list.contains(&v)) && !source.exclude.contains(&v);
     let slicing = (source.axis, source.slice_step);
     volume_samples(&source.image, &source.labels, slicing, config, |labels, hw| {
-        let objects = label_objects(labels, hw, config.img_size, min_pixels, wanted);
+        let resized = resize_labels(labels, hw, resized_size(hw.0, hw.1, config.img_size), config.img_size);
+        let classes = match &source.groups {
+            Some(groups) => group_masks(&resized, groups, &source.exclude),
+            None => value_masks(&resized, wanted),
+        };
+        let side = (config.img_size, config.img_size);
+        let objects: Vec<Vec<bool>> = match source.objects {
+            ObjectRule::Labels => classes
+                .into_iter()
+                .filter(|m| m.iter().filter(|&&b| b).count() >= min_pixels)
+                .collect(),
+            ObjectRule::Components => classes.iter().flat_map(|m| components(m, side, min_pixels)).collect(),
+        };
         (!objects.is_empty()).then_some(objects)
     })
 }
@@ -205,24 +276,41 @@ pub fn class_map(sample: &SliceSample) -> Vec<i64> {
     map
 }
 
-/// The objects of a label image (`[h, w]`, 0 = background) at model resolution: one mask per value for
-/// which `wanted` holds, with at least `min_pixels` pixels after the nearest-neighbour resize and padding.
-fn label_objects(
-    labels: &[f32],
-    hw: (usize, usize),
-    side: usize,
-    min_pixels: usize,
-    wanted: impl Fn(i64) -> bool,
-) -> Vec<Vec<bool>> {
-    let resized = resize_labels(labels, hw, resized_size(hw.0, hw.1, side), side);
+/// One mask per label value present in a (resized) label image for which `wanted` holds (0 = background).
+fn value_masks(resized: &[f32], wanted: impl Fn(i64) -> bool) -> Vec<Vec<bool>> {
     let mut present: Vec<i64> = resized.iter().filter(|&&v| v != 0.0).map(|&v| v as i64).collect();
     present.sort_unstable();
     present.dedup();
     present
         .into_iter()
         .filter(|&v| wanted(v))
-        .map(|v| resized.iter().map(|&l| l as i64 == v).collect::<Vec<bool>>())
+        .map(|v| resized.iter().map(|&l| l as i64 == v).collect())
+        .collect()
+}
+
+/// The objects of a label image (`[h, w]`, 0 = background) at model resolution: one mask per value with at
+/// least `min_pixels` pixels after the nearest-neighbour resize and padding.
+fn label_objects(labels: &[f32], hw: (usize, usize), side: usize, min_pixels: usize) -> Vec<Vec<bool>> {
+    let resized = resize_labels(labels, hw, resized_size(hw.0, hw.1, side), side);
+    value_masks(&resized, |_| true)
+        .into_iter()
         .filter(|m| m.iter().filter(|&&b| b).count() >= min_pixels)
+        .collect()
+}
+
+/// One mask per group of a (resized) label image: the pixels whose value is in the group and not excluded.
+fn group_masks(resized: &[f32], groups: &[LabelGroup], exclude: &[i64]) -> Vec<Vec<bool>> {
+    groups
+        .iter()
+        .map(|group| {
+            resized
+                .iter()
+                .map(|&l| {
+                    let v = l as i64;
+                    v != 0 && group.contains(v) && !exclude.contains(&v)
+                })
+                .collect()
+        })
         .collect()
 }
 
@@ -339,7 +427,7 @@ pub fn folder_samples(
                     format!("size {label_hw:?} differs from the image's {hw:?}"),
                 ));
             }
-            let objects = label_objects(&labels, hw, config.img_size, min_pixels, |_| true);
+            let objects = label_objects(&labels, hw, config.img_size, min_pixels);
             Ok((!objects.is_empty()).then(|| sample(image_key(&rgb, hw, config), &rgb, hw, objects, config)))
         })
         .collect::<Result<_, IoError>>()?;
@@ -384,7 +472,7 @@ pub fn sa_med2d_samples(
                     ));
                 }
                 let binary: Vec<f32> = values.iter().map(|&v| f32::from(v > 0.0)).collect();
-                objects.extend(label_objects(&binary, hw, config.img_size, min_pixels, |_| true));
+                objects.extend(label_objects(&binary, hw, config.img_size, min_pixels));
             }
             Ok((!objects.is_empty()).then(|| sample(image_key(&rgb, hw, config), &rgb, hw, objects, config)))
         })
@@ -441,5 +529,28 @@ mod tests {
         // 2x4 labels to 1x2 (longest side 2), padded to 2x2.
         let labels = [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0];
         assert_eq!(resize_labels(&labels, (2, 4), (1, 2), 2), vec![1.0, 2.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn label_groups_parse_values_and_ranges_and_refuse_nonsense() {
+        let group = LabelGroup::try_from("3, 7,10-12".to_string()).unwrap();
+        let members: Vec<i64> = (0..15).filter(|&v| group.contains(v)).collect();
+        assert_eq!(members, vec![3, 7, 10, 11, 12]);
+        let bad = LabelGroup::try_from("1-x".to_string()).unwrap_err();
+        assert!(bad.contains("'x' is not a label value"), "{bad}");
+        let empty = LabelGroup::try_from("9-2".to_string()).unwrap_err();
+        assert!(empty.contains("range 9-2 is empty"), "{empty}");
+    }
+
+    #[test]
+    fn groups_merge_values_and_leave_out_excluded_ones() {
+        let labels = [0.0, 1.0, 2.0, 1001.0, 5.0, 0.0];
+        let groups = [
+            LabelGroup::try_from("1-999".to_string()).unwrap(),
+            LabelGroup::try_from("1-1999".to_string()).unwrap(),
+        ];
+        let masks = group_masks(&labels, &groups, &[5]);
+        assert_eq!(masks[0], vec![false, true, true, false, false, false]);
+        assert_eq!(masks[1], vec![false, true, true, true, false, false]);
     }
 }

@@ -130,6 +130,8 @@ fn samples_of(
                     values: e.values.clone(),
                     exclude: e.exclude.clone(),
                     slice_step: e.slice_step,
+                    groups: e.groups.clone(),
+                    objects: e.objects,
                 };
                 slice_samples(&source, config, min_pixels)?
             }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use medico_io::IoError;
 use serde::Deserialize;
 
+use crate::data::{LabelGroup, ObjectRule};
 use crate::error::TrainError;
 use crate::objective::{Objective, ObjectiveConfig};
 use crate::trainer::{OptimizerConfig, TrainableParts};
@@ -63,6 +64,12 @@ pub struct VolumeEntry {
     /// Use every `slice_step`-th slice (default 1: all).
     #[serde(default = "default_slice_step")]
     pub slice_step: usize,
+    /// Label values merged into one object class each (`["1-999", "1000-1999"]`); excludes `values`.
+    #[serde(default)]
+    pub groups: Option<Vec<LabelGroup>>,
+    /// `"labels"` (default: a class's whole mask is one object) or `"components"` (each connected piece).
+    #[serde(default)]
+    pub objects: ObjectRule,
 }
 
 fn default_slice_step() -> usize {
@@ -178,6 +185,13 @@ impl RunConfig {
             Some("need training volumes, steps > 0, batch_size > 0 and accumulate > 0")
         } else if self.val_every == 0 || self.checkpoint_every == 0 {
             Some("need val_every > 0 and checkpoint_every > 0")
+        } else if self
+            .train
+            .iter()
+            .chain(&self.val)
+            .any(|entry| matches!(entry, DataEntry::Volume(v) if v.groups.is_some() && v.values.is_some()))
+        {
+            Some("a volume entry takes `values` or `groups`, not both")
         } else {
             None
         };
@@ -212,5 +226,51 @@ impl RunConfig {
             weight_decay: self.weight_decay,
             trainable,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration with one volume entry holding `extra` fields, read from a file.
+    fn with_volume_fields(extra: &str) -> Result<RunConfig, TrainError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.json");
+        let text = format!(
+            r#"{{"model": "vit_b", "steps": 1, "out": "o",
+                "train": [{{"image": "i.nii.gz", "labels": "l.nii.gz", {extra}}}]}}"#
+        );
+        std::fs::write(&path, text).unwrap();
+        RunConfig::from_file(&path)
+    }
+
+    #[test]
+    fn volume_entries_take_groups_and_the_object_rule() {
+        let run = with_volume_fields(r#""groups": ["1-999", "1000-1999"], "objects": "components""#).unwrap();
+        let DataEntry::Volume(entry) = &run.train[0] else {
+            panic!("a volume entry")
+        };
+        assert_eq!(entry.objects, ObjectRule::Components);
+        let groups = entry.groups.as_ref().unwrap();
+        assert!(groups[1].contains(1082) && !groups[0].contains(1082));
+        let default = with_volume_fields(r#""axis": 1"#).unwrap();
+        let DataEntry::Volume(entry) = &default.train[0] else {
+            panic!("a volume entry")
+        };
+        assert_eq!((entry.objects, entry.groups.is_none()), (ObjectRule::Labels, true));
+    }
+
+    #[test]
+    fn groups_with_values_or_a_bad_group_are_refused() {
+        let both = with_volume_fields(r#""groups": ["1-9"], "values": [3]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            both.contains("`values` or `groups`, not both") && both.contains("train.json"),
+            "{both}"
+        );
+        let bad = with_volume_fields(r#""groups": ["1-x"]"#).unwrap_err().to_string();
+        assert!(bad.contains("train.json"), "{bad}");
     }
 }

@@ -4,9 +4,11 @@
 
 use std::path::PathBuf;
 
+use medico_models::objects::components;
 use medico_models::{load_checkpoint, Sam, SamConfig};
 use medico_train::data::{
-    folder_samples, make_batch, sa_med2d_samples, slice_samples, ImageFolderSource, SaMed2dSource, VolumeSource,
+    folder_samples, make_batch, sa_med2d_samples, slice_samples, ImageFolderSource, LabelGroup, ObjectRule,
+    SaMed2dSource, VolumeSource,
 };
 use medico_train::objective::{Objective, ObjectiveConfig};
 use medico_train::trainer::{OptimizerConfig, Trainer};
@@ -30,6 +32,8 @@ pub fn mni_tissue_axial(slice_step: usize) -> VolumeSource {
         values: None,
         exclude: Vec::new(),
         slice_step,
+        groups: None,
+        objects: ObjectRule::Labels,
     }
 }
 
@@ -75,6 +79,79 @@ fn mni_slices_become_batches_the_trainer_steps_on() {
     assert!(report.loss.is_finite() && report.loss > 0.0);
 }
 
+/// Pixels set in a mask.
+fn area(mask: &[bool]) -> usize {
+    mask.iter().filter(|&&b| b).count()
+}
+
+#[test]
+fn components_split_each_label_into_its_connected_pieces() {
+    let reference = shared().join("reference/tiny");
+    let config = SamConfig::from_json_file(&reference.join("config.json")).unwrap();
+    let side = (config.img_size, config.img_size);
+    let whole = slice_samples(&mni_tissue_axial(10), &config, 20).unwrap();
+    let pieces = slice_samples(
+        &VolumeSource {
+            objects: ObjectRule::Components,
+            ..mni_tissue_axial(10)
+        },
+        &config,
+        20,
+    )
+    .unwrap();
+    let (whole_count, piece_count): (usize, usize) = (
+        whole.iter().map(|s| s.objects.len()).sum(),
+        pieces.iter().map(|s| s.objects.len()).sum(),
+    );
+    // Grey matter is a ribbon of many pieces on an axial slice: far more objects, each one piece.
+    assert!(
+        piece_count > 3 * whole_count,
+        "{piece_count} pieces, {whole_count} labels"
+    );
+    for sample in &pieces {
+        let whole_sample = whole.iter().find(|w| w.id == sample.id).expect("same slices");
+        for object in &sample.objects {
+            assert!(area(object) >= 20);
+            assert_eq!(components(object, side, 1).len(), 1, "one connected piece");
+            // Every piece lies inside one of the slice's label masks.
+            assert!(whole_sample
+                .objects
+                .iter()
+                .any(|label| object.iter().zip(label).all(|(&o, &l)| !o || l)));
+        }
+    }
+}
+
+#[test]
+fn label_groups_are_one_object_each() {
+    let reference = shared().join("reference/tiny");
+    let config = SamConfig::from_json_file(&reference.join("config.json")).unwrap();
+    let data = shared().join("data/volumes");
+    let group = |text: &str| LabelGroup::try_from(text.to_string()).unwrap();
+    let source = VolumeSource {
+        image: data.join("inia19_t1_brain.nii.gz"),
+        labels: data.join("inia19_neuromaps_labels.nii.gz"),
+        axis: 2,
+        values: None,
+        exclude: Vec::new(),
+        slice_step: 16,
+        groups: Some(vec![group("1-999"), group("1000-1999"), group("1-1999")]),
+        objects: ObjectRule::Labels,
+    };
+    let samples = slice_samples(&source, &config, 20).unwrap();
+    let three: Vec<_> = samples.iter().filter(|s| s.objects.len() == 3).collect();
+    assert!(three.len() >= 4, "{} slices with both hemispheres", three.len());
+    for sample in three {
+        let [left, right, brain] = [&sample.objects[0], &sample.objects[1], &sample.objects[2]];
+        // The brain is the union of the hemispheres, which do not overlap.
+        assert_eq!(area(brain), area(left) + area(right));
+        assert!(brain
+            .iter()
+            .zip(left.iter().zip(right))
+            .all(|(&b, (&l, &r))| b == (l || r)));
+    }
+}
+
 #[test]
 fn mismatched_grids_are_refused_with_the_file_named() {
     let reference = shared().join("reference/tiny");
@@ -86,6 +163,8 @@ fn mismatched_grids_are_refused_with_the_file_named() {
         values: None,
         exclude: Vec::new(),
         slice_step: 1,
+        groups: None,
+        objects: ObjectRule::Labels,
     };
     let err = slice_samples(&source, &config, 20).err().unwrap().to_string();
     assert!(
