@@ -10,6 +10,7 @@ use medico_bundle::Bundle;
 use medico_io::intensity::Intensity;
 use medico_io::prompts_file::Annotation;
 use medico_io::volume::Volume;
+use medico_models::prompt::is_single_click;
 use medico_runtime::engines::BackendChoice;
 use medico_runtime::prediction::preview::write_preview;
 use medico_runtime::volume::propagation::{Propagation, PropagationConfig, StopReason};
@@ -177,7 +178,12 @@ pub fn run(job: PropagationJob<'_>, volume: Volume, args: &PropagationArgs) -> R
     let started = std::time::Instant::now();
     for a in &job.annotations {
         session
-            .annotate(a.slice, &a.points, a.bbox.as_ref(), job.multimask)
+            .annotate(
+                a.slice,
+                &a.points,
+                a.bbox.as_ref(),
+                job.multimask || is_single_click(&a.points, a.bbox.as_ref(), false),
+            )
             .map_err(runtime_failure)?;
     }
     let result = session.propagate(config.clone()).map_err(runtime_failure)?.clone();

@@ -12,7 +12,7 @@ use medico_io::intensity::Intensity;
 use medico_io::prompts_file::{read_prompts_file, Annotation};
 use medico_io::volume::{Plane, Volume};
 use medico_models::clicks::tight_box;
-use medico_models::prompt::{BoxPrompt, Point};
+use medico_models::prompt::{is_single_click, BoxPrompt, Point};
 use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
 use medico_runtime::prediction::preview::write_preview;
 use serde::Serialize;
@@ -43,7 +43,8 @@ pub struct SegmentArgs {
     /// one they lie on unless --slice is given.
     #[arg(long)]
     world: bool,
-    /// Return the multimask output and keep the mask with the highest predicted IoU.
+    /// Return the multimask output and keep the mask with the highest predicted IoU (always so for a single
+    /// click without a box: SAM's rule for that ambiguous prompt).
     #[arg(long)]
     multimask: bool,
     /// Print a JSON report (score, bounding box, area, volume, intensity) on standard output.
@@ -147,6 +148,7 @@ struct SegmentReport {
     output: String,
     preview: Option<String>,
     backend: &'static str,
+    /// The decoder output kept: 0 the single-mask output, 1–3 the multimask outputs.
     mask_index: usize,
     score: f32,
     bbox: Option<[usize; 4]>,
@@ -409,8 +411,9 @@ fn segment(args: &SegmentArgs, bundle: &Bundle, prompted: &Prompted) -> Result<(
     ));
     predictor.set_image(&image.pixels, image.hw).map_err(runtime_failure)?;
     spinner.finish();
+    let multimask = args.multimask || is_single_click(points, bbox.as_ref(), false);
     let prediction = predictor
-        .predict(points, bbox.as_ref(), None, args.multimask)
+        .predict(points, bbox.as_ref(), None, multimask)
         .map_err(runtime_failure)?;
     let best = prediction.best();
     let threshold = predictor.config().mask_threshold as f32;
@@ -426,7 +429,7 @@ fn segment(args: &SegmentArgs, bundle: &Bundle, prompted: &Prompted) -> Result<(
             output: args.output.display().to_string(),
             preview: args.preview.as_ref().map(|p| p.display().to_string()),
             backend: predictor.engine_name(),
-            mask_index: best,
+            mask_index: if multimask { best + 1 } else { 0 },
             score: prediction.iou[best],
             bbox: tight_box(&mask, image.hw.1),
             area_px: area,

@@ -92,6 +92,13 @@ pub fn sparse_prompt(points: &[Point], bbox: Option<&BoxPrompt>, map: &Coordinat
     Some((coords, labels))
 }
 
+/// Whether a prompt is one click and nothing else: the ambiguous prompt SAM answers with its three multimask
+/// outputs, keeping the one with the best predicted IoU (SAM's and micro-sam's rule; MedicoSAM's objective
+/// trains a lone click only through those outputs, so the single-mask output is not meant for it).
+pub fn is_single_click(points: &[Point], bbox: Option<&BoxPrompt>, has_mask: bool) -> bool {
+    points.len() == 1 && bbox.is_none() && !has_mask
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +108,26 @@ mod tests {
         // tiny: 200 x 300 -> 171 x 256; small: 384 x 300 -> 512 x 400 (reference README).
         assert_eq!(resized_size(200, 300, 256), (171, 256));
         assert_eq!(resized_size(384, 300, 512), (512, 400));
+    }
+
+    #[test]
+    fn only_a_lone_click_is_a_single_click() {
+        let click = Point {
+            x: 3.0,
+            y: 4.0,
+            positive: true,
+        };
+        let bbox = BoxPrompt {
+            x0: 0.0,
+            y0: 0.0,
+            x1: 9.0,
+            y1: 9.0,
+        };
+        assert!(is_single_click(&[click], None, false));
+        assert!(!is_single_click(&[click, click], None, false));
+        assert!(!is_single_click(&[click], Some(&bbox), false));
+        assert!(!is_single_click(&[click], None, true));
+        assert!(!is_single_click(&[], Some(&bbox), false));
     }
 
     #[test]

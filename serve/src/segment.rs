@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use medico_io::intensity::Intensity;
 use medico_io::volume::Volume;
-use medico_models::prompt::{BoxPrompt, Point};
+use medico_models::prompt::{is_single_click, BoxPrompt, Point};
 use medico_runtime::volume::mask_prompts::SlicePrompt;
 use medico_runtime::volume::propagation::{propagate, PropagationConfig, SliceSegmenter};
 use medico_runtime::RuntimeError;
@@ -74,7 +74,13 @@ impl SegmentJob {
         let mut annotated = BTreeMap::new();
         for prompt in &self.prompts.annotations {
             let mask = slices
-                .prompt(prompt.slice, &prompt.points, prompt.bbox.as_ref(), None)
+                .prompt(
+                    prompt.slice,
+                    &prompt.points,
+                    prompt.bbox.as_ref(),
+                    None,
+                    is_single_click(&prompt.points, prompt.bbox.as_ref(), false),
+                )
                 .map_err(|e| ApiError::from_runtime("segmenting the prompted slice", e))?;
             annotated.insert(prompt.slice, mask);
         }
@@ -118,13 +124,14 @@ struct WorkerSlices<'a> {
 }
 
 impl WorkerSlices<'_> {
-    /// The best mask of slice `index` for a prompt.
+    /// The best mask of slice `index` for a prompt (among the multimask outputs when `multimask`).
     fn prompt(
         &mut self,
         index: usize,
         points: &[Point],
         bbox: Option<&BoxPrompt>,
         mask_logits: Option<&Array2<f32>>,
+        multimask: bool,
     ) -> Result<Vec<bool>, RuntimeError> {
         let key = self.session.map(|session| SliceKey {
             session: session.to_string(),
@@ -139,7 +146,7 @@ impl WorkerSlices<'_> {
             self.encoder_runs += 1;
         }
         let predictor = &mut self.slot.predictor;
-        let prediction = predictor.predict(points, bbox, mask_logits, false)?;
+        let prediction = predictor.predict(points, bbox, mask_logits, multimask)?;
         let best = prediction.best();
         self.score.get_or_insert(prediction.iou[best]);
         let threshold = predictor.config().mask_threshold as f32;
@@ -161,6 +168,12 @@ impl SliceSegmenter for WorkerSlices<'_> {
     }
 
     fn segment(&mut self, index: usize, prompt: &SlicePrompt) -> Result<Vec<bool>, RuntimeError> {
-        self.prompt(index, &prompt.points, prompt.bbox.as_ref(), prompt.mask_logits.as_ref())
+        self.prompt(
+            index,
+            &prompt.points,
+            prompt.bbox.as_ref(),
+            prompt.mask_logits.as_ref(),
+            false,
+        )
     }
 }

@@ -79,6 +79,51 @@ fn segment_reproduces_the_official_predictor_on_both_engines() {
     }
 }
 
+/// A reference case's f32 tensor.
+fn reference_f32(case: &str, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(shared().join("reference/small/cases").join(case)).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensor = file.tensor(name).unwrap();
+    tensor
+        .data()
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn a_single_click_gets_the_multimask_output_with_the_best_predicted_iou() {
+    let dir = scratch("single-click");
+    let bundle = export_small(&dir);
+    let image = shared().join("reference/small/image.png");
+    let click = reference_f32("point1_multi.safetensors", "point_coords");
+    let iou = reference_f32("point1_multi.safetensors", "iou_predictions");
+    let best = (0..iou.len()).max_by(|&a, &b| iou[a].total_cmp(&iou[b])).unwrap();
+    let out = dir.join("click.png");
+    let run = medico(&[
+        "segment",
+        image.to_str().unwrap(),
+        "--model",
+        bundle.to_str().unwrap(),
+        "--point",
+        &format!("{},{}", click[0], click[1]),
+        "--json",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(
+        report["mask_index"],
+        best + 1,
+        "multimask output {best} of SAM's predictor"
+    );
+    let mask = image::open(&out).unwrap().to_luma8().into_raw();
+    assert_eq!(differing(&mask, &reference_mask("point1_multi.safetensors", best)), 0);
+    // Its single-mask output differs: the lone click did not take it.
+    assert_ne!(mask, reference_mask("point1_single.safetensors", 0));
+}
+
 /// Arguments after `segment`, extra environment, expected exit code, expected message.
 type BadCase<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32, String);
 
