@@ -119,6 +119,8 @@ pub struct RunConfig {
     /// Freeze the image encoder: train the prompt encoder and mask decoder on embeddings computed once per
     /// sample and cached on disk (default false: train everything, the reference recipe).
     pub freeze_image_encoder: bool,
+    /// Train only the IoU prediction head (needs `freeze_image_encoder`; default false).
+    pub train_only_iou_head: bool,
     /// Where the frozen encoder's embeddings are cached (relative: to the configuration file; default
     /// `out/embeddings`). Runs on the same data and encoder may share it.
     pub embedding_cache: Option<PathBuf>,
@@ -155,6 +157,7 @@ impl Default for RunConfig {
             lr: optimizer.lr,
             weight_decay: optimizer.weight_decay,
             freeze_image_encoder: false,
+            train_only_iou_head: false,
             embedding_cache: None,
             seed: 0,
             val_every: 50,
@@ -192,6 +195,8 @@ impl RunConfig {
             .any(|entry| matches!(entry, DataEntry::Volume(v) if v.groups.is_some() && v.values.is_some()))
         {
             Some("a volume entry takes `values` or `groups`, not both")
+        } else if self.train_only_iou_head && !self.freeze_image_encoder {
+            Some("train_only_iou_head needs freeze_image_encoder (the embeddings are computed once)")
         } else {
             None
         };
@@ -216,7 +221,9 @@ impl RunConfig {
 
     /// The optimizer's settings.
     pub fn optimizer_config(&self) -> OptimizerConfig {
-        let trainable = if self.freeze_image_encoder {
+        let trainable = if self.train_only_iou_head {
+            TrainableParts::IouHead
+        } else if self.freeze_image_encoder {
             TrainableParts::PromptEncoderAndDecoder
         } else {
             TrainableParts::Everything
@@ -272,5 +279,27 @@ mod tests {
         );
         let bad = with_volume_fields(r#""groups": ["1-x"]"#).unwrap_err().to_string();
         assert!(bad.contains("train.json"), "{bad}");
+    }
+
+    #[test]
+    fn the_iou_head_alone_trains_only_on_a_frozen_encoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.json");
+        let write = |extra: &str| {
+            let text = format!(
+                r#"{{"model": "lite_medsam", "steps": 1, "out": "o", {extra},
+                    "train": [{{"image": "i.nii.gz", "labels": "l.nii.gz"}}]}}"#
+            );
+            std::fs::write(&path, text).unwrap();
+            RunConfig::from_file(&path)
+        };
+        let err = write(r#""train_only_iou_head": true"#).unwrap_err().to_string();
+        assert!(err.contains("needs freeze_image_encoder"), "{err}");
+        let run = write(r#""train_only_iou_head": true, "freeze_image_encoder": true"#).unwrap();
+        let trainable = run.optimizer_config().trainable;
+        assert_eq!(trainable, TrainableParts::IouHead);
+        assert!(trainable.trains("mask_decoder.iou_prediction_head.layers.2.weight"));
+        assert!(!trainable.trains("mask_decoder.output_upscaling.0.weight"));
+        assert!(!trainable.trains("prompt_encoder.point_embeddings.0.weight"));
     }
 }

@@ -27,6 +27,9 @@ pub enum TrainableParts {
     /// The prompt encoder and the mask decoder; the image encoder is frozen, so its embeddings can be
     /// computed once per image ([`crate::embeddings`]).
     PromptEncoderAndDecoder,
+    /// Only the mask decoder's IoU prediction head: the masks stay as they are, the head learns to score
+    /// them (which multimask output a lone click keeps). The image encoder is frozen as above.
+    IouHead,
 }
 
 impl TrainableParts {
@@ -35,12 +38,15 @@ impl TrainableParts {
         match self {
             TrainableParts::Everything => true,
             TrainableParts::PromptEncoderAndDecoder => !name.starts_with(IMAGE_ENCODER_PREFIX),
+            TrainableParts::IouHead => name.starts_with(IOU_HEAD_PREFIX),
         }
     }
 }
 
 /// Key prefix of the image encoder's parameters.
 pub const IMAGE_ENCODER_PREFIX: &str = "image_encoder.";
+/// Key prefix of the mask decoder's IoU prediction head.
+pub const IOU_HEAD_PREFIX: &str = "mask_decoder.iou_prediction_head.";
 
 /// AdamW settings (the reference: lr 1e-5, PyTorch's AdamW defaults otherwise) and what it updates.
 #[derive(Debug, Clone, Copy)]

@@ -117,6 +117,42 @@ fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
     }
 }
 
+#[test]
+fn an_iou_head_finetune_changes_only_the_head_and_lowers_its_error() {
+    let config = small_tiny_vit();
+    let sam = || Sam::new(config.clone());
+    let state = random_state(&sam(), 3);
+    let optimizer = OptimizerConfig {
+        lr: 1e-3,
+        weight_decay: 0.0,
+        trainable: TrainableParts::IouHead,
+    };
+    let mut trainer = Trainer::new(sam(), &state, Device::Cpu, objective(), optimizer, 5);
+    let samples = samples(&config);
+    let chosen: Vec<&SliceSample> = samples.iter().take(2).collect();
+    let batch = make_batch(&chosen, config.img_size, 2, &mut ChaCha8Rng::seed_from_u64(1));
+    let watched = [
+        ("mask_decoder.iou_prediction_head.layers.2.weight", true),
+        ("mask_decoder.iou_prediction_head.layers.0.bias", true),
+        ("mask_decoder.output_hypernetworks_mlps.0.layers.0.weight", false),
+        ("mask_decoder.transformer.layers.0.self_attn.q_proj.weight", false),
+        ("prompt_encoder.point_embeddings.0.weight", false),
+        ("image_encoder.neck.0.weight", false),
+    ];
+    let before: Vec<Tensor> = watched.iter().map(|(k, _)| trainer.parameter(k)).collect();
+    // Only the IoU term can move: the masks (and their Dice) stay, so the whole loss falls by the MSE alone.
+    let initial = trainer.evaluate(&batch, 9);
+    for _ in 0..8 {
+        assert!(trainer.step(&batch).loss.is_finite());
+    }
+    let after = trainer.evaluate(&batch, 9);
+    assert!(after < initial, "loss {initial} -> {after}");
+    for ((key, trained), old) in watched.iter().zip(&before) {
+        let change = max_difference(&trainer.parameter(key), old);
+        assert_eq!(change > 0.0, *trained, "{key} changed by {change}");
+    }
+}
+
 /// Writes the small model's configuration and a frozen-encoder `train.json` for `steps` steps into `dir`.
 fn write_run(dir: &Path, out: &str, steps: u64) -> PathBuf {
     let config_path = dir.join("config.json");
