@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use medico_export::overlay::{changed_tensors, largest_rounding, write_overlay, OverlayPrecision};
+use medico_export::overlay::{apply_overlay, changed_tensors, largest_rounding, write_overlay, OverlayPrecision};
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{EncoderConfig, Sam, SamConfig};
 
@@ -37,6 +37,21 @@ pub enum CheckpointCommand {
         #[arg(long, value_enum, default_value = "f16")]
         precision: Precision,
         /// The overlay file (.safetensors).
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+    /// Applies an overlay (what `checkpoint diff` wrote) over BASE and writes the whole checkpoint: the
+    /// starting point for finetuning a shipped model further (e.g. medico-lite from LiteMedSAM's checkpoint
+    /// and `models/medico-lite/finetuned.safetensors`).
+    Apply {
+        /// The checkpoint the overlay was taken against.
+        base: PathBuf,
+        /// The overlay (.safetensors; same keys and shapes as in BASE).
+        overlay: PathBuf,
+        /// Storage of the values.
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: Precision,
+        /// The output file (.safetensors).
         #[arg(short, long)]
         out: PathBuf,
     },
@@ -86,6 +101,12 @@ pub fn run(command: CheckpointCommand) -> Result<(), Failure> {
             precision,
             out,
         } => diff(&base, &finetuned, precision.into(), &out),
+        CheckpointCommand::Apply {
+            base,
+            overlay,
+            precision,
+            out,
+        } => apply(&base, &overlay, precision.into(), &out),
         CheckpointCommand::Convert { file, precision, out } => convert(&file, precision.into(), &out),
     }
 }
@@ -99,6 +120,23 @@ fn convert(file: &Path, precision: OverlayPrecision, out: &Path) -> Result<(), F
         "{}: {} tensors, largest rounding {largest_rounding:.3e}",
         out.display(),
         state.len()
+    );
+    Ok(())
+}
+
+/// `checkpoint apply`: BASE with OVERLAY's tensors, written whole.
+fn apply(base: &Path, overlay: &Path, precision: OverlayPrecision, out: &Path) -> Result<(), Failure> {
+    let mut state = load_checkpoint(base).map_err(Failure::model)?;
+    let changes = load_checkpoint(overlay).map_err(Failure::model)?;
+    apply_overlay(&mut state, &changes)
+        .map_err(|problem| Failure::model(anyhow::anyhow!("{}: {problem}", overlay.display())))?;
+    write_overlay(&state, precision, out).map_err(Failure::input)?;
+    println!(
+        "{}: {} tensors, {} of them from {}",
+        out.display(),
+        state.len(),
+        changes.len(),
+        overlay.display()
     );
     Ok(())
 }

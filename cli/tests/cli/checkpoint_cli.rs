@@ -1,4 +1,4 @@
-//! `medico-cli checkpoint info` and `checkpoint diff` as a user runs them: valid checkpoints of every format,
+//! `medico-cli checkpoint info`, `checkpoint diff` and `checkpoint apply` as a user runs them: valid checkpoints of every format,
 //! hostile and broken files (one-line error naming the file, exit code 4), usage errors (exit code 2), and a
 //! finetune shipped as an overlay and exported back over its base.
 
@@ -132,6 +132,26 @@ fn checkpoint_diff_and_export_overlay_rebuild_a_finetune() {
     let written = medico_models::load_checkpoint(&overlay).unwrap();
     assert_eq!(written.keys().collect::<Vec<_>>(), [changed_key]);
 
+    // `checkpoint apply` puts the finetune back together, tensor for tensor.
+    let applied = dir.join("applied.safetensors");
+    let apply = |overlay: &Path| {
+        medico(&[
+            "checkpoint",
+            "apply",
+            base.to_str().unwrap(),
+            overlay.to_str().unwrap(),
+            "-o",
+            applied.to_str().unwrap(),
+        ])
+    };
+    let run = apply(&overlay);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let rebuilt_state = medico_models::load_checkpoint(&applied).unwrap();
+    assert_eq!(rebuilt_state.len(), state.len());
+    for (key, tensor) in &state {
+        assert_eq!(rebuilt_state[key].data, tensor.data, "{key}");
+    }
+
     let export = |out: &Path, checkpoint: &Path, overlay: Option<&Path>| {
         let mut args = vec![
             "export",
@@ -170,4 +190,13 @@ fn checkpoint_diff_and_export_overlay_rebuild_a_finetune() {
         text(&run.stderr)
     );
     assert!(!dir.join("refused").exists());
+    std::fs::remove_file(&applied).unwrap();
+    let run = apply(&tiny_weights);
+    assert_eq!(run.status.code(), Some(4), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("tiny/weights.safetensors"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert!(!applied.exists());
 }
