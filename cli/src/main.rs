@@ -1,6 +1,7 @@
 //! `medico-cli`: medico's command line.
 
 mod bench_cmd;
+mod bench_compare;
 mod checkpoint_cmd;
 mod common;
 mod default_model;

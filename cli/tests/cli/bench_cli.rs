@@ -1,14 +1,16 @@
 //! `bench --json --profile` on an exported bundle: every engine's timings, the work per run from tract's
-//! cost model, a measured MatMul peak and the per-op-type profiles.
+//! cost model, a measured MatMul peak and the per-op-type profiles; `--compare-python`'s references.
+
+use std::path::Path;
+use std::process::Output;
 
 use crate::common::{export_small, medico, scratch, text};
 use serde_json::Value;
 
-#[test]
-fn bench_reports_work_throughput_and_the_matmul_peak() {
-    let dir = scratch("bench");
-    let bundle = export_small(&dir);
-    let run = medico(&[
+/// `bench --json` on `bundle` with one encoder run, two decoder runs, one thread and a small probe, plus
+/// `extra` arguments.
+fn quick_bench(bundle: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
         "bench",
         "--model",
         bundle.to_str().unwrap(),
@@ -20,9 +22,17 @@ fn bench_reports_work_throughput_and_the_matmul_peak() {
         "1",
         "--probe-size",
         "64",
-        "--profile",
         "--json",
-    ]);
+    ];
+    args.extend(extra);
+    medico(&args)
+}
+
+#[test]
+fn bench_reports_work_throughput_and_the_matmul_peak() {
+    let dir = scratch("bench");
+    let bundle = export_small(&dir);
+    let run = quick_bench(&bundle, &["--profile"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     let report: Value = serde_json::from_str(&text(&run.stdout)).unwrap();
     let work = &report["work"];
@@ -54,4 +64,55 @@ fn bench_reports_work_throughput_and_the_matmul_peak() {
             assert!(ops.iter().any(is_product), "{graph}: {ops:?}");
         }
     }
+}
+
+/// `--compare-python`: the helper runs with the given interpreter and its report joins medico's: a part
+/// either timed (the warm-up dropped, as many runs as asked) or not timed with its reason (here, at least the
+/// PyTorch reference: the test bundle's architecture has none); an interpreter that does not exist or fails
+/// is a clear error naming it.
+#[test]
+fn compare_python_times_the_references_or_says_why_not() {
+    let dir = scratch("bench-compare");
+    let bundle = export_small(&dir);
+    let bench = |python: &str| quick_bench(&bundle, &["--backend", "ort", "--compare-python", python]);
+    let run = bench("python3");
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let report: Value = serde_json::from_str(&text(&run.stdout)).unwrap();
+    let references = &report["references"];
+    assert!(references["python"].as_str().unwrap().starts_with('3'), "{references}");
+    let rows = references["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{references}");
+    for row in rows {
+        if row["engine"].is_string() {
+            assert_eq!(row["encoder_ms"]["runs"], 1, "{row}");
+            assert_eq!(row["decoder_ms"]["runs"], 2, "{row}");
+            assert!(
+                row["first_engine_over_this"]["decoder"].as_f64().unwrap() > 0.0,
+                "{row}"
+            );
+        } else {
+            assert!(!row["error"].as_str().unwrap().is_empty(), "{row}");
+        }
+    }
+    assert_eq!(
+        rows[1]["error"].as_str(),
+        Some("no PyTorch reference for architecture 'custom'"),
+        "{references}"
+    );
+
+    let missing = dir.join("no-such-python");
+    let run = bench(missing.to_str().unwrap());
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("no-such-python: cannot run"),
+        "{}",
+        text(&run.stderr)
+    );
+    let run = bench("false");
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("the Python helper failed"),
+        "{}",
+        text(&run.stderr)
+    );
 }
