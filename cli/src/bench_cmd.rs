@@ -285,7 +285,7 @@ fn references(args: &BenchArgs, python: &Path, bundle: &Bundle, first: &EngineRo
         })
         .collect();
     Ok(ReferenceReport {
-        interpreter: found.interpreter,
+        interpreter: python.to_path_buf(),
         python: found.python,
         rows,
     })

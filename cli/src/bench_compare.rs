@@ -5,7 +5,7 @@
 //! plus `onnxruntime` and/or `torch` (and `segment_anything` for SAM's ViTs); a part whose modules are missing
 //! is reported with the reason, not timed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{anyhow, Context};
@@ -15,42 +15,29 @@ use serde::Deserialize;
 /// The helper script.
 const SCRIPT: &str = include_str!("bench_compare.py");
 
-/// What the helper measured with one engine, or why it could not.
+/// One reference engine's raw timings in milliseconds (warm-up dropped), or the reason it was not timed; as
+/// the helper reports it.
 #[derive(Deserialize)]
-struct RawPart {
-    engine: Option<String>,
-    encoder_ms: Option<Vec<f64>>,
-    prepare_ms: Option<Vec<f64>>,
-    decoder_ms: Option<Vec<f64>>,
-    error: Option<String>,
-}
-
-/// The helper's output.
-#[derive(Deserialize)]
-struct RawReport {
-    python: String,
-    parts: Vec<RawPart>,
-}
-
-/// One reference engine's raw timings in milliseconds (warm-up dropped), or the reason it was not timed.
 pub struct ReferencePart {
     /// The engine and its version (`None` when it could not run).
     pub engine: Option<String>,
     /// Encoder runs (preprocessing included).
+    #[serde(default)]
     pub encoder_ms: Vec<f64>,
     /// Decoder preparation runs (ONNX Runtime on bundles with a per-click decoder).
+    #[serde(default)]
     pub prepare_ms: Vec<f64>,
     /// Prompt → mask runs at the original size.
+    #[serde(default)]
     pub decoder_ms: Vec<f64>,
     /// Why the part did not run.
     pub error: Option<String>,
 }
 
-/// The references' report.
+/// The helper's report.
+#[derive(Deserialize)]
 pub struct References {
-    /// The interpreter that ran the helper.
-    pub interpreter: PathBuf,
-    /// Its version.
+    /// The interpreter's version.
     pub python: String,
     /// Python ONNX Runtime, then PyTorch eager.
     pub parts: Vec<ReferencePart>,
@@ -102,25 +89,10 @@ pub fn time_references(python: &Path, bundle: &Bundle, settings: &CompareSetting
             output.status
         ));
     }
-    let raw: RawReport = serde_json::from_slice(&output.stdout).with_context(|| {
+    serde_json::from_slice(&output.stdout).with_context(|| {
         format!(
             "{}: the Python helper's report is not the expected JSON",
             python.display()
         )
-    })?;
-    Ok(References {
-        interpreter: python.to_path_buf(),
-        python: raw.python,
-        parts: raw
-            .parts
-            .into_iter()
-            .map(|p| ReferencePart {
-                engine: p.engine,
-                encoder_ms: p.encoder_ms.unwrap_or_default(),
-                prepare_ms: p.prepare_ms.unwrap_or_default(),
-                decoder_ms: p.decoder_ms.unwrap_or_default(),
-                error: p.error,
-            })
-            .collect(),
     })
 }

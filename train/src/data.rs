@@ -176,10 +176,7 @@ pub fn slice_samples(
         };
         let side = (config.img_size, config.img_size);
         let objects: Vec<Vec<bool>> = match source.objects {
-            ObjectRule::Labels => classes
-                .into_iter()
-                .filter(|m| m.iter().filter(|&&b| b).count() >= min_pixels)
-                .collect(),
+            ObjectRule::Labels => large_enough(classes, min_pixels),
             ObjectRule::Components => classes.iter().flat_map(|m| components(m, side, min_pixels)).collect(),
         };
         (!objects.is_empty()).then_some(objects)
@@ -292,7 +289,12 @@ fn value_masks(resized: &[f32], wanted: impl Fn(i64) -> bool) -> Vec<Vec<bool>> 
 /// least `min_pixels` pixels after the nearest-neighbour resize and padding.
 fn label_objects(labels: &[f32], hw: (usize, usize), side: usize, min_pixels: usize) -> Vec<Vec<bool>> {
     let resized = resize_labels(labels, hw, resized_size(hw.0, hw.1, side), side);
-    value_masks(&resized, |_| true)
+    large_enough(value_masks(&resized, |_| true), min_pixels)
+}
+
+/// The masks with at least `min_pixels` pixels.
+fn large_enough(masks: Vec<Vec<bool>>, min_pixels: usize) -> Vec<Vec<bool>> {
+    masks
         .into_iter()
         .filter(|m| m.iter().filter(|&&b| b).count() >= min_pixels)
         .collect()

@@ -9,7 +9,7 @@ use medico_models::{EncoderConfig, Sam, SamConfig};
 use medico_tests::shared_dir as shared;
 use medico_train::data::{make_batch, make_embedding_batch, slice_samples, SliceSample};
 use medico_train::embeddings::{encoder_cache_dir, sample_embeddings};
-use medico_train::objective::{Objective, ObjectiveConfig};
+use medico_train::objective::{Batch, Objective, ObjectiveConfig};
 use medico_train::run::{random_state, run};
 use medico_train::trainer::{OptimizerConfig, TrainableParts, Trainer};
 use rand::SeedableRng;
@@ -53,17 +53,39 @@ fn max_difference(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
+/// A trainer of the small TinyViT model (random weights, seed 3) that trains `trainable` with lr 1e-3.
+fn small_trainer(trainable: TrainableParts) -> Trainer {
+    let config = small_tiny_vit();
+    let state = random_state(&Sam::new(config.clone()), 3);
+    let optimizer = OptimizerConfig {
+        lr: 1e-3,
+        weight_decay: 0.0,
+        trainable,
+    };
+    Trainer::new(Sam::new(config), &state, Device::Cpu, objective(), optimizer, 5)
+}
+
+/// Takes 8 steps on `batch`; returns the loss before and after, and asserts that exactly the `watched`
+/// parameters marked `true` changed.
+fn train_watching(trainer: &mut Trainer, batch: &Batch, watched: &[(&str, bool)]) -> (f64, f64) {
+    let before: Vec<Tensor> = watched.iter().map(|(k, _)| trainer.parameter(k)).collect();
+    let initial = trainer.evaluate(batch, 9);
+    for _ in 0..8 {
+        assert!(trainer.step(batch).loss.is_finite());
+    }
+    let after = trainer.evaluate(batch, 9);
+    for ((key, trained), old) in watched.iter().zip(&before) {
+        let change = max_difference(&trainer.parameter(key), old);
+        assert_eq!(change > 0.0, *trained, "{key} changed by {change}");
+    }
+    (initial, after)
+}
+
 #[test]
 fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
     let config = small_tiny_vit();
     let sam = || Sam::new(config.clone());
-    let state = random_state(&sam(), 3);
-    let optimizer = OptimizerConfig {
-        lr: 1e-3,
-        weight_decay: 0.0,
-        trainable: TrainableParts::PromptEncoderAndDecoder,
-    };
-    let mut trainer = Trainer::new(sam(), &state, Device::Cpu, objective(), optimizer, 5);
+    let mut trainer = small_trainer(TrainableParts::PromptEncoderAndDecoder);
     let samples = samples(&config);
     assert!(samples.len() >= 3, "{}", samples.len());
 
@@ -103,31 +125,15 @@ fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
         ("mask_decoder.iou_prediction_head.layers.0.weight", true),
         ("prompt_encoder.point_embeddings.0.weight", true),
     ];
-    let before: Vec<Tensor> = watched.iter().map(|(k, _)| trainer.parameter(k)).collect();
-    let initial = trainer.evaluate(&batch, 9);
-    for _ in 0..8 {
-        assert!(trainer.step(&batch).loss.is_finite());
-    }
-    let after = trainer.evaluate(&batch, 9);
+    let (initial, after) = train_watching(&mut trainer, &batch, &watched);
     println!("frozen-encoder finetune, loss on the fixed batch: {initial:.4} -> {after:.4}");
     assert!(after < initial, "loss {initial} -> {after}");
-    for ((key, trained), old) in watched.iter().zip(&before) {
-        let change = max_difference(&trainer.parameter(key), old);
-        assert_eq!(change > 0.0, *trained, "{key} changed by {change}");
-    }
 }
 
 #[test]
 fn an_iou_head_finetune_changes_only_the_head_and_lowers_its_error() {
     let config = small_tiny_vit();
-    let sam = || Sam::new(config.clone());
-    let state = random_state(&sam(), 3);
-    let optimizer = OptimizerConfig {
-        lr: 1e-3,
-        weight_decay: 0.0,
-        trainable: TrainableParts::IouHead,
-    };
-    let mut trainer = Trainer::new(sam(), &state, Device::Cpu, objective(), optimizer, 5);
+    let mut trainer = small_trainer(TrainableParts::IouHead);
     let samples = samples(&config);
     let chosen: Vec<&SliceSample> = samples.iter().take(2).collect();
     let batch = make_batch(&chosen, config.img_size, 2, &mut ChaCha8Rng::seed_from_u64(1));
@@ -139,18 +145,9 @@ fn an_iou_head_finetune_changes_only_the_head_and_lowers_its_error() {
         ("prompt_encoder.point_embeddings.0.weight", false),
         ("image_encoder.neck.0.weight", false),
     ];
-    let before: Vec<Tensor> = watched.iter().map(|(k, _)| trainer.parameter(k)).collect();
     // Only the IoU term can move: the masks (and their Dice) stay, so the whole loss falls by the MSE alone.
-    let initial = trainer.evaluate(&batch, 9);
-    for _ in 0..8 {
-        assert!(trainer.step(&batch).loss.is_finite());
-    }
-    let after = trainer.evaluate(&batch, 9);
+    let (initial, after) = train_watching(&mut trainer, &batch, &watched);
     assert!(after < initial, "loss {initial} -> {after}");
-    for ((key, trained), old) in watched.iter().zip(&before) {
-        let change = max_difference(&trainer.parameter(key), old);
-        assert_eq!(change > 0.0, *trained, "{key} changed by {change}");
-    }
 }
 
 /// Writes the small model's configuration and a frozen-encoder `train.json` for `steps` steps into `dir`.
