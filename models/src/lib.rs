@@ -7,6 +7,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod clicks;
 pub mod config;
+pub mod distance;
 pub mod encoder_config;
 pub mod image_encoder;
 pub mod mask_decoder;

@@ -3,10 +3,11 @@
 //! predicted IoU) on even iterations or one jittered box on odd ones; each later round adds one positive click
 //! in the missed region and one negative click in the false positives (earlier prompts kept) and, with
 //! probability `mask_prob`, feeds the chosen mask's low-res logits back (detached) as mask prompt; loss per
-//! round = soft Dice (squared denominator, best over the outputs) + MSE(predicted IoU, true IoU), averaged over
-//! rounds. Ablations: `simple` (one round, point or box at random), `medsam` (one round, box).
+//! round = soft Dice (squared denominator, best over the outputs) + MSE(predicted IoU, true IoU) (weight 1
+//! unless configured), averaged over rounds. Ablations: `simple` (one round, point or box at random), `medsam` (one round, box).
 
 use medico_models::clicks::{correction_clicks, start_box, start_point, BOX_JITTER};
+use medico_models::distance::farthest_interior_point;
 use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
 use medico_models::prompt_encoder::DensePrompt;
 use medico_models::sam::PromptTensors;
@@ -45,6 +46,19 @@ impl std::fmt::Display for Objective {
     }
 }
 
+/// Where a point start clicks in its object (`uniform` or `farthest` in a configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PointStart {
+    /// A uniformly random object pixel (micro-sam's training).
+    #[default]
+    Uniform,
+    /// The object pixel farthest from its boundary: where `eval interactive` clicks, and where a user clicks
+    /// to mean the whole object. A click then tells which of the nested objects around it is meant (the
+    /// nucleus whose centre it is, not the hemisphere it also lies in), which a uniform click cannot.
+    Farthest,
+}
+
 /// Objective settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectiveConfig {
@@ -58,6 +72,11 @@ pub struct ObjectiveConfig {
     /// 0, Dice and IoU MSE only). Training from scratch, Dice alone leaves every logit negative for
     /// thousands of steps; the dense BCE term gives confident masks early.
     pub bce_weight: f64,
+    /// Weight of the IoU MSE term (the paper: 1). Raising it makes the decoder's IoU token carry which output
+    /// fits the prompt, where a box-trained decoder (LiteMedSAM's) scores all outputs alike.
+    pub iou_weight: f64,
+    /// Where a point start clicks.
+    pub point_start: PointStart,
 }
 
 impl Default for ObjectiveConfig {
@@ -67,6 +86,8 @@ impl Default for ObjectiveConfig {
             rounds: 8,
             mask_prob: 0.5,
             bce_weight: 0.0,
+            iou_weight: 1.0,
+            point_start: PointStart::Uniform,
         }
     }
 }
@@ -137,7 +158,13 @@ fn start_and_rounds(config: ObjectiveConfig, iteration: u64, rng: &mut impl Rng)
 }
 
 /// Round 0's prompt of every object: a jittered box or one positive point.
-fn start_prompts(batch: &Batch, hw: (usize, usize), use_box: bool, rng: &mut impl Rng) -> Prompts {
+fn start_prompts(
+    batch: &Batch,
+    hw: (usize, usize),
+    use_box: bool,
+    point_start: PointStart,
+    rng: &mut impl Rng,
+) -> Prompts {
     let n = batch.objects.len();
     let mut prompts = Prompts {
         points: vec![Vec::new(); n],
@@ -147,7 +174,11 @@ fn start_prompts(batch: &Batch, hw: (usize, usize), use_box: bool, rng: &mut imp
         if use_box {
             prompts.boxes[k] = start_box(mask, hw, BOX_JITTER, rng);
         } else {
-            prompts.points[k].extend(start_point(mask, hw, rng));
+            let point = match point_start {
+                PointStart::Uniform => start_point(mask, hw, rng),
+                PointStart::Farthest => farthest_interior_point(mask, hw),
+            };
+            prompts.points[k].extend(point);
         }
     }
     prompts
@@ -183,23 +214,23 @@ fn true_iou(probabilities: &Tensor, target: &Tensor) -> Tensor {
     })
 }
 
-/// One round's loss: Dice of the best output per object, MSE of the predicted IoUs against the true ones,
-/// and optionally a BCE on the best output's logits.
-fn round_loss(logits: &Tensor, predicted_iou: &Tensor, target: &Tensor, bce_weight: f64) -> Tensor {
+/// One round's loss: Dice of the best output per object, MSE of the predicted IoUs against the true ones
+/// (weighted by `iou_weight`), and optionally a BCE on the best output's logits.
+fn round_loss(logits: &Tensor, predicted_iou: &Tensor, target: &Tensor, config: ObjectiveConfig) -> Tensor {
     let probabilities = logits.sigmoid();
     let (best_dice, best_output) = dice_loss(&probabilities, target).min_dim(1, false);
     let mse = (predicted_iou - true_iou(&probabilities, target))
         .square()
         .mean(Kind::Float);
-    let mut loss = best_dice.mean(Kind::Float) + mse;
-    if bce_weight > 0.0 {
+    let mut loss = best_dice.mean(Kind::Float) + mse * config.iou_weight;
+    if config.bce_weight > 0.0 {
         let size = logits.size();
         let idx = best_output
             .view([size[0], 1, 1, 1])
             .expand([size[0], 1, size[2], size[3]], false);
         let best_logits = logits.gather(1, &idx, false);
         let bce = best_logits.binary_cross_entropy_with_logits::<Tensor>(target, None, None, tch::Reduction::Mean);
-        loss += bce * bce_weight;
+        loss += bce * config.bce_weight;
     }
     loss
 }
@@ -258,7 +289,7 @@ pub fn objective_forward(
     let object_embeddings = TchTensor(embeddings.0.index_select(0, &index));
     let target = targets(batch, side, device);
     let (use_box, rounds) = start_and_rounds(config, iteration, rng);
-    let mut prompts = start_prompts(batch, (side, side), use_box, rng);
+    let mut prompts = start_prompts(batch, (side, side), use_box, config.point_start, rng);
     let mut feedback: Option<Tensor> = None;
     let (mut losses, mut round_losses, mut mask_fed) = (Vec::new(), Vec::new(), Vec::new());
     let mut feedback_required_grad = false;
@@ -279,7 +310,7 @@ pub fn objective_forward(
         let low_res = selected.masks.0.to_kind(Kind::Float);
         let predicted_iou = selected.iou_predictions.0.to_kind(Kind::Float);
         let logits = low_res.upsample_bilinear2d([side as i64, side as i64], false, None, None);
-        let loss = round_loss(&logits, &predicted_iou, &target, config.bce_weight);
+        let loss = round_loss(&logits, &predicted_iou, &target, config);
         round_losses.push(loss.double_value(&[]));
         losses.push(loss);
         if round + 1 == rounds {
@@ -295,5 +326,36 @@ pub fn objective_forward(
         round_losses,
         mask_fed,
         feedback_required_grad,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_farthest_point_start_clicks_the_centre_and_a_uniform_one_anywhere_inside() {
+        let side = 16;
+        // A 7 x 7 square: its centre is (5, 6); uniform clicks land all over it.
+        let mask: Vec<bool> = (0..side * side)
+            .map(|i| (2..9).contains(&(i % side)) && (3..10).contains(&(i / side)))
+            .collect();
+        let batch = Batch {
+            input: BatchInput::Embeddings(Tensor::zeros([1, 1, 1, 1], (Kind::Float, tch::Device::Cpu))),
+            objects: vec![(0, mask.clone())],
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let mut clicks = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let farthest = start_prompts(&batch, (side, side), false, PointStart::Farthest, &mut rng);
+            let p = farthest.points[0][0];
+            assert_eq!((p.x, p.y, p.positive), (5.0, 6.0, true));
+            let uniform = start_prompts(&batch, (side, side), false, PointStart::Uniform, &mut rng);
+            let q = uniform.points[0][0];
+            assert!(mask[q.y as usize * side + q.x as usize] && q.positive);
+            clicks.insert((q.x as usize, q.y as usize));
+        }
+        assert!(clicks.len() > 5, "uniform clicks vary: {clicks:?}");
     }
 }

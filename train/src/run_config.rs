@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::data::{LabelGroup, ObjectRule};
 use crate::error::TrainError;
-use crate::objective::{Objective, ObjectiveConfig};
+use crate::objective::{Objective, ObjectiveConfig, PointStart};
 use crate::trainer::{OptimizerConfig, TrainableParts};
 
 /// One data source of the configuration: a volume, a folder pair of 2D images and label maps, or an
@@ -101,6 +101,10 @@ pub struct RunConfig {
     pub mask_prob: f64,
     /// Weight of a per-pixel BCE added to the loss (default 0: the paper's Dice + IoU MSE).
     pub bce_weight: f64,
+    /// Weight of the IoU MSE term (default 1: the paper's).
+    pub iou_weight: f64,
+    /// Where a point start clicks: `uniform` (default, micro-sam's) or `farthest` (the object's centre).
+    pub point_start: PointStart,
     /// Optimisation steps.
     pub steps: u64,
     /// Images per batch.
@@ -149,6 +153,8 @@ impl Default for RunConfig {
             rounds: objective.rounds,
             mask_prob: objective.mask_prob,
             bce_weight: objective.bce_weight,
+            iou_weight: objective.iou_weight,
+            point_start: objective.point_start,
             steps: 0,
             batch_size: 2,
             accumulate: 1,
@@ -195,6 +201,11 @@ impl RunConfig {
             .any(|entry| matches!(entry, DataEntry::Volume(v) if v.groups.is_some() && v.values.is_some()))
         {
             Some("a volume entry takes `values` or `groups`, not both")
+        } else if ![self.bce_weight, self.iou_weight]
+            .iter()
+            .all(|w| w.is_finite() && *w >= 0.0)
+        {
+            Some("the loss weights (bce_weight, iou_weight) must be finite and not negative")
         } else if self.train_only_iou_head && !self.freeze_image_encoder {
             Some("train_only_iou_head needs freeze_image_encoder (the embeddings are computed once)")
         } else {
@@ -216,6 +227,8 @@ impl RunConfig {
             rounds: self.rounds,
             mask_prob: self.mask_prob,
             bce_weight: self.bce_weight,
+            iou_weight: self.iou_weight,
+            point_start: self.point_start,
         }
     }
 
@@ -281,25 +294,43 @@ mod tests {
         assert!(bad.contains("train.json"), "{bad}");
     }
 
-    #[test]
-    fn the_iou_head_alone_trains_only_on_a_frozen_encoder() {
+    /// A LiteMedSAM configuration with `extra` top-level fields (each followed by a comma), read from a file.
+    fn with_fields(extra: &str) -> Result<RunConfig, TrainError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("train.json");
-        let write = |extra: &str| {
-            let text = format!(
-                r#"{{"model": "lite_medsam", "steps": 1, "out": "o", {extra},
-                    "train": [{{"image": "i.nii.gz", "labels": "l.nii.gz"}}]}}"#
-            );
-            std::fs::write(&path, text).unwrap();
-            RunConfig::from_file(&path)
-        };
-        let err = write(r#""train_only_iou_head": true"#).unwrap_err().to_string();
+        let text = format!(
+            r#"{{"model": "lite_medsam", "steps": 1, "out": "o", {extra}
+                "train": [{{"image": "i.nii.gz", "labels": "l.nii.gz"}}]}}"#
+        );
+        std::fs::write(&path, text).unwrap();
+        RunConfig::from_file(&path)
+    }
+
+    #[test]
+    fn the_iou_head_alone_trains_only_on_a_frozen_encoder() {
+        let err = with_fields(r#""train_only_iou_head": true,"#).unwrap_err().to_string();
         assert!(err.contains("needs freeze_image_encoder"), "{err}");
-        let run = write(r#""train_only_iou_head": true, "freeze_image_encoder": true"#).unwrap();
+        let run = with_fields(r#""train_only_iou_head": true, "freeze_image_encoder": true,"#).unwrap();
         let trainable = run.optimizer_config().trainable;
         assert_eq!(trainable, TrainableParts::IouHead);
         assert!(trainable.trains("mask_decoder.iou_prediction_head.layers.2.weight"));
         assert!(!trainable.trains("mask_decoder.output_upscaling.0.weight"));
         assert!(!trainable.trains("prompt_encoder.point_embeddings.0.weight"));
+    }
+
+    #[test]
+    fn loss_weights_default_to_the_paper_and_negative_ones_are_refused() {
+        let write = with_fields;
+        let default = write("").unwrap().objective_config();
+        assert_eq!((default.iou_weight, default.bce_weight), (1.0, 0.0));
+        assert_eq!(
+            write(r#""iou_weight": 10,"#).unwrap().objective_config().iou_weight,
+            10.0
+        );
+        let err = write(r#""iou_weight": -1,"#).unwrap_err().to_string();
+        assert!(
+            err.contains("must be finite and not negative") && err.contains("train.json"),
+            "{err}"
+        );
     }
 }

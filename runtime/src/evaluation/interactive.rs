@@ -6,6 +6,7 @@
 //! iteration the Dice between the union of the objects' masks and the class mask is recorded.
 
 use medico_models::clicks::{box_prompt, correction_clicks};
+use medico_models::distance::farthest_interior_point;
 use medico_models::objects::components;
 use medico_models::prompt::{BoxPrompt, Point};
 use ndarray::Array2;
@@ -13,7 +14,6 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::prediction::predictor::Predictor;
-use crate::volume::mask_prompts::{argmax_in_mask, distance_transform};
 use crate::RuntimeError;
 
 /// Components smaller than this are not objects (micro-sam's evaluation).
@@ -58,11 +58,6 @@ pub fn dice_of((inter, total): (usize, usize)) -> f64 {
 /// Dice `2|a∩b| / (|a| + |b|)` of binary masks (1 when both are empty).
 pub fn dice(a: &[bool], b: &[bool]) -> f64 {
     dice_of(overlap(a, b))
-}
-
-/// The object pixel farthest from the boundary (first in row-major order on ties).
-pub fn farthest_interior_point(mask: &[bool], hw: (usize, usize)) -> Option<Point> {
-    argmax_in_mask(&distance_transform(mask, hw), mask, hw)
 }
 
 /// Runs the protocol on one image (already set on `predictor`) and one class mask; returns the Dice after
@@ -116,14 +111,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dice_and_farthest_point() {
+    fn dice_counts_overlap() {
         assert_eq!(dice(&[true, true, false], &[true, false, false]), 2.0 / 3.0);
         assert_eq!(dice(&[false; 3], &[false; 3]), 1.0);
-        let hw = (9, 9);
-        let mask: Vec<bool> = (0..81)
-            .map(|i| (1..8).contains(&(i / 9)) && (1..8).contains(&(i % 9)))
-            .collect();
-        let p = farthest_interior_point(&mask, hw).unwrap();
-        assert_eq!((p.x, p.y), (4.0, 4.0));
     }
 }

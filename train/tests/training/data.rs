@@ -73,6 +73,8 @@ fn mni_slices_become_batches_the_trainer_steps_on() {
         rounds: 2,
         mask_prob: 0.5,
         bce_weight: 0.0,
+        iou_weight: 1.0,
+        point_start: Default::default(),
     };
     let mut trainer = Trainer::new(sam, &state, Device::Cpu, objective, OptimizerConfig::default(), 0);
     let report = trainer.step(&batch);

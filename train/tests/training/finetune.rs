@@ -46,6 +46,8 @@ fn objective() -> ObjectiveConfig {
         rounds: 3,
         mask_prob: 0.5,
         bce_weight: 0.0,
+        iou_weight: 1.0,
+        point_start: Default::default(),
     }
 }
 

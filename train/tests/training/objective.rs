@@ -62,6 +62,8 @@ fn config(objective: Objective) -> ObjectiveConfig {
         rounds: 4,
         mask_prob: 0.5,
         bce_weight: 0.0,
+        iou_weight: 1.0,
+        point_start: Default::default(),
     }
 }
 
@@ -204,20 +206,24 @@ fn gradient_accumulation_makes_one_update_from_several_micro_batches() {
     assert!(change > 0.0, "the update changed the encoder");
 }
 
+/// A trainer on the tiny model with `config`'s loss weights (fresh weights: the same for every call).
+fn weighted_trainer(config: ObjectiveConfig) -> Trainer {
+    let (sam, state) = tiny();
+    let optimizer = OptimizerConfig {
+        lr: 1e-3,
+        weight_decay: 0.0,
+        ..OptimizerConfig::default()
+    };
+    Trainer::new(sam, &state, Device::Cpu, config, optimizer, 1)
+}
+
 #[test]
 fn the_optional_bce_term_raises_the_loss_only_when_weighted() {
     let make = |bce_weight: f64| {
-        let (sam, state) = tiny();
-        let config = ObjectiveConfig {
+        weighted_trainer(ObjectiveConfig {
             bce_weight,
             ..config(Objective::MedicoSam)
-        };
-        let optimizer = OptimizerConfig {
-            lr: 1e-3,
-            weight_decay: 0.0,
-            ..OptimizerConfig::default()
-        };
-        Trainer::new(sam, &state, Device::Cpu, config, optimizer, 1)
+        })
     };
     let data = batch(256);
     let plain = make(0.0).evaluate(&data, 3);
@@ -230,5 +236,28 @@ fn the_optional_bce_term_raises_the_loss_only_when_weighted() {
     assert!(
         ((doubled - plain) - 2.0 * (weighted - plain)).abs() < 1e-4,
         "{plain} {weighted} {doubled}"
+    );
+}
+
+#[test]
+fn the_iou_term_scales_with_its_weight() {
+    let make = |iou_weight: f64| {
+        weighted_trainer(ObjectiveConfig {
+            iou_weight,
+            ..config(Objective::MedicoSam)
+        })
+    };
+    let data = batch(256);
+    let dice_only = make(0.0).evaluate(&data, 3);
+    let paper = make(1.0).evaluate(&data, 3);
+    let again = trainer(Objective::MedicoSam, 1e-3).evaluate(&data, 3);
+    assert_eq!(paper.to_bits(), again.to_bits(), "weight 1 is the paper's loss");
+    let tenfold = make(10.0).evaluate(&data, 3);
+    // An untrained IoU head misses the true IoU, so the term is positive, and the same clicks give the same
+    // term at every weight.
+    assert!(paper > dice_only + 1e-4, "{paper} vs {dice_only}");
+    assert!(
+        ((tenfold - dice_only) - 10.0 * (paper - dice_only)).abs() < 1e-4,
+        "{dice_only} {paper} {tenfold}"
     );
 }
