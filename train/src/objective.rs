@@ -4,7 +4,8 @@
 //! in the missed region and one negative click in the false positives (earlier prompts kept) and, with
 //! probability `mask_prob`, feeds the chosen mask's low-res logits back (detached) as mask prompt; loss per
 //! round = soft Dice (squared denominator, best over the outputs) + MSE(predicted IoU, true IoU) (weight 1
-//! unless configured), averaged over rounds. Ablations: `simple` (one round, point or box at random), `medsam` (one round, box).
+//! unless configured), averaged over rounds. Ablations: `simple` (one round, point or box at random),
+//! `medsam` (one round, box).
 
 use medico_models::clicks::{correction_clicks, start_box, start_point, BOX_JITTER};
 use medico_models::distance::farthest_interior_point;
@@ -54,8 +55,9 @@ pub enum PointStart {
     #[default]
     Uniform,
     /// The object pixel farthest from its boundary: where `eval interactive` clicks, and where a user clicks
-    /// to mean the whole object. A click then tells which of the nested objects around it is meant (the
-    /// nucleus whose centre it is, not the hemisphere it also lies in), which a uniform click cannot.
+    /// to mean the whole object. Meant to tell nested objects apart (the nucleus whose centre it is, not the
+    /// hemisphere it also lies in); on medico-lite it did not make the IoU head rank its outputs
+    /// (docs/medico-lite.md).
     Farthest,
 }
 
@@ -72,8 +74,9 @@ pub struct ObjectiveConfig {
     /// 0, Dice and IoU MSE only). Training from scratch, Dice alone leaves every logit negative for
     /// thousands of steps; the dense BCE term gives confident masks early.
     pub bce_weight: f64,
-    /// Weight of the IoU MSE term (the paper: 1). Raising it makes the decoder's IoU token carry which output
-    /// fits the prompt, where a box-trained decoder (LiteMedSAM's) scores all outputs alike.
+    /// Weight of the IoU MSE term (the paper: 1). A box-trained decoder (LiteMedSAM's) scores its multimask
+    /// outputs alike; a larger weight presses its IoU token to tell them apart (tenfold on medico-lite, a few
+    /// hundred CPU steps: not enough, docs/medico-lite.md).
     pub iou_weight: f64,
     /// Where a point start clicks.
     pub point_start: PointStart,

@@ -320,14 +320,16 @@ mod tests {
 
     #[test]
     fn loss_weights_default_to_the_paper_and_negative_ones_are_refused() {
-        let write = with_fields;
-        let default = write("").unwrap().objective_config();
+        let default = with_fields("").unwrap().objective_config();
         assert_eq!((default.iou_weight, default.bce_weight), (1.0, 0.0));
         assert_eq!(
-            write(r#""iou_weight": 10,"#).unwrap().objective_config().iou_weight,
+            with_fields(r#""iou_weight": 10,"#)
+                .unwrap()
+                .objective_config()
+                .iou_weight,
             10.0
         );
-        let err = write(r#""iou_weight": -1,"#).unwrap_err().to_string();
+        let err = with_fields(r#""iou_weight": -1,"#).unwrap_err().to_string();
         assert!(
             err.contains("must be finite and not negative") && err.contains("train.json"),
             "{err}"

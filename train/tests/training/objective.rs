@@ -46,8 +46,12 @@ fn batch(side: usize) -> Batch {
 }
 
 fn trainer(objective: Objective, lr: f64) -> Trainer {
+    trainer_with(config(objective), lr)
+}
+
+/// A trainer on the tiny model (fresh weights: the same for every call) with `config` and learning rate `lr`.
+fn trainer_with(config: ObjectiveConfig, lr: f64) -> Trainer {
     let (sam, state) = tiny();
-    let config = config(objective);
     let optimizer = OptimizerConfig {
         lr,
         weight_decay: 0.0,
@@ -206,24 +210,16 @@ fn gradient_accumulation_makes_one_update_from_several_micro_batches() {
     assert!(change > 0.0, "the update changed the encoder");
 }
 
-/// A trainer on the tiny model with `config`'s loss weights (fresh weights: the same for every call).
-fn weighted_trainer(config: ObjectiveConfig) -> Trainer {
-    let (sam, state) = tiny();
-    let optimizer = OptimizerConfig {
-        lr: 1e-3,
-        weight_decay: 0.0,
-        ..OptimizerConfig::default()
-    };
-    Trainer::new(sam, &state, Device::Cpu, config, optimizer, 1)
-}
-
 #[test]
 fn the_optional_bce_term_raises_the_loss_only_when_weighted() {
     let make = |bce_weight: f64| {
-        weighted_trainer(ObjectiveConfig {
-            bce_weight,
-            ..config(Objective::MedicoSam)
-        })
+        trainer_with(
+            ObjectiveConfig {
+                bce_weight,
+                ..config(Objective::MedicoSam)
+            },
+            1e-3,
+        )
     };
     let data = batch(256);
     let plain = make(0.0).evaluate(&data, 3);
@@ -242,10 +238,13 @@ fn the_optional_bce_term_raises_the_loss_only_when_weighted() {
 #[test]
 fn the_iou_term_scales_with_its_weight() {
     let make = |iou_weight: f64| {
-        weighted_trainer(ObjectiveConfig {
-            iou_weight,
-            ..config(Objective::MedicoSam)
-        })
+        trainer_with(
+            ObjectiveConfig {
+                iou_weight,
+                ..config(Objective::MedicoSam)
+            },
+            1e-3,
+        )
     };
     let data = batch(256);
     let dice_only = make(0.0).evaluate(&data, 3);
