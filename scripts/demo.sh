@@ -37,7 +37,9 @@ $CLI info "$SCAN"
 # Axial slice 82; box in that slice's pixels (x0,y0,x1,y1, x1/y1 exclusive). No --model: medico-lite.
 $CLI segment "$SCAN" --plane axial --slice 82 --box 27,28,170,208 \
   --preview "$OUT/brain-preview.png" -o "$OUT/brain-mask.nii.gz"
-# Through the volume with upstream LiteMedSAM's 3D rule (previous slice's box + 3 px), the default for its models.
+# Through the volume with the model's own propagation settings (medico-lite's model.json: the previous slice's box
+# grown by 5 %, stopping where the mask stops overlapping its neighbour, the model doubts it, it outgrows the
+# prompted slice's twofold, or the image is blank; docs/propagation.md).
 $CLI segment "$SCAN" --plane axial --slice 82 --box 27,28,170,208 --propagate --cache-dir "$OUT/cache" \
   -o "$OUT/brain-volume.nii.gz"
 # No prompts: every axial slice labelled grey / white matter by medico-lite's semantic head (torch-em's UNETR

@@ -122,6 +122,44 @@ pub struct Manifest {
     /// The semantic segmentation head, when the bundle has one (`segmentation_decoder.onnx`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semantic: Option<SemanticHead>,
+    /// How propagation through a volume derives each slice's prompts and when it stops, when measured for
+    /// this model (bundles without it get their architecture's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<PropagationDefaults>,
+}
+
+/// A model's own propagation settings (`segment --propagate`, the server's `-3d` models, `eval`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PropagationDefaults {
+    /// The projection's name, as `segment --projection` takes it (`lite_medsam`, `box`, `box+mask`, ...).
+    pub projection: String,
+    /// Box growth: a fraction of the side (< 1) or pixels (>= 1).
+    #[serde(default = "default_box_extension")]
+    pub box_extension: f64,
+    /// When a walk away from the annotated slices stops.
+    pub stop: medico_models::stop_rule::StopRule,
+    /// Where the choice was measured (a document or a command), for the reader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
+}
+
+fn default_box_extension() -> f64 {
+    0.05
+}
+
+impl PropagationDefaults {
+    /// Refuses thresholds out of range and a negative or non-finite box extension.
+    pub fn validate(&self) -> Result<(), medico_models::Problem> {
+        if !(self.box_extension >= 0.0 && self.box_extension.is_finite()) {
+            return Err(format!(
+                "propagation.box_extension must be a non-negative number (got {})",
+                self.box_extension
+            )
+            .into());
+        }
+        self.stop.validate().map_err(|p| format!("propagation.stop.{p}").into())
+    }
 }
 
 /// Output channels a semantic head may have: label maps are written with one byte per voxel.
@@ -196,5 +234,36 @@ mod tests {
             assert_eq!(serde_json::from_str::<GraphRole>(&json).unwrap(), role);
         }
         assert!(serde_json::from_str::<GraphRole>("\"painter\"").is_err());
+    }
+
+    #[test]
+    fn a_declared_propagation_reads_back_and_bad_thresholds_are_named() {
+        let json = r#"{"projection": "box", "stop": {"min_iou_with_previous": 0.6, "min_predicted_iou": 0.4,
+            "max_growth_from_start": 2.0, "stop_on_blank_slice": true, "stop_on_empty_mask": true}}"#;
+        let declared: PropagationDefaults = serde_json::from_str(json).unwrap();
+        assert_eq!(declared.box_extension, 0.05, "the default extension");
+        assert_eq!(declared.stop.max_growth_from_start, Some(2.0));
+        assert_eq!(declared.stop.max_area_growth, None, "unset checks are off");
+        assert!(declared.validate().is_ok());
+        let bad = PropagationDefaults {
+            stop: medico_models::stop_rule::StopRule {
+                min_predicted_iou: 1.5,
+                ..declared.stop
+            },
+            ..declared.clone()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("propagation.stop.min_predicted_iou"));
+        let negative = PropagationDefaults {
+            box_extension: -1.0,
+            ..declared
+        };
+        assert!(negative.validate().unwrap_err().0.contains("box_extension"));
+        assert!(
+            serde_json::from_str::<PropagationDefaults>(r#"{"projection": "box", "stop": {"stop_after": 3}}"#).is_err()
+        );
     }
 }

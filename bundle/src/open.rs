@@ -129,6 +129,12 @@ fn read_manifest(path: &Path) -> Result<Manifest, BundleError> {
             source,
         })?;
     }
+    if let Some(propagation) = &manifest.propagation {
+        propagation.validate().map_err(|source| BundleError::Config {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     Ok(manifest)
 }
 

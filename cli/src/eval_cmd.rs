@@ -9,14 +9,15 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use medico_bundle::Bundle;
 use medico_io::image2d::read_image;
+use medico_io::input::{open_scan, Scan};
 use medico_io::intensity::Intensity;
-use medico_io::nifti_io::read_nifti;
+use medico_io::volume::{labels_on_image_grid, Volume};
 use medico_runtime::evaluation::interactive::{evaluate_class, EvalOptions, Start};
-use medico_runtime::evaluation::volume::{evaluate_volume_object, VolumePrompt};
+use medico_runtime::evaluation::volume::{trace_volume_object, VolumePrompt, VolumeScore, VolumeTrace};
 use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
-use medico_runtime::volume::propagation::PropagationConfig;
+use medico_runtime::volume::propagation::{PropagationConfig, StopRule};
 use medico_runtime::volume::session::VolumeSession;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::common::{bundle_intensity, default_threads, runtime_failure, ProjectionArgs};
@@ -27,6 +28,8 @@ use crate::Failure;
 pub enum EvalCommand {
     /// Simulated iterative prompting: box or point start, then correction clicks; Dice per iteration.
     Interactive(InteractiveArgs),
+    /// Chooses a propagation stop rule on the walks `eval interactive --out DIR` traced (DIR/traces_3d.json).
+    StopRule(crate::eval_stop_rule::StopRuleArgs),
     /// Semantic segmentation heads on held-out volumes: Dice per class and per volume (with `--boxes`, beside
     /// the same models prompted with one box per class).
     Semantic(crate::eval_semantic::SemanticArgs),
@@ -38,9 +41,10 @@ pub struct InteractiveArgs {
     /// LABEL=MODEL; repeat to compare models side by side.
     #[arg(long, required = true)]
     model: Vec<String>,
-    /// A cases.json (or the folder holding it); its `cases_2d` and `cases_3d` are evaluated.
-    #[arg(long)]
-    data: PathBuf,
+    /// A cases.json (or the folder holding it); its `cases_2d` and `cases_3d` are evaluated. Repeat to
+    /// evaluate several sets in one run (e.g. shared/data and shared/data/body/cases_body.json).
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
     /// Correction rounds after the start prompt (2D cases).
     #[arg(long, default_value_t = 7)]
     rounds: usize,
@@ -53,14 +57,15 @@ pub struct InteractiveArgs {
     /// Skip the 3D cases (they encode every slice the propagation reaches).
     #[arg(long)]
     no_3d: bool,
-    /// 3D cases: how propagation derives prompts and stops (each model's own default unless given).
+    /// 3D cases: how propagation derives prompts and stops (each model's own default unless given). Every
+    /// object is reported twice: as a user meets it (no extent: the stop rule ends the walk) and with the
+    /// walk kept within the object's extent, as a 3D box prompt gives it.
     #[command(flatten)]
     projection: ProjectionArgs,
-    /// 3D cases: keep the walk within the object's extent along the axis, as a 3D box prompt gives it
-    /// (upstream LiteMedSAM's protocol; use with `--projection lite_medsam --iou-threshold 0`).
+    /// 3D cases: keep slice embeddings in this folder between runs (default: a temporary folder, removed).
     #[arg(long)]
-    within_object_extent: bool,
-    /// Folder for results.csv, results_3d.csv, results.json and dice.png.
+    cache_dir: Option<PathBuf>,
+    /// Folder for results.csv, results_3d.csv, results.json, traces_3d.json and dice.png.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Inference engine.
@@ -75,15 +80,21 @@ pub fn run(command: EvalCommand) -> Result<(), Failure> {
     match command {
         EvalCommand::Interactive(args) => interactive(args),
         EvalCommand::Semantic(args) => crate::eval_semantic::run(args),
+        EvalCommand::StopRule(args) => crate::eval_stop_rule::run(args),
     }
 }
 
-/// The evaluated cases and where their paths are relative to.
+/// One set of evaluated cases and where their paths are relative to.
 struct Cases {
     path: PathBuf,
     root: PathBuf,
     cases_2d: Vec<Value>,
     cases_3d: Vec<Value>,
+}
+
+/// Every set given.
+fn read_case_sets(paths: &[PathBuf]) -> Result<Vec<Cases>, Failure> {
+    paths.iter().map(|p| Cases::read(p)).collect()
 }
 
 impl Cases {
@@ -161,13 +172,14 @@ struct Row2d {
     dice: Vec<f64>,
 }
 
-/// One 3D case's volume Dice.
+/// One 3D case's traced walk and its volume Dice as a user meets it (free) and within the object's extent.
 struct Row3d {
     case: String,
+    modality: String,
     start: &'static str,
-    central_slice: usize,
-    slices_segmented: usize,
-    dice: f64,
+    trace: VolumeTrace,
+    free: VolumeScore,
+    extent: VolumeScore,
 }
 
 const STARTS: [(&str, Start); 2] = [("box", Start::Box), ("point", Start::Point)];
@@ -177,7 +189,7 @@ fn read_mask(path: &Path) -> Result<(Vec<bool>, (usize, usize)), Failure> {
     Ok((image.gray().iter().map(|&v| v > 127.0).collect(), image.hw))
 }
 
-fn evaluate_2d(args: &InteractiveArgs, cases: &Cases, model: &Model) -> Result<(Vec<Row2d>, &'static str), Failure> {
+fn evaluate_2d(args: &InteractiveArgs, sets: &[Cases], model: &Model) -> Result<(Vec<Row2d>, &'static str), Failure> {
     let mut predictor = Predictor::open(&model.bundle, args.backend, args.threads).map_err(runtime_failure)?;
     let options = EvalOptions {
         rounds: args.rounds,
@@ -185,16 +197,11 @@ fn evaluate_2d(args: &InteractiveArgs, cases: &Cases, model: &Model) -> Result<(
         seed: args.seed,
     };
     let mut rows = Vec::new();
-    for case in &cases.cases_2d {
+    for (cases, case) in sets.iter().flat_map(|set| set.cases_2d.iter().map(move |c| (set, c))) {
         let id = case["id"].as_str().unwrap_or("?").to_string();
-        let image = read_image(&cases.file(case, "image")?).map_err(runtime_failure)?;
-        let (gt, hw) = read_mask(&cases.file(case, "mask")?)?;
-        if hw != image.hw {
-            return Err(Failure::input(anyhow!("case {id}: mask and image sizes differ")));
-        }
-        let rgb = image
-            .to_rgb(None, model.intensity)
-            .map_err(|e| Failure::input(anyhow!("case {id}: {e}")))?;
+        let Some(Case2dInput { rgb, truth: gt, hw }) = case_2d_input(cases, case, model)? else {
+            continue;
+        };
         predictor.set_image(&rgb.pixels, rgb.hw).map_err(runtime_failure)?;
         for (start, how) in STARTS {
             if let Some(dice) = evaluate_class(&mut predictor, &gt, hw, how, options).map_err(runtime_failure)? {
@@ -209,32 +216,126 @@ fn evaluate_2d(args: &InteractiveArgs, cases: &Cases, model: &Model) -> Result<(
     Ok((rows, predictor.engine_name()))
 }
 
+/// A 2D case ready for the predictor: the RGB image the model sees, the truth mask and their size.
+struct Case2dInput {
+    rgb: medico_io::image2d::RgbImage,
+    truth: Vec<bool>,
+    hw: (usize, usize),
+}
+
+/// A 2D case's RGB image and truth: a PNG/TIFF pair (`image`, `mask`), or a slice of a volume (`image`,
+/// `labels`, `label`, `axis`, `central_slice`, as the body cases give them). `None` for a volume case
+/// without its label on that slice.
+fn case_2d_input(cases: &Cases, case: &Value, model: &Model) -> Result<Option<Case2dInput>, Failure> {
+    let id = case["id"].as_str().unwrap_or("?");
+    if case.get("mask").is_some() {
+        let image = read_image(&cases.file(case, "image")?).map_err(runtime_failure)?;
+        let (gt, hw) = read_mask(&cases.file(case, "mask")?)?;
+        if hw != image.hw {
+            return Err(Failure::input(anyhow!("case {id}: mask and image sizes differ")));
+        }
+        let rgb = image
+            .to_rgb(None, model.intensity)
+            .map_err(|e| Failure::input(anyhow!("case {id}: {e}")))?;
+        return Ok(Some(Case2dInput { rgb, truth: gt, hw }));
+    }
+    let object = VolumeCase::read(cases, case)?;
+    let (image, labels) = object.volumes()?;
+    let Some(index) = object.slice else {
+        return Err(Failure::input(anyhow!(
+            "case {id}: a 2D case of a volume needs 'central_slice'"
+        )));
+    };
+    if index >= image.slices(object.axis) {
+        return Err(Failure::input(anyhow!(
+            "case {id}: central_slice {index} is outside the volume"
+        )));
+    }
+    let (values, hw) = image.slice(object.axis, index);
+    let gt: Vec<bool> = labels
+        .slice(object.axis, index)
+        .0
+        .iter()
+        .map(|&v| v == object.label)
+        .collect();
+    let rgb = medico_io::image2d::RgbImage::from_gray(&values, hw, model.intensity);
+    Ok(gt.contains(&true).then_some(Case2dInput { rgb, truth: gt, hw }))
+}
+
+/// A 3D case (or a 2D case cut from a volume): its files, label, axis and prompted slice.
+struct VolumeCase {
+    id: String,
+    image: PathBuf,
+    labels: PathBuf,
+    label: f32,
+    axis: usize,
+    slice: Option<usize>,
+}
+
+impl VolumeCase {
+    fn read(cases: &Cases, case: &Value) -> Result<Self, Failure> {
+        let id = case["id"].as_str().unwrap_or("?").to_string();
+        let label = case["label"]
+            .as_f64()
+            .ok_or_else(|| Failure::input(anyhow!("case {id}: no numeric 'label'")))?;
+        let axis = case["axis"].as_u64().unwrap_or(2) as usize;
+        if axis > 2 {
+            return Err(Failure::input(anyhow!("case {id}: axis {axis} is not 0, 1 or 2")));
+        }
+        Ok(Self {
+            image: cases.file(case, "image")?,
+            labels: cases.file(case, "labels")?,
+            label: label as f32,
+            axis,
+            // The case's prompting slice when it names one, else the middle of the object's extent.
+            slice: case["central_slice"].as_u64().map(|k| k as usize),
+            id,
+        })
+    }
+
+    /// The image and label volumes (NIfTI, NRRD or DICOM), the labels on the image's grid (reindexed when
+    /// stored in another orientation).
+    fn volumes(&self) -> Result<(Volume, Volume), Failure> {
+        let open = |path: &Path| match open_scan(path, None).map_err(runtime_failure)? {
+            Scan::Volume(volume) => Ok(*volume),
+            Scan::Image(_) => Err(Failure::input(anyhow!(
+                "case {}: {} is not a volume",
+                self.id,
+                path.display()
+            ))),
+        };
+        let image = open(&self.image)?;
+        let labels = labels_on_image_grid(open(&self.labels)?, &image, &self.labels)
+            .map_err(|e| Failure::input(anyhow::Error::new(e).context(format!("case {}", self.id))))?;
+        Ok((image, labels))
+    }
+}
+
+/// The modality of a case: its `modality` field, else CT when the image holds Hounsfield-like values
+/// (below -500 somewhere), else MR (every shared volume is one or the other).
+fn modality(case: &Value, image: &Volume) -> String {
+    if let Some(m) = case["modality"].as_str() {
+        return m.to_string();
+    }
+    let ct = image.data.iter().any(|&v| v < -500.0);
+    if ct { "CT" } else { "MR" }.to_string()
+}
+
 fn evaluate_3d(
     args: &InteractiveArgs,
-    cases: &Cases,
+    sets: &[Cases],
     model: &Model,
     config: &PropagationConfig,
     cache: &Path,
 ) -> Result<Vec<Row3d>, Failure> {
     let mut rows = Vec::new();
-    for case in &cases.cases_3d {
-        let id = case["id"].as_str().unwrap_or("?").to_string();
-        let image_path = cases.file(case, "image")?;
-        let labels_path = cases.file(case, "labels")?;
-        let label = case["label"]
-            .as_f64()
-            .ok_or_else(|| Failure::input(anyhow!("case {id}: no numeric 'label'")))?;
-        let axis = case["axis"].as_u64().unwrap_or(2) as usize;
-        // The case's prompting slice when it names one, else the middle of the object's extent.
-        let prompt_slice = case["central_slice"].as_u64().map(|k| k as usize);
-        if axis > 2 {
-            return Err(Failure::input(anyhow!("case {id}: axis {axis} is not 0, 1 or 2")));
-        }
-        let volume = read_nifti(&image_path, None).map_err(runtime_failure)?;
-        let labels = read_nifti(&labels_path, None).map_err(runtime_failure)?;
+    for (cases, case) in sets.iter().flat_map(|set| set.cases_3d.iter().map(move |c| (set, c))) {
+        let object = VolumeCase::read(cases, case)?;
+        let (volume, labels) = object.volumes()?;
+        let modality = modality(case, &volume);
         let mut session = VolumeSession::open(
             volume,
-            axis,
+            object.axis,
             model.intensity,
             &model.bundle,
             args.backend,
@@ -243,22 +344,21 @@ fn evaluate_3d(
         )
         .map_err(runtime_failure)?;
         for (index, (start, how)) in STARTS.into_iter().enumerate() {
-            let seed = args.seed.wrapping_add(index as u64);
             let prompt = VolumePrompt {
-                slice: prompt_slice,
+                slice: object.slice,
                 start: how,
-                seed,
-                within_object_extent: args.within_object_extent,
+                seed: args.seed.wrapping_add(index as u64),
             };
-            let result = evaluate_volume_object(&mut session, &labels, label as f32, prompt, config)
-                .map_err(|e| Failure::input(anyhow::Error::new(e).context(format!("case {id}"))))?;
-            if let Some(result) = result {
+            let trace = trace_volume_object(&mut session, &labels, object.label, prompt, config)
+                .map_err(|e| Failure::input(anyhow::Error::new(e).context(format!("case {}", object.id))))?;
+            if let Some(trace) = trace {
                 rows.push(Row3d {
-                    case: id.clone(),
+                    case: object.id.clone(),
+                    modality: modality.clone(),
                     start,
-                    central_slice: result.central_slice,
-                    slices_segmented: result.slices_segmented,
-                    dice: result.dice,
+                    free: trace.score(&config.stop, false),
+                    extent: trace.score(&config.stop, true),
+                    trace,
                 });
             }
         }
@@ -273,9 +373,52 @@ fn mean_per_iteration(rows: &[Row2d], start: &str, iterations: usize) -> Vec<f64
         .collect()
 }
 
-fn mean_3d(rows: &[Row3d], start: &str) -> Option<f64> {
-    let picked: Vec<f64> = rows.iter().filter(|r| r.start == start).map(|r| r.dice).collect();
+/// The two ways a 3D object is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extent {
+    /// As a user meets it: nothing but the stop rule ends the walk.
+    Free,
+    /// Kept within the object's extent, as a 3D box prompt gives it.
+    Given,
+}
+
+impl Extent {
+    const BOTH: [Extent; 2] = [Extent::Free, Extent::Given];
+
+    fn name(self) -> &'static str {
+        match self {
+            Extent::Free => "free",
+            Extent::Given => "extent",
+        }
+    }
+
+    fn of(self, row: &Row3d) -> &VolumeScore {
+        match self {
+            Extent::Free => &row.free,
+            Extent::Given => &row.extent,
+        }
+    }
+}
+
+/// Mean 3D Dice of one start and variant, over the rows whose modality passes `keep`.
+fn mean_3d(rows: &[Row3d], start: &str, extent: Extent, keep: impl Fn(&str) -> bool) -> Option<f64> {
+    let picked: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.start == start && keep(&r.modality))
+        .map(|r| extent.of(r).dice)
+        .collect();
     (!picked.is_empty()).then(|| picked.iter().sum::<f64>() / picked.len() as f64)
+}
+
+/// The modalities of the rows, in first-seen order.
+fn modalities(rows: &[Row3d]) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for row in rows {
+        if !seen.contains(&row.modality) {
+            seen.push(row.modality.clone());
+        }
+    }
+    seen
 }
 
 /// One model's results.
@@ -290,11 +433,10 @@ struct ModelResult<'m> {
 /// `results.json`.
 #[derive(Serialize)]
 struct Summary {
-    cases: String,
+    cases: Vec<String>,
     rounds: usize,
     use_mask: bool,
     seed: u64,
-    within_object_extent: bool,
     models: Vec<ModelSummary>,
 }
 
@@ -305,7 +447,7 @@ struct ModelSummary {
     model: String,
     backend: &'static str,
     mean_dice_2d: MeanDice2d,
-    mean_dice_3d: MeanDice3d,
+    mean_dice_3d: Vec<MeanDice3d>,
     per_case_2d: Vec<Case2d>,
     per_case_3d: Vec<Case3d>,
     propagation_3d: Propagation3d,
@@ -318,8 +460,12 @@ struct MeanDice2d {
     point: Vec<f64>,
 }
 
+/// Mean 3D Dice of one group of objects (all, or one modality) and one variant.
 #[derive(Serialize)]
 struct MeanDice3d {
+    modality: String,
+    extent: &'static str,
+    objects: usize,
     #[serde(rename = "box")]
     bbox: Option<f64>,
     point: Option<f64>,
@@ -335,22 +481,71 @@ struct Case2d {
 #[derive(Serialize)]
 struct Case3d {
     case: String,
+    modality: String,
     start: &'static str,
     central_slice: usize,
-    slices_segmented: usize,
-    dice: f64,
+    object_range: (usize, usize),
+    dice_free: f64,
+    segmented_range_free: (usize, usize),
+    dice_extent: f64,
 }
 
 /// The propagation settings a model's 3D cases ran with.
 #[derive(Serialize)]
 struct Propagation3d {
     projection: String,
-    iou_threshold: f64,
+    stop_rule: StopRule,
     box_extension: f64,
     note: &'static str,
 }
 
+/// `traces_3d.json`: every model's traced walks, for `eval stop-rule`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TraceFile {
+    pub(crate) models: Vec<ModelTraces>,
+}
+
+/// One model's traced walks.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ModelTraces {
+    pub(crate) label: String,
+    pub(crate) projection: String,
+    pub(crate) box_extension: f64,
+    /// The stop rule the model ran with.
+    pub(crate) stop_rule: StopRule,
+    pub(crate) objects: Vec<TracedObject>,
+}
+
+/// One object's traced walk.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TracedObject {
+    pub(crate) case: String,
+    pub(crate) modality: String,
+    pub(crate) start: String,
+    pub(crate) trace: VolumeTrace,
+}
+
 impl ModelResult<'_> {
+    fn mean_dice_3d(&self) -> Vec<MeanDice3d> {
+        let rows = &self.rows_3d;
+        let mut groups: Vec<Option<String>> = vec![None];
+        groups.extend(modalities(rows).into_iter().map(Some));
+        let mut means = Vec::new();
+        for extent in Extent::BOTH {
+            for group in &groups {
+                let keep = |m: &str| group.as_deref().is_none_or(|g| g == m);
+                means.push(MeanDice3d {
+                    modality: group.clone().unwrap_or_else(|| "all".into()),
+                    extent: extent.name(),
+                    objects: rows.iter().filter(|r| r.start == "box" && keep(&r.modality)).count(),
+                    bbox: mean_3d(rows, "box", extent, keep),
+                    point: mean_3d(rows, "point", extent, keep),
+                });
+            }
+        }
+        means
+    }
+
     fn summary(&self, iterations: usize) -> ModelSummary {
         let (rows, rows_3d) = (&self.rows, &self.rows_3d);
         ModelSummary {
@@ -361,10 +556,7 @@ impl ModelResult<'_> {
                 bbox: mean_per_iteration(rows, "box", iterations),
                 point: mean_per_iteration(rows, "point", iterations),
             },
-            mean_dice_3d: MeanDice3d {
-                bbox: mean_3d(rows_3d, "box"),
-                point: mean_3d(rows_3d, "point"),
-            },
+            mean_dice_3d: self.mean_dice_3d(),
             per_case_2d: rows
                 .iter()
                 .map(|r| Case2d {
@@ -377,18 +569,40 @@ impl ModelResult<'_> {
                 .iter()
                 .map(|r| Case3d {
                     case: r.case.clone(),
+                    modality: r.modality.clone(),
                     start: r.start,
-                    central_slice: r.central_slice,
-                    slices_segmented: r.slices_segmented,
-                    dice: r.dice,
+                    central_slice: r.trace.central_slice,
+                    object_range: r.trace.object_range,
+                    dice_free: r.free.dice,
+                    segmented_range_free: r.free.segmented_range,
+                    dice_extent: r.extent.dice,
                 })
                 .collect(),
             propagation_3d: Propagation3d {
                 projection: self.config.projection.to_string(),
-                iou_threshold: self.config.iou_threshold,
+                stop_rule: self.config.stop,
                 box_extension: self.config.box_extension,
                 note: "fixed for every volume (the reference reports the best of a per-volume grid search)",
             },
+        }
+    }
+
+    fn traces(&self) -> ModelTraces {
+        ModelTraces {
+            label: self.model.label.clone(),
+            projection: self.config.projection.to_string(),
+            box_extension: self.config.box_extension,
+            stop_rule: self.config.stop,
+            objects: self
+                .rows_3d
+                .iter()
+                .map(|r| TracedObject {
+                    case: r.case.clone(),
+                    modality: r.modality.clone(),
+                    start: r.start.to_string(),
+                    trace: r.trace.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -401,26 +615,38 @@ impl ModelResult<'_> {
             }
         }
         for row in &self.rows_3d {
-            csv_3d.push_str(&format!(
-                "{label},{},{},{},{},{}\n",
-                row.case, row.start, row.central_slice, row.slices_segmented, row.dice
-            ));
+            for extent in Extent::BOTH {
+                let score = extent.of(row);
+                let (first, last) = row.trace.object_range;
+                csv_3d.push_str(&format!(
+                    "{label},{},{},{},{},{},{first},{last},{},{},{},{}\n",
+                    row.case,
+                    row.modality,
+                    row.start,
+                    extent.name(),
+                    row.trace.central_slice,
+                    score.slices_segmented,
+                    score.segmented_range.0,
+                    score.segmented_range.1,
+                    score.dice
+                ));
+            }
         }
     }
 }
 
 fn evaluate_model<'m>(
     args: &InteractiveArgs,
-    cases: &Cases,
+    sets: &[Cases],
     model: &'m Model,
     cache: &Path,
 ) -> Result<ModelResult<'m>, Failure> {
     let config = args.projection.config(&model.bundle)?;
-    let (rows, engine) = evaluate_2d(args, cases, model)?;
+    let (rows, engine) = evaluate_2d(args, sets, model)?;
     let rows_3d = if args.no_3d {
         Vec::new()
     } else {
-        evaluate_3d(args, cases, model, &config, cache)?
+        evaluate_3d(args, sets, model, &config, cache)?
     };
     Ok(ModelResult {
         model,
@@ -432,40 +658,43 @@ fn evaluate_model<'m>(
 }
 
 fn interactive(args: InteractiveArgs) -> Result<(), Failure> {
-    let cases = Cases::read(&args.data)?;
+    let sets = read_case_sets(&args.data)?;
     let models = args
         .model
         .iter()
         .map(|m| Model::open(m))
         .collect::<Result<Vec<_>, _>>()?;
-    let cache = tempfile::Builder::new()
+    let temporary = tempfile::Builder::new()
         .prefix("medico-eval-embeddings-")
         .tempdir()
         .context("cannot create a temporary embedding cache")
         .map_err(Failure::input)?;
+    let cache = args.cache_dir.as_deref().unwrap_or(temporary.path());
     let iterations = args.rounds + 1;
     let mut results = Vec::new();
     for model in &models {
-        let result = evaluate_model(&args, &cases, model, cache.path())?;
-        print_model(model, result.engine, &result.rows, &result.rows_3d, iterations);
+        let result = evaluate_model(&args, &sets, model, cache)?;
+        print_model(&result, iterations);
         results.push(result);
     }
     if let Some(out) = &args.out {
-        write_results(out, &args, &cases, &results)?;
+        write_results(out, &args, &sets, &results)?;
     }
     Ok(())
 }
 
-/// `results.csv`, `results_3d.csv`, `results.json` and `dice.png` in `out`.
+/// `results.csv`, `results_3d.csv`, `results.json`, `traces_3d.json` and `dice.png` in `out`.
 fn write_results(
     out: &Path,
     args: &InteractiveArgs,
-    cases: &Cases,
+    sets: &[Cases],
     results: &[ModelResult<'_>],
 ) -> Result<(), Failure> {
     let iterations = args.rounds + 1;
     let mut csv_2d = String::from("model,case,start,iteration,dice\n");
-    let mut csv_3d = String::from("model,case,start,central_slice,slices_segmented,dice\n");
+    let mut csv_3d = String::from(
+        "model,case,modality,start,extent,central_slice,object_first,object_last,slices_segmented,first_segmented,last_segmented,dice\n",
+    );
     let mut curves = Vec::new();
     for result in results {
         result.csv_lines(&mut csv_2d, &mut csv_3d);
@@ -480,11 +709,10 @@ fn write_results(
         }
     }
     let summary = Summary {
-        cases: cases.path.display().to_string(),
+        cases: sets.iter().map(|c| c.path.display().to_string()).collect(),
         rounds: args.rounds,
         use_mask: args.use_mask,
         seed: args.seed,
-        within_object_extent: args.within_object_extent,
         models: results.iter().map(|r| r.summary(iterations)).collect(),
     };
     std::fs::create_dir_all(out)
@@ -493,18 +721,25 @@ fn write_results(
     write_atomically(&out.join("results.csv"), csv_2d.as_bytes())?;
     if !args.no_3d {
         write_atomically(&out.join("results_3d.csv"), csv_3d.as_bytes())?;
+        let traces = TraceFile {
+            models: results.iter().map(ModelResult::traces).collect(),
+        };
+        let json = serde_json::to_string(&traces).expect("traces serialize") + "\n";
+        write_atomically(&out.join("traces_3d.json"), json.as_bytes())?;
     }
     let json = serde_json::to_string_pretty(&summary).expect("a summary serializes") + "\n";
     write_atomically(&out.join("results.json"), json.as_bytes())?;
     if !curves.is_empty() {
-        let title = format!("Simulated interactive segmentation, {} 2D cases", cases.cases_2d.len());
+        let count: usize = sets.iter().map(|c| c.cases_2d.len()).sum();
+        let title = format!("Simulated interactive segmentation, {count} 2D cases");
         write_dice_plot(&out.join("dice.png"), &title, &curves).map_err(Failure::input)?;
     }
     Ok(())
 }
 
-fn print_model(model: &Model, engine: &str, rows: &[Row2d], rows_3d: &[Row3d], iterations: usize) {
-    println!("{} ({}, {engine}):", model.label, model.path.display());
+fn print_model(result: &ModelResult<'_>, iterations: usize) {
+    let (model, rows) = (result.model, &result.rows);
+    println!("{} ({}, {}):", model.label, model.path.display(), result.engine);
     if !rows.is_empty() {
         let header: Vec<String> = (0..iterations).map(|i| format!("{:>6}", format!("it{i}"))).collect();
         println!("  2D mean Dice over {} cases", rows.len() / STARTS.len());
@@ -517,10 +752,21 @@ fn print_model(model: &Model, engine: &str, rows: &[Row2d], rows_3d: &[Row3d], i
             println!("  {start:<6} {}", values.join(" "));
         }
     }
-    for (start, _) in STARTS {
-        if let Some(mean) = mean_3d(rows_3d, start) {
-            let count = rows_3d.iter().filter(|r| r.start == start).count();
-            println!("  3D {start} start, propagated: mean Dice {mean:.3} over {count} objects");
+    if !result.rows_3d.is_empty() {
+        println!(
+            "  3D, propagated ({}, stop: {}): mean Dice box / point",
+            result.config.projection, result.config.stop
+        );
+        for mean in result.mean_dice_3d() {
+            let show = |v: Option<f64>| v.map_or("-".to_string(), |d| format!("{d:.3}"));
+            println!(
+                "    {:<7} {:<4} ({} objects): {} / {}",
+                mean.extent,
+                mean.modality,
+                mean.objects,
+                show(mean.bbox),
+                show(mean.point)
+            );
         }
     }
 }

@@ -97,6 +97,7 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         provenance,
         overlay: overlay.as_ref().map(|(origin, tensors)| Overlay { origin, tensors }),
         semantic,
+        propagation: None,
     })
     .map_err(export_failure)?;
     println!(

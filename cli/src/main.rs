@@ -8,6 +8,7 @@ mod default_model;
 mod dice_plot;
 mod eval_cmd;
 mod eval_semantic;
+mod eval_stop_rule;
 mod export_cmd;
 mod info_cmd;
 mod mask_output;

@@ -13,7 +13,7 @@ use medico_io::volume::Volume;
 use medico_models::prompt::is_single_click;
 use medico_runtime::engines::BackendChoice;
 use medico_runtime::prediction::preview::write_preview;
-use medico_runtime::volume::propagation::{Propagation, PropagationConfig, StopReason};
+use medico_runtime::volume::propagation::{Propagation, PropagationConfig, StopReason, StopRule};
 use medico_runtime::volume::session::VolumeSession;
 use serde::Serialize;
 
@@ -83,7 +83,7 @@ pub fn cache_root(args: &PropagationArgs) -> Option<PathBuf> {
 fn stop_text(stop: Option<StopReason>) -> String {
     match stop {
         None => "not walked (annotated slice at the limit)".into(),
-        Some(StopReason::Iou { slice }) => format!("IoU below threshold at slice {slice}"),
+        Some(StopReason::Rule { slice, cause }) => format!("{cause} at slice {slice}"),
         Some(StopReason::Limit) => "volume border or stop slice".into(),
         Some(StopReason::EmptyMask) => "empty mask".into(),
     }
@@ -102,10 +102,11 @@ struct PropagationReport {
     voxels: usize,
     volume_ml: f64,
     iou_with_previous: BTreeMap<String, f64>,
+    predicted_iou: BTreeMap<String, f32>,
     lower_stop: String,
     upper_stop: String,
     projection: String,
-    iou_threshold: f64,
+    stop_rule: StopRule,
     box_extension: f64,
     intensity: String,
     cache_dir: Option<String>,
@@ -253,14 +254,19 @@ fn report(
         voxels,
         volume_ml: voxels as f64 * spacing.iter().product::<f64>() / 1000.0,
         iou_with_previous: result
-            .iou_with_previous
+            .evidence
             .iter()
-            .map(|(z, v)| (z.to_string(), *v))
+            .map(|(z, e)| (z.to_string(), e.iou_with_previous))
+            .collect(),
+        predicted_iou: result
+            .evidence
+            .iter()
+            .map(|(z, e)| (z.to_string(), e.predicted_iou))
             .collect(),
         lower_stop: stop_text(result.lower_stop),
         upper_stop: stop_text(result.upper_stop),
         projection: config.projection.to_string(),
-        iou_threshold: config.iou_threshold,
+        stop_rule: config.stop,
         box_extension: config.box_extension,
         intensity: job.intensity.to_string(),
         cache_dir: session.cache_dir().map(|p| p.display().to_string()),

@@ -29,7 +29,7 @@ pub struct SegmentArgs {
     /// DICOM series.
     input: PathBuf,
     /// Model: a bundle folder (see `export`), `medico-tiny` (built in) or a model installed by `models pull`;
-    /// default: LiteMedSAM (`models pull litemedsam`).
+    /// default: medico-lite (`models pull medico-lite`: LiteMedSAM finetuned by medico).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Box prompt: x0,y0,x1,y1 in pixels of the slice (x1/y1 exclusive), or x0,y0,z0,x1,y1,z1 with --world.

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use medico_bundle::checksum::{sha256_bytes, sha256_file};
 use medico_bundle::staging::{Existing, StagedDir};
 use medico_bundle::{
-    default_intensity, FileEntry, GraphRole, Manifest, Provenance, SemanticHead, SourceCheckpoint, FORMAT, MANIFEST,
+    default_intensity, FileEntry, GraphRole, Manifest, PropagationDefaults, Provenance, SemanticHead, SourceCheckpoint,
+    FORMAT, MANIFEST,
 };
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{load_decoder_state, Preprocessing, Sam, SamConfig, StateDict, UnetrConfig, UnetrDecoder};
@@ -36,6 +37,15 @@ pub enum ExportError {
         path: PathBuf,
         /// Which parameters differ.
         problem: String,
+    },
+    /// An overlay that does not fit the checkpoint it is applied over.
+    #[error("{}: does not fit the base checkpoint", path.display())]
+    Overlay {
+        /// The overlay.
+        path: PathBuf,
+        /// Which tensor and why.
+        #[source]
+        source: crate::overlay::OverlayMismatch,
     },
     /// The checkpoint cannot be read for its checksum.
     #[error("{}: cannot read", path.display())]
@@ -87,6 +97,8 @@ pub struct ExportRequest<'a> {
     pub overlay: Option<Overlay<'a>>,
     /// A semantic segmentation decoder to add as `segmentation_decoder.onnx`.
     pub semantic: Option<SemanticExport>,
+    /// The propagation settings measured for this model, recorded in `model.json`.
+    pub propagation: Option<PropagationDefaults>,
 }
 
 /// A UNETR decoder state (torch-em keys) with the names of its classes, for [`ExportRequest::semantic`].
@@ -159,9 +171,9 @@ fn is_non_empty_dir(path: &Path) -> bool {
 fn load_model(request: &ExportRequest<'_>) -> Result<(Sam, StateDict), ExportError> {
     let mut state = load_checkpoint(request.checkpoint)?;
     if let Some(overlay) = &request.overlay {
-        apply_overlay(&mut state, overlay.tensors).map_err(|problem| ExportError::Mismatch {
+        apply_overlay(&mut state, overlay.tensors).map_err(|source| ExportError::Overlay {
             path: overlay.origin.into(),
-            problem,
+            source,
         })?;
     }
     let config = match &request.config {
@@ -290,6 +302,7 @@ fn write_bundle(
         ir_version: IR_VERSION,
         provenance: request.provenance.clone(),
         semantic: semantic.map(|(head, _)| head),
+        propagation: request.propagation.clone(),
     };
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     write_file(&dir.join(MANIFEST), text.as_bytes())?;

@@ -19,18 +19,40 @@ pub struct Overlay<'a> {
     pub tensors: &'a StateDict,
 }
 
+/// Why an overlay (or a finetune diffed into one) does not fit its base checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverlayMismatch {
+    /// A tensor the base checkpoint does not have.
+    #[error("'{key}' is not in the base checkpoint")]
+    MissingKey {
+        /// The tensor's key.
+        key: String,
+    },
+    /// A tensor whose shape differs from the base checkpoint's.
+    #[error("'{key}' has shape {shape:?}, {base_shape:?} in the base checkpoint")]
+    Shape {
+        /// The tensor's key.
+        key: String,
+        /// Its shape in the overlay (or finetune).
+        shape: Vec<usize>,
+        /// Its shape in the base checkpoint.
+        base_shape: Vec<usize>,
+    },
+}
+
 /// Replaces `base`'s tensors by `overlay`'s, refusing a key `base` lacks or a shape it does not have.
-pub fn apply_overlay(base: &mut StateDict, overlay: &StateDict) -> Result<(), String> {
+pub fn apply_overlay(base: &mut StateDict, overlay: &StateDict) -> Result<(), OverlayMismatch> {
     for (key, tensor) in overlay {
         match base.get_mut(key) {
             Some(old) if old.shape == tensor.shape => *old = tensor.clone(),
             Some(old) => {
-                return Err(format!(
-                    "'{key}' has shape {:?} in the overlay, {:?} in the checkpoint",
-                    tensor.shape, old.shape
-                ))
+                return Err(OverlayMismatch::Shape {
+                    key: key.clone(),
+                    shape: tensor.shape.clone(),
+                    base_shape: old.shape.clone(),
+                })
             }
-            None => return Err(format!("'{key}' is not in the checkpoint")),
+            None => return Err(OverlayMismatch::MissingKey { key: key.clone() }),
         }
     }
     Ok(())
@@ -38,17 +60,18 @@ pub fn apply_overlay(base: &mut StateDict, overlay: &StateDict) -> Result<(), St
 
 /// The tensors of `finetuned` whose values differ from `base`'s; every key of `finetuned` must be in `base`
 /// with the same shape (an overlay cannot add or reshape parameters).
-pub fn changed_tensors(base: &StateDict, finetuned: &StateDict) -> Result<StateDict, String> {
+pub fn changed_tensors(base: &StateDict, finetuned: &StateDict) -> Result<StateDict, OverlayMismatch> {
     let mut changed = StateDict::new();
     for (key, tensor) in finetuned {
         let old = base
             .get(key)
-            .ok_or_else(|| format!("'{key}' is not in the base checkpoint"))?;
+            .ok_or_else(|| OverlayMismatch::MissingKey { key: key.clone() })?;
         if old.shape != tensor.shape {
-            return Err(format!(
-                "'{key}' has shape {:?}, {:?} in the base checkpoint",
-                tensor.shape, old.shape
-            ));
+            return Err(OverlayMismatch::Shape {
+                key: key.clone(),
+                shape: tensor.shape.clone(),
+                base_shape: old.shape.clone(),
+            });
         }
         if old.data != tensor.data {
             changed.insert(key.clone(), tensor.clone());
@@ -148,10 +171,18 @@ mod tests {
         apply_overlay(&mut rebuilt, &read).unwrap();
         assert_eq!(rebuilt, finetuned);
         let reshaped = StateDict::from([("a".into(), tensor(&[1.0]))]);
-        assert!(apply_overlay(&mut rebuilt, &reshaped).unwrap_err().contains("shape"));
+        assert_eq!(
+            apply_overlay(&mut rebuilt, &reshaped).unwrap_err(),
+            OverlayMismatch::Shape {
+                key: "a".into(),
+                shape: vec![1],
+                base_shape: base["a"].shape.clone(),
+            }
+        );
         let unknown = StateDict::from([("c".into(), tensor(&[1.0]))]);
-        assert!(changed_tensors(&base, &unknown)
-            .unwrap_err()
-            .contains("not in the base"));
+        assert_eq!(
+            changed_tensors(&base, &unknown).unwrap_err(),
+            OverlayMismatch::MissingKey { key: "c".into() }
+        );
     }
 }

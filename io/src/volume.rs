@@ -4,9 +4,12 @@
 //! Slice convention (as `shared/data/cases.json`): on a slice along array axis `a`, image columns (x)
 //! run along the lower remaining array axis and rows (y) along the higher one.
 
+use std::path::Path;
+
 use ndarray::{Array3, Axis};
 
 use crate::nifti2::Nifti2Header;
+use crate::IoError;
 
 /// Anatomical plane of a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +120,17 @@ impl Volume {
         (image.iter().copied().collect(), (h, w))
     }
 
+    /// Whether every voxel of slice `index` along `axis` has the same value (padding, or a slice outside the
+    /// field of view: nothing there to segment). Not-a-number voxels count as different.
+    pub fn slice_is_constant(&self, axis: usize, index: usize) -> bool {
+        let plane = self.data.index_axis(Axis(axis), index);
+        let mut values = plane.iter();
+        let Some(&first) = values.next() else {
+            return true;
+        };
+        values.all(|&v| v == first)
+    }
+
     /// Height and width of the slices along `axis` (rows: the higher in-plane axis).
     pub fn slice_hw(&self, axis: usize) -> (usize, usize) {
         let (x, y) = Self::in_plane_axes(axis);
@@ -205,6 +219,62 @@ impl Volume {
         Some([solve(0), solve(1), solve(2)])
     }
 
+    /// Whether `other` has this volume's shape and voxel-to-world affine (within 1e-3 mm).
+    pub fn same_grid(&self, other: &Volume) -> bool {
+        self.shape() == other.shape()
+            && self
+                .affine
+                .iter()
+                .flatten()
+                .zip(other.affine.iter().flatten())
+                .all(|(a, b)| (a - b).abs() <= 1e-3)
+    }
+
+    /// This volume's voxels reindexed onto `grid`'s when both are the same lattice of voxels in world space
+    /// stored in another order (axes flipped or permuted: a scan's labels stored LAS beside its LPS DICOM
+    /// series); `None` when they are not (another spacing, a shift, a rotation, a singular affine).
+    pub fn reindexed_onto(&self, grid: &Volume) -> Option<Volume> {
+        let base = self.world_to_voxel(grid.voxel_to_world([0.0; 3]))?;
+        let step = |axis: usize| {
+            let mut unit = [0.0; 3];
+            unit[axis] = 1.0;
+            self.world_to_voxel(grid.voxel_to_world(unit))
+                .map(|p| std::array::from_fn::<f64, 3, _>(|r| p[r] - base[r]))
+        };
+        let steps = [step(0)?, step(1)?, step(2)?];
+        let whole = |v: f64| (v - v.round()).abs() <= 1e-3;
+        let unit = |d: &[f64; 3]| d.iter().all(|&v| whole(v)) && d.iter().map(|v| v.round().abs()).sum::<f64>() == 1.0;
+        if !base.iter().all(|&v| whole(v)) || !steps.iter().all(unit) {
+            return None;
+        }
+        let (base, steps) = (base.map(f64::round), steps.map(|d| d.map(f64::round)));
+        let source = |ijk: [usize; 3]| -> [f64; 3] {
+            std::array::from_fn(|r| base[r] + (0..3).map(|a| steps[a][r] * ijk[a] as f64).sum::<f64>())
+        };
+        let shape = self.shape();
+        let [ni, nj, nk] = grid.shape();
+        let inside = |p: [f64; 3]| (0..3).all(|r| p[r] >= 0.0 && p[r] < shape[r] as f64);
+        let corners = [0, ni - 1].into_iter().flat_map(|i| {
+            [0, nj - 1]
+                .into_iter()
+                .flat_map(move |j| [0, nk - 1].into_iter().map(move |k| [i, j, k]))
+        });
+        if grid.data.is_empty() || !corners.map(source).all(inside) {
+            return None;
+        }
+        let data = Array3::from_shape_fn(grid.data.dim(), |(i, j, k)| {
+            let p = source([i, j, k]);
+            self.data[[p[0] as usize, p[1] as usize, p[2] as usize]]
+        });
+        Some(Volume {
+            data,
+            affine: grid.affine,
+            grid: grid.grid.clone(),
+            format: format!("{} (reindexed onto the image's grid)", self.format),
+            notes: self.notes.clone(),
+        })
+    }
+
     /// Finite minimum and maximum of the values (`None` when there is no finite value).
     pub fn value_range(&self) -> Option<(f32, f32)> {
         self.data
@@ -215,6 +285,26 @@ impl Volume {
                 Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
             })
     }
+}
+
+/// A label volume on its image's grid: as it is when they share the grid, reindexed when it is the same
+/// lattice stored in another orientation (a DICOM series' labels stored as LAS NIfTI), else refused.
+pub fn labels_on_image_grid(labels: Volume, image: &Volume, label_path: &Path) -> Result<Volume, IoError> {
+    if labels.same_grid(image) {
+        return Ok(labels);
+    }
+    labels.reindexed_onto(image).ok_or_else(|| {
+        IoError::unusable(
+            label_path,
+            format!(
+                "grid {:?} ({}) differs from the image's {:?} ({}) and is not the same voxels reordered",
+                labels.shape(),
+                labels.orientation(),
+                image.shape(),
+                image.orientation()
+            ),
+        )
+    })
 }
 
 /// A mask's voxels in Fortran order (`i` fastest), as NIfTI and NRRD store them. Loops ordered j, k, i so
@@ -297,5 +387,35 @@ mod tests {
         assert_eq!(oblique.voxel_to_world([0.0; 3]), [117.86, -35.72, -7.25]);
         let singular = volume_with([[0.0; 4], [0.0; 4], [0.0; 4], [0.0, 0.0, 0.0, 1.0]]);
         assert!(singular.world_to_voxel([0.0; 3]).is_none());
+    }
+
+    #[test]
+    fn labels_stored_flipped_are_reindexed_onto_the_image_grid_and_nothing_else_is() {
+        // The same 4 x 5 x 6 lattice stored LPS (the image) and LAS (the labels: axis 1 reversed).
+        let image = volume_with([
+            [-1.0, 0.0, 0.0, 10.0],
+            [0.0, -1.0, 0.0, 20.0],
+            [0.0, 0.0, 2.0, -30.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]);
+        let mut labels = volume_with([
+            [-1.0, 0.0, 0.0, 10.0],
+            [0.0, 1.0, 0.0, 16.0],
+            [0.0, 0.0, 2.0, -30.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]);
+        labels.data = Array3::from_shape_fn((4, 5, 6), |(i, j, k)| (i * 100 + j * 10 + k) as f32);
+        assert!(!labels.same_grid(&image) && image.same_grid(&image));
+        let onto = labels.reindexed_onto(&image).unwrap();
+        assert!(onto.same_grid(&image));
+        for ((i, j, k), &v) in onto.data.indexed_iter() {
+            assert_eq!(v, labels.data[[i, 4 - j, k]], "({i}, {j}, {k})");
+        }
+        // Shifted by two voxels, or by half a voxel, or with another spacing: not the same lattice.
+        for (r, c, value) in [(0, 3, 8.0), (0, 3, 9.5), (2, 2, 3.0)] {
+            let mut other = labels.clone();
+            other.affine[r][c] = value;
+            assert!(other.reindexed_onto(&image).is_none(), "affine[{r}][{c}] = {value}");
+        }
     }
 }

@@ -47,6 +47,22 @@ pub fn tight_box(mask: &[bool], w: usize) -> Option<[usize; 4]> {
     (x0 != usize::MAX).then_some([x0, y0, x1, y1])
 }
 
+/// Pixels upstream LiteMedSAM's 3D inference adds on every side of the previous slice's box.
+pub const LITE_MEDSAM_BOX_SHIFT: usize = 3;
+
+/// Upstream LiteMedSAM's box of a non-empty mask: inclusive corners `[x_min, y_min, x_max, y_max]` moved
+/// out by [`LITE_MEDSAM_BOX_SHIFT`] and clipped to `[0, w - 1] x [0, h - 1]`.
+pub fn lite_medsam_box(mask: &[bool], (h, w): (usize, usize)) -> Option<[usize; 4]> {
+    let [x0, y0, x1, y1] = tight_box(mask, w)?;
+    let shift = LITE_MEDSAM_BOX_SHIFT;
+    Some([
+        x0.saturating_sub(shift),
+        y0.saturating_sub(shift),
+        (x1 - 1 + shift).min(w - 1),
+        (y1 - 1 + shift).min(h - 1),
+    ])
+}
+
 /// The tight box as a box prompt (exclusive ends, as regionprops' and SAM's boxes).
 pub fn box_prompt(mask: &[bool], w: usize) -> Option<BoxPrompt> {
     tight_box(mask, w).map(|[x0, y0, x1, y1]| BoxPrompt {

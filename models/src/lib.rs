@@ -18,6 +18,7 @@ pub mod preprocessing;
 pub mod prompt;
 pub mod prompt_encoder;
 pub mod sam;
+pub mod stop_rule;
 pub mod tiny_vit;
 pub mod unetr;
 pub mod vit;

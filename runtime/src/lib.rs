@@ -87,6 +87,14 @@ pub enum RuntimeError {
     /// A prompt that cannot be used.
     #[error(transparent)]
     Prompt(#[from] PromptError),
+    /// A bundle whose declared propagation settings medico cannot use.
+    #[error("{}: model.json's propagation settings: {problem}", dir.display())]
+    Propagation {
+        /// The bundle folder.
+        dir: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// Why a prompt or a request on a volume cannot be used.

@@ -67,7 +67,8 @@ pub async fn infer(
     let start = Instant::now();
     let (served, three_d) = find_model(&app, &model)?;
     let (intensity, base) = (served.intensity, served.name.clone());
-    let config = PropagationConfig::for_architecture(&served.bundle.manifest.architecture);
+    let config = PropagationConfig::for_bundle(&served.bundle)
+        .map_err(|e| ApiError::from_runtime("reading the model's propagation settings", e))?;
     let output = Output::parse(query.output.as_deref())?;
     let received = receive(multipart).await?;
     let params = InferParams::parse(received.fields.get("params").map(String::as_str))?;

@@ -9,7 +9,7 @@ use medico_io::intensity::Intensity;
 use medico_io::volume::Volume;
 use medico_models::prompt::{is_single_click, BoxPrompt, Point};
 use medico_runtime::volume::mask_prompts::SlicePrompt;
-use medico_runtime::volume::propagation::{propagate, PropagationConfig, SliceSegmenter};
+use medico_runtime::volume::propagation::{propagate, PropagationConfig, SliceMask, SliceSegmenter};
 use medico_runtime::RuntimeError;
 use ndarray::{Array2, Array3};
 
@@ -82,7 +82,7 @@ impl SegmentJob {
                     is_single_click(&prompt.points, prompt.bbox.as_ref(), false),
                 )
                 .map_err(|e| ApiError::from_runtime("segmenting the prompted slice", e))?;
-            annotated.insert(prompt.slice, mask);
+            annotated.insert(prompt.slice, mask.mask);
         }
         let masks = match self.propagate {
             false => annotated,
@@ -132,7 +132,7 @@ impl WorkerSlices<'_> {
         bbox: Option<&BoxPrompt>,
         mask_logits: Option<&Array2<f32>>,
         multimask: bool,
-    ) -> Result<Vec<bool>, RuntimeError> {
+    ) -> Result<SliceMask, RuntimeError> {
         let key = self.session.map(|session| SliceKey {
             session: session.to_string(),
             model: self.model.to_string(),
@@ -150,7 +150,10 @@ impl WorkerSlices<'_> {
         let best = prediction.best();
         self.score.get_or_insert(prediction.iou[best]);
         let threshold = predictor.config().mask_threshold as f32;
-        Ok(prediction.logits[best].iter().map(|&l| l > threshold).collect())
+        Ok(SliceMask {
+            mask: prediction.logits[best].iter().map(|&l| l > threshold).collect(),
+            predicted_iou: prediction.iou[best],
+        })
     }
 }
 
@@ -167,7 +170,11 @@ impl SliceSegmenter for WorkerSlices<'_> {
         self.slot.predictor.config().low_res_size()
     }
 
-    fn segment(&mut self, index: usize, prompt: &SlicePrompt) -> Result<Vec<bool>, RuntimeError> {
+    fn slice_is_blank(&self, index: usize) -> bool {
+        self.volume.slice_is_constant(SLICE_AXIS, index)
+    }
+
+    fn segment(&mut self, index: usize, prompt: &SlicePrompt) -> Result<SliceMask, RuntimeError> {
         self.prompt(
             index,
             &prompt.points,

@@ -13,16 +13,18 @@ use std::path::{Path, PathBuf};
 use medico_bundle::manifest::default_intensity;
 use medico_io::embedding_cache::cache_key;
 use medico_io::image2d::read_image;
+use medico_io::input::{open_scan, Scan};
 use medico_io::intensity::Intensity;
-use medico_io::nifti_io::read_nifti;
 use medico_io::preprocess::encoder_input;
-use medico_io::volume::Volume;
+use medico_io::volume::{labels_on_image_grid, Volume};
 use medico_io::IoError;
+use medico_models::clicks::lite_medsam_box;
 use medico_models::objects::components;
-use medico_models::prompt::resized_size;
+use medico_models::prompt::{resized_size, BoxPrompt, CoordinateMap};
 use medico_models::{Preprocessing, SamConfig};
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use tch::Tensor;
 
@@ -48,6 +50,8 @@ pub struct VolumeSource {
     pub groups: Option<Vec<LabelGroup>>,
     /// What an object is: a class's whole mask on the slice, or each of its connected pieces.
     pub objects: ObjectRule,
+    /// Also derive propagation objects from this volume ([`DerivedObject`]; per label value).
+    pub propagation: bool,
 }
 
 /// What one training object of a label class is on a slice.
@@ -121,6 +125,29 @@ pub struct SliceSample {
     pub input: Vec<f32>,
     /// Object masks `S x S` (row-major), one per label value present.
     pub objects: Vec<Vec<bool>>,
+    /// Propagation objects: prompts derived from a neighbouring slice's masks, with this slice's masks.
+    pub derived: Vec<DerivedObject>,
+}
+
+/// What propagation through a volume asks of the model on one slice: the box upstream LiteMedSAM's 3D rule
+/// (the runtime's `lite_medsam` projection) derives from a neighbouring slice's mask of an object, in the
+/// model's input frame, and this slice's mask of the same object — empty on the first slices past the
+/// object's end, where the model must return nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DerivedObject {
+    /// The box derived from the neighbour's mask (inclusive corners, model input pixels).
+    pub prompt: BoxPrompt,
+    /// This slice's mask of the object, `S x S` row-major (all false past the object's end).
+    pub target: Vec<bool>,
+}
+
+/// Propagation objects kept per slice, at most, half of them past an object's end when there are such.
+pub const DERIVED_PER_SLICE: usize = 8;
+
+/// What a slice holds for training.
+struct SliceObjects {
+    objects: Vec<Vec<bool>>,
+    derived: Vec<DerivedObject>,
 }
 
 /// Nearest-neighbour resize of a label image (`[h, w]` row-major) to `(rh, rw)`, padded to `side x side` with 0.
@@ -140,17 +167,19 @@ fn error(path: &Path, problem: impl std::fmt::Display) -> IoError {
     IoError::unusable(path, problem)
 }
 
+/// A volume of any format medico reads (NIfTI, NRRD, DICOM).
+fn read_volume(path: &Path) -> Result<Volume, IoError> {
+    match open_scan(path, None)? {
+        Scan::Volume(volume) => Ok(*volume),
+        Scan::Image(_) => Err(error(path, "a 2D image where a volume was expected")),
+    }
+}
+
 /// An image volume and its label volume, refused unless they share a grid and the slicing is possible.
 fn read_volume_pair(image: &Path, labels: &Path, axis: usize, slice_step: usize) -> Result<(Volume, Volume), IoError> {
     let (image_path, label_path) = (image, labels);
-    let image = read_nifti(image_path, None)?;
-    let labels = read_nifti(label_path, None)?;
-    if image.shape() != labels.shape() {
-        return Err(error(
-            label_path,
-            format!("grid {:?} differs from the image's {:?}", labels.shape(), image.shape()),
-        ));
-    }
+    let image = read_volume(image_path)?;
+    let labels = labels_on_image_grid(read_volume(label_path)?, &image, label_path)?;
     if axis > 2 {
         return Err(error(image_path, format!("axis {axis} (expected 0, 1 or 2)")));
     }
@@ -168,8 +197,9 @@ pub fn slice_samples(
 ) -> Result<Vec<SliceSample>, IoError> {
     let wanted = |v: i64| source.values.as_ref().is_none_or(|list| list.contains(&v)) && !source.exclude.contains(&v);
     let slicing = (source.axis, source.slice_step);
-    volume_samples(&source.image, &source.labels, slicing, config, |labels, hw| {
-        let resized = resize_labels(labels, hw, resized_size(hw.0, hw.1, config.img_size), config.img_size);
+    volume_samples(&source.image, &source.labels, slicing, config, |volume, index| {
+        let (labels, hw) = volume.slice(source.axis, index);
+        let resized = resize_labels(&labels, hw, resized_size(hw.0, hw.1, config.img_size), config.img_size);
         let classes = match &source.groups {
             Some(groups) => group_masks(&resized, groups, &source.exclude),
             None => value_masks(&resized, wanted),
@@ -179,20 +209,89 @@ pub fn slice_samples(
             ObjectRule::Labels => large_enough(classes, min_pixels),
             ObjectRule::Components => classes.iter().flat_map(|m| components(m, side, min_pixels)).collect(),
         };
-        (!objects.is_empty()).then_some(objects)
+        let derived = if source.propagation {
+            derived_objects(volume, (source.axis, index), &wanted, config.img_size, min_pixels)
+        } else {
+            Vec::new()
+        };
+        (!objects.is_empty() || !derived.is_empty()).then_some(SliceObjects { objects, derived })
     })
 }
 
+/// The propagation objects of slice `index` along `axis` of a label volume: for each wanted label value
+/// with at least `min_pixels` pixels (at model resolution) on a neighbouring slice, the `lite_medsam` box of
+/// the neighbour's mask (computed at the slice's own resolution, as the runtime does, then mapped to the
+/// model's input frame) and this slice's mask of the value (empty past the object's end). At most
+/// [`DERIVED_PER_SLICE`], half of them past an end when there are such, chosen by a generator seeded
+/// with the slice index.
+fn derived_objects(
+    labels: &Volume,
+    (axis, index): (usize, usize),
+    wanted: &impl Fn(i64) -> bool,
+    side: usize,
+    min_pixels: usize,
+) -> Vec<DerivedObject> {
+    let (here, hw) = labels.slice(axis, index);
+    let resized_hw = resized_size(hw.0, hw.1, side);
+    let map = CoordinateMap::new(hw, side);
+    let here_resized = resize_labels(&here, hw, resized_hw, side);
+    let (mut inside, mut past_end) = (Vec::new(), Vec::new());
+    let neighbours = [
+        index.checked_sub(1),
+        Some(index + 1).filter(|&n| n < labels.slices(axis)),
+    ];
+    for neighbour in neighbours.into_iter().flatten() {
+        let (values, _) = labels.slice(axis, neighbour);
+        let resized = resize_labels(&values, hw, resized_hw, side);
+        let mut present: Vec<i64> = values.iter().filter(|&&v| v != 0.0).map(|&v| v as i64).collect();
+        present.sort_unstable();
+        present.dedup();
+        for value in present.into_iter().filter(|&v| wanted(v)) {
+            if resized.iter().filter(|&&l| l as i64 == value).count() < min_pixels {
+                continue;
+            }
+            let mask: Vec<bool> = values.iter().map(|&l| l as i64 == value).collect();
+            let Some([x0, y0, x1, y1]) = lite_medsam_box(&mask, hw) else {
+                continue;
+            };
+            let (bx0, by0) = map.apply(x0 as f64, y0 as f64);
+            let (bx1, by1) = map.apply(x1 as f64, y1 as f64);
+            let target: Vec<bool> = here_resized.iter().map(|&l| l as i64 == value).collect();
+            let object = DerivedObject {
+                prompt: BoxPrompt {
+                    x0: f64::from(bx0),
+                    y0: f64::from(by0),
+                    x1: f64::from(bx1),
+                    y1: f64::from(by1),
+                },
+                target,
+            };
+            if object.target.contains(&true) {
+                inside.push(object);
+            } else {
+                past_end.push(object);
+            }
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(index as u64);
+    inside.shuffle(&mut rng);
+    past_end.shuffle(&mut rng);
+    let ends = past_end.len().min(DERIVED_PER_SLICE / 2);
+    let mut chosen: Vec<DerivedObject> = past_end.into_iter().take(ends).collect();
+    chosen.extend(inside.into_iter().take(DERIVED_PER_SLICE - ends));
+    chosen
+}
+
 /// The samples of every `slice_step`-th slice along `axis` of an image volume and its label volume for
-/// which `objects_of` (given the slice's labels and size) finds objects: the slice with the training
-/// intensity mapping and the model's preprocessing, keyed for the embedding cache. Slices are prepared in
-/// parallel.
+/// which `objects_of` (given the label volume and the slice index) finds objects: the slice with the
+/// training intensity mapping and the model's preprocessing, keyed for the embedding cache. Slices are
+/// prepared in parallel.
 fn volume_samples(
     image: &Path,
     labels: &Path,
     (axis, slice_step): (usize, usize),
     config: &SamConfig,
-    objects_of: impl Fn(&[f32], (usize, usize)) -> Option<Vec<Vec<bool>>> + Sync,
+    objects_of: impl Fn(&Volume, usize) -> Option<SliceObjects> + Sync,
 ) -> Result<Vec<SliceSample>, IoError> {
     let (image, labels) = read_volume_pair(image, labels, axis, slice_step)?;
     let intensity = training_intensity(config);
@@ -207,15 +306,16 @@ fn volume_samples(
         .into_par_iter()
         .filter(|index| index % slice_step == 0)
         .filter_map(|index| {
-            let (label_values, hw) = labels.slice(axis, index);
-            let objects = objects_of(&label_values, hw)?;
+            let found = objects_of(&labels, index)?;
             let (values, hw) = image.slice(axis, index);
             let rgb = intensity.apply_rgb(&values);
             let id = SampleId {
                 source: key.clone(),
                 slice: index,
             };
-            Some(sample(id, &rgb, hw, objects, config))
+            let mut sample = sample(id, &rgb, hw, found.objects, config);
+            sample.derived = found.derived;
+            Some(sample)
         })
         .collect();
     Ok(samples)
@@ -246,15 +346,19 @@ pub fn semantic_slice_samples(
 ) -> Result<Vec<SliceSample>, IoError> {
     let side = config.img_size;
     let slicing = (source.axis, source.slice_step);
-    volume_samples(&source.image, &source.labels, slicing, config, |labels, hw| {
-        let resized = resize_labels(labels, hw, resized_size(hw.0, hw.1, side), side);
+    volume_samples(&source.image, &source.labels, slicing, config, |volume, index| {
+        let (labels, hw) = volume.slice(source.axis, index);
+        let resized = resize_labels(&labels, hw, resized_size(hw.0, hw.1, side), side);
         let objects: Vec<Vec<bool>> = source
             .classes
             .iter()
             .map(|values| resized.iter().map(|&l| values.contains(&(l as i64))).collect())
             .collect();
         let enough = |m: &Vec<bool>| m.iter().filter(|&&b| b).count() >= min_pixels;
-        objects.iter().any(enough).then_some(objects)
+        objects.iter().any(enough).then_some(SliceObjects {
+            objects,
+            derived: Vec::new(),
+        })
     })
 }
 
@@ -359,6 +463,7 @@ fn sample(id: SampleId, rgb: &[u8], hw: (usize, usize), objects: Vec<Vec<bool>>,
         id,
         input: input.iter().copied().collect(),
         objects,
+        derived: Vec::new(),
     }
 }
 
@@ -482,29 +587,52 @@ pub fn sa_med2d_samples(
     Ok(samples.into_iter().flatten().collect())
 }
 
-/// The objects of a batch of `samples`: at most `max_objects` per image, chosen at random.
-fn batch_objects(samples: &[&SliceSample], max_objects: usize, rng: &mut impl Rng) -> Vec<(usize, Vec<bool>)> {
-    let mut objects = Vec::new();
+/// Items picked for a batch, each with the index of its image in the batch.
+type Picked<T> = Vec<(usize, T)>;
+
+/// At most `max_objects` of each sample's `items` (its objects, or its propagation objects), chosen at random,
+/// with the index of their image in the batch.
+fn pick_per_image<T: Clone>(
+    samples: &[&SliceSample],
+    items: impl Fn(&SliceSample) -> &[T],
+    max_objects: usize,
+    rng: &mut impl Rng,
+) -> Picked<T> {
+    let mut picked = Vec::new();
     for (i, sample) in samples.iter().enumerate() {
-        let mut order: Vec<usize> = (0..sample.objects.len()).collect();
+        let all = items(sample);
+        let mut order: Vec<usize> = (0..all.len()).collect();
         order.shuffle(rng);
-        for &k in order.iter().take(max_objects) {
-            objects.push((i, sample.objects[k].clone()));
-        }
+        picked.extend(order.iter().take(max_objects).map(|&k| (i, all[k].clone())));
     }
-    objects
+    picked
 }
 
-/// A batch of `samples` with at most `max_objects` objects per image, chosen at random.
+/// The objects and then the propagation objects of a batch of `samples`: at most `max_objects` of each per
+/// image, chosen at random.
+fn batch_objects(
+    samples: &[&SliceSample],
+    max_objects: usize,
+    rng: &mut impl Rng,
+) -> (Picked<Vec<bool>>, Picked<DerivedObject>) {
+    let objects = pick_per_image(samples, |s| &s.objects, max_objects, rng);
+    let derived = pick_per_image(samples, |s| &s.derived, max_objects, rng);
+    (objects, derived)
+}
+
+/// A batch of `samples` with at most `max_objects` objects (and as many propagation objects) per image,
+/// chosen at random.
 pub fn make_batch(samples: &[&SliceSample], side: usize, max_objects: usize, rng: &mut impl Rng) -> Batch {
     let mut pixels = Vec::with_capacity(samples.len() * 3 * side * side);
     for sample in samples {
         pixels.extend_from_slice(&sample.input);
     }
     let images = Tensor::from_slice(&pixels).reshape([samples.len() as i64, 3, side as i64, side as i64]);
+    let (objects, derived) = batch_objects(samples, max_objects, rng);
     Batch {
         input: BatchInput::Images(images),
-        objects: batch_objects(samples, max_objects, rng),
+        objects,
+        derived,
     }
 }
 
@@ -516,9 +644,11 @@ pub fn make_embedding_batch(
     max_objects: usize,
     rng: &mut impl Rng,
 ) -> Batch {
+    let (objects, derived) = batch_objects(samples, max_objects, rng);
     Batch {
         input: BatchInput::Embeddings(Tensor::stack(embeddings, 0)),
-        objects: batch_objects(samples, max_objects, rng),
+        objects,
+        derived,
     }
 }
 

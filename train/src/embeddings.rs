@@ -48,6 +48,21 @@ pub fn encoder_cache_dir(root: &Path, backend: &TchBackend) -> PathBuf {
     root.join(format!("{:032x}", hasher.digest128()))
 }
 
+/// Another engine that computes the frozen encoder's embeddings (`[C, E, E]`) from preprocessed encoder
+/// inputs (`[3, S, S]`) with the same weights: ONNX Runtime on the model's exported encoder is about twice
+/// as fast as libtorch on a CPU. The command line passes it (the training crate links no inference engine);
+/// its first embedding is checked against libtorch's before any is stored.
+pub trait ImageEncoder {
+    /// The embedding of one preprocessed input.
+    fn encode(&mut self, input: &[f32]) -> Result<ArrayD<f32>, String>;
+    /// The engine's name, for messages.
+    fn name(&self) -> String;
+}
+
+/// Largest absolute difference allowed between another engine's embedding and libtorch's (float32 engines
+/// agree to ~1e-4 on these encoders).
+pub const ENCODER_TOLERANCE: f32 = 1e-3;
+
 /// What filling the cache did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CacheReport {
@@ -72,14 +87,15 @@ impl std::ops::Add for CacheReport {
 }
 
 /// The embedding of every sample (`[C, 64, 64]` f32 on the CPU, in order), read from the encoder's cache
-/// folder `encoder_dir` ([`encoder_cache_dir`]) or computed with `sam`'s image encoder on `backend` and
-/// stored there. `progress` is told the
-/// number of samples done.
+/// folder `encoder_dir` ([`encoder_cache_dir`]) or computed and stored there: with `external` when given
+/// (its first embedding checked against `sam`'s image encoder on `backend`), else with that encoder.
+/// `progress` is told the number of samples done.
 pub fn sample_embeddings(
     sam: &Sam,
     backend: &TchBackend,
     samples: &[SliceSample],
     encoder_dir: &Path,
+    external: Option<&mut (dyn ImageEncoder + '_)>,
     mut progress: impl FnMut(usize),
 ) -> Result<(Vec<Tensor>, CacheReport), TrainError> {
     let cache_of = |sample: &SliceSample| EmbeddingCache::new(encoder_dir, &sample.id.source);
@@ -96,6 +112,24 @@ pub fn sample_embeddings(
     };
     let missing: Vec<usize> = (0..samples.len()).filter(|&i| embeddings[i].is_none()).collect();
     let started = std::time::Instant::now();
+    if let Some(engine) = external {
+        for (n, &i) in missing.iter().enumerate() {
+            let array = engine
+                .encode(&samples[i].input)
+                .map_err(|problem| TrainError::Encoder {
+                    engine: engine.name(),
+                    problem,
+                })?;
+            if n == 0 {
+                check_against_libtorch(sam, backend, &samples[i], &array, &engine.name())?;
+            }
+            cache_of(&samples[i]).store(samples[i].id.slice, &array)?;
+            embeddings[i] = Some(to_tensor(&array));
+            report.computed += 1;
+            progress(report.reused + report.computed);
+        }
+    }
+    let missing: Vec<usize> = (0..samples.len()).filter(|&i| embeddings[i].is_none()).collect();
     for chunk in missing.chunks(ENCODE_CHUNK) {
         let encoded = encode(sam, backend, chunk.iter().map(|&i| &samples[i]));
         for (k, &i) in chunk.iter().enumerate() {
@@ -114,6 +148,42 @@ pub fn sample_embeddings(
     Ok((embeddings, report))
 }
 
+/// Refuses another engine's embedding of `sample` unless it matches libtorch's within [`ENCODER_TOLERANCE`]
+/// (another model's encoder, or a broken engine, would poison the cache).
+fn check_against_libtorch(
+    sam: &Sam,
+    backend: &TchBackend,
+    sample: &SliceSample,
+    array: &ArrayD<f32>,
+    engine: &str,
+) -> Result<(), TrainError> {
+    let reference = to_array(&encode(sam, backend, std::iter::once(sample)).get(0));
+    if reference.shape() != array.shape() {
+        return Err(TrainError::Encoder {
+            engine: engine.into(),
+            problem: format!(
+                "embedding of shape {:?}, libtorch's is {:?}",
+                array.shape(),
+                reference.shape()
+            ),
+        });
+    }
+    let largest = reference
+        .iter()
+        .zip(array.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if largest.is_nan() || largest > ENCODER_TOLERANCE {
+        return Err(TrainError::Encoder {
+            engine: engine.into(),
+            problem: format!(
+                "its embedding differs from the trainer's frozen encoder by {largest:.2e} (allowed {ENCODER_TOLERANCE:.0e}): not the same weights"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The embeddings of a run's training and validation samples, in order.
 pub struct SplitEmbeddings {
     /// Of the training samples.
@@ -123,18 +193,24 @@ pub struct SplitEmbeddings {
 }
 
 /// [`sample_embeddings`] of a run's training and then validation samples under the cache folder `root` (one
-/// folder per encoder inside it); `progress` is told the samples done and the total.
+/// folder per encoder inside it), with `external` when given; `progress` is told the samples done and the
+/// total.
 pub fn split_embeddings(
     sam: &Sam,
     backend: &TchBackend,
     (train, val): (&[SliceSample], &[SliceSample]),
     root: &Path,
+    mut external: Option<&mut (dyn ImageEncoder + '_)>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(SplitEmbeddings, CacheReport), TrainError> {
     let dir = encoder_cache_dir(root, backend);
     let total = train.len() + val.len();
-    let (train_embeddings, a) = sample_embeddings(sam, backend, train, &dir, |done| progress(done, total))?;
-    let (val_embeddings, b) = sample_embeddings(sam, backend, val, &dir, |done| progress(train.len() + done, total))?;
+    let (train_embeddings, a) = sample_embeddings(sam, backend, train, &dir, external.as_deref_mut(), |done| {
+        progress(done, total)
+    })?;
+    let (val_embeddings, b) = sample_embeddings(sam, backend, val, &dir, external, |done| {
+        progress(train.len() + done, total)
+    })?;
     let embeddings = SplitEmbeddings {
         train: train_embeddings,
         val: val_embeddings,

@@ -64,6 +64,14 @@ pub enum TrainError {
         /// What is inconsistent.
         problem: String,
     },
+    /// Another engine computing the frozen encoder's embeddings failed or disagreed with libtorch.
+    #[error("{engine} as the frozen image encoder: {problem}")]
+    Encoder {
+        /// The engine.
+        engine: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// The device asked for cannot be used.
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),

@@ -17,6 +17,7 @@ use rand::Rng;
 use tch::{Kind, Tensor};
 
 use crate::backend::{TchBackend, TchTensor};
+use crate::data::DerivedObject;
 
 /// Which objective to train with (`medicosam`, `simple` or `medsam` in a configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -80,6 +81,9 @@ pub struct ObjectiveConfig {
     pub iou_weight: f64,
     /// Where a point start clicks.
     pub point_start: PointStart,
+    /// Weight of the propagation term (batches with [`Batch::derived`] objects): one decoding of each derived
+    /// box, loss = Dice + BCE (weight 1: Dice alone has no gradient towards an empty mask) + IoU MSE.
+    pub propagation_weight: f64,
 }
 
 impl Default for ObjectiveConfig {
@@ -91,6 +95,7 @@ impl Default for ObjectiveConfig {
             bce_weight: 0.0,
             iou_weight: 1.0,
             point_start: PointStart::Uniform,
+            propagation_weight: 1.0,
         }
     }
 }
@@ -110,14 +115,18 @@ pub struct Batch {
     pub input: BatchInput,
     /// For each object: its image index in `images` and its `S x S` row-major mask.
     pub objects: Vec<(usize, Vec<bool>)>,
+    /// Propagation objects: image index, the box derived from a neighbouring slice and this slice's mask.
+    pub derived: Vec<(usize, DerivedObject)>,
 }
 
 /// What one forward pass of the objective produced.
 pub struct ObjectiveOutput {
     /// The loss to back-propagate (mean over rounds).
     pub loss: Tensor,
-    /// Loss value per round.
+    /// Loss value per round (of the interactive objects).
     pub round_losses: Vec<f64>,
+    /// The propagation term's value, when the batch had derived objects.
+    pub propagation_loss: Option<f64>,
     /// Whether each round after the first got the previous logits as mask prompt.
     pub mask_fed: Vec<bool>,
     /// Whether any mask prompt handed to the decoder required gradients (it must not).
@@ -139,16 +148,58 @@ fn dice_loss(probabilities: &Tensor, target: &Tensor) -> Tensor {
     1.0 - intersection * 2.0 / denominator.clamp_min(1e-6)
 }
 
-/// The objects' masks as a `[N, 1, S, S]` float target on `device`.
-fn targets(batch: &Batch, side: usize, device: tch::Device) -> Tensor {
-    let values: Vec<f32> = batch
-        .objects
-        .iter()
-        .flat_map(|(_, m)| m.iter().map(|&v| f32::from(u8::from(v))))
-        .collect();
+/// Masks as a `[N, 1, S, S]` float target on `device`.
+fn targets<'a>(masks: impl ExactSizeIterator<Item = &'a Vec<bool>>, side: usize, device: tch::Device) -> Tensor {
+    let n = masks.len() as i64;
+    let values: Vec<f32> = masks.flat_map(|m| m.iter().map(|&v| f32::from(u8::from(v)))).collect();
     Tensor::from_slice(&values)
-        .reshape([batch.objects.len() as i64, 1, side as i64, side as i64])
+        .reshape([n, 1, side as i64, side as i64])
         .to_device(device)
+}
+
+/// The embeddings of the images `indices` point at.
+fn select_embeddings(embeddings: &TchTensor, indices: impl Iterator<Item = usize>, device: tch::Device) -> TchTensor {
+    let index = Tensor::from_slice(&indices.map(|i| i as i64).collect::<Vec<_>>()).to_device(device);
+    TchTensor(embeddings.0.index_select(0, &index))
+}
+
+/// The propagation term: each derived box decoded once (single-mask output, as the runtime's walk decodes
+/// it) against this slice's mask, empty past the object's end: Dice + BCE (weight at least 1: Dice alone
+/// has no gradient towards an empty mask) + IoU MSE, so that the model learns to return nothing, with a low
+/// predicted IoU, where the object has ended.
+fn propagation_term(
+    sam: &Sam,
+    backend: &TchBackend,
+    embeddings: &TchTensor,
+    batch: &Batch,
+    config: ObjectiveConfig,
+) -> Tensor {
+    let side = sam.config.img_size;
+    let device = backend.device();
+    let object_embeddings = select_embeddings(embeddings, batch.derived.iter().map(|(i, _)| *i), device);
+    let target = targets(batch.derived.iter().map(|(_, d)| &d.target), side, device);
+    let prompts = Prompts {
+        points: vec![Vec::new(); batch.derived.len()],
+        boxes: batch.derived.iter().map(|(_, d)| Some(d.prompt)).collect(),
+    };
+    let (coords, labels) = sparse_inputs(backend, &prompts, side);
+    let output = sam.decode(
+        backend,
+        &object_embeddings,
+        PromptTensors {
+            sparse: Some((&coords, &labels)),
+            dense: DensePrompt::None,
+        },
+    );
+    let selected = sam.select_outputs(backend, &output, false);
+    let low_res = selected.masks.0.to_kind(Kind::Float);
+    let predicted_iou = selected.iou_predictions.0.to_kind(Kind::Float);
+    let logits = low_res.upsample_bilinear2d([side as i64, side as i64], false, None, None);
+    let config = ObjectiveConfig {
+        bce_weight: config.bce_weight.max(1.0),
+        ..config
+    };
+    round_loss(&logits, &predicted_iou, &target, config)
 }
 
 /// Whether this iteration starts from boxes, and how many rounds it decodes.
@@ -288,9 +339,20 @@ pub fn objective_forward(
         BatchInput::Images(images) => sam.encode_image(backend, &backend.input(images)),
         BatchInput::Embeddings(embeddings) => backend.input(embeddings),
     };
-    let index = Tensor::from_slice(&batch.objects.iter().map(|(i, _)| *i as i64).collect::<Vec<_>>()).to_device(device);
-    let object_embeddings = TchTensor(embeddings.0.index_select(0, &index));
-    let target = targets(batch, side, device);
+    let propagation = (!batch.derived.is_empty()).then(|| propagation_term(sam, backend, &embeddings, batch, config));
+    let propagation_loss = propagation.as_ref().map(|t| t.double_value(&[]));
+    let weighted = propagation.map(|t| t * config.propagation_weight);
+    if batch.objects.is_empty() {
+        return ObjectiveOutput {
+            loss: weighted.unwrap_or_else(|| Tensor::zeros([], (Kind::Float, device))),
+            round_losses: Vec::new(),
+            propagation_loss,
+            mask_fed: Vec::new(),
+            feedback_required_grad: false,
+        };
+    }
+    let object_embeddings = select_embeddings(&embeddings, batch.objects.iter().map(|(i, _)| *i), device);
+    let target = targets(batch.objects.iter().map(|(_, m)| m), side, device);
     let (use_box, rounds) = start_and_rounds(config, iteration, rng);
     let mut prompts = start_prompts(batch, (side, side), use_box, config.point_start, rng);
     let mut feedback: Option<Tensor> = None;
@@ -323,10 +385,14 @@ pub fn objective_forward(
         mask_fed.push(fed);
         feedback = next;
     }
-    let loss = Tensor::stack(&losses, 0).mean(Kind::Float);
+    let mut loss = Tensor::stack(&losses, 0).mean(Kind::Float);
+    if let Some(term) = weighted {
+        loss += term;
+    }
     ObjectiveOutput {
         loss,
         round_losses,
+        propagation_loss,
         mask_fed,
         feedback_required_grad,
     }
@@ -347,6 +413,7 @@ mod tests {
         let batch = Batch {
             input: BatchInput::Embeddings(Tensor::zeros([1, 1, 1, 1], (Kind::Float, tch::Device::Cpu))),
             objects: vec![(0, mask.clone())],
+            derived: Vec::new(),
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let mut clicks = std::collections::HashSet::new();

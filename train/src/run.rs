@@ -21,7 +21,7 @@ use crate::data::{
     folder_samples, make_batch, make_embedding_batch, sa_med2d_samples, slice_samples, ImageFolderSource,
     SaMed2dSource, SliceSample, VolumeSource,
 };
-use crate::embeddings::{split_embeddings, CacheReport, SplitEmbeddings};
+use crate::embeddings::{split_embeddings, CacheReport, ImageEncoder, SplitEmbeddings};
 use crate::error::TrainError;
 use crate::objective::Batch;
 use crate::run_config::{DataEntry, RunConfig};
@@ -132,6 +132,7 @@ fn samples_of(
                     slice_step: e.slice_step,
                     groups: e.groups.clone(),
                     objects: e.objects,
+                    propagation: e.propagation,
                 };
                 slice_samples(&source, config, min_pixels)?
             }
@@ -177,7 +178,18 @@ struct RunContext<'a> {
 }
 
 /// Runs the training described by the configuration file at `config_path` on `device`.
-pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progress)) -> Result<RunSummary, TrainError> {
+pub fn run(config_path: &Path, device: Device, progress: impl FnMut(&Progress)) -> Result<RunSummary, TrainError> {
+    run_with_encoder(config_path, device, None, progress)
+}
+
+/// [`run`], with the frozen encoder's missing embeddings computed by `encoder` when given (see
+/// [`ImageEncoder`]).
+pub fn run_with_encoder(
+    config_path: &Path,
+    device: Device,
+    encoder: Option<&mut (dyn ImageEncoder + '_)>,
+    mut progress: impl FnMut(&Progress),
+) -> Result<RunSummary, TrainError> {
     let mut context = prepare(config_path)?;
     let mut trainer = start_trainer(&context, device)?;
     let report = if context.run.freeze_image_encoder {
@@ -187,8 +199,14 @@ pub fn run(config_path: &Path, device: Device, mut progress: impl FnMut(&Progres
             context.out.as_path(),
         );
         let samples = (context.train.as_slice(), context.val.as_slice());
-        let (embeddings, report) =
-            frozen_embeddings(trainer.backend(), &context.sam_config, cache, samples, &mut progress)?;
+        let (embeddings, report) = frozen_embeddings(
+            trainer.backend(),
+            &context.sam_config,
+            cache,
+            samples,
+            encoder,
+            &mut progress,
+        )?;
         context.embeddings = Some(embeddings);
         Some(report)
     } else {
@@ -212,15 +230,21 @@ pub(crate) fn frozen_embeddings(
     sam_config: &SamConfig,
     (base, configured, out): (&Path, Option<&Path>, &Path),
     samples: (&[SliceSample], &[SliceSample]),
+    encoder: Option<&mut (dyn ImageEncoder + '_)>,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(SplitEmbeddings, CacheReport), TrainError> {
     let root = match configured {
         Some(path) => resolve(base, path),
         None => out.join("embeddings"),
     };
-    split_embeddings(&Sam::new(sam_config.clone()), backend, samples, &root, |done, total| {
-        progress(&Progress::Embeddings { done, total })
-    })
+    split_embeddings(
+        &Sam::new(sam_config.clone()),
+        backend,
+        samples,
+        &root,
+        encoder,
+        |done, total| progress(&Progress::Embeddings { done, total }),
+    )
 }
 
 /// A run's `log.jsonl` in its output folder, appended to (a resumed run continues it), one JSON object per line.
@@ -321,11 +345,19 @@ fn start_trainer(context: &RunContext<'_>, device: Device) -> Result<Trainer, Tr
             run.optimizer_config(),
         );
     }
-    let state = if run.init == "scratch" {
+    let mut state = if run.init == "scratch" {
         random_state(&sam(), run.seed)
     } else {
         load_checkpoint(&resolve(&context.base, Path::new(&run.init)))?
     };
+    if let Some(overlay) = &run.init_overlay {
+        let path = resolve(&context.base, overlay);
+        let tensors = load_checkpoint(&path)?;
+        medico_export::overlay::apply_overlay(&mut state, &tensors).map_err(|e| TrainError::Config {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+    }
     sam().param_specs().check(&medico_models::checkpoint::shapes(&state))?;
     Ok(Trainer::new(
         sam(),
@@ -400,6 +432,8 @@ struct LogEntry<'a> {
     step: u64,
     loss: f64,
     round_losses: &'a [f64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    propagation_loss: Option<f64>,
     seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     val_loss: Option<f64>,
@@ -428,6 +462,7 @@ fn train_loop(
             step: done,
             loss: report.loss,
             round_losses: &report.round_losses,
+            propagation_loss: report.propagation_loss,
             seconds: started.elapsed().as_secs_f64(),
             val_loss: step_val_loss,
         };
@@ -471,6 +506,7 @@ fn export_result(
         },
         overlay: None,
         semantic: None,
+        propagation: None,
     })?;
     Ok(bundle)
 }

@@ -70,6 +70,10 @@ pub struct VolumeEntry {
     /// `"labels"` (default: a class's whole mask is one object) or `"components"` (each connected piece).
     #[serde(default)]
     pub objects: ObjectRule,
+    /// Also train propagation on this volume: prompts derived from a neighbouring slice's mask of each label
+    /// value, targets this slice's (empty past the object's end); default false.
+    #[serde(default)]
+    pub propagation: bool,
 }
 
 fn default_slice_step() -> usize {
@@ -105,6 +109,11 @@ pub struct RunConfig {
     pub iou_weight: f64,
     /// Where a point start clicks: `uniform` (default, micro-sam's) or `farthest` (the object's centre).
     pub point_start: PointStart,
+    /// Weight of the propagation term (volumes with `"propagation": true`; default 1).
+    pub propagation_weight: f64,
+    /// An overlay (`checkpoint diff`'s output) applied over `init` before training: a shipped finetune
+    /// trained further from the files in the repository.
+    pub init_overlay: Option<PathBuf>,
     /// Optimisation steps.
     pub steps: u64,
     /// Images per batch.
@@ -155,6 +164,8 @@ impl Default for RunConfig {
             bce_weight: objective.bce_weight,
             iou_weight: objective.iou_weight,
             point_start: objective.point_start,
+            propagation_weight: objective.propagation_weight,
+            init_overlay: None,
             steps: 0,
             batch_size: 2,
             accumulate: 1,
@@ -201,11 +212,11 @@ impl RunConfig {
             .any(|entry| matches!(entry, DataEntry::Volume(v) if v.groups.is_some() && v.values.is_some()))
         {
             Some("a volume entry takes `values` or `groups`, not both")
-        } else if ![self.bce_weight, self.iou_weight]
+        } else if ![self.bce_weight, self.iou_weight, self.propagation_weight]
             .iter()
             .all(|w| w.is_finite() && *w >= 0.0)
         {
-            Some("the loss weights (bce_weight, iou_weight) must be finite and not negative")
+            Some("the loss weights (bce_weight, iou_weight, propagation_weight) must be finite and not negative")
         } else if self.train_only_iou_head && !self.freeze_image_encoder {
             Some("train_only_iou_head needs freeze_image_encoder (the embeddings are computed once)")
         } else {
@@ -229,6 +240,7 @@ impl RunConfig {
             bce_weight: self.bce_weight,
             iou_weight: self.iou_weight,
             point_start: self.point_start,
+            propagation_weight: self.propagation_weight,
         }
     }
 

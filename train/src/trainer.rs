@@ -76,6 +76,8 @@ pub struct StepReport {
     pub loss: f64,
     /// Loss per round.
     pub round_losses: Vec<f64>,
+    /// The propagation term (mean over the micro-batches that had derived objects).
+    pub propagation_loss: Option<f64>,
     /// Mask feedback per round after the first.
     pub mask_fed: Vec<bool>,
     /// Whether a fed-back mask carried gradients (it must not).
@@ -176,9 +178,11 @@ impl Trainer {
         let mut report = StepReport {
             loss: 0.0,
             round_losses: Vec::new(),
+            propagation_loss: None,
             mask_fed: Vec::new(),
             feedback_required_grad: false,
         };
+        let mut propagation = (0.0, 0usize);
         for batch in batches {
             let out = self.forward(batch, &mut rng);
             // With one micro-batch the scale is 1, an exact no-op on the loss and its gradients.
@@ -188,9 +192,13 @@ impl Trainer {
             for (total, round) in report.round_losses.iter_mut().zip(&out.round_losses) {
                 *total += round * scale;
             }
+            if let Some(term) = out.propagation_loss {
+                propagation = (propagation.0 + term, propagation.1 + 1);
+            }
             report.mask_fed.extend(out.mask_fed);
             report.feedback_required_grad |= out.feedback_required_grad;
         }
+        report.propagation_loss = (propagation.1 > 0).then(|| propagation.0 / propagation.1 as f64);
         self.optimizer.step();
         self.iteration += 1;
         report

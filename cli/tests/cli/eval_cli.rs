@@ -34,7 +34,15 @@ fn interactive_evaluation_reports_dice_per_iteration_reproducibly() {
     ]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     let table = text(&run.stdout);
-    for expected in ["first (", "second (", "it0", "it3", "3D box start", "3D point start"] {
+    for expected in [
+        "first (",
+        "second (",
+        "it0",
+        "it3",
+        "3D, propagated",
+        "free    all",
+        "extent  all",
+    ] {
         assert!(table.contains(expected), "missing {expected:?} in {table}");
     }
     let summary: serde_json::Value =
@@ -46,14 +54,32 @@ fn interactive_evaluation_reports_dice_per_iteration_reproducibly() {
             let dice = model["mean_dice_2d"][start].as_array().unwrap();
             assert_eq!(dice.len(), 4, "start + 3 rounds");
             assert!(dice.iter().all(|d| (0.0..=1.0).contains(&d.as_f64().unwrap())));
-            let dice_3d = model["mean_dice_3d"][start].as_f64().unwrap();
-            assert!((0.0..=1.0).contains(&dice_3d));
+            // Every object as a user meets it (free) and within its extent, over all and per modality.
+            for extent in ["free", "extent"] {
+                let mean = model["mean_dice_3d"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["modality"] == "all" && m["extent"] == extent)
+                    .unwrap();
+                assert_eq!(mean["objects"], 5);
+                assert!((0.0..=1.0).contains(&mean[start].as_f64().unwrap()), "{mean}");
+            }
         }
         assert_eq!(model["per_case_2d"].as_array().unwrap().len(), 18, "9 cases x 2 starts");
         let per_case_3d = model["per_case_3d"].as_array().unwrap();
         assert_eq!(per_case_3d.len(), 10, "5 objects x 2 starts");
         for case in per_case_3d {
-            assert!(case["slices_segmented"].as_u64().unwrap() >= 1, "{case}");
+            assert_eq!(case["modality"], "MR", "{case}");
+            let (first, last) = (
+                case["object_range"][0].as_u64().unwrap(),
+                case["object_range"][1].as_u64().unwrap(),
+            );
+            let central = case["central_slice"].as_u64().unwrap();
+            assert!(first <= central && central <= last, "{case}");
+            for key in ["dice_free", "dice_extent"] {
+                assert!((0.0..=1.0).contains(&case[key].as_f64().unwrap()), "{case}");
+            }
         }
     }
     assert_eq!(
@@ -67,7 +93,39 @@ fn interactive_evaluation_reports_dice_per_iteration_reproducibly() {
     let csv = std::fs::read_to_string(a.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 2 * 18 * 4);
     let csv_3d = std::fs::read_to_string(a.join("results_3d.csv")).unwrap();
-    assert_eq!(csv_3d.lines().count(), 1 + 2 * 10);
+    assert_eq!(csv_3d.lines().count(), 1 + 2 * 10 * 2, "free and extent rows");
+
+    // The traced walks choose a stop rule: the rule each model ran with, then the grid's best, never worse.
+    let traces = a.join("traces_3d.json");
+    let stop_rule = |model: &str| {
+        medico(&[
+            "eval",
+            "stop-rule",
+            "--traces",
+            traces.to_str().unwrap(),
+            "--model",
+            model,
+            "--top",
+            "2",
+        ])
+    };
+    let run = stop_rule("first");
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let report = text(&run.stdout);
+    let mean_of = |line: &str| -> f64 { line.split_whitespace().nth(1).unwrap().parse().unwrap() };
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    let ran_with = lines.iter().find(|l| l.starts_with("the rule it ran with:")).unwrap();
+    let best = lines[lines.iter().position(|l| l.starts_with("best 2 of")).unwrap() + 1];
+    let ran_with = ran_with.trim_start_matches("the rule it ran with:").trim();
+    assert!(mean_of(best) >= mean_of(ran_with), "{report}");
+    assert!(!report.contains("second ("), "only the model asked for: {report}");
+    let run = stop_rule("third");
+    assert_eq!(run.status.code(), Some(3));
+    assert!(
+        text(&run.stderr).contains("no traces for model 'third'"),
+        "{}",
+        text(&run.stderr)
+    );
     let plot = image::open(a.join("dice.png")).unwrap().to_rgb8();
     assert_eq!(plot.dimensions(), (960, 600));
     let coloured = plot

@@ -15,6 +15,8 @@ fn propagate(input: &Path, bundle: &Path, cache: &Path, out: &Path, extra: &[&st
         "--propagate",
         "--iou-threshold",
         "0",
+        "--min-predicted-iou",
+        "0",
         "--projection",
         "box",
         "--cache-dir",

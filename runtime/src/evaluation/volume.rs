@@ -3,15 +3,17 @@
 //! prompted — with the object's tight box, or with one random positive point and one random negative point
 //! from the box grown by 10 px minus the object — and the mask is propagated through the volume in both
 //! directions. The reference grid-searches the propagation parameters per volume and reports the best Dice
-//! (an oracle); here they are fixed and given by the caller.
+//! (an oracle); here one walk per object is traced to the volume's borders ([`VolumeTrace`]) and scored under
+//! a stop rule fixed for every volume, with or without the object's extent.
 
 use medico_models::clicks::{box_prompt, negative_near, start_point};
 use medico_models::prompt::{BoxPrompt, Point};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::evaluation::interactive::{dice_of, overlap, Start};
-use crate::volume::propagation::{PropagationConfig, StopReason};
+use crate::volume::propagation::{PropagationConfig, SliceEvidence, StopRule};
 use crate::volume::session::VolumeSession;
 use crate::{PromptError, RuntimeError};
 use medico_io::volume::Volume;
@@ -22,19 +24,73 @@ pub const MIN_CENTRAL_PIXELS: usize = 10;
 /// Growth of the box from which the negative start point is drawn (micro-sam: 10 px).
 const NEGATIVE_RING_PX: usize = 10;
 
-/// The outcome for one object.
-#[derive(Debug, Clone)]
-pub struct VolumeEvalResult {
+/// One propagated slice of a traced walk: what the walk knew, and how the mask compares with the truth.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TraceStep {
+    /// The slice.
+    pub slice: usize,
+    /// The evidence the stop rule sees.
+    pub evidence: SliceEvidence,
+    /// Pixels of the mask that are object pixels.
+    pub intersection: usize,
+}
+
+/// A walk from one prompted slice to the volume's borders that nothing stopped but an empty mask, with the
+/// truth on every slice: the result of any stop rule, with or without the object's extent, follows from it
+/// without running the model again (a rule only cuts a walk short; the masks before the cut are the same).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeTrace {
     /// The prompted slice.
     pub central_slice: usize,
-    /// Dice of the propagated masks against the object over the whole volume.
-    pub dice: f64,
-    /// Slices that received a mask.
-    pub slices_segmented: usize,
     /// Extent of the object along the axis (first, last).
     pub object_range: (usize, usize),
-    /// How the walks below and above the prompted slice ended.
-    pub stops: (Option<StopReason>, Option<StopReason>),
+    /// Object voxels in the whole volume.
+    pub object_voxels: usize,
+    /// The prompted slice's mask: (object pixels in it, its pixels).
+    pub central: (usize, usize),
+    /// The walk below the prompted slice, nearest first.
+    pub below: Vec<TraceStep>,
+    /// The walk above the prompted slice, nearest first.
+    pub above: Vec<TraceStep>,
+}
+
+/// The outcome of one object under a stop rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VolumeScore {
+    /// Dice of the propagated masks against the object over the whole volume.
+    pub dice: f64,
+    /// Slices that received a mask (the prompted one included).
+    pub slices_segmented: usize,
+    /// First and last slice segmented.
+    pub segmented_range: (usize, usize),
+}
+
+impl VolumeTrace {
+    /// What the walk gives under `rule`, kept within the object's extent when `within_extent` (as a 3D box
+    /// prompt gives it).
+    pub fn score(&self, rule: &StopRule, within_extent: bool) -> VolumeScore {
+        let (mut intersection, mut mask_voxels) = self.central;
+        let mut slices = 1;
+        let mut range = (self.central_slice, self.central_slice);
+        let (lo, hi) = self.object_range;
+        for walk in [&self.below, &self.above] {
+            for step in walk {
+                let outside = step.slice < lo || step.slice > hi;
+                if (within_extent && outside) || rule.verdict(&step.evidence).is_some() {
+                    break;
+                }
+                intersection += step.intersection;
+                mask_voxels += step.evidence.area;
+                slices += 1;
+                range = (range.0.min(step.slice), range.1.max(step.slice));
+            }
+        }
+        VolumeScore {
+            dice: dice_of((intersection, mask_voxels + self.object_voxels)),
+            slices_segmented: slices,
+            segmented_range: range,
+        }
+    }
 }
 
 /// The object's mask on every slice along `axis` (same layout as the image slices).
@@ -82,23 +138,20 @@ pub struct VolumePrompt {
     pub start: Start,
     /// Seed of the random point of a point start.
     pub seed: u64,
-    /// Keep the walk within the object's extent along the axis, as a 3D box prompt gives it (upstream
-    /// LiteMedSAM's protocol, whose walk stops only on an empty mask).
-    pub within_object_extent: bool,
 }
 
-/// Evaluates one object (`labels == label`) of the session's volume: prompts it as `prompt` says,
-/// propagates with `config`, and compares with the object over the whole volume. `None` when the object is
-/// absent or has fewer than [`MIN_CENTRAL_PIXELS`] on the prompted slice. The session's annotations are
-/// replaced.
-pub fn evaluate_volume_object(
+/// Traces one object (`labels == label`) of the session's volume: prompts it as `prompt` says, then walks
+/// with `config`'s projection to both borders, stopping only where an empty mask leaves nothing to carry
+/// (`config`'s stop rule and limits are not used: score the trace with [`VolumeTrace::score`]). `None` when
+/// the object is absent or has fewer than [`MIN_CENTRAL_PIXELS`] on the prompted slice. The session's
+/// annotations are replaced.
+pub fn trace_volume_object(
     session: &mut VolumeSession,
     labels: &Volume,
     label: f32,
     prompt: VolumePrompt,
     config: &PropagationConfig,
-) -> Result<Option<VolumeEvalResult>, RuntimeError> {
-    let (prompt_slice, start, seed) = (prompt.slice, prompt.start, prompt.seed);
+) -> Result<Option<VolumeTrace>, RuntimeError> {
     let axis = session.axis();
     if labels.shape() != session.volume().shape() {
         return Err(PromptError::LabelShape {
@@ -111,7 +164,7 @@ pub fn evaluate_volume_object(
     let Some(range) = object_range(&truth) else {
         return Ok(None);
     };
-    let central = prompt_slice.unwrap_or((range.0 + range.1) / 2);
+    let central = prompt.slice.unwrap_or((range.0 + range.1) / 2);
     if central >= truth.len() {
         return Err(PromptError::SliceOutside {
             index: central,
@@ -121,34 +174,42 @@ pub fn evaluate_volume_object(
         .into());
     }
     let hw = labels.slice_hw(axis);
-    let central_mask = &truth[central];
-    if central_mask.iter().filter(|&&m| m).count() < MIN_CENTRAL_PIXELS {
+    let central_truth = &truth[central];
+    if central_truth.iter().filter(|&&m| m).count() < MIN_CENTRAL_PIXELS {
         return Ok(None);
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let Some((points, bbox)) = start_prompt(central_mask, hw, start, &mut rng) else {
+    let mut rng = ChaCha8Rng::seed_from_u64(prompt.seed);
+    let Some((points, bbox)) = start_prompt(central_truth, hw, prompt.start, &mut rng) else {
         return Ok(None);
     };
     session.clear_annotations();
-    session.annotate(central, &points, bbox.as_ref(), start == Start::Point)?;
-    let mut config = config.clone();
-    if prompt.within_object_extent {
-        config.lower_limit = Some(range.0);
-        config.upper_limit = Some(range.1);
-    }
+    let central_mask = session.annotate(central, &points, bbox.as_ref(), prompt.start == Start::Point)?;
+    let config = PropagationConfig {
+        stop: StopRule::NEVER,
+        lower_limit: None,
+        upper_limit: None,
+        ..config.clone()
+    };
     let result = session.propagate(config)?;
-    let empty = vec![false; hw.0 * hw.1];
-    let counts = truth.iter().enumerate().fold((0, 0), |(inter, total), (k, object)| {
-        let (i, t) = overlap(result.masks.get(&k).unwrap_or(&empty), object);
-        (inter + i, total + t)
-    });
-    let dice = dice_of(counts);
-    Ok(Some(VolumeEvalResult {
+    let step = |k: usize| {
+        let evidence = result.evidence[&k];
+        let (intersection, _) = overlap(&result.masks[&k], &truth[k]);
+        TraceStep {
+            slice: k,
+            evidence,
+            intersection,
+        }
+    };
+    let below = result.masks.range(..central).rev().map(|(&k, _)| step(k)).collect();
+    let above = result.masks.range(central + 1..).map(|(&k, _)| step(k)).collect();
+    let (central_intersection, _) = overlap(&central_mask, central_truth);
+    Ok(Some(VolumeTrace {
         central_slice: central,
-        dice,
-        slices_segmented: result.masks.len(),
         object_range: range,
-        stops: (result.lower_stop, result.upper_stop),
+        object_voxels: truth.iter().map(|s| s.iter().filter(|&&m| m).count()).sum(),
+        central: (central_intersection, central_mask.iter().filter(|&&m| m).count()),
+        below,
+        above,
     }))
 }
 

@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use medico_models::clicks::tight_box;
+pub use medico_models::clicks::{lite_medsam_box, LITE_MEDSAM_BOX_SHIFT};
 use medico_models::distance::{argmax_in_mask, distance_transform};
 use medico_models::prompt::{resized_size, BoxPrompt, Point};
 use ndarray::Array2;
@@ -32,9 +33,6 @@ pub struct Projection {
     /// not used).
     pub lite_medsam_box: bool,
 }
-
-/// Pixels upstream LiteMedSAM's 3D inference adds on every side of the previous slice's box.
-pub const LITE_MEDSAM_BOX_SHIFT: usize = 3;
 
 const MODES: [(&str, Projection); 6] = [
     ("mask", Projection::new(true, true, false, false)),
@@ -150,19 +148,6 @@ pub fn box_from_mask(mask: &[bool], (h, w): (usize, usize), extension: BoxExtens
         y0.saturating_sub(ey),
         (x1 + ex).min(w),
         (y1 + ey).min(h),
-    ])
-}
-
-/// Upstream LiteMedSAM's box of a non-empty mask: inclusive corners `[x_min, y_min, x_max, y_max]` moved
-/// out by [`LITE_MEDSAM_BOX_SHIFT`] and clipped to `[0, w - 1] x [0, h - 1]`.
-pub fn lite_medsam_box(mask: &[bool], (h, w): (usize, usize)) -> Option<[usize; 4]> {
-    let [x0, y0, x1, y1] = tight_box(mask, w)?;
-    let shift = LITE_MEDSAM_BOX_SHIFT;
-    Some([
-        x0.saturating_sub(shift),
-        y0.saturating_sub(shift),
-        (x1 - 1 + shift).min(w - 1),
-        (y1 - 1 + shift).min(h - 1),
     ])
 }
 

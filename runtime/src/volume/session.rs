@@ -13,7 +13,7 @@ use ndarray::Array2;
 use crate::engines::BackendChoice;
 use crate::prediction::predictor::{Prediction, Predictor};
 use crate::volume::mask_prompts::SlicePrompt;
-use crate::volume::propagation::{propagate_touching, Propagation, PropagationConfig, SliceSegmenter};
+use crate::volume::propagation::{propagate_touching, Propagation, PropagationConfig, SliceMask, SliceSegmenter};
 use crate::{PromptError, RuntimeError};
 use medico_io::embedding_cache::{cache_key, EmbeddingCache, Lookup};
 use medico_io::image2d::RgbImage;
@@ -278,7 +278,11 @@ impl SliceSegmenter for VolumeSession {
         self.predictor.config().low_res_size()
     }
 
-    fn segment(&mut self, index: usize, prompt: &SlicePrompt) -> Result<Vec<bool>, RuntimeError> {
+    fn slice_is_blank(&self, index: usize) -> bool {
+        self.volume.slice_is_constant(self.axis, index)
+    }
+
+    fn segment(&mut self, index: usize, prompt: &SlicePrompt) -> Result<SliceMask, RuntimeError> {
         let prediction = self.segment_slice(
             index,
             &prompt.points,
@@ -286,6 +290,9 @@ impl SliceSegmenter for VolumeSession {
             prompt.mask_logits.as_ref(),
             false,
         )?;
-        Ok(self.binary(&prediction))
+        Ok(SliceMask {
+            mask: self.binary(&prediction),
+            predicted_iou: prediction.iou[prediction.best()],
+        })
     }
 }

@@ -48,6 +48,7 @@ fn export() -> (Scratch, Bundle) {
         provenance: Provenance::default(),
         overlay: None,
         semantic: None,
+        propagation: None,
     })
     .expect("export LiteMedSAM with the architecture inferred from the checkpoint");
     assert_eq!(manifest.architecture, "lite_medsam");

@@ -23,6 +23,7 @@ fn check(name: &str, backend: BackendChoice) {
         provenance: Provenance::default(),
         overlay: None,
         semantic: None,
+        propagation: None,
     })
     .unwrap();
     let bundle = Bundle::open(&out).unwrap();

@@ -12,7 +12,7 @@ use medico_io::volume::{GridHeader, Volume};
 use medico_models::prompt::BoxPrompt;
 use medico_models::SamConfig;
 use medico_runtime::engines::BackendChoice;
-use medico_runtime::volume::propagation::PropagationConfig;
+use medico_runtime::volume::propagation::{PropagationConfig, StopRule};
 use medico_runtime::volume::session::VolumeSession;
 use medico_tests::{reference_dir, scratch_dir};
 use ndarray::Array3;
@@ -28,6 +28,7 @@ fn tiny_bundle(dir: &Path) -> Bundle {
         provenance: Provenance::default(),
         overlay: None,
         semantic: None,
+        propagation: None,
     })
     .unwrap();
     Bundle::open(&out).unwrap()
@@ -112,10 +113,10 @@ fn embeddings_are_cached_and_corrections_touch_only_their_neighbourhood() {
     assert_eq!(second.stats().encoder_runs, 0);
 }
 
-/// Box projection, never stopping on IoU (the tiny model has random weights).
+/// Box projection, never stopping but at an empty mask (the tiny model has random weights).
 fn box_walk() -> PropagationConfig {
     PropagationConfig {
-        iou_threshold: 0.0,
+        stop: StopRule::NEVER,
         projection: "box".parse().unwrap(),
         ..PropagationConfig::default()
     }

@@ -75,8 +75,14 @@ pub fn run_semantic(
             context.out.as_path(),
         );
         let samples = (context.train.as_slice(), context.val.as_slice());
-        let (embeddings, report) =
-            frozen_embeddings(trainer.backend(), &context.sam_config, cache, samples, &mut progress)?;
+        let (embeddings, report) = frozen_embeddings(
+            trainer.backend(),
+            &context.sam_config,
+            cache,
+            samples,
+            None,
+            &mut progress,
+        )?;
         context.embeddings = Some(embeddings);
         Some(report)
     } else {
@@ -334,6 +340,7 @@ fn export(
         },
         overlay: None,
         semantic: Some(SemanticExport::from_file(decoder, run.classes.clone())?),
+        propagation: None,
     })?;
     Ok(bundle)
 }

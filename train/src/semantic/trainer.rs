@@ -294,6 +294,7 @@ impl SemanticTrainer {
         let sam_batch = Batch {
             input: BatchInput::Images(images.shallow_clone()),
             objects: batch.objects.clone(),
+            derived: Vec::new(),
         };
         let out = objective_forward(
             &self.sam,

@@ -34,6 +34,7 @@ pub fn mni_tissue_axial(slice_step: usize) -> VolumeSource {
         slice_step,
         groups: None,
         objects: ObjectRule::Labels,
+        propagation: false,
     }
 }
 
@@ -75,6 +76,7 @@ fn mni_slices_become_batches_the_trainer_steps_on() {
         bce_weight: 0.0,
         iou_weight: 1.0,
         point_start: Default::default(),
+        propagation_weight: 1.0,
     };
     let mut trainer = Trainer::new(sam, &state, Device::Cpu, objective, OptimizerConfig::default(), 0);
     let report = trainer.step(&batch);
@@ -139,6 +141,7 @@ fn label_groups_are_one_object_each() {
         slice_step: 16,
         groups: Some(vec![group("1-999"), group("1000-1999"), group("1-1999")]),
         objects: ObjectRule::Labels,
+        propagation: false,
     };
     let samples = slice_samples(&source, &config, 20).unwrap();
     let three: Vec<_> = samples.iter().filter(|s| s.objects.len() == 3).collect();
@@ -167,6 +170,7 @@ fn mismatched_grids_are_refused_with_the_file_named() {
         slice_step: 1,
         groups: None,
         objects: ObjectRule::Labels,
+        propagation: false,
     };
     let err = slice_samples(&source, &config, 20).err().unwrap().to_string();
     assert!(
@@ -287,4 +291,59 @@ fn an_sa_med2d_index_maps_images_to_their_masks() {
         .unwrap()
         .to_string();
     assert!(err.contains("SAMed2D.json") && err.contains("index"), "{err}");
+}
+
+#[test]
+fn propagation_objects_are_derived_from_the_neighbours_and_empty_past_the_object() {
+    let reference = shared().join("reference/tiny");
+    let config = SamConfig::from_json_file(&reference.join("config.json")).unwrap();
+    let side = config.img_size;
+    // The brain mask (value 1) spans axial slices 0..=154 of 189: slice 155 lies past its end.
+    let source = VolumeSource {
+        labels: shared().join("data/volumes/mni152_brain_mask.nii.gz"),
+        propagation: true,
+        ..mni_tissue_axial(1)
+    };
+    let samples = slice_samples(&source, &config, 20).unwrap();
+    let past_end = samples
+        .iter()
+        .find(|s| s.id.slice == 155)
+        .expect("slice 155 is kept for its derived object");
+    assert!(past_end.objects.is_empty(), "no brain on slice 155");
+    assert_eq!(past_end.derived.len(), 1);
+    assert!(
+        past_end.derived[0].target.iter().all(|&t| !t),
+        "past the end the target is empty"
+    );
+    let inside = samples.iter().find(|s| s.id.slice == 90).unwrap();
+    // Both neighbours hold the brain: one derived object from each, within the brain's slice.
+    assert_eq!(inside.derived.len(), 2);
+    for derived in &inside.derived {
+        let target = &derived.target;
+        assert_eq!(target, &inside.objects[0]);
+        let b = derived.prompt;
+        // The box is the neighbour's box plus 3 pixels of the 197 x 233 slice, mapped to the model's input:
+        // it holds the object's pixels of this slice but a few.
+        let inside_box = (0..side * side)
+            .filter(|&i| target[i])
+            .filter(|&i| {
+                let (x, y) = ((i % side) as f64, (i / side) as f64);
+                x >= b.x0 - 1.0 && x <= b.x1 + 1.0 && y >= b.y0 - 1.0 && y <= b.y1 + 1.0
+            })
+            .count();
+        let total = target.iter().filter(|&&t| t).count();
+        assert!(inside_box as f64 > 0.98 * total as f64, "{inside_box} of {total}");
+        assert!(b.x1 < side as f64 && b.y1 < side as f64 && b.x0 >= 0.0 && b.y0 >= 0.0);
+    }
+    // Without propagation the same volume yields no derived object and drops the empty slices.
+    let plain = slice_samples(
+        &VolumeSource {
+            propagation: false,
+            ..source
+        },
+        &config,
+        20,
+    )
+    .unwrap();
+    assert!(plain.iter().all(|s| s.derived.is_empty()) && !plain.iter().any(|s| s.id.slice == 155));
 }

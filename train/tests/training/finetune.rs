@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 use medico_models::{EncoderConfig, Sam, SamConfig};
 use medico_tests::shared_dir as shared;
+use medico_train::backend::TchBackend;
 use medico_train::data::{make_batch, make_embedding_batch, slice_samples, SliceSample};
-use medico_train::embeddings::{encoder_cache_dir, sample_embeddings};
+use medico_train::embeddings::{encoder_cache_dir, sample_embeddings, ImageEncoder};
 use medico_train::objective::{Batch, Objective, ObjectiveConfig};
 use medico_train::run::{random_state, run};
 use medico_train::trainer::{OptimizerConfig, TrainableParts, Trainer};
+use ndarray::{ArrayD, IxDyn};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
@@ -48,6 +50,7 @@ fn objective() -> ObjectiveConfig {
         bce_weight: 0.0,
         iou_weight: 1.0,
         point_start: Default::default(),
+        propagation_weight: 1.0,
     }
 }
 
@@ -93,7 +96,8 @@ fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
 
     let cache = tempfile::tempdir().unwrap();
     let encoder_dir = encoder_cache_dir(cache.path(), trainer.backend());
-    let (embeddings, first) = sample_embeddings(&sam(), trainer.backend(), &samples, &encoder_dir, |_| {}).unwrap();
+    let (embeddings, first) =
+        sample_embeddings(&sam(), trainer.backend(), &samples, &encoder_dir, None, |_| {}).unwrap();
     assert_eq!((first.computed, first.reused), (samples.len(), 0));
     assert_eq!(embeddings[0].size(), [32, 64, 64]);
     // A second pass reads every embedding back; a damaged file is recomputed, not trusted.
@@ -105,7 +109,7 @@ fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
         .next()
         .unwrap();
     std::fs::write(&damaged, b"not an embedding").unwrap();
-    let (again, second) = sample_embeddings(&sam(), trainer.backend(), &samples, &encoder_dir, |_| {}).unwrap();
+    let (again, second) = sample_embeddings(&sam(), trainer.backend(), &samples, &encoder_dir, None, |_| {}).unwrap();
     assert_eq!((second.computed, second.reused), (1, samples.len() - 1));
     for (a, b) in embeddings.iter().zip(&again) {
         assert_eq!(max_difference(a, b), 0.0);
@@ -204,4 +208,88 @@ fn frozen_encoder_runs_share_the_embedding_cache_and_resume_exactly() {
         assert_eq!(max_difference(x, y), 0.0, "{name}");
     }
     assert!(straight.bundle.join("model.json").exists());
+}
+
+/// A stand-in for another engine (ONNX Runtime in the command line): libtorch's own embedding plus `offset`.
+struct Shifted<'a> {
+    sam: Sam,
+    backend: &'a TchBackend,
+    offset: f32,
+    calls: usize,
+}
+
+impl ImageEncoder for Shifted<'_> {
+    fn encode(&mut self, input: &[f32]) -> Result<ArrayD<f32>, String> {
+        self.calls += 1;
+        let side = self.sam.config.img_size as i64;
+        let image = Tensor::from_slice(input).reshape([1, 3, side, side]);
+        let out = tch::no_grad(|| self.sam.encode_image(self.backend, &self.backend.input(&image)).0).get(0)
+            + f64::from(self.offset);
+        let shape: Vec<usize> = out.size().iter().map(|&d| d as usize).collect();
+        let values = Vec::<f32>::try_from(out.flatten(0, -1)).unwrap();
+        Ok(ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap())
+    }
+
+    fn name(&self) -> String {
+        "shifted".into()
+    }
+}
+
+#[test]
+fn another_engine_fills_the_cache_only_when_it_matches_the_frozen_encoder() {
+    let config = small_tiny_vit();
+    let trainer = small_trainer(TrainableParts::PromptEncoderAndDecoder);
+    let samples = samples(&config);
+    let cache = tempfile::tempdir().unwrap();
+    let encoder_dir = encoder_cache_dir(cache.path(), trainer.backend());
+    // Off by far more than float32 engines differ: refused before anything is stored.
+    let mut wrong = Shifted {
+        sam: Sam::new(config.clone()),
+        backend: trainer.backend(),
+        offset: 0.01,
+        calls: 0,
+    };
+    let err = sample_embeddings(
+        &Sam::new(config.clone()),
+        trainer.backend(),
+        &samples,
+        &encoder_dir,
+        Some(&mut wrong),
+        |_| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("shifted") && err.contains("not the same weights"), "{err}");
+    assert!(!encoder_dir.exists() || std::fs::read_dir(&encoder_dir).unwrap().next().is_none());
+    // Within float32 noise: every missing embedding comes from the other engine.
+    let mut close = Shifted {
+        sam: Sam::new(config.clone()),
+        backend: trainer.backend(),
+        offset: 1e-5,
+        calls: 0,
+    };
+    let (embeddings, report) = sample_embeddings(
+        &Sam::new(config.clone()),
+        trainer.backend(),
+        &samples,
+        &encoder_dir,
+        Some(&mut close),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!((report.computed, close.calls), (samples.len(), samples.len()));
+    let (reference, _) = sample_embeddings(
+        &Sam::new(config),
+        trainer.backend(),
+        &samples,
+        &tempfile::tempdir().unwrap().path().join("e"),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    for (a, b) in embeddings.iter().zip(&reference) {
+        let difference = max_difference(a, b);
+        assert!(difference > 0.0 && difference < 1e-4, "{difference}");
+    }
 }

@@ -42,6 +42,7 @@ fn batch(side: usize) -> Batch {
     Batch {
         input: BatchInput::Images(Tensor::from_slice(&pixels).reshape([2, 3, side as i64, side as i64])),
         objects,
+        derived: Vec::new(),
     }
 }
 
@@ -68,6 +69,7 @@ fn config(objective: Objective) -> ObjectiveConfig {
         bce_weight: 0.0,
         iou_weight: 1.0,
         point_start: Default::default(),
+        propagation_weight: 1.0,
     }
 }
 
@@ -258,5 +260,66 @@ fn the_iou_term_scales_with_its_weight() {
     assert!(
         ((tenfold - dice_only) - 10.0 * (paper - dice_only)).abs() < 1e-4,
         "{dice_only} {paper} {tenfold}"
+    );
+}
+
+#[test]
+fn the_propagation_term_teaches_an_empty_mask_past_the_object() {
+    use medico_models::prompt::BoxPrompt;
+    use medico_train::data::DerivedObject;
+    let side = 256;
+    // Derived boxes only, over a dark region where the object has ended: the target is empty.
+    let mut data = batch(side);
+    data.objects.clear();
+    data.derived = (0..2)
+        .map(|i| {
+            let prompt = BoxPrompt {
+                x0: 30.0,
+                y0: 40.0,
+                x1: 130.0,
+                y1: 160.0,
+            };
+            let target = vec![false; side * side];
+            (i, DerivedObject { prompt, target })
+        })
+        .collect();
+    let mut trainer = trainer(Objective::MedicoSam, 1e-3);
+    let initial = trainer.evaluate(&data, 3);
+    for _ in 0..8 {
+        let report = trainer.step(&data);
+        assert!(report.round_losses.is_empty(), "no interactive objects, no rounds");
+        assert!(report.propagation_loss.is_some_and(f64::is_finite));
+    }
+    let after = trainer.evaluate(&data, 3);
+    assert!(after < 0.8 * initial, "propagation loss {initial} -> {after}");
+}
+
+#[test]
+fn the_propagation_weight_scales_the_term_added_to_the_rounds() {
+    use medico_models::prompt::BoxPrompt;
+    use medico_train::data::DerivedObject;
+    let side = 256;
+    let mut data = batch(side);
+    let mask = data.objects[0].1.clone();
+    let prompt = BoxPrompt {
+        x0: 38.0,
+        y0: 57.0,
+        x1: 122.0,
+        y1: 152.0,
+    };
+    data.derived = vec![(0, DerivedObject { prompt, target: mask })];
+    let loss = |weight: f64| {
+        let config = ObjectiveConfig {
+            propagation_weight: weight,
+            ..config(Objective::MedicoSam)
+        };
+        trainer_with(config, 1e-3).evaluate(&data, 5)
+    };
+    let (without, once, twice) = (loss(0.0), loss(1.0), loss(2.0));
+    let term = once - without;
+    assert!(term > 0.0, "{without} {once}");
+    assert!(
+        ((twice - without) - 2.0 * term).abs() < 1e-4 * (1.0 + twice.abs()),
+        "{without} {once} {twice}"
     );
 }
