@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
-use medico_bundle::Bundle;
+use medico_bundle::{Bundle, PropagationDefaults};
 use medico_io::image2d::read_image;
 use medico_io::input::{open_scan, Scan};
 use medico_io::intensity::Intensity;
@@ -15,7 +15,7 @@ use medico_io::volume::{labels_on_image_grid, Volume};
 use medico_runtime::evaluation::interactive::{evaluate_class, EvalOptions, Start};
 use medico_runtime::evaluation::volume::{trace_volume_object, VolumePrompt, VolumeScore, VolumeTrace};
 use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
-use medico_runtime::volume::propagation::{PropagationConfig, StopRule};
+use medico_runtime::volume::propagation::PropagationConfig;
 use medico_runtime::volume::session::VolumeSession;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -493,9 +493,8 @@ struct Case3d {
 /// The propagation settings a model's 3D cases ran with.
 #[derive(Serialize)]
 struct Propagation3d {
-    projection: String,
-    stop_rule: StopRule,
-    box_extension: f64,
+    #[serde(flatten)]
+    settings: PropagationDefaults,
     note: &'static str,
 }
 
@@ -509,10 +508,8 @@ pub(crate) struct TraceFile {
 #[derive(Serialize, Deserialize)]
 pub(crate) struct ModelTraces {
     pub(crate) label: String,
-    pub(crate) projection: String,
-    pub(crate) box_extension: f64,
-    /// The stop rule the model ran with.
-    pub(crate) stop_rule: StopRule,
+    /// The projection and stop rule the model ran with.
+    pub(crate) propagation: PropagationDefaults,
     pub(crate) objects: Vec<TracedObject>,
 }
 
@@ -579,9 +576,7 @@ impl ModelResult<'_> {
                 })
                 .collect(),
             propagation_3d: Propagation3d {
-                projection: self.config.projection.to_string(),
-                stop_rule: self.config.stop,
-                box_extension: self.config.box_extension,
+                settings: self.config.declared(),
                 note: "fixed for every volume (the reference reports the best of a per-volume grid search)",
             },
         }
@@ -590,9 +585,7 @@ impl ModelResult<'_> {
     fn traces(&self) -> ModelTraces {
         ModelTraces {
             label: self.model.label.clone(),
-            projection: self.config.projection.to_string(),
-            box_extension: self.config.box_extension,
-            stop_rule: self.config.stop,
+            propagation: self.config.declared(),
             objects: self
                 .rows_3d
                 .iter()

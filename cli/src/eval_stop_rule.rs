@@ -70,7 +70,7 @@ fn report_model(model: &ModelTraces, grid: &RuleGrid, top: usize) {
     println!(
         "{} ({} projection, {} box and {} point walks):",
         model.label,
-        model.projection,
+        model.propagation.projection,
         boxes.len(),
         points.len()
     );
@@ -81,7 +81,7 @@ fn report_model(model: &ModelTraces, grid: &RuleGrid, top: usize) {
             mean_free_dice(points.iter().copied(), rule)
         )
     };
-    println!("  the rule it ran with:   {}", line(&model.stop_rule));
+    println!("  the rule it ran with:   {}", line(&model.propagation.stop));
     println!("  upstream (empty mask):  {}", line(&StopRule::UPSTREAM_LITE_MEDSAM));
     let ranked = rank_rules(&boxes, grid);
     println!("  best {top} of {} rules (mean Dice, no extent):", ranked.len());

@@ -53,14 +53,18 @@ pub const LITE_MEDSAM_BOX_SHIFT: usize = 3;
 /// Upstream LiteMedSAM's box of a non-empty mask: inclusive corners `[x_min, y_min, x_max, y_max]` moved
 /// out by [`LITE_MEDSAM_BOX_SHIFT`] and clipped to `[0, w - 1] x [0, h - 1]`.
 pub fn lite_medsam_box(mask: &[bool], (h, w): (usize, usize)) -> Option<[usize; 4]> {
-    let [x0, y0, x1, y1] = tight_box(mask, w)?;
+    tight_box(mask, w).map(|tight| lite_medsam_box_around(tight, (h, w)))
+}
+
+/// [`lite_medsam_box`] of a mask whose tight box `[x0, y0, x1, y1)` is already known.
+pub fn lite_medsam_box_around([x0, y0, x1, y1]: [usize; 4], (h, w): (usize, usize)) -> [usize; 4] {
     let shift = LITE_MEDSAM_BOX_SHIFT;
-    Some([
+    [
         x0.saturating_sub(shift),
         y0.saturating_sub(shift),
         (x1 - 1 + shift).min(w - 1),
         (y1 - 1 + shift).min(h - 1),
-    ])
+    ]
 }
 
 /// The tight box as a box prompt (exclusive ends, as regionprops' and SAM's boxes).

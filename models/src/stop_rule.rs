@@ -45,8 +45,7 @@ impl SliceEvidence {
         blank_slice: bool,
         start_area: usize,
     ) -> Self {
-        let area = mask.iter().filter(|&&m| m).count();
-        let previous_area = previous.iter().filter(|&&m| m).count();
+        let (area, previous_area) = (area(mask), area(previous));
         let outside = match tight_box(previous, w) {
             Some([x0, y0, x1, y1]) if area > 0 => {
                 let inside = |i: usize| {
@@ -89,6 +88,11 @@ impl SliceEvidence {
             self.area as f64 / self.previous_area as f64
         }
     }
+}
+
+/// Foreground pixels of a mask.
+pub fn area(mask: &[bool]) -> usize {
+    mask.iter().filter(|&&m| m).count()
 }
 
 /// Intersection over union of two masks (1 when both are empty).

@@ -8,6 +8,7 @@
 //! maps resized with nearest neighbour onto the same grid). Images are decoded and prepared in parallel (rayon). Samples are grouped into
 //! [`Batch`]es with at most a given number of objects per image, chosen by a seeded generator.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use medico_bundle::manifest::default_intensity;
@@ -18,7 +19,7 @@ use medico_io::intensity::Intensity;
 use medico_io::preprocess::encoder_input;
 use medico_io::volume::{labels_on_image_grid, Volume};
 use medico_io::IoError;
-use medico_models::clicks::lite_medsam_box;
+use medico_models::clicks::lite_medsam_box_around;
 use medico_models::objects::components;
 use medico_models::prompt::{resized_size, BoxPrompt, CoordinateMap};
 use medico_models::{Preprocessing, SamConfig};
@@ -235,6 +236,8 @@ fn derived_objects(
     let resized_hw = resized_size(hw.0, hw.1, side);
     let map = CoordinateMap::new(hw, side);
     let here_resized = resize_labels(&here, hw, resized_hw, side);
+    let here_values: HashSet<i64> = here_resized.iter().map(|&l| l as i64).collect();
+    // Candidates (value, box) first; only the chosen ones get their target mask built.
     let (mut inside, mut past_end) = (Vec::new(), Vec::new());
     let neighbours = [
         index.checked_sub(1),
@@ -242,34 +245,28 @@ fn derived_objects(
     ];
     for neighbour in neighbours.into_iter().flatten() {
         let (values, _) = labels.slice(axis, neighbour);
-        let resized = resize_labels(&values, hw, resized_hw, side);
+        let pixels = value_counts(&resize_labels(&values, hw, resized_hw, side));
+        let boxes = value_boxes(&values, hw.1);
         let mut present: Vec<i64> = values.iter().filter(|&&v| v != 0.0).map(|&v| v as i64).collect();
         present.sort_unstable();
         present.dedup();
         for value in present.into_iter().filter(|&v| wanted(v)) {
-            if resized.iter().filter(|&&l| l as i64 == value).count() < min_pixels {
+            if pixels.get(&value).copied().unwrap_or(0) < min_pixels {
                 continue;
             }
-            let mask: Vec<bool> = values.iter().map(|&l| l as i64 == value).collect();
-            let Some([x0, y0, x1, y1]) = lite_medsam_box(&mask, hw) else {
-                continue;
-            };
+            let [x0, y0, x1, y1] = lite_medsam_box_around(boxes[&value], hw);
             let (bx0, by0) = map.apply(x0 as f64, y0 as f64);
             let (bx1, by1) = map.apply(x1 as f64, y1 as f64);
-            let target: Vec<bool> = here_resized.iter().map(|&l| l as i64 == value).collect();
-            let object = DerivedObject {
-                prompt: BoxPrompt {
-                    x0: f64::from(bx0),
-                    y0: f64::from(by0),
-                    x1: f64::from(bx1),
-                    y1: f64::from(by1),
-                },
-                target,
+            let prompt = BoxPrompt {
+                x0: f64::from(bx0),
+                y0: f64::from(by0),
+                x1: f64::from(bx1),
+                y1: f64::from(by1),
             };
-            if object.target.contains(&true) {
-                inside.push(object);
+            if here_values.contains(&value) {
+                inside.push((value, prompt));
             } else {
-                past_end.push(object);
+                past_end.push((value, prompt));
             }
         }
     }
@@ -277,9 +274,37 @@ fn derived_objects(
     inside.shuffle(&mut rng);
     past_end.shuffle(&mut rng);
     let ends = past_end.len().min(DERIVED_PER_SLICE / 2);
-    let mut chosen: Vec<DerivedObject> = past_end.into_iter().take(ends).collect();
-    chosen.extend(inside.into_iter().take(DERIVED_PER_SLICE - ends));
+    let chosen = past_end
+        .into_iter()
+        .take(ends)
+        .chain(inside.into_iter().take(DERIVED_PER_SLICE - ends));
     chosen
+        .map(|(value, prompt)| DerivedObject {
+            prompt,
+            target: here_resized.iter().map(|&l| l as i64 == value).collect(),
+        })
+        .collect()
+}
+
+/// Pixels per label value (as an integer) of a label image.
+fn value_counts(labels: &[f32]) -> HashMap<i64, usize> {
+    let mut counts = HashMap::new();
+    for &l in labels {
+        *counts.entry(l as i64).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The tight box `[x0, y0, x1, y1)` of every label value (as an integer) of a `[h, w]` label image, in one
+/// pass.
+fn value_boxes(labels: &[f32], w: usize) -> HashMap<i64, [usize; 4]> {
+    let mut boxes: HashMap<i64, [usize; 4]> = HashMap::new();
+    for (i, &l) in labels.iter().enumerate() {
+        let (x, y) = (i % w, i / w);
+        let b = boxes.entry(l as i64).or_insert([x, y, x + 1, y + 1]);
+        *b = [b[0].min(x), b[1].min(y), b[2].max(x + 1), b[3].max(y + 1)];
+    }
+    boxes
 }
 
 /// The samples of every `slice_step`-th slice along `axis` of an image volume and its label volume for

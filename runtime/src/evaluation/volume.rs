@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::evaluation::interactive::{dice_of, overlap, Start};
-use crate::volume::propagation::{PropagationConfig, SliceEvidence, StopRule};
+use crate::volume::propagation::{area, PropagationConfig, SliceEvidence, StopRule};
 use crate::volume::session::VolumeSession;
 use crate::{PromptError, RuntimeError};
 use medico_io::volume::Volume;
@@ -175,7 +175,7 @@ pub fn trace_volume_object(
     }
     let hw = labels.slice_hw(axis);
     let central_truth = &truth[central];
-    if central_truth.iter().filter(|&&m| m).count() < MIN_CENTRAL_PIXELS {
+    if area(central_truth) < MIN_CENTRAL_PIXELS {
         return Ok(None);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(prompt.seed);
@@ -206,8 +206,8 @@ pub fn trace_volume_object(
     Ok(Some(VolumeTrace {
         central_slice: central,
         object_range: range,
-        object_voxels: truth.iter().map(|s| s.iter().filter(|&&m| m).count()).sum(),
-        central: (central_intersection, central_mask.iter().filter(|&&m| m).count()),
+        object_voxels: truth.iter().map(|s| area(s)).sum(),
+        central: (central_intersection, area(&central_mask)),
         below,
         above,
     }))

@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use medico_bundle::Bundle;
-pub use medico_models::stop_rule::{iou, SliceEvidence, StopCause, StopRule};
+use medico_bundle::{Bundle, PropagationDefaults};
+pub use medico_models::stop_rule::{area, iou, SliceEvidence, StopCause, StopRule};
 
 use crate::volume::mask_prompts::{prompts_from_mask, BoxExtension, Projection, SlicePrompt, UnknownProjection};
 use crate::{PromptError, RuntimeError};
@@ -95,6 +95,19 @@ impl PropagationConfig {
     }
 }
 
+impl PropagationConfig {
+    /// These settings as a bundle's `model.json` declares them (the stop slices aside): the inverse of
+    /// [`PropagationConfig::for_bundle`].
+    pub fn declared(&self) -> PropagationDefaults {
+        PropagationDefaults {
+            projection: self.projection.to_string(),
+            box_extension: self.box_extension,
+            stop: self.stop,
+            measured: None,
+        }
+    }
+}
+
 /// The stop rule for LiteMedSAM-family bundles that declare none, chosen with `eval stop-rule` on the shared
 /// volumes (docs/propagation.md): the IoU with the previous slice's mask, the model's predicted IoU (a
 /// safety net against a confident-looking leak: no loss on the shared objects), blank slices, empty masks.
@@ -150,11 +163,6 @@ pub struct Propagation {
     pub lower_stop: Option<StopReason>,
     /// How the walk above the highest annotated slice ended (`None`: not walked).
     pub upper_stop: Option<StopReason>,
-}
-
-/// Foreground pixels of a mask.
-fn area(mask: &[bool]) -> usize {
-    mask.iter().filter(|&&m| m).count()
 }
 
 struct Walker<'a, S: SliceSegmenter> {
