@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::anyhow;
 use medico_bundle::Bundle;
-use medico_io::dicom_seg::{write_dicom_seg, SegmentDescription, SourceSeries};
+use medico_io::dicom_seg::{algorithm_name, check_label, write_dicom_seg, SegmentDescription, SourceSeries};
 use medico_io::input::is_dicom_scan;
 use medico_io::nifti_io::write_mask_nifti;
 use medico_io::nrrd_io::write_mask_nrrd;
@@ -35,9 +35,13 @@ fn mask_file(output: &Path) -> MaskFile {
     }
 }
 
-/// Refuses, before any work, a DICOM SEG output for an input that is not DICOM.
-pub fn check_mask_output(output: &Path, input: &Path) -> Result<(), Failure> {
-    if mask_file(output) == MaskFile::DicomSeg && !is_dicom_scan(input) {
+/// Refuses, before any work, a DICOM SEG output for an input that is not DICOM, or with a `label` that is not
+/// a valid DICOM LO value (over 64 characters, a backslash or control characters).
+pub fn check_mask_output(output: &Path, input: &Path, label: &str) -> Result<(), Failure> {
+    if mask_file(output) != MaskFile::DicomSeg {
+        return Ok(());
+    }
+    if !is_dicom_scan(input) {
         return Err(Failure::usage(anyhow!(
             "{}: a DICOM SEG output references its source series, so the input must be DICOM (a file or a \
              series folder); {} is not. Write .nii.gz or .nrrd instead",
@@ -45,7 +49,7 @@ pub fn check_mask_output(output: &Path, input: &Path) -> Result<(), Failure> {
             input.display()
         )));
     }
-    Ok(())
+    check_label(label).map_err(|e| Failure::usage(anyhow!("--label: {e}")))
 }
 
 /// Writes `mask` (on `volume`'s grid, read from `input`) to `output` in the format its name asks for
@@ -71,7 +75,7 @@ pub fn write_volume_mask(
             let checkpoint = &bundle.manifest.source_checkpoint.sha256;
             let segment = SegmentDescription {
                 label: label.to_string(),
-                algorithm_name: format!("medico {model}"),
+                algorithm_name: algorithm_name(&model),
                 algorithm_version: format!(
                     "medico {} (checkpoint sha256 {})",
                     env!("CARGO_PKG_VERSION"),

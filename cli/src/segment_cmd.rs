@@ -292,7 +292,7 @@ fn raw_prompts(args: &SegmentArgs) -> Result<Option<RawPrompts>, Failure> {
 
 /// Refuses outputs that would overwrite the input, and a DICOM SEG for an input that is not DICOM.
 fn check_outputs(args: &SegmentArgs) -> Result<(), Failure> {
-    crate::mask_output::check_mask_output(&args.output, &args.input)?;
+    crate::mask_output::check_mask_output(&args.output, &args.input, &args.label)?;
     for out in std::iter::once(&args.output).chain(args.preview.as_ref()) {
         if same_file(&args.input, out) || out == &args.input {
             return Err(Failure::input(anyhow!(

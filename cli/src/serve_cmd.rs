@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use medico_bundle::Bundle;
 use medico_runtime::prediction::predictor::BackendChoice;
-use medico_serve::{AppState, Limits, ServeConfig, ServedModel};
+use medico_serve::{AppState, Exposure, Limits, ServeConfig, ServedModel};
 
 use crate::common::{bundle_intensity, runtime_failure};
 use crate::default_model::{resolve_model, DEFAULT_MODEL};
@@ -38,24 +38,63 @@ pub struct ServeArgs {
     /// Threads per inference.
     #[arg(long, default_value_t = crate::common::default_threads())]
     threads: usize,
-    /// Inferences run at once (each worker holds its own copy of every model's engines).
+    /// 2D inferences run at once (each worker holds its own copy of every model's engines).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// 3D walks run at once, on workers of their own (so that clicks never wait behind a walk).
+    #[arg(long, default_value_t = 1)]
+    walk_workers: usize,
     /// Largest upload (MB).
     #[arg(long, default_value_t = 512)]
     max_upload_mb: usize,
-    /// Largest volume (million voxels).
-    #[arg(long, default_value_t = 256)]
+    /// Largest volume, in Mi voxels held as float32 (4 bytes each; 128: a 512^3 CT, 512 MB). Checked from
+    /// the file's header before anything is decoded; a file's own voxel data may not be larger either.
+    #[arg(long, default_value_t = 128)]
     max_megavoxels: usize,
+    /// Uploads received and read at once; others wait up to 30 s, then get a 503.
+    #[arg(long, default_value_t = 4)]
+    max_concurrent_uploads: usize,
+    /// Clicks (foreground and background together) one request may carry.
+    #[arg(long, default_value_t = 256)]
+    max_clicks: usize,
+    /// Slices a 3D request may walk in each direction beyond its prompted slices.
+    #[arg(long, default_value_t = 512)]
+    max_walk_slices: usize,
+    /// Seconds of inference one request may take (a longer walk is stopped with a 503).
+    #[arg(long, default_value_t = 300)]
+    work_timeout: u64,
     /// Sessions kept at once; the least recently used is closed to make room.
     #[arg(long, default_value_t = NonZeroUsize::new(16).expect("non-zero"))]
     max_sessions: NonZeroUsize,
     /// Slice embeddings kept in memory (4 MB each for SAM and LiteMedSAM).
     #[arg(long, default_value_t = NonZeroUsize::new(64).expect("non-zero"))]
     max_embeddings: NonZeroUsize,
-    /// Seconds a session may stay unused before it is deleted.
+    /// Seconds a session may stay unused before it is deleted (clients may ask for another expiry).
     #[arg(long, default_value_t = 3600)]
     session_expiry: u64,
+    /// The longest session expiry a client may ask for, in seconds.
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    max_session_expiry: u64,
+    /// A host name the server answers besides localhost and IP addresses (repeatable): the name clients
+    /// use to reach it, e.g. behind a proxy. `--host NAME` adds NAME. Requests for other names get a 421.
+    #[arg(long = "allowed-host")]
+    allowed_hosts: Vec<String>,
+    /// A web origin (`https://viewer.example:8443`) whose pages may call the server (repeatable); requests
+    /// from pages of any other origin get a 403. Clients that are not browsers are not affected.
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
+    /// Seconds a client has to send a request's header; idle connections are closed after it too.
+    #[arg(long, default_value_t = 30)]
+    header_timeout: u64,
+    /// Seconds an upload may pause; after it, an upload must average at least --min-upload-kbps.
+    #[arg(long, default_value_t = 30)]
+    body_timeout: u64,
+    /// The slowest average upload accepted, kB per second.
+    #[arg(long, default_value_t = 16)]
+    min_upload_kbps: u64,
+    /// Seconds requests in flight get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
     /// Print the startup line as JSON (`{"event":"listening","port":...}`) for launchers.
     #[arg(long)]
     json: bool,
@@ -98,18 +137,36 @@ fn served_models(args: &ServeArgs) -> Result<Vec<ServedModel>, Failure> {
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let models = served_models(&args)?;
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let mut allowed_hosts = args.allowed_hosts.clone();
+    if args.host.parse::<std::net::IpAddr>().is_err() {
+        allowed_hosts.push(args.host.clone());
+    }
     let config = ServeConfig {
         models,
         backend: args.backend,
         threads: args.threads,
         workers: args.workers,
+        walk_workers: args.walk_workers,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         limits: Limits {
             max_upload_bytes: args.max_upload_mb.saturating_mul(1 << 20),
             max_voxels: args.max_megavoxels.saturating_mul(1 << 20),
+            max_concurrent_uploads: args.max_concurrent_uploads,
             max_sessions: args.max_sessions,
             max_embeddings: args.max_embeddings,
             session_expiry: Duration::from_secs(args.session_expiry),
+            max_session_expiry: Duration::from_secs(args.max_session_expiry),
+            max_clicks: args.max_clicks,
+            max_walk_slices: args.max_walk_slices,
+            work_timeout: Duration::from_secs(args.work_timeout),
+        },
+        exposure: Exposure {
+            allowed_hosts,
+            allowed_origins: args.allowed_origins.clone(),
+            header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+            body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+            min_body_rate: args.min_upload_kbps.saturating_mul(1 << 10),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace),
         },
         log_requests: !args.quiet,
     };

@@ -48,6 +48,9 @@ pub enum LengthError {
     /// A deflated dataset that does not inflate.
     #[error("the deflated dataset cannot be inflated")]
     Inflate(#[source] std::io::Error),
+    /// A deflated dataset that inflates beyond the bytes the caller allows.
+    #[error("the deflated dataset inflates to more than {0} bytes")]
+    InflatedBeyond(u64),
     /// A deflated dataset that inflates beyond [`MAX_INFLATE_RATIO`] times the file.
     #[error("the deflated dataset inflates to more than {MAX_INFLATE_RATIO} times the file size")]
     InflateRatio,
@@ -66,6 +69,12 @@ struct Encoding {
 
 /// Checks every declared length in the DICOM file `bytes`; the error names the offending element.
 pub fn check_lengths(bytes: &[u8]) -> Result<(), LengthError> {
+    check_lengths_within(bytes, u64::MAX)
+}
+
+/// [`check_lengths`], refusing a deflated dataset that inflates to more than `max_inflated` bytes
+/// ([`LengthError::InflatedBeyond`]) without inflating further.
+pub fn check_lengths_within(bytes: &[u8], max_inflated: u64) -> Result<(), LengthError> {
     let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         132
     } else {
@@ -109,14 +118,18 @@ pub fn check_lengths(bytes: &[u8]) -> Result<(), LengthError> {
     let dataset = &bytes[pos..];
     match transfer_syntax.as_str() {
         "1.2.840.10008.1.2.1.99" => {
-            let limit = (bytes.len() as u64).saturating_mul(MAX_INFLATE_RATIO);
+            let ratio_limit = (bytes.len() as u64).saturating_mul(MAX_INFLATE_RATIO);
+            let limit = ratio_limit.min(max_inflated);
             let mut inflated = Vec::new();
             flate2::read::DeflateDecoder::new(dataset)
-                .take(limit + 1)
+                .take(limit.saturating_add(1))
                 .read_to_end(&mut inflated)
                 .map_err(LengthError::Inflate)?;
             if inflated.len() as u64 > limit {
-                return Err(LengthError::InflateRatio);
+                return Err(match limit == ratio_limit {
+                    true => LengthError::InflateRatio,
+                    false => LengthError::InflatedBeyond(limit),
+                });
             }
             walk(
                 &inflated,

@@ -18,8 +18,9 @@ use ndarray::Array3;
 use nifti::affine::Affine4;
 use nifti::{NiftiHeader, NiftiType, XForm};
 
-use crate::dicom_guard::check_lengths;
-use crate::error::Cause;
+use crate::dicom_guard::{check_lengths_within, LengthError};
+use crate::error::{human_bytes, Cause};
+use crate::input::{Declared, ReadLimits};
 use crate::j2k_guard::{check_j2k_fragments, J2kLayout};
 use crate::rle_guard::{check_rle_fragments, RleLayout};
 use crate::volume::{GridHeader, Volume};
@@ -164,19 +165,50 @@ fn check_rle(path: &Path, obj: &DefaultDicomObject, plane: u64, samples: u64) ->
         .map_err(|e| IoError::corrupt(path, "cannot decode the pixel data (RLE Lossless)", e))
 }
 
-fn read_file(path: &Path) -> Result<DicomImage, IoError> {
+fn read_file(path: &Path, limits: &ReadLimits) -> Result<DicomImage, IoError> {
     let bytes = std::fs::read(path).map_err(|e| IoError::read(path, e))?;
-    decode_file(path, &bytes)
+    let parsed = parse_file(path, &bytes, limits)?;
+    // The dataset holds its own copy of the pixel data.
+    drop(bytes);
+    decode_parsed(path, parsed)
 }
 
-/// A DICOM file's bytes as a volume; `path` names it in errors.
+/// A DICOM file's bytes as a volume; `path` names it in errors. No limit on its size beyond the reader's
+/// sanity bounds: see [`dicom_from_bytes_within`].
 pub fn dicom_from_bytes(path: &Path, bytes: &[u8]) -> Result<Volume, IoError> {
-    single_file_volume(path, decode_file(path, bytes)?)
+    dicom_from_bytes_within(path, bytes, &ReadLimits::UNLIMITED)
+}
+
+/// A DICOM file's bytes as a volume, refusing with [`IoError::TooLarge`] one whose attributes (rows,
+/// columns, frames, samples, bits) declare more than `limits` allow, before its pixel data is decoded.
+pub fn dicom_from_bytes_within(path: &Path, bytes: &[u8], limits: &ReadLimits) -> Result<Volume, IoError> {
+    single_file_volume(path, decode_parsed(path, parse_file(path, bytes, limits)?)?)
 }
 
 /// The dataset parsed after the length guard.
 pub(crate) fn parse_dataset(path: &Path, bytes: &[u8]) -> Result<DefaultDicomObject, IoError> {
-    check_lengths(bytes).map_err(|e| IoError::corrupt(path, "not a readable DICOM file", e))?;
+    parse_dataset_within(path, bytes, &ReadLimits::UNLIMITED)
+}
+
+/// Metadata a deflated dataset may hold beside the voxel data `ReadLimits` allow.
+const DEFLATED_METADATA: u64 = 64 << 20;
+
+/// The dataset parsed after the length guard; a deflated dataset is not inflated beyond the voxel data
+/// `limits` allow and [`DEFLATED_METADATA`] (refused with [`IoError::TooLarge`]: its attributes lie inside).
+fn parse_dataset_within(path: &Path, bytes: &[u8], limits: &ReadLimits) -> Result<DefaultDicomObject, IoError> {
+    let max_inflated = match *limits == ReadLimits::UNLIMITED {
+        true => u64::MAX,
+        false => limits.max_data_bytes().saturating_add(DEFLATED_METADATA),
+    };
+    check_lengths_within(bytes, max_inflated).map_err(|e| match e {
+        LengthError::InflatedBeyond(limit) => IoError::TooLarge {
+            path: path.into(),
+            declared: format!("a deflated DICOM dataset of more than {}", human_bytes(limit)),
+            voxels: None,
+            max_voxels: limits.max_voxels as u64,
+        },
+        e => IoError::corrupt(path, "not a readable DICOM file", e),
+    })?;
     OpenFileOptions::new()
         .from_reader(bytes)
         .map_err(|e| IoError::corrupt(path, "not a readable DICOM file (truncated or corrupt?)", e))
@@ -189,6 +221,29 @@ struct ImageSize {
     columns: u64,
     frames: u64,
     samples: u64,
+    bits_allocated: u64,
+}
+
+impl ImageSize {
+    /// Voxels of the volume it decodes to (colour becomes gray), and the bytes its pixel data decodes to.
+    fn declared(&self) -> Declared {
+        let voxels = self.rows.saturating_mul(self.columns).saturating_mul(self.frames);
+        let samples = if self.samples > 1 {
+            format!(", {} samples a pixel", self.samples)
+        } else {
+            String::new()
+        };
+        Declared {
+            voxels,
+            data_bytes: voxels
+                .saturating_mul(self.samples)
+                .saturating_mul(self.bits_allocated.div_ceil(8).max(1)),
+            layout: format!(
+                "{}-bit{samples}, {}x{}x{}",
+                self.bits_allocated, self.columns, self.rows, self.frames
+            ),
+        }
+    }
 }
 
 /// Fewest voxels any image may declare, whatever its file size (a 2048 x 2048 slice).
@@ -198,12 +253,14 @@ const MIN_VOXEL_BUDGET: u64 = 1 << 22;
 /// corrupted header can make the decoder allocate.
 const VOXELS_PER_FILE_BYTE: u64 = 64;
 
-/// Rows, columns, frames and samples, checked against what this file can hold and this build can decode.
+/// Rows, columns, frames and samples, checked against `limits`, what this file can hold and what this build
+/// can decode.
 fn image_size(
     path: &Path,
     obj: &DefaultDicomObject,
     transfer_syntax: &str,
     file_len: usize,
+    limits: &ReadLimits,
 ) -> Result<ImageSize, IoError> {
     let int = |tag| obj.get(tag).and_then(|e| e.to_int::<u64>().ok());
     let (Some(rows), Some(columns)) = (int(tags::ROWS), int(tags::COLUMNS)) else {
@@ -215,12 +272,15 @@ fn image_size(
     if obj.get(tags::PIXEL_DATA).is_none() {
         return Err(IoError::unusable(path, "no Pixel Data in this DICOM file"));
     }
+    let bits_allocated = int(tags::BITS_ALLOCATED).unwrap_or(8);
     let size = ImageSize {
         rows,
         columns,
         frames: int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1),
         samples: int(tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1),
+        bits_allocated,
     };
+    limits.check(path, &size.declared())?;
     let voxels = rows
         .saturating_mul(columns)
         .saturating_mul(size.frames)
@@ -237,7 +297,6 @@ fn image_size(
             ),
         ));
     }
-    let bits_allocated = int(tags::BITS_ALLOCATED).unwrap_or(8);
     let bits_stored = int(tags::BITS_STORED).unwrap_or(bits_allocated);
     if !matches!(bits_allocated, 1 | 8 | 16 | 32 | 64) || !(1..=32.min(bits_allocated)).contains(&bits_stored) {
         return Err(IoError::unusable(
@@ -370,12 +429,33 @@ pub(crate) fn frame_geometry(obj: &DefaultDicomObject, n_frames: usize) -> Frame
     }
 }
 
-/// One DICOM file's bytes decoded: frames, geometry, series.
-fn decode_file(path: &Path, bytes: &[u8]) -> Result<DicomImage, IoError> {
-    let obj = parse_dataset(path, bytes)?;
+/// A DICOM file parsed, its image size checked, its pixel data not yet decoded.
+struct ParsedFile {
+    obj: DefaultDicomObject,
+    transfer_syntax: String,
+    size: ImageSize,
+}
+
+/// One DICOM file's bytes parsed and checked (decodable, within `limits` and the file's voxel budget).
+fn parse_file(path: &Path, bytes: &[u8], limits: &ReadLimits) -> Result<ParsedFile, IoError> {
+    let obj = parse_dataset_within(path, bytes, limits)?;
     let transfer_syntax = obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']).to_string();
     check_decodable(path, &transfer_syntax)?;
-    let size = image_size(path, &obj, &transfer_syntax, bytes.len())?;
+    let size = image_size(path, &obj, &transfer_syntax, bytes.len(), limits)?;
+    Ok(ParsedFile {
+        obj,
+        transfer_syntax,
+        size,
+    })
+}
+
+/// A parsed DICOM file decoded: frames, geometry, series.
+fn decode_parsed(path: &Path, parsed: ParsedFile) -> Result<DicomImage, IoError> {
+    let ParsedFile {
+        obj,
+        transfer_syntax,
+        size,
+    } = parsed;
     let (frames, notes) = decode_frames(path, &obj, size, &transfer_syntax)?;
     let geometry = frame_geometry(&obj, frames.len());
     let series_uid = obj
@@ -426,12 +506,21 @@ pub(crate) fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Reads a DICOM file or a folder holding one series.
+/// Reads a DICOM file or a folder holding one series. No limit on its size beyond the reader's sanity
+/// bounds: see [`read_dicom_within`] for files from untrusted sources.
 pub fn read_dicom(path: &Path) -> Result<Volume, IoError> {
+    read_dicom_within(path, &ReadLimits::UNLIMITED)
+}
+
+/// Reads a DICOM file or a folder holding one series as [`read_dicom`] does, refusing with
+/// [`IoError::TooLarge`] one whose attributes declare more than `limits` allow before any pixel data is
+/// decoded: rows x columns x frames of a file; for a series, that of each file times the number of files
+/// (the size of the first file's times their number, before the first is decoded).
+pub fn read_dicom_within(path: &Path, limits: &ReadLimits) -> Result<Volume, IoError> {
     if path.is_dir() {
-        read_series(path)
+        read_series(path, limits)
     } else {
-        single_file_volume(path, read_file(path)?)
+        single_file_volume(path, read_file(path, limits)?)
     }
 }
 
@@ -462,12 +551,31 @@ pub(crate) fn series_files(dir: &Path) -> Result<Vec<PathBuf>, IoError> {
     Ok(files)
 }
 
-fn read_series(dir: &Path) -> Result<Volume, IoError> {
+fn read_series(dir: &Path, limits: &ReadLimits) -> Result<Volume, IoError> {
     let files = series_files(dir)?;
     if files.is_empty() {
         return Err(IoError::unusable(dir, "the folder holds no files"));
     }
-    let images = files.iter().map(|f| read_file(f)).collect::<Result<Vec<_>, _>>()?;
+    let mut images = Vec::with_capacity(files.len());
+    // Voxels and bytes of the files decoded so far.
+    let (mut voxels, mut data_bytes) = (0u64, 0u64);
+    for (index, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(file).map_err(|e| IoError::read(file, e))?;
+        let parsed = parse_file(file, &bytes, limits)?;
+        drop(bytes);
+        // The series as this file's size times the files left, before any of them is decoded.
+        let this = parsed.size.declared();
+        let left = (files.len() - index) as u64;
+        let series = Declared {
+            voxels: voxels.saturating_add(this.voxels.saturating_mul(left)),
+            data_bytes: data_bytes.saturating_add(this.data_bytes.saturating_mul(left)),
+            layout: format!("{} files of {}", files.len(), this.layout),
+        };
+        limits.check(dir, &series)?;
+        voxels = voxels.saturating_add(this.voxels);
+        data_bytes = data_bytes.saturating_add(this.data_bytes);
+        images.push(decode_parsed(file, parsed)?);
+    }
     let mut series: Vec<&str> = images.iter().map(|i| i.series_uid.as_str()).collect();
     series.sort_unstable();
     series.dedup();
@@ -562,7 +670,7 @@ fn assemble(path: &Path, images: Vec<DicomImage>, format: String) -> Result<Volu
         let thickness = first_slice_spacing(&mut notes, slices.len(), declared_spacing);
         normal.map(|n| n * thickness)
     };
-    let data = stack_frames(&slices, columns, rows);
+    let data = stack_frames(slices, columns, rows);
     let affine = ras_affine([
         row_dir.map(|v| v * col_spacing),
         col_dir.map(|v| v * row_spacing),
@@ -624,10 +732,10 @@ fn positioned_step(
     Ok(step)
 }
 
-/// Frames (row-major `[rows, columns]`) stacked as `[column, row, slice]`.
-fn stack_frames(slices: &[PositionedFrame], columns: usize, rows: usize) -> Array3<f32> {
+/// Frames (row-major `[rows, columns]`) stacked as `[column, row, slice]`, each frame freed once copied.
+fn stack_frames(slices: Vec<PositionedFrame>, columns: usize, rows: usize) -> Array3<f32> {
     let mut data = Array3::<f32>::zeros((columns, rows, slices.len()));
-    for (k, (_, values)) in slices.iter().enumerate() {
+    for (k, (_, values)) in slices.into_iter().enumerate() {
         for r in 0..rows {
             for c in 0..columns {
                 data[[c, r, k]] = values[r * columns + c];

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dicom_core::value::DataSetSequence;
+use dicom_core::value::{DataSetSequence, Value};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
@@ -179,7 +179,8 @@ impl SourceSeries {
     }
 }
 
-/// The segment a SEG holds.
+/// The segment a SEG holds. Each text is written as a DICOM LO (Long String): see
+/// [`SegmentDescription::validate`].
 #[derive(Debug, Clone)]
 pub struct SegmentDescription {
     /// Segment Label (e.g. "liver", or the model's name when the user gave none).
@@ -188,6 +189,103 @@ pub struct SegmentDescription {
     pub algorithm_name: String,
     /// Its version (medico's version, the model's checksum).
     pub algorithm_version: String,
+}
+
+impl SegmentDescription {
+    /// Checks that the label and the algorithm's name and version are valid DICOM LO values
+    /// ([`check_long_string`]); [`write_dicom_seg`] refuses a description that is not, before writing anything.
+    pub fn validate(&self) -> Result<(), TextError> {
+        check_label(&self.label)?;
+        check_long_string("algorithm name", &self.algorithm_name)?;
+        check_long_string("algorithm version", &self.algorithm_version)
+    }
+}
+
+/// Most characters of a DICOM LO (Long String) value.
+pub const MAX_LONG_STRING_CHARS: usize = 64;
+
+/// Why a text cannot be written as a DICOM LO (Long String) value; `field` names the attribute in words
+/// ("segment label").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    /// Nothing but spaces (the attribute is required, and DICOM drops leading and trailing spaces).
+    #[error("the {field} is empty; a DICOM SEG needs one")]
+    Empty {
+        /// The attribute.
+        field: &'static str,
+    },
+    /// More than [`MAX_LONG_STRING_CHARS`] characters.
+    #[error("the {field} is {chars} characters long; DICOM allows at most {MAX_LONG_STRING_CHARS} (LO)")]
+    TooLong {
+        /// The attribute.
+        field: &'static str,
+        /// Its length in characters.
+        chars: usize,
+    },
+    /// A backslash, which separates the values of a DICOM attribute.
+    #[error("the {field} contains a backslash, which DICOM reserves to separate values")]
+    Backslash {
+        /// The attribute.
+        field: &'static str,
+    },
+    /// A control character (line break, tab, ...), which LO values may not hold.
+    #[error("the {field} contains the control character U+{code:04X}, which DICOM does not allow in it")]
+    Control {
+        /// The attribute.
+        field: &'static str,
+        /// The character's code point.
+        code: u32,
+    },
+}
+
+/// Checks a segment label: a valid DICOM LO value ([`check_long_string`]). Any Unicode text is written
+/// (as UTF-8, Specific Character Set `ISO_IR 192`, when it is not ASCII).
+pub fn check_label(label: &str) -> Result<(), TextError> {
+    check_long_string("segment label", label)
+}
+
+/// The algorithm name of a SEG written with `model`: "medico MODEL", made a valid LO value whatever the
+/// model is called (a backslash or control character becomes `_`, and the text is cut at
+/// [`MAX_LONG_STRING_CHARS`] characters), since a model's name is the server's, not the user's, to fix.
+pub fn algorithm_name(model: &str) -> String {
+    format!("medico {model}")
+        .chars()
+        .map(|c| if c == '\\' || c.is_control() { '_' } else { c })
+        .take(MAX_LONG_STRING_CHARS)
+        .collect()
+}
+
+/// Checks that `text` is a valid DICOM LO (Long String) value for the attribute `field`: not empty, at most
+/// [`MAX_LONG_STRING_CHARS`] characters, no backslash, no control characters. Nothing is truncated or
+/// replaced: a text that is not valid is refused.
+pub fn check_long_string(field: &'static str, text: &str) -> Result<(), TextError> {
+    if text.trim_matches(' ').is_empty() {
+        return Err(TextError::Empty { field });
+    }
+    let chars = text.chars().count();
+    if chars > MAX_LONG_STRING_CHARS {
+        return Err(TextError::TooLong { field, chars });
+    }
+    if text.contains('\\') {
+        return Err(TextError::Backslash { field });
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(TextError::Control {
+            field,
+            code: u32::from(c),
+        });
+    }
+    Ok(())
+}
+
+/// Whether any text value of `obj`, its sequences' items included, is not ASCII.
+fn has_non_ascii_text(obj: &InMemDicomObject) -> bool {
+    obj.iter().any(|element| match element.value() {
+        Value::Primitive(PrimitiveValue::Str(text)) => !text.is_ascii(),
+        Value::Primitive(PrimitiveValue::Strs(texts)) => texts.iter().any(|t| !t.is_ascii()),
+        Value::Sequence(sequence) => sequence.items().iter().any(has_non_ascii_text),
+        _ => false,
+    })
 }
 
 /// A new UID under the `2.25` root (a random 128-bit UUID as a decimal).
@@ -428,6 +526,10 @@ pub fn write_dicom_seg(
     mask: &Array3<u8>,
     segment: &SegmentDescription,
 ) -> Result<(), IoError> {
+    segment.validate().map_err(|problem| IoError::InvalidText {
+        path: path.into(),
+        problem,
+    })?;
     source.check_volume(path, volume)?;
     let (columns, rows) = (source.header.columns, source.header.rows);
     let slice_mask = |k: usize| -> Vec<bool> {
@@ -559,6 +661,11 @@ pub fn write_dicom_seg(
         VR::OB,
         PrimitiveValue::from(pack_bits(&frames)),
     ));
+    // Text beyond ASCII (a label such as "肝臓", a patient's name from a Latin-1 or Japanese source) is
+    // written as UTF-8, and the file says so; an all-ASCII file keeps the default repertoire.
+    if has_non_ascii_text(&obj) {
+        obj.put(string(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
+    }
     let file = obj
         .with_meta(
             FileMetaTableBuilder::new()
@@ -666,6 +773,15 @@ mod tests {
         ];
         assert_eq!(pack_bits(&frames), vec![0b1100_0001, 0b0000_1000]);
         assert_eq!(pack_bits(&[vec![true]]), vec![1, 0]);
+    }
+
+    #[test]
+    fn any_model_name_gives_a_valid_algorithm_name() {
+        assert_eq!(algorithm_name("medico-lite"), "medico medico-lite");
+        let long = algorithm_name(&format!("{}\\x\n", "m".repeat(100)));
+        assert_eq!(long.chars().count(), MAX_LONG_STRING_CHARS);
+        assert_eq!(check_long_string("algorithm name", &long), Ok(()));
+        assert_eq!(algorithm_name("a\\b\tc"), "medico a_b_c");
     }
 
     #[test]

@@ -7,9 +7,10 @@
 
 use std::path::Path;
 
-use image::{DynamicImage, GrayImage};
+use image::{DynamicImage, GrayImage, ImageDecoder};
 
 use crate::atomic_output::{persist, temp_beside};
+use crate::input::{Declared, ReadLimits};
 use crate::intensity::Intensity;
 use crate::IoError;
 
@@ -97,17 +98,46 @@ pub struct RgbIntensityError(pub Intensity);
 
 /// Reads a 2D image for segmentation.
 pub fn read_image(path: &Path) -> Result<Image2d, IoError> {
+    read_image_within(path, &ReadLimits::UNLIMITED)
+}
+
+/// Reads a 2D image, refusing with [`IoError::TooLarge`] one whose header declares more pixels (or more
+/// decoded bytes) than `limits` allow, before it is decoded.
+pub fn read_image_within(path: &Path, limits: &ReadLimits) -> Result<Image2d, IoError> {
     let bytes = std::fs::read(path).map_err(|e| IoError::read(path, e))?;
-    image_from_bytes(path, &bytes)
+    image_from_bytes_within(path, &bytes, limits)
 }
 
 /// A 2D image from a PNG or TIFF file's bytes; `path` names it in errors. The decoder's default limits
 /// (512 MB per image) bound what a corrupted header can make it allocate.
 pub fn image_from_bytes(path: &Path, bytes: &[u8]) -> Result<Image2d, IoError> {
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| IoError::read(path, e))?;
-    let decoded = reader
+    image_from_bytes_within(path, bytes, &ReadLimits::UNLIMITED)
+}
+
+/// A 2D image from a PNG or TIFF file's bytes, refusing with [`IoError::TooLarge`] one whose header declares
+/// more pixels than `limits` allow, or more bytes decoded than 4 a pixel, before it is decoded.
+pub fn image_from_bytes_within(path: &Path, bytes: &[u8], limits: &ReadLimits) -> Result<Image2d, IoError> {
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| IoError::read(path, e))
+    };
+    if *limits != ReadLimits::UNLIMITED {
+        // A decoder reads the header only; one that cannot be made is left to `decode` to report.
+        if let Ok(decoder) = reader()?.into_decoder() {
+            let (w, h) = decoder.dimensions();
+            let voxels = u64::from(w) * u64::from(h);
+            limits.check(
+                path,
+                &Declared {
+                    voxels,
+                    data_bytes: decoder.total_bytes(),
+                    layout: format!("{:?}, {w}x{h}", decoder.color_type()),
+                },
+            )?;
+        }
+    }
+    let decoded = reader()?
         .decode()
         .map_err(|e| IoError::corrupt(path, "not a readable PNG/TIFF image (truncated or corrupt?)", e))?;
     let hw = (decoded.height() as usize, decoded.width() as usize);

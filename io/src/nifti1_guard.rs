@@ -1,7 +1,8 @@
-//! A bound on memory before the `nifti` crate reads a NIfTI-1 file: the crate allocates what the header
-//! declares (the voxel array, each extension) before reading it, so a few corrupted header bytes could make
-//! it reserve gigabytes. This check reads the header alone and refuses any file whose declared voxels or
-//! extensions are not present in its bytes; it also bounds how far a gzip stream is inflated.
+//! A check of a NIfTI-1 file before it is read: the header alone is parsed, and any file whose declared
+//! voxels or extensions are not present in its bytes is refused, so that neither the `nifti` crate (which
+//! allocated what a header declares before reading it; it now reads only the header) nor medico's decoder
+//! (which takes the voxels from the bytes at `vox_offset`) is given more than the file holds; it also bounds
+//! how far a gzip stream is inflated.
 
 /// Size of the NIfTI-1 header.
 const HEADER: usize = 348;
@@ -151,16 +152,78 @@ fn datatype_bits(datatype: i16) -> Option<i16> {
     })
 }
 
-/// Bytes a NIfTI-1 file with this header holds at most (`vox_offset` + voxel data), from its first bytes;
-/// `None` when they are no readable NIfTI-1 header.
-pub fn declared_len(head: &[u8]) -> Option<u64> {
+/// The name of a NIfTI data type code (NIfTI-1 and NIfTI-2 share them).
+pub(crate) fn datatype_name(datatype: i16) -> String {
+    match datatype {
+        2 => "uint8",
+        4 => "int16",
+        8 => "int32",
+        16 => "float32",
+        32 => "complex64",
+        64 => "float64",
+        128 => "rgb24",
+        256 => "int8",
+        512 => "uint16",
+        768 => "uint32",
+        1024 => "int64",
+        1280 => "uint64",
+        1536 => "float128",
+        1792 => "complex128",
+        2048 => "complex256",
+        2304 => "rgba32",
+        other => return format!("data type {other}"),
+    }
+    .to_string()
+}
+
+/// Bytes per voxel of a NIfTI data type code, `None` for an unknown code.
+pub(crate) fn datatype_bytes(datatype: i16) -> Option<u64> {
+    datatype_bits(datatype).map(|bits| bits as u64 / 8)
+}
+
+/// What a NIfTI-1 header declares of its voxel data.
+#[derive(Debug, Clone)]
+pub(crate) struct DeclaredData {
+    /// `dim[1..=rank]`.
+    pub(crate) dims: Vec<u64>,
+    /// The data type code.
+    pub(crate) datatype: i16,
+    /// Bytes of voxel data.
+    pub(crate) data_bytes: u64,
+    /// Where the data starts: `vox_offset`, at least past the header and extension flag.
+    pub(crate) data_start: u64,
+}
+
+/// What the NIfTI-1 header at the start of `head` declares; `None` when it is no readable NIfTI-1 header.
+pub(crate) fn declared_data(head: &[u8]) -> Option<DeclaredData> {
     let header = parse(head).ok()?;
     let offset = if header.vox_offset.is_finite() && header.vox_offset > 0.0 {
         header.vox_offset as u64
     } else {
         PREAMBLE as u64
     };
-    Some(offset.max(PREAMBLE as u64).saturating_add(header.data_bytes))
+    let i16_at = |at: usize| {
+        let raw = [head[at], head[at + 1]];
+        if header.little_endian {
+            i16::from_le_bytes(raw)
+        } else {
+            i16::from_be_bytes(raw)
+        }
+    };
+    let rank = i16_at(40) as usize;
+    Some(DeclaredData {
+        dims: (1..=rank).map(|axis| i16_at(40 + 2 * axis) as u64).collect(),
+        datatype: i16_at(70),
+        data_bytes: header.data_bytes,
+        data_start: offset.max(PREAMBLE as u64),
+    })
+}
+
+/// Bytes a NIfTI-1 file with this header holds at most (`vox_offset` + voxel data), from its first bytes;
+/// `None` when they are no readable NIfTI-1 header.
+pub fn declared_len(head: &[u8]) -> Option<u64> {
+    let declared = declared_data(head)?;
+    Some(declared.data_start.saturating_add(declared.data_bytes))
 }
 
 /// Checks a whole single-file NIfTI-1: header fields sane, extensions inside the file, the declared voxels

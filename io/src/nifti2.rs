@@ -173,20 +173,23 @@ impl Nifti2Header {
         self.i32_at(at::INTENT_CODE)
     }
 
-    /// Bytes a file with this header holds at most: `vox_offset` plus 8 bytes per voxel (the widest type);
-    /// `None` when the numbers overflow.
+    /// Voxels the dimensions declare, all volumes of a 4D file; `None` when their product overflows.
+    pub fn voxel_count(&self) -> Option<u64> {
+        (1..=self.dim(0) as usize).try_fold(1u64, |n, d| n.checked_mul(self.dim(d) as u64))
+    }
+
+    /// Bytes a file with this header holds at most: `vox_offset` plus the voxel data (8 bytes per voxel for
+    /// a data type medico does not decode); `None` when the numbers overflow.
     pub fn declared_len(&self) -> Option<u64> {
-        let voxels = (1..=self.dim(0) as usize).try_fold(1u64, |n, d| n.checked_mul(self.dim(d) as u64))?;
-        voxels
-            .checked_mul(8)?
+        let size = self.sample_decoder().map_or(8, |(size, _)| size as u64);
+        self.voxel_count()?
+            .checked_mul(size)?
             .checked_add(u64::try_from(self.vox_offset()).ok()?)
     }
 
-    /// Decodes the voxels (Fortran order, scaling applied) from the whole file's bytes.
-    pub fn read_voxels(&self, file: &[u8]) -> Result<Vec<f32>, Nifti2Error> {
-        let count = (1..=self.dim(0) as usize).try_fold(1usize, |n, d| n.checked_mul(self.dim(d) as usize));
-        let count = count.ok_or(Nifti2Error::Overflow)?;
-        let (size, decode): (usize, SampleDecoder) = match self.datatype() {
+    /// Bytes per sample and the decoder of one sample, for the data types medico reads.
+    fn sample_decoder(&self) -> Result<(usize, SampleDecoder), Nifti2Error> {
+        Ok(match self.datatype() {
             2 => (1, |b, _| b[0] as f64),
             256 => (1, |b, _| b[0] as i8 as f64),
             4 => (2, |b, be| {
@@ -208,27 +211,44 @@ impl Nifti2Header {
             1280 => (8, |b, be| endian(u64::from_le_bytes, u64::from_be_bytes, be, b) as f64),
             64 => (8, |b, be| endian(f64::from_le_bytes, f64::from_be_bytes, be, b)),
             other => return Err(Nifti2Error::DataType(other)),
-        };
+        })
+    }
+
+    /// Where the whole voxel data (every volume) lies in a file of `file_len` bytes and how its samples
+    /// decode (scaling applied); refused when the file does not hold it.
+    pub(crate) fn voxel_layout(&self, file_len: usize) -> Result<VoxelLayout<impl Fn(&[u8]) -> f32>, Nifti2Error> {
+        let count = (1..=self.dim(0) as usize).try_fold(1usize, |n, d| n.checked_mul(self.dim(d) as usize));
+        let count = count.ok_or(Nifti2Error::Overflow)?;
+        let (size, decode) = self.sample_decoder()?;
         let start = usize::try_from(self.vox_offset()).map_err(|_| Nifti2Error::NegativeOffset)?;
         let needed = count.checked_mul(size).and_then(|n| n.checked_add(start));
         let end = needed.ok_or(Nifti2Error::Overflow)?;
-        if end > file.len() {
+        if end > file_len {
             return Err(Nifti2Error::TruncatedData {
                 needed: end,
-                len: file.len(),
+                len: file_len,
             });
         }
         let (slope, inter) = self.scaling();
         let scale = slope != 0.0 && slope.is_finite() && (slope != 1.0 || inter != 0.0);
-        Ok(file[start..end]
-            .chunks_exact(size)
-            .map(|chunk| {
-                let mut b = [0u8; 8];
-                b[..size].copy_from_slice(chunk);
-                let v = decode(b, self.big_endian);
-                (if scale { v * slope + inter } else { v }) as f32
-            })
-            .collect())
+        let big_endian = self.big_endian;
+        let value = move |chunk: &[u8]| {
+            let mut b = [0u8; 8];
+            b[..size].copy_from_slice(chunk);
+            let v = decode(b, big_endian);
+            (if scale { v * slope + inter } else { v }) as f32
+        };
+        Ok(VoxelLayout {
+            size,
+            value,
+            range: start..end,
+        })
+    }
+
+    /// Decodes the voxels (Fortran order, scaling applied) from the whole file's bytes.
+    pub fn read_voxels(&self, file: &[u8]) -> Result<Vec<f32>, Nifti2Error> {
+        let layout = self.voxel_layout(file.len())?;
+        Ok(file[layout.range].chunks_exact(layout.size).map(layout.value).collect())
     }
 
     /// The file bytes of a `u8` mask on this header's grid: header with data type uint8, the spatial
@@ -253,6 +273,16 @@ impl Nifti2Header {
         out.extend_from_slice(voxels);
         out
     }
+}
+
+/// Where a NIfTI-2 file's voxel data lies and how its samples decode.
+pub(crate) struct VoxelLayout<F> {
+    /// Bytes per sample.
+    pub(crate) size: usize,
+    /// A sample's value, scaling applied.
+    pub(crate) value: F,
+    /// The bytes of the whole voxel data in the file.
+    pub(crate) range: std::ops::Range<usize>,
 }
 
 /// Decodes one sample from its bytes (first `size` of 8) and the byte order (true: big endian).

@@ -7,15 +7,16 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use ndarray::{Array3, ShapeBuilder};
+use ndarray::Array3;
 
 use crate::atomic_output::write_atomically;
 use crate::dicom_io::{check_affine, nifti_header_for};
+use crate::input::{dims_text, read_after_head, Declared, ReadLimits};
 use crate::nifti1_guard::MAX_DATA_BYTES;
-use crate::volume::{fortran_order, GridHeader, Volume};
+use crate::volume::{fortran_order, from_fortran_order, GridHeader, Volume};
 use crate::IoError;
 
 /// Longest header read.
@@ -65,6 +66,22 @@ impl Scalar {
         })
     }
 
+    /// The type's name, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            Self::I8 => "int8",
+            Self::U8 => "uint8",
+            Self::I16 => "int16",
+            Self::U16 => "uint16",
+            Self::I32 => "int32",
+            Self::U32 => "uint32",
+            Self::I64 => "int64",
+            Self::U64 => "uint64",
+            Self::F32 => "float",
+            Self::F64 => "double",
+        }
+    }
+
     fn size(self) -> usize {
         match self {
             Self::I8 | Self::U8 => 1,
@@ -74,29 +91,32 @@ impl Scalar {
         }
     }
 
-    /// One value from its bytes.
-    fn value(self, b: &[u8], big: bool) -> f32 {
-        macro_rules! read {
-            ($t:ty, $n:expr) => {{
-                let bytes: [u8; $n] = b.try_into().expect("sized chunk");
-                (if big {
-                    <$t>::from_be_bytes(bytes)
-                } else {
-                    <$t>::from_le_bytes(bytes)
-                }) as f32
-            }};
+    /// The volume `[i, j, k]` of `sizes` from voxel data of this type stored with `i` fastest: one decoder
+    /// per type, so that the conversion is inlined in the pass.
+    fn volume(self, data: &[u8], sizes: [usize; 3], big: bool) -> Array3<f32> {
+        macro_rules! decode {
+            ($t:ty, $n:expr) => {
+                from_fortran_order(data, sizes, $n, |b| {
+                    let bytes: [u8; $n] = b.try_into().expect("sized chunk");
+                    (if big {
+                        <$t>::from_be_bytes(bytes)
+                    } else {
+                        <$t>::from_le_bytes(bytes)
+                    }) as f32
+                })
+            };
         }
         match self {
-            Self::I8 => b[0] as i8 as f32,
-            Self::U8 => b[0] as f32,
-            Self::I16 => read!(i16, 2),
-            Self::U16 => read!(u16, 2),
-            Self::I32 => read!(i32, 4),
-            Self::U32 => read!(u32, 4),
-            Self::I64 => read!(i64, 8),
-            Self::U64 => read!(u64, 8),
-            Self::F32 => read!(f32, 4),
-            Self::F64 => read!(f64, 8),
+            Self::I8 => decode!(i8, 1),
+            Self::U8 => decode!(u8, 1),
+            Self::I16 => decode!(i16, 2),
+            Self::U16 => decode!(u16, 2),
+            Self::I32 => decode!(i32, 4),
+            Self::U32 => decode!(u32, 4),
+            Self::I64 => decode!(i64, 8),
+            Self::U64 => decode!(u64, 8),
+            Self::F32 => decode!(f32, 4),
+            Self::F64 => decode!(f64, 8),
         }
     }
 }
@@ -108,14 +128,43 @@ fn vector(text: &str) -> Option<[f64; 3]> {
     values.try_into().ok()
 }
 
-/// Reads an attached-header NRRD volume (`.nrrd`).
-pub fn read_nrrd(path: &Path) -> Result<Volume, IoError> {
-    let bytes = std::fs::read(path).map_err(|e| IoError::read(path, e))?;
-    nrrd_from_bytes(path, &bytes)
+/// How the data of a NRRD file is stored after its header.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Encoding {
+    Raw,
+    Gzip,
 }
 
-/// A NRRD volume from a file's bytes; `path` names it in errors.
-pub fn nrrd_from_bytes(path: &Path, bytes: &[u8]) -> Result<Volume, IoError> {
+/// What a NRRD header says: where the data starts, its type, sizes, byte order and encoding, and the grid.
+struct NrrdHeader {
+    /// Where the data starts (after the blank line ending the header).
+    data_start: usize,
+    scalar: Scalar,
+    sizes: [usize; 3],
+    big_endian: bool,
+    /// Bytes of voxel data the sizes and type declare.
+    declared: usize,
+    encoding: Encoding,
+    /// The encoding as the header names it ("raw", "gzip", "gz").
+    encoding_name: String,
+    affine: [[f64; 4]; 4],
+}
+
+impl NrrdHeader {
+    /// What the header declares, for [`ReadLimits::check`].
+    fn declared(&self) -> Declared {
+        let sizes = self.sizes.map(|n| n as u64);
+        Declared {
+            voxels: sizes.iter().product(),
+            data_bytes: self.declared as u64,
+            layout: format!("{}, {}", self.scalar.name(), dims_text(&sizes)),
+        }
+    }
+}
+
+/// Parses and checks the header at the start of `bytes` (only its first [`MAX_HEADER`] bytes are looked
+/// at); `path` names the file in errors.
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<NrrdHeader, IoError> {
     let bad = |what: String| IoError::unusable(path, what);
     if !bytes.starts_with(b"NRRD000") {
         return Err(bad("not a NRRD file (no NRRD000x magic)".into()));
@@ -163,7 +212,7 @@ pub fn nrrd_from_bytes(path: &Path, bytes: &[u8]) -> Result<Volume, IoError> {
         .collect::<Option<_>>()
         .filter(|s: &Vec<usize>| s.len() == 3 && s.iter().all(|&n| n > 0))
         .ok_or_else(|| bad(format!("sizes {:?} are not three positive numbers", field("sizes"))))?;
-    let big = match field("endian") {
+    let big_endian = match field("endian") {
         Some("big") => true,
         Some("little") | None => false,
         Some(other) => return Err(bad(format!("endian '{other}'"))),
@@ -173,31 +222,9 @@ pub fn nrrd_from_bytes(path: &Path, bytes: &[u8]) -> Result<Volume, IoError> {
         .and_then(|c| c.checked_mul(scalar.size()))
         .filter(|&b| (b as u64) <= MAX_DATA_BYTES)
         .ok_or_else(|| bad(format!("sizes {sizes:?} declare more data than medico reads")))?;
-    let body = &bytes[end + 2..];
-    let data = match field("encoding") {
-        Some("raw") => {
-            if body.len() < declared {
-                return Err(bad(format!(
-                    "{} data bytes; the header declares {declared} (truncated?)",
-                    body.len()
-                )));
-            }
-            std::borrow::Cow::Borrowed(&body[..declared])
-        }
-        Some("gzip") | Some("gz") => {
-            let mut out = Vec::new();
-            GzDecoder::new(body)
-                .take(declared as u64)
-                .read_to_end(&mut out)
-                .map_err(|e| IoError::corrupt(path, "not a readable gzip stream (truncated or corrupt?)", e))?;
-            if out.len() < declared {
-                return Err(bad(format!(
-                    "{} data bytes inflated; the header declares {declared} (truncated?)",
-                    out.len()
-                )));
-            }
-            std::borrow::Cow::Owned(out)
-        }
+    let encoding = match field("encoding") {
+        Some("raw") => Encoding::Raw,
+        Some("gzip") | Some("gz") => Encoding::Gzip,
         other => return Err(bad(format!("encoding {other:?}: raw and gzip are read"))),
     };
     let space_sign: [f64; 3] = match field("space").map(str::to_lowercase).as_deref() {
@@ -238,17 +265,83 @@ pub fn nrrd_from_bytes(path: &Path, bytes: &[u8]) -> Result<Volume, IoError> {
     }
     affine[3][3] = 1.0;
     check_affine(path, &affine)?;
-    let values: Vec<f32> = data.chunks_exact(scalar.size()).map(|b| scalar.value(b, big)).collect();
-    let fortran = Array3::from_shape_vec((sizes[0], sizes[1], sizes[2]).f(), values)
-        .map_err(|e| bad(format!("voxels do not fit the sizes: {e}")))?;
-    let volume = fortran.as_standard_layout().into_owned();
-    let format = format!("NRRD ({:?}, {})", scalar, field("encoding").unwrap_or_default());
-    let header = std::panic::catch_unwind(|| nifti_header_for(&volume, &affine, &format))
+    Ok(NrrdHeader {
+        data_start: end + 2,
+        scalar,
+        sizes: [sizes[0], sizes[1], sizes[2]],
+        big_endian,
+        declared,
+        encoding,
+        encoding_name: field("encoding").unwrap_or_default().to_string(),
+        affine,
+    })
+}
+
+/// Reads an attached-header NRRD volume (`.nrrd`). No limit on its size beyond the reader's sanity bound:
+/// see [`read_nrrd_within`] for files from untrusted sources.
+pub fn read_nrrd(path: &Path) -> Result<Volume, IoError> {
+    read_nrrd_within(path, &ReadLimits::UNLIMITED)
+}
+
+/// Reads an attached-header NRRD volume as [`read_nrrd`] does, refusing with [`IoError::TooLarge`] a file
+/// whose header declares more than `limits` allow, before the rest of the file is read.
+pub fn read_nrrd_within(path: &Path, limits: &ReadLimits) -> Result<Volume, IoError> {
+    let bytes = read_after_head(path, MAX_HEADER, |head| {
+        limits.check(path, &parse_header(path, head)?.declared())
+    })?;
+    nrrd_from_bytes_within(path, &bytes, limits)
+}
+
+/// A NRRD volume from a file's bytes; `path` names it in errors. No limit on its size: see
+/// [`nrrd_from_bytes_within`].
+pub fn nrrd_from_bytes(path: &Path, bytes: &[u8]) -> Result<Volume, IoError> {
+    nrrd_from_bytes_within(path, bytes, &ReadLimits::UNLIMITED)
+}
+
+/// A NRRD volume from a file's bytes, refusing with [`IoError::TooLarge`] one whose header declares more
+/// than `limits` allow, before a gzip body is inflated. A gzip body of several members is read whole.
+pub fn nrrd_from_bytes_within(path: &Path, bytes: &[u8], limits: &ReadLimits) -> Result<Volume, IoError> {
+    let bad = |what: String| IoError::unusable(path, what);
+    let header = parse_header(path, bytes)?;
+    limits.check(path, &header.declared())?;
+    let declared = header.declared;
+    let body = &bytes[header.data_start..];
+    let data = match header.encoding {
+        Encoding::Raw => {
+            if body.len() < declared {
+                return Err(bad(format!(
+                    "{} data bytes; the header declares {declared} (truncated?)",
+                    body.len()
+                )));
+            }
+            std::borrow::Cow::Borrowed(&body[..declared])
+        }
+        Encoding::Gzip => {
+            let mut out = Vec::new();
+            MultiGzDecoder::new(body)
+                .take(declared as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| IoError::corrupt(path, "not a readable gzip stream (truncated or corrupt?)", e))?;
+            if out.len() < declared {
+                return Err(bad(format!(
+                    "{} data bytes inflated; the header declares {declared} (truncated?)",
+                    out.len()
+                )));
+            }
+            std::borrow::Cow::Owned(out)
+        }
+    };
+    let (scalar, big_endian) = (header.scalar, header.big_endian);
+    let volume = scalar.volume(&data, header.sizes, big_endian);
+    drop(data);
+    let format = format!("NRRD ({scalar:?}, {})", header.encoding_name);
+    let affine = header.affine;
+    let nifti_header = std::panic::catch_unwind(|| nifti_header_for(&volume, &affine, &format))
         .map_err(|_| bad("the space directions give no NIfTI orientation (corrupt geometry?)".into()))?;
     Ok(Volume {
         data: volume,
         affine,
-        grid: GridHeader::Nifti1(Box::new(header)),
+        grid: GridHeader::Nifti1(Box::new(nifti_header)),
         format,
         notes: Vec::new(),
     })
@@ -320,7 +413,9 @@ mod tests {
         assert!(text.contains("space directions: (2,0,0) (0,-1.5,0) (0,0,3)"), "{text}");
         assert!(text.contains("space origin: (-10,20,5)"), "{text}");
         let mut voxels = Vec::new();
-        GzDecoder::new(&bytes[split + 2..]).read_to_end(&mut voxels).unwrap();
+        flate2::read::GzDecoder::new(&bytes[split + 2..])
+            .read_to_end(&mut voxels)
+            .unwrap();
         assert_eq!(voxels, vec![0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0]);
     }
 

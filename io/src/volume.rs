@@ -326,6 +326,28 @@ pub(crate) fn fortran_order(mask: &Array3<u8>) -> Vec<u8> {
     out
 }
 
+/// A volume `[i, j, k]` (standard layout) from voxel data stored in Fortran order (`i` fastest, as NIfTI and
+/// NRRD store it), each sample `size` bytes decoded by `value`: one pass, no intermediate copy. Loops ordered
+/// j, k, i as in [`fortran_order`] (reads sequential, writes revisiting the same cache lines for consecutive
+/// k). `data` must hold at least `ni * nj * nk * size` bytes.
+pub(crate) fn from_fortran_order(
+    data: &[u8],
+    [ni, nj, nk]: [usize; 3],
+    size: usize,
+    value: impl Fn(&[u8]) -> f32,
+) -> Array3<f32> {
+    let mut out = vec![0f32; ni * nj * nk];
+    for j in 0..nj {
+        for k in 0..nk {
+            let row = &data[(k * nj + j) * ni * size..][..ni * size];
+            for (i, sample) in row.chunks_exact(size).enumerate() {
+                out[(i * nj + j) * nk + k] = value(sample);
+            }
+        }
+    }
+    Array3::from_shape_vec((ni, nj, nk), out).expect("the output has the shape's size")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +356,15 @@ mod tests {
     fn fortran_order_is_the_transposed_iteration() {
         let mask = Array3::from_shape_fn((5, 4, 3), |(i, j, k)| (i * 12 + j * 3 + k) as u8);
         assert_eq!(fortran_order(&mask), mask.t().iter().copied().collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn from_fortran_order_inverts_it() {
+        let mask = Array3::from_shape_fn((5, 4, 3), |(i, j, k)| (i * 12 + j * 3 + k) as u8);
+        let stored: Vec<u8> = fortran_order(&mask).iter().flat_map(|&v| [v, 0]).collect();
+        let back = from_fortran_order(&stored, [5, 4, 3], 2, |b| f32::from(b[0]));
+        assert!(back.is_standard_layout());
+        assert_eq!(back, mask.mapv(f32::from));
     }
 
     fn volume_with(affine: [[f64; 4]; 4]) -> Volume {

@@ -3,36 +3,13 @@
 //! allocator measures the peak; this binary holds no other test, so the peak is this test's).
 //! `tests/data/fuzz/TARGET/` holds the findings of fuzz target TARGET.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use medico_io::IoError;
 
-/// The system allocator, counting live bytes and their peak.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::measure_peak;
 
 /// Bytes a refused input of a few kB may make a reader hold at its peak.
 const PEAK_LIMIT: usize = 64 << 20;
@@ -61,10 +38,7 @@ fn fuzzer_findings_are_refused_within_bounded_memory() {
         for file in std::fs::read_dir(&target).unwrap() {
             let file = file.unwrap().path();
             let bytes = std::fs::read(&file).unwrap();
-            let before = LIVE.load(Ordering::Relaxed);
-            PEAK.store(before, Ordering::Relaxed);
-            let outcome = std::panic::catch_unwind(|| read(&name, &file, &bytes));
-            let peak = PEAK.load(Ordering::Relaxed) - before;
+            let (outcome, peak) = measure_peak(|| std::panic::catch_unwind(|| read(&name, &file, &bytes)));
             let shown = file.display();
             let error = outcome
                 .unwrap_or_else(|_| panic!("{shown}: the reader panicked"))

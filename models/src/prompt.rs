@@ -36,8 +36,10 @@ pub const LABEL_BOX_BOTTOM_RIGHT: f32 = 3.0;
 /// (official `ResizeLongestSide.get_preprocess_shape`).
 pub fn resized_size(height: usize, width: usize, long_side: usize) -> (usize, usize) {
     let scale = long_side as f64 / height.max(width) as f64;
-    let h = (height as f64 * scale + 0.5) as usize;
-    let w = (width as f64 * scale + 0.5) as usize;
+    // At least one pixel per side: a 3000 x 1 slice would otherwise resize to nothing (SAM's own
+    // `int(x + 0.5)` gives 0 there and its postprocessing fails).
+    let h = ((height as f64 * scale + 0.5) as usize).max(1);
+    let w = ((width as f64 * scale + 0.5) as usize).max(1);
     (h, w)
 }
 

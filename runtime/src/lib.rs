@@ -87,6 +87,9 @@ pub enum RuntimeError {
     /// A prompt that cannot be used.
     #[error(transparent)]
     Prompt(#[from] PromptError),
+    /// Work its caller stopped before the end (a server request past its deadline, or whose client left).
+    #[error("stopped before the end: {0}")]
+    Interrupted(String),
     /// A bundle whose declared propagation settings medico cannot use.
     #[error("{}: model.json's propagation settings: {problem}", dir.display())]
     Propagation {

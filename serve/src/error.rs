@@ -50,19 +50,31 @@ impl ApiError {
         }
     }
 
-    /// A runtime error: bad input files and prompts are the client's (422), the rest the server's (500).
+    /// A runtime error: bad input files and prompts are the client's (422; a file over the limits 413),
+    /// work stopped at its deadline 503, the rest the server's (500).
     pub fn from_runtime(context: &str, error: RuntimeError) -> Self {
         let text = format!("{context}: {}", medico_io::chain_text(&error));
         match error {
+            RuntimeError::Io(medico_io::IoError::TooLarge { .. }) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, text),
             RuntimeError::Io(_) | RuntimeError::Prompt(_) => Self::unprocessable(text),
+            RuntimeError::Interrupted(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, text),
             _ => Self::internal(text),
         }
     }
 }
 
 impl IntoResponse for ApiError {
+    /// The JSON answer. A server-side failure (500) can name the server's files and engines: its detail
+    /// goes to the server's log under a reference, and the client gets the reference.
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({ "detail": self.detail }));
-        (self.status, body).into_response()
+        let detail = match self.status {
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                let reference = format!("{:08x}", rand::random::<u32>());
+                eprintln!("medico: error {reference}: {}", self.detail);
+                format!("the server failed (reference {reference}; the details are in the server's log)")
+            }
+            _ => self.detail,
+        };
+        (self.status, Json(serde_json::json!({ "detail": detail }))).into_response()
     }
 }

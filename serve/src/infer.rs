@@ -15,8 +15,13 @@ use crate::error::ApiError;
 use crate::prompts::{InferParams, VolumePrompts, SLICE_AXIS};
 use crate::reply::{self, MaskFormat};
 use crate::segment::SegmentJob;
-use crate::upload::{open_volume, receive};
+use crate::upload::{open_volume, receive, upload_slot};
+use crate::work::WorkTicket;
 use crate::AppState;
+use medico_io::input::ReadLimits;
+
+/// How long a request with a file waits for a free upload slot before a 503.
+const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The name suffix of a model's 3D variant in `/info/` and `/infer/`.
 pub const THREE_D_SUFFIX: &str = "-3d";
@@ -70,8 +75,20 @@ pub async fn infer(
     let config = PropagationConfig::for_bundle(&served.bundle)
         .map_err(|e| ApiError::from_runtime("reading the model's propagation settings", e))?;
     let output = Output::parse(query.output.as_deref())?;
+    let ticket = WorkTicket::new(app.limits.work_timeout);
+    // Dropped with this request's future: a client that goes away stops its walk within a slice.
+    let _cancel = ticket.cancel_on_drop();
+    let _slot = match query.session_id.is_empty() {
+        true => Some(upload_slot(&app.uploads, UPLOAD_SLOT_WAIT).await?),
+        false => None,
+    };
     let received = receive(multipart).await?;
     let params = InferParams::parse(received.fields.get("params").map(String::as_str))?;
+    params.check_clicks(app.limits.max_clicks)?;
+    if let (Output::DicomSeg, Some(label)) = (&output, params.label.as_deref()) {
+        // Checked before any work: a DICOM SEG's label is an LO (64 characters, no backslash or controls).
+        medico_io::dicom_seg::check_label(label).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    }
     let format = MaskFormat::from_extension(params.result_extension.as_deref())?;
     if let Some(dtype) = params.result_dtype.as_deref().filter(|d| *d != "uint8") {
         return Err(ApiError::unprocessable(format!(
@@ -86,8 +103,10 @@ pub async fn infer(
             .ok_or_else(|| ApiError::session_not_found(&query.session_id))?;
         (Arc::clone(&view.volume), Some(query.session_id.clone()), Some(view))
     } else if let Some(upload) = received.upload {
-        let max_voxels = app.limits.max_voxels;
-        let (volume, _) = tokio::task::spawn_blocking(move || open_volume(&upload, max_voxels))
+        let limits = ReadLimits {
+            max_voxels: app.limits.max_voxels,
+        };
+        let (volume, _) = tokio::task::spawn_blocking(move || open_volume(&upload, &limits))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
         (Arc::new(volume), None, None)
@@ -114,8 +133,15 @@ pub async fn infer(
         prompts: prompts.clone(),
         config,
         propagate: three_d,
+        max_walk_slices: app.limits.max_walk_slices,
+        ticket,
     };
-    let result = app.workers.run(move |predictors| job.run(predictors)).await?;
+    // Walks run on workers of their own: a click never waits behind one.
+    let pool = match three_d {
+        true => &app.walkers,
+        false => &app.workers,
+    };
+    let result = pool.run(move |predictors| job.run(predictors)).await?;
     let label = params.label.clone().unwrap_or_else(|| "label".into());
     let voxels: usize = result.masks.values().map(|m| m.iter().filter(|&&v| v).count()).sum();
     let response_params = json!({
@@ -138,7 +164,7 @@ pub async fn infer(
         })?;
         let description = medico_io::dicom_seg::SegmentDescription {
             label: label.clone(),
-            algorithm_name: format!("medico {model}"),
+            algorithm_name: medico_io::dicom_seg::algorithm_name(&model),
             algorithm_version: format!("medico {}", env!("CARGO_PKG_VERSION")),
         };
         let bytes =

@@ -78,6 +78,18 @@ impl InferParams {
         }
     }
 
+    /// Refuses more than `max_clicks` clicks (foreground and background together) in one request: each
+    /// click costs the decoder memory and time, quadratically in their number.
+    pub fn check_clicks(&self, max_clicks: usize) -> Result<(), ApiError> {
+        let clicks = self.foreground.len() + self.background.len();
+        if clicks > max_clicks {
+            return Err(ApiError::unprocessable(format!(
+                "{clicks} clicks in one request; this server takes at most {max_clicks}"
+            )));
+        }
+        Ok(())
+    }
+
     /// The prompts on one slice of a volume of `shape` (`[ni, nj, nk]`), checked against it.
     pub fn slice_prompts(&self, shape: [usize; 3]) -> Result<SlicePrompts, ApiError> {
         let foreground = voxels("foreground", &self.foreground, shape)?;
@@ -173,7 +185,7 @@ impl InferParams {
         roi: Option<&VoxelBox>,
         shape: [usize; 3],
     ) -> Result<usize, ApiError> {
-        if let Some(s) = self.slice.filter(|&s| s >= 0.0) {
+        if let Some(s) = self.slice {
             return index("slice", s, SLICE_AXIS, shape);
         }
         if let Some(first) = foreground.iter().chain(background).next() {

@@ -13,26 +13,44 @@ use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::body_timeout::time_bodies;
 use crate::error::ApiError;
+use crate::exposure::check_host_and_origin;
+use crate::json_errors::json_errors;
 use crate::sessions::Session;
-use crate::upload::{open_volume, receive};
+use crate::upload::{open_volume, receive, upload_slot};
 use crate::AppState;
+use medico_io::input::ReadLimits;
 
-/// The router with every route and layer.
+/// Largest body of the open `/auth/` routes (a login form).
+const MAX_AUTH_BODY: usize = 16 << 10;
+
+/// How long an upload waits for a free upload slot before a 503.
+const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The router with every route and layer. From the outside in: request logging, errors as JSON, the
+/// host and origin checks, bodies timed as they arrive, the API key, the body limit (small on `/auth/`).
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.limits.max_upload_bytes;
+    let exposure = Arc::new(state.exposure.clone());
     Router::new()
         .route("/info/", get(info))
         .route("/session/", put(create_session))
         .route("/session/{id}", get(get_session).delete(remove_session))
         .route("/infer/{model}", post(crate::infer::infer))
         .route("/auth/", get(auth_status))
-        .route("/auth/token", post(auth_token))
+        .route(
+            "/auth/token",
+            post(auth_token).layer(DefaultBodyLimit::max(MAX_AUTH_BODY)),
+        )
         .route("/auth/token/valid", get(token_valid))
         .fallback(unknown_route)
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_key))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), log_request))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), require_key))
+        .layer(middleware::from_fn_with_state(Arc::clone(&exposure), time_bodies))
+        .layer(middleware::from_fn_with_state(exposure, check_host_and_origin))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), log_request))
         .with_state(state)
 }
 
@@ -92,23 +110,23 @@ async fn create_session(
     Query(query): Query<SessionQuery>,
     multipart: Multipart,
 ) -> Result<Json<Value>, ApiError> {
+    let expiry = session_expiry(query.expiry, &app.limits)?;
+    let _slot = upload_slot(&app.uploads, UPLOAD_SLOT_WAIT).await?;
     let received = receive(multipart).await?;
     let upload = received.upload.ok_or_else(|| {
         ApiError::bad_request(
-            "the upload has no 'files' field: send the image as multipart files (a NIfTI file, a zip of a \
-             DICOM series, or the series' files)",
+            "the upload has no 'files' field: send the image as multipart files (a NIfTI or NRRD file, a zip of \
+             a DICOM series, or the series' files)",
         )
     })?;
-    let max_voxels = app.limits.max_voxels;
+    let limits = ReadLimits {
+        max_voxels: app.limits.max_voxels,
+    };
     let (volume, image, upload) = tokio::task::spawn_blocking(move || {
-        open_volume(&upload, max_voxels).map(|(volume, image)| (volume, image, upload))
+        open_volume(&upload, &limits).map(|(volume, image)| (volume, image, upload))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    let expiry = match query.expiry {
-        0 => app.limits.session_expiry,
-        seconds => std::time::Duration::from_secs(seconds),
-    };
     let session = Session::new(volume, upload.dir, image, upload.name, expiry);
     let info = session.info();
     let (id, dropped) = app.sessions.insert(session);
@@ -119,6 +137,19 @@ async fn create_session(
         }
     }
     Ok(Json(json!({ "session_id": id, "session_info": info })))
+}
+
+/// The expiry a client asked for (0: the server's default); a 422 beyond the server's maximum.
+fn session_expiry(seconds: u64, limits: &crate::Limits) -> Result<std::time::Duration, ApiError> {
+    let asked = std::time::Duration::from_secs(seconds);
+    match seconds {
+        0 => Ok(limits.session_expiry),
+        _ if asked > limits.max_session_expiry => Err(ApiError::unprocessable(format!(
+            "expiry {seconds} s is over this server's maximum of {} s",
+            limits.max_session_expiry.as_secs()
+        ))),
+        _ => Ok(asked),
+    }
 }
 
 /// `GET /session/{id}`.

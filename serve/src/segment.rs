@@ -16,6 +16,7 @@ use ndarray::{Array2, Array3};
 use crate::embeddings::{EmbeddingStore, SliceKey};
 use crate::error::ApiError;
 use crate::prompts::{VolumePrompts, SLICE_AXIS};
+use crate::work::WorkTicket;
 use crate::workers::{Predictors, Slot};
 use crate::AppState;
 
@@ -37,6 +38,10 @@ pub struct SegmentJob {
     pub config: PropagationConfig,
     /// Propagate from the annotated slices through the volume.
     pub propagate: bool,
+    /// Slices a walk may go in each direction beyond the annotated ones.
+    pub max_walk_slices: usize,
+    /// The request's deadline and cancellation, checked before each slice.
+    pub ticket: WorkTicket,
 }
 
 /// The masks a job produced.
@@ -61,7 +66,12 @@ impl Segmented {
 impl SegmentJob {
     /// Runs the job on a worker's predictors.
     pub fn run(self, predictors: &mut Predictors) -> Result<Segmented, ApiError> {
+        // A request whose client left while it waited for a worker is not started.
+        self.ticket
+            .check()
+            .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         let mut slices = WorkerSlices {
+            ticket: &self.ticket,
             slot: predictors.get(&self.model)?,
             embeddings: &self.app.embeddings,
             session: self.session.as_deref(),
@@ -87,10 +97,7 @@ impl SegmentJob {
         let masks = match self.propagate {
             false => annotated,
             true => {
-                let (lower_limit, upper_limit) = match self.prompts.limits {
-                    Some((lo, hi)) => (Some(lo), Some(hi)),
-                    None => (None, None),
-                };
+                let (lower_limit, upper_limit) = self.walk_limits(annotated.keys().copied());
                 let config = PropagationConfig {
                     lower_limit,
                     upper_limit,
@@ -110,8 +117,26 @@ impl SegmentJob {
     }
 }
 
+impl SegmentJob {
+    /// The lowest and highest slice a walk from `annotated` slices may reach: the ROI's range when the
+    /// request has one, and never more than [`SegmentJob::max_walk_slices`] beyond the annotated slices.
+    fn walk_limits(&self, annotated: impl Iterator<Item = usize> + Clone) -> (Option<usize>, Option<usize>) {
+        let (first, last) = (annotated.clone().min(), annotated.max());
+        let lower = first.map(|z| z.saturating_sub(self.max_walk_slices));
+        let upper = last.map(|z| z.saturating_add(self.max_walk_slices));
+        match self.prompts.limits {
+            Some((lo, hi)) => (
+                Some(lower.map_or(lo, |l| l.max(lo))),
+                Some(upper.map_or(hi, |u| u.min(hi))),
+            ),
+            None => (lower, upper),
+        }
+    }
+}
+
 /// A volume's slices through one worker's predictor of one model.
 struct WorkerSlices<'a> {
+    ticket: &'a WorkTicket,
     slot: &'a mut Slot,
     embeddings: &'a EmbeddingStore,
     session: Option<&'a str>,
@@ -133,6 +158,9 @@ impl WorkerSlices<'_> {
         mask_logits: Option<&Array2<f32>>,
         multimask: bool,
     ) -> Result<SliceMask, RuntimeError> {
+        self.ticket
+            .check()
+            .map_err(|e| RuntimeError::Interrupted(e.to_string()))?;
         let key = self.session.map(|session| SliceKey {
             session: session.to_string(),
             model: self.model.to_string(),

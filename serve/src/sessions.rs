@@ -45,13 +45,15 @@ impl Session {
         now.duration_since(self.last_access).unwrap_or_default() > self.expiry
     }
 
-    /// MONAI Label's `SessionInfo` JSON, plus the grid.
+    /// MONAI Label's `SessionInfo` JSON, plus the grid. The server's folders are not shown: `path` is
+    /// empty and `image` is the uploaded file's name.
     pub fn info(&self) -> SessionInfo {
         let seconds = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let expires = self.last_access.checked_add(self.expiry).map_or(u64::MAX, seconds);
         SessionInfo {
             name: self.name.clone(),
-            path: self.files.path().display().to_string(),
-            image: self.image.display().to_string(),
+            path: String::new(),
+            image: self.name.clone(),
             meta: SessionMeta {
                 format: self.volume.format.clone(),
                 shape: self.volume.shape(),
@@ -60,7 +62,7 @@ impl Session {
             },
             create_ts: seconds(self.created),
             last_access_ts: seconds(self.last_access),
-            expiry: seconds(self.last_access + self.expiry),
+            expiry: expires,
         }
     }
 }
@@ -149,6 +151,11 @@ impl SessionStore {
     /// Removes the session `id`; its description, or `None` when unknown.
     pub fn remove(&self, id: &str) -> Option<SessionInfo> {
         self.lock().pop(id).map(|s| s.info())
+    }
+
+    /// Closes every expired session; their ids.
+    pub fn remove_expired(&self) -> Vec<String> {
+        remove_expired(&mut self.lock())
     }
 
     /// Number of open sessions.

@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use axum::extract::multipart::{Field, Multipart};
-use medico_io::input::{open_scan, Scan};
+use axum::http::StatusCode;
+use medico_io::input::{open_scan_within, ReadLimits, Scan};
 use medico_io::volume::Volume;
 use tempfile::TempDir;
 
@@ -29,8 +30,11 @@ pub struct Received {
     pub fields: std::collections::HashMap<String, String>,
 }
 
-/// Receives a multipart request: `files` and `file` fields to disk, text fields (at most 1 MB each) in
-/// memory; other file fields (`label`) are read and dropped.
+/// Text fields the server reads; any other text field is read past and dropped.
+pub const TEXT_FIELDS: [&str; 2] = ["params", "label"];
+
+/// Receives a multipart request: `files` and `file` fields to disk, the [`TEXT_FIELDS`] in memory (at most
+/// [`MAX_TEXT_BYTES`] together); other fields are read and dropped.
 pub async fn receive(mut multipart: Multipart) -> Result<Received, ApiError> {
     let dir = tempfile::Builder::new()
         .prefix("medico-session-")
@@ -40,6 +44,7 @@ pub async fn receive(mut multipart: Multipart) -> Result<Received, ApiError> {
     std::fs::create_dir(&files).map_err(|e| ApiError::internal(format!("{}: {e}", files.display())))?;
     let mut written = Vec::new();
     let mut fields = std::collections::HashMap::new();
+    let mut text_bytes = 0usize;
     while let Some(mut field) = multipart.next_field().await.map_err(truncated)? {
         let field_name = field.name().unwrap_or_default().to_string();
         if field_name == "files" || field_name == "file" {
@@ -47,13 +52,17 @@ pub async fn receive(mut multipart: Multipart) -> Result<Received, ApiError> {
             let path = files.join(format!("{:04}-{name}", written.len()));
             save(field, &path).await?;
             written.push((path, name));
-        } else if field.file_name().is_none() {
+        } else if field.file_name().is_none() && TEXT_FIELDS.contains(&field_name.as_str()) {
             let mut text = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(truncated)? {
-                text.extend_from_slice(&chunk);
-                if text.len() > MAX_TEXT_FIELD {
-                    return Err(ApiError::bad_request(format!("field '{field_name}' is over 1 MB")));
+                text_bytes += chunk.len();
+                if text_bytes > MAX_TEXT_BYTES {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the text fields are over {} kB together", MAX_TEXT_BYTES >> 10),
+                    ));
                 }
+                text.extend_from_slice(&chunk);
             }
             let text = String::from_utf8(text)
                 .map_err(|_| ApiError::bad_request(format!("field '{field_name}' is not UTF-8 text")))?;
@@ -80,8 +89,22 @@ pub async fn receive(mut multipart: Multipart) -> Result<Received, ApiError> {
     Ok(Received { upload, fields })
 }
 
-/// Largest text field read.
-const MAX_TEXT_FIELD: usize = 1 << 20;
+/// Text read from one request, all fields together.
+pub const MAX_TEXT_BYTES: usize = 1 << 20;
+
+/// Waits for one of the server's upload slots (at most `wait`); a 503 when none frees up.
+pub async fn upload_slot(
+    uploads: &tokio::sync::Semaphore,
+    wait: std::time::Duration,
+) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    match tokio::time::timeout(wait, uploads.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is receiving its maximum of uploads at once; try again shortly",
+        )),
+    }
+}
 
 /// A multipart stream that ended early or broke its framing: the client's fault (400), or a body over the
 /// upload limit (413).
@@ -132,65 +155,52 @@ fn safe_name(name: Option<&str>, index: usize) -> String {
     }
 }
 
-/// Reads the upload as a volume: a zip is unpacked first (a DICOM series); a 2D image is refused, and so is
-/// a volume of more than `max_voxels`.
-pub fn open_volume(upload: &Upload, max_voxels: usize) -> Result<(Volume, PathBuf), ApiError> {
+/// Reads the upload as a volume within `limits` (checked from the file's header before anything is
+/// decoded: 413 over them): a zip is unpacked first (a DICOM series); a 2D image is refused. Errors name
+/// the file as the client did, never the server's folders. Returns the volume and what was read (the file,
+/// or the folder of the unpacked series).
+pub fn open_volume(upload: &Upload, limits: &ReadLimits) -> Result<(Volume, PathBuf), ApiError> {
     let image = if is_zip(&upload.image) {
         unzip(
             &upload.image,
+            &upload.name,
             &upload.dir.path().join("unzipped"),
-            max_voxels.saturating_mul(8),
+            zip_budget(limits),
         )?
     } else {
         upload.image.clone()
     };
-    check_inflated_size(&upload.name, &image, max_voxels.saturating_mul(8))?;
-    let unreadable =
-        |e: medico_io::IoError| ApiError::unprocessable(format!("{}: {}", upload.name, medico_io::chain_text(&e)));
-    let volume = match open_scan(&image, None).map_err(unreadable)? {
-        Scan::Volume(volume) => *volume,
-        Scan::Image(_) => {
-            return Err(ApiError::unprocessable(format!(
-                "{}: a 2D image; the server segments volumes (NIfTI, or a DICOM series)",
-                upload.name
-            )))
+    let unreadable = |e: medico_io::IoError| {
+        let too_large = matches!(e, medico_io::IoError::TooLarge { .. });
+        let text = client_text(&medico_io::chain_text(&e), upload);
+        match too_large {
+            true => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, text),
+            false => ApiError::unprocessable(text),
         }
     };
-    let voxels: usize = volume.shape().iter().product();
-    if voxels > max_voxels {
-        return Err(ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{}: {voxels} voxels; this server takes at most {max_voxels} per session",
-                upload.name
-            ),
-        ));
+    match open_scan_within(&image, None, limits).map_err(unreadable)? {
+        Scan::Volume(volume) => Ok((*volume, image)),
+        Scan::Image(_) => Err(ApiError::unprocessable(format!(
+            "{}: a 2D image; the server segments volumes (NIfTI, NRRD, or a DICOM series)",
+            upload.name
+        ))),
     }
-    Ok((volume, image))
 }
 
-/// Refuses a gzip file (e.g. `.nii.gz`) that inflates to more than `max_bytes` (413), by streaming it once
-/// before anything is decoded: a few MB of upload cannot make the server hold gigabytes.
-fn check_inflated_size(name: &str, path: &Path, max_bytes: usize) -> Result<(), ApiError> {
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return Ok(());
-    };
-    let mut magic = [0u8; 2];
-    if std::io::Read::read_exact(&mut file, &mut magic).is_err() || magic != [0x1f, 0x8b] {
-        return Ok(());
+/// A reader's message about an uploaded file, with the server's folder replaced by the client's file name.
+fn client_text(text: &str, upload: &Upload) -> String {
+    let folder = upload.dir.path().display().to_string();
+    let mut out = text.to_string();
+    // The longest paths first: a file in the folder, then the folder itself.
+    for path in [upload.image.display().to_string(), folder] {
+        out = out.replace(&path, &upload.name);
     }
-    let file = std::fs::File::open(path).map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
-    let limit = max_bytes as u64 + (1 << 20);
-    let decoder = flate2::read::GzDecoder::new(std::io::BufReader::new(file));
-    // A corrupt stream is left to the reader, which names the problem.
-    let inflated = std::io::copy(&mut std::io::Read::take(decoder, limit + 1), &mut std::io::sink()).unwrap_or(0);
-    if inflated > limit {
-        return Err(ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{name}: inflates to more than {limit} bytes; this server takes volumes of at most {max_bytes}"),
-        ));
-    }
-    Ok(())
+    out
+}
+
+/// Bytes a zip may unpack to: a DICOM series of the largest volume at 16 bits per voxel, plus headers.
+fn zip_budget(limits: &ReadLimits) -> u64 {
+    (limits.max_voxels as u64).saturating_mul(2) + (16 << 20)
 }
 
 fn is_zip(path: &Path) -> bool {
@@ -201,11 +211,25 @@ fn is_zip(path: &Path) -> bool {
         && magic == *b"PK\x03\x04"
 }
 
-/// Unpacks the regular files of a zip (flattened, names made safe) into `dest`; at most `max_bytes` in all.
-fn unzip(path: &Path, dest: &Path, max_bytes: usize) -> Result<PathBuf, ApiError> {
-    let bad = |what: String| ApiError::unprocessable(format!("{}: {what}", path.display()));
+/// Unpacks the regular files of the zip at `path` (the client's `name`) into `dest`, flattened, names made
+/// safe; at most `max_bytes` in all, refused before anything is written when the zip's own directory
+/// declares more.
+fn unzip(path: &Path, name: &str, dest: &Path, max_bytes: u64) -> Result<PathBuf, ApiError> {
+    let bad = |what: String| ApiError::unprocessable(format!("{name}: {what}"));
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{name}: unpacks to more than {} MB", max_bytes >> 20),
+        )
+    };
     let file = std::fs::File::open(path).map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a readable zip: {e}")))?;
+    let declared = (0..archive.len())
+        .filter_map(|i| archive.by_index_raw(i).ok().map(|entry| entry.size()))
+        .fold(0u64, u64::saturating_add);
+    if declared > max_bytes {
+        return Err(too_large());
+    }
     std::fs::create_dir_all(dest).map_err(|e| ApiError::internal(format!("{}: {e}", dest.display())))?;
     let mut total = 0u64;
     for index in 0..archive.len() {
@@ -216,19 +240,17 @@ fn unzip(path: &Path, dest: &Path, max_bytes: usize) -> Result<PathBuf, ApiError
             continue;
         }
         let entry_name = entry.name().map(|n| n.to_string()).unwrap_or_default();
-        let name = safe_name(Some(&entry_name), index);
-        let out_path = dest.join(format!("{index:05}-{name}"));
+        let safe = safe_name(Some(&entry_name), index);
+        let out_path = dest.join(format!("{index:05}-{safe}"));
         let mut out =
             std::fs::File::create(&out_path).map_err(|e| ApiError::internal(format!("{}: {e}", out_path.display())))?;
-        let budget = (max_bytes as u64).saturating_sub(total);
+        let budget = max_bytes.saturating_sub(total);
+        // The entry's data may not match its declared size: the budget holds whatever it inflates to.
         let copied = std::io::copy(&mut std::io::Read::take(&mut entry, budget + 1), &mut out)
             .map_err(|e| bad(format!("zip entry {entry_name}: {e}")))?;
         total += copied;
         if copied > budget {
-            return Err(ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                format!("{}: unpacks to more than {max_bytes} bytes", path.display()),
-            ));
+            return Err(too_large());
         }
     }
     Ok(dest.to_path_buf())

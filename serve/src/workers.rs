@@ -85,9 +85,10 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts `workers` threads and opens every model on each; returns when all are ready, or the first
-    /// model that fails to open.
+    /// Starts `workers` threads (named `medico-{role}-N`) and opens every model on each; returns when all
+    /// are ready, or the first model that fails to open.
     pub fn start(
+        role: &str,
         models: &[ServedModel],
         backend: BackendChoice,
         threads: usize,
@@ -101,7 +102,7 @@ impl WorkerPool {
             let ready = ready_tx.clone();
             let bundles: Vec<_> = models.iter().map(|m| (m.name.clone(), m.bundle.clone())).collect();
             std::thread::Builder::new()
-                .name(format!("medico-infer-{index}"))
+                .name(format!("medico-{role}-{index}"))
                 .spawn(move || {
                     let mut slots = HashMap::new();
                     for (name, bundle) in bundles {

@@ -13,6 +13,7 @@ mod segment_cli;
 mod segment_dicom_cli;
 mod segment_volume_cli;
 mod semantic_cli;
+mod serve_attacks;
 mod serve_cli;
 mod slicer_cli;
 mod train_cli;

@@ -361,18 +361,7 @@ fn a_dicom_series_mask_is_written_as_a_dicom_seg_that_reads_back_onto_the_grid()
         .unwrap();
     assert!(from_seg.iter().any(|&v| v == 1), "empty segmentation");
     assert_eq!(from_seg.into_dyn(), from_nifti, "the SEG and the NIfTI mask differ");
-    let obj = dicom_object::open_file(&seg).unwrap();
-    let segment = &obj
-        .element(dicom_dictionary_std::tags::SEGMENT_SEQUENCE)
-        .unwrap()
-        .items()
-        .unwrap()[0];
-    let label = segment
-        .element(dicom_dictionary_std::tags::SEGMENT_LABEL)
-        .unwrap()
-        .to_str()
-        .unwrap();
-    assert_eq!(label.trim_end(), "tumour");
+    assert_eq!(crate::common::seg_label(&seg), "tumour");
 }
 
 #[test]

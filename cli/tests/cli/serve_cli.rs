@@ -15,13 +15,13 @@ use serde_json::Value;
 use crate::common::{export_small, medico, scratch, shared, text};
 
 /// A running `medico-cli serve`, stopped (SIGTERM) when dropped.
-struct Server {
-    child: Child,
-    port: u16,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 impl Server {
-    fn start(extra: &[&str]) -> Self {
+    pub(crate) fn start(extra: &[&str]) -> Self {
         Self::start_model("medico-tiny", extra)
     }
 
@@ -52,12 +52,12 @@ impl Server {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// SIGTERM, then the exit status and standard error.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String) {
         terminate(&self.child);
         let status = self.child.wait().unwrap();
         let mut err = String::new();
@@ -75,7 +75,7 @@ impl Drop for Server {
     }
 }
 
-fn terminate(child: &Child) {
+pub(crate) fn terminate(child: &Child) {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -105,7 +105,7 @@ fn drive(args: &[&str]) -> Value {
     serde_json::from_str(&text(&run.stdout)).unwrap_or_else(|e| panic!("{e}: {}", text(&run.stdout)))
 }
 
-fn volume_path() -> PathBuf {
+pub(crate) fn volume_path() -> PathBuf {
     shared().join("data/volumes/mni152_t1.nii.gz")
 }
 
@@ -287,7 +287,7 @@ fn eight_clients_at_once_all_get_answers_in_bounded_memory() {
 }
 
 /// One raw HTTP/1.1 request; the status and the body.
-fn http(port: u16, head: &str, body: &[u8], close_early: bool) -> (u16, String) {
+pub(crate) fn http(port: u16, head: &str, body: &[u8], close_early: bool) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
@@ -310,7 +310,7 @@ fn http(port: u16, head: &str, body: &[u8], close_early: bool) -> (u16, String) 
 }
 
 /// A multipart/form-data body with one file field and an optional params field.
-fn multipart(file_field: &str, name: &str, content: &[u8], params: Option<&str>) -> (String, Vec<u8>) {
+pub(crate) fn multipart(file_field: &str, name: &str, content: &[u8], params: Option<&str>) -> (String, Vec<u8>) {
     let boundary = "medicotestboundary";
     let mut body = Vec::new();
     if let Some(p) = params {
@@ -330,7 +330,8 @@ fn multipart(file_field: &str, name: &str, content: &[u8], params: Option<&str>)
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-fn head(method: &str, path: &str, key: Option<&str>, content_type: &str, length: usize) -> String {
+/// A request head with `Host: localhost` and `Connection: close`.
+pub(crate) fn head(method: &str, path: &str, key: Option<&str>, content_type: &str, length: usize) -> String {
     let auth = key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
@@ -406,9 +407,13 @@ fn bad_requests_get_a_4xx_with_a_message_and_sigterm_stops_cleanly() {
         false,
     );
     assert_eq!(status, 413);
-    // A ~100 kB gzip that inflates to 100 MB (limits: 4 MB of upload, 9 megavoxels x 8 bytes = 75 MB inflated).
+    // A ~100 kB gzip of a NIfTI declaring 100 Mi uint8 voxels, all present (limits: 4 MB of upload, 9 Mi
+    // voxels): refused from its header, before the data is inflated.
     let bomb = {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder
+            .write_all(&crate::serve_attacks::nifti_header([1024, 1024, 100], 2, 8))
+            .unwrap();
         encoder.write_all(&vec![0u8; 100 << 20]).unwrap();
         encoder.finish().unwrap()
     };
@@ -421,7 +426,7 @@ fn bad_requests_get_a_4xx_with_a_message_and_sigterm_stops_cleanly() {
     ));
     assert_eq!(status, 413, "{message}");
     assert!(
-        message.contains("bomb.nii.gz") && message.contains("inflates"),
+        message.contains("bomb.nii.gz") && message.contains("declares 104857600 voxels"),
         "{message}"
     );
     let (status, body_ok) = http(
@@ -495,26 +500,31 @@ fn a_dicom_series_uploaded_as_a_zip_comes_back_as_the_dicom_seg_segment_writes()
     let created: Value = serde_json::from_str(&created).unwrap();
     assert_eq!(created["session_info"]["meta"]["shape"], serde_json::json!([16, 16, 5]));
     let id = created["session_id"].as_str().unwrap();
-    // Slicer's roi [13, 2, 2, 13, 2, 2] = the box 2,2,14,14 on slice 2.
-    let params = r#"{"roi": [13, 2, 2, 13, 2, 2], "label": "tumour"}"#;
-    let (ct, body) = multipart("label", "x.bin", b"", Some(params));
+    // Slicer's roi [13, 2, 2, 13, 2, 2] = the box 2,2,14,14 on slice 2, as a SEG labelled `label`: the reply's
+    // head and body.
     let path = format!("/infer/bundle?session_id={id}&output=dicom_seg");
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    stream
-        .write_all(head("POST", &path, None, &ct, body.len()).as_bytes())
-        .unwrap();
-    stream.write_all(&body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head_text = String::from_utf8_lossy(&response[..split]).to_string();
+    let seg_with_label = |label: &str| {
+        let params = serde_json::json!({"roi": [13, 2, 2, 13, 2, 2], "label": label}).to_string();
+        let (ct, body) = multipart("label", "x.bin", b"", Some(&params));
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        stream
+            .write_all(head("POST", &path, None, &ct, body.len()).as_bytes())
+            .unwrap();
+        stream.write_all(&body).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head_text = String::from_utf8_lossy(&response[..split]).to_string();
+        (head_text, response[split + 4..].to_vec())
+    };
+    let (head_text, seg) = seg_with_label("tumour");
     assert!(head_text.starts_with("HTTP/1.1 200"), "{head_text}");
     assert!(
         head_text.to_lowercase().contains("content-type: application/dicom"),
         "{head_text}"
     );
     let served = dir.join("served.dcm");
-    std::fs::write(&served, &response[split + 4..]).unwrap();
+    std::fs::write(&served, &seg).unwrap();
 
     let cli = dir.join("cli.dcm");
     let run = medico(&[
@@ -540,6 +550,18 @@ fn a_dicom_series_uploaded_as_a_zip_comes_back_as_the_dicom_seg_segment_writes()
         from_server, from_cli,
         "the server's SEG differs from medico-cli segment's"
     );
+    // Labels: any language is written (UTF-8), one that is not a DICOM LO value is refused before any work.
+    let (head_text, seg) = seg_with_label("肝臓 Läsion");
+    assert!(head_text.starts_with("HTTP/1.1 200"), "{head_text}");
+    let labelled = dir.join("labelled.dcm");
+    std::fs::write(&labelled, &seg).unwrap();
+    assert_eq!(crate::common::seg_label(&labelled), "肝臓 Läsion");
+    for (label, expect) in [("x".repeat(5000), "5000 characters"), ("a\\b".to_string(), "backslash")] {
+        let (head_text, body) = seg_with_label(&label);
+        let message = String::from_utf8_lossy(&body).to_string();
+        assert!(head_text.starts_with("HTTP/1.1 422"), "{head_text}: {message}");
+        assert!(message.contains(expect), "{message}");
+    }
     // A NIfTI session cannot give a SEG.
     let volume_bytes = std::fs::read(volume_path()).unwrap();
     let (ct, body) = multipart("files", "scan.nii.gz", &volume_bytes, None);

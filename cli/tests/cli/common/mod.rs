@@ -60,3 +60,20 @@ pub fn export_small_to(out: &Path, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     medico(&args)
 }
+
+/// The Segment Label of a DICOM SEG's first segment.
+pub fn seg_label(path: &Path) -> String {
+    let object = dicom_object::open_file(path).unwrap();
+    let segment = &object
+        .element(dicom_dictionary_std::tags::SEGMENT_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0];
+    segment
+        .element(dicom_dictionary_std::tags::SEGMENT_LABEL)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
