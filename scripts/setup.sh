@@ -8,6 +8,8 @@
 #   .deps/monailabel-client  a Python venv with MONAI Label 0.8.5's wheel (SHA-256 verified, --no-deps: only its
 #                       two HTTP clients are used), requests and pyflakes, to test `medico-cli serve` with MONAI Label's own
 #                       clients (MONAILabelClient and the one 3D Slicer's module ships)
+#   web/dist            the web annotator, bundled from web/ (npm packages pinned in web/package-lock.json)
+#   chromium            Debian's package (apt), for the annotator's browser test (not with --main-job)
 # Idempotent: a part that is already installed (marker file present) is skipped. Prints what it did.
 # `setup.sh --main-job` installs only what the main job (scripts/demo.sh) needs: ONNX Runtime and LiteMedSAM.
 # Then `source scripts/env.sh` sets LIBTORCH, ORT_DYLIB_PATH and LD_LIBRARY_PATH.
@@ -167,14 +169,43 @@ install_monailabel_client() {
   echo "setup: MONAI Label $version clients installed in $dest"
 }
 
+build_annotator() {
+  # The web annotator (web/: NiiVue and medico's modules, pinned in web/package-lock.json, from npm), bundled
+  # into web/dist, which the server embeds at compile time. Needs Node 20 and npm.
+  if ! command -v npm >/dev/null; then
+    echo "setup: npm is missing; install Node 20 and npm (the web annotator is built with them)" >&2
+    exit 1
+  fi
+  echo "setup: building the web annotator (npm ci when needed, esbuild)..."
+  bash "$ROOT/web/build.sh" >/dev/null
+  echo "setup: web annotator built in $ROOT/web/dist"
+}
+
+install_chromium() {
+  # The annotator's browser test drives Debian's chromium headless (playwright-core, from web/'s npm packages).
+  if command -v chromium >/dev/null; then
+    echo "setup: chromium already installed"
+    return
+  fi
+  echo "setup: installing Debian's chromium for the annotator's browser test..."
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  echo "setup: chromium installed ($(chromium --version 2>/dev/null || echo '?'))"
+}
+
 if [ "${1:-}" = "--main-job" ]; then
   install_onnxruntime
   install_litemedsam
+  build_annotator
 else
   install_libtorch
   install_onnxruntime
   install_cmake
   install_litemedsam
   install_monailabel_client
+  build_annotator
+  install_chromium
 fi
 echo "setup: done; run 'source scripts/env.sh' to use it"

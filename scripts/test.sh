@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check medico has, on a fresh machine too: installs the native dependencies (scripts/setup.sh),
-# then formatting, clippy and all tests of every crate (libtorch parity tests included).
+# then formatting, clippy and all tests of every crate (libtorch parity tests included) and of the web annotator.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -10,3 +10,5 @@ source scripts/env.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 cargo test --workspace --all-features -- --show-output
+# The web annotator's modules that need no browser (the browser test is cli/tests/cli/annotator_browser.rs).
+node --test web/tests/unit.mjs

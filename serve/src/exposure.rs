@@ -32,6 +32,14 @@ fn host_name(value: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The `host[:port]` of an origin `scheme://host[:port]`.
+fn origin_authority(origin: &str) -> &str {
+    origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/')
+}
+
 impl Exposure {
     /// Whether a request for `host` (a `Host` header value) is answered: an IP literal (DNS rebinding
     /// needs a name), `localhost`, or a name given with `--allowed-host`.
@@ -52,33 +60,35 @@ impl Exposure {
     }
 }
 
-/// The middleware: a 421 for a host name not served, a 403 for a foreign origin.
+/// The middleware: a 421 for a host name not served, a 403 for a foreign origin (the server's own page,
+/// whose origin is the host it was asked for, is not foreign).
 pub async fn check_host_and_origin(State(exposure): State<Arc<Exposure>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    match host {
-        Some(host) if exposure.serves_host(host) => {}
-        Some(host) => {
-            return ApiError::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                format!(
-                    "host '{}' is not served here; start the server with --allowed-host {} to answer it",
-                    host_name(host),
-                    host_name(host)
-                ),
-            )
-            .into_response()
-        }
-        None => return ApiError::bad_request("the request has no Host header").into_response(),
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .map(str::to_string);
+    let Some(host) = host else {
+        return ApiError::bad_request("the request has no Host header").into_response();
+    };
+    if !exposure.serves_host(&host) {
+        let name = host_name(&host);
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("host '{name}' is not served here; start the server with --allowed-host {name} to answer it"),
+        )
+        .into_response();
     }
     let Some(origin) = headers.get(header::ORIGIN).cloned() else {
         return next.run(request).await;
     };
-    let text = origin.to_str().unwrap_or("(not text)");
-    if !exposure.allows_origin(text) {
+    let text = origin.to_str().unwrap_or("(not text)").to_string();
+    // Browsers send Origin on the page's module script and its POSTs too.
+    if origin_authority(&text).eq_ignore_ascii_case(&host) {
+        return next.run(request).await;
+    }
+    if !exposure.allows_origin(&text) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -141,6 +151,12 @@ mod tests {
         ] {
             assert!(!exposure.serves_host(refused), "{refused}");
         }
+    }
+
+    #[test]
+    fn an_origins_authority_is_its_host_and_port() {
+        assert_eq!(origin_authority("http://127.0.0.1:8000"), "127.0.0.1:8000");
+        assert_eq!(origin_authority("https://medico.example/"), "medico.example");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! prompts → mask → file on the volume's grid. Inference runs on a fixed pool of worker threads
 //! ([`workers`]); memory is bounded by the upload limit, the number of sessions and of kept embeddings.
 
+pub mod annotator;
 pub mod body_timeout;
 pub mod connections;
 pub mod embeddings;

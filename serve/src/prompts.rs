@@ -127,7 +127,7 @@ impl InferParams {
     }
 
     /// The prompts of a 3D request: the clicks grouped by their slice, the ROI's box on the middle of its
-    /// `k` range (which then bounds propagation); `slice` is not used.
+    /// `k` range (which then bounds propagation, unless the ROI is one slice thick); `slice` is not used.
     pub fn volume_prompts(&self, shape: [usize; 3]) -> Result<VolumePrompts, ApiError> {
         let foreground = voxels("foreground", &self.foreground, shape)?;
         let background = voxels("background", &self.background, shape)?;
@@ -142,7 +142,9 @@ impl InferParams {
                 });
             }
         }
-        let limits = roi.as_ref().map(|r| (r.lo[2], r.hi[2]));
+        // A box drawn on one slice (k0 == k1, as the web annotator sends it) leaves the walk free; a 3D ROI
+        // (Slicer's) bounds it to its slices.
+        let limits = roi.as_ref().filter(|r| r.lo[2] < r.hi[2]).map(|r| (r.lo[2], r.hi[2]));
         if let Some(r) = &roi {
             slice_entry(&mut by_slice, r.lo[2] + (r.hi[2] - r.lo[2]) / 2).bbox = Some(r.to_box());
         }
@@ -318,6 +320,11 @@ mod tests {
         assert!(v.annotations[2].bbox.is_some() && v.annotations[2].points.is_empty());
         assert_eq!(v.limits, Some((8, 12)));
         assert!(params(r#"{"label": "x"}"#).volume_prompts(SHAPE).is_err());
+        // A box on one slice (the web annotator's) is a prompt, not a bound on the walk.
+        let flat = params(r#"{"roi": [50, 5, 6, 60, 9, 9]}"#)
+            .volume_prompts(SHAPE)
+            .unwrap();
+        assert_eq!((flat.annotations[0].slice, flat.limits), (9, None));
     }
 
     #[test]

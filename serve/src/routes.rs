@@ -44,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(auth_token).layer(DefaultBodyLimit::max(MAX_AUTH_BODY)),
         )
         .route("/auth/token/valid", get(token_valid))
+        .merge(crate::annotator::routes())
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_key))
@@ -203,20 +204,21 @@ async fn token_valid() -> Json<Value> {
 /// Any other path: a JSON 404 naming what is served.
 async fn unknown_route(request: Request) -> ApiError {
     ApiError::not_found(format!(
-        "{} {}: not served; medico serves /info/, /session/ and /infer/{{model}} of MONAI Label's API \
-         (docs/serve.md)",
+        "{} {}: not served; medico serves /info/, /session/ and /infer/{{model}} of MONAI Label's API and \
+         its web annotator at / (docs/serve.md)",
         request.method(),
         request.uri().path()
     ))
 }
 
 /// Refuses requests without the API key (when one is set); `/auth/` and `/auth/token` stay open so that
-/// clients can find out and log in.
+/// clients can find out and log in, and so does the annotator's page, which asks for the key.
 async fn require_key(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let Some(key) = &app.api_key else {
         return next.run(request).await;
     };
-    let open = matches!(request.uri().path(), "/auth/" | "/auth/token");
+    let path = request.uri().path();
+    let open = matches!(path, "/auth/" | "/auth/token") || crate::annotator::is_annotator_path(path);
     if open || presented_key(request.headers()).is_some_and(|k| same_secret(key, k)) {
         return next.run(request).await;
     }

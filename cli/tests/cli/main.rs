@@ -3,6 +3,7 @@
 
 mod common;
 
+mod annotator_browser;
 mod bench_cli;
 mod checkpoint_cli;
 mod default_model_cli;

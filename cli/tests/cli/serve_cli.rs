@@ -98,7 +98,7 @@ fn client_python() -> PathBuf {
 }
 
 /// Runs the client driver (`cli/tests/clients/monailabel_clients.py`) and parses its report.
-fn drive(args: &[&str]) -> Value {
+pub(crate) fn drive(args: &[&str]) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/monailabel_clients.py");
     let run = Command::new(client_python()).arg(script).args(args).output().unwrap();
     assert!(run.status.success(), "client driver failed: {}", text(&run.stderr));
@@ -468,28 +468,45 @@ fn bad_requests_get_a_4xx_with_a_message_and_sigterm_stops_cleanly() {
     assert!(log.contains("shut down"), "{log}");
 }
 
+/// Asserts that the DICOM SEG `seg` maps onto `series` exactly as `medico-cli segment`'s SEG of the box
+/// 2,2,14,14 on slice 2 with `bundle` does (and that the CLI's is not empty).
+pub(crate) fn assert_seg_is_the_clis(seg: &Path, series: &Path, bundle: &Path, dir: &Path) {
+    let cli = dir.join("cli.dcm");
+    let run = medico(&[
+        "segment",
+        series.to_str().unwrap(),
+        "--model",
+        bundle.to_str().unwrap(),
+        "--axis",
+        "2",
+        "--slice",
+        "2",
+        "--box",
+        "2,2,14,14",
+        "-o",
+        cli.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let volume = medico_io::dicom_io::read_dicom(series).unwrap();
+    let from_seg = medico_io::dicom_seg::read_dicom_seg(seg, &volume).unwrap();
+    let from_cli = medico_io::dicom_seg::read_dicom_seg(&cli, &volume).unwrap();
+    assert!(from_cli.iter().any(|&v| v == 1), "the CLI's SEG is empty");
+    assert_eq!(
+        from_seg,
+        from_cli,
+        "{} differs from medico-cli segment's SEG",
+        seg.display()
+    );
+}
+
 #[test]
 fn a_dicom_series_uploaded_as_a_zip_comes_back_as_the_dicom_seg_segment_writes() {
     let dir = scratch("serve-dicom-seg");
     let bundle = export_small(&dir);
     let series = shared().join("data/dicom/series_ct5n");
-    // The series as a zip, the way a client uploads a DICOM series in one file.
-    let mut zipped = std::io::Cursor::new(Vec::new());
-    {
-        let mut writer = zip::ZipWriter::new(&mut zipped);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&series).unwrap().map(|e| e.unwrap().path()).collect();
-        files.sort();
-        for file in files {
-            let name = format!("series/{}", file.file_name().unwrap().to_string_lossy());
-            writer
-                .start_file(name, zip::write::SimpleFileOptions::default())
-                .unwrap();
-            writer.write_all(&std::fs::read(&file).unwrap()).unwrap();
-        }
-        writer.finish().unwrap();
-    }
+    let zipped = crate::common::zip_series(&series);
     let server = Server::start_model(bundle.to_str().unwrap(), &[]);
-    let (ct, body) = multipart("files", "series.zip", zipped.get_ref(), None);
+    let (ct, body) = multipart("files", "series.zip", &zipped, None);
     let (status, created) = http(
         server.port,
         &head("PUT", "/session/", None, &ct, body.len()),
@@ -526,30 +543,7 @@ fn a_dicom_series_uploaded_as_a_zip_comes_back_as_the_dicom_seg_segment_writes()
     let served = dir.join("served.dcm");
     std::fs::write(&served, &seg).unwrap();
 
-    let cli = dir.join("cli.dcm");
-    let run = medico(&[
-        "segment",
-        series.to_str().unwrap(),
-        "--model",
-        bundle.to_str().unwrap(),
-        "--axis",
-        "2",
-        "--slice",
-        "2",
-        "--box",
-        "2,2,14,14",
-        "-o",
-        cli.to_str().unwrap(),
-    ]);
-    assert!(run.status.success(), "{}", text(&run.stderr));
-    let volume = medico_io::dicom_io::read_dicom(&series).unwrap();
-    let from_server = medico_io::dicom_seg::read_dicom_seg(&served, &volume).unwrap();
-    let from_cli = medico_io::dicom_seg::read_dicom_seg(&cli, &volume).unwrap();
-    assert!(from_cli.iter().any(|&v| v == 1), "empty mask");
-    assert_eq!(
-        from_server, from_cli,
-        "the server's SEG differs from medico-cli segment's"
-    );
+    assert_seg_is_the_clis(&served, &series, &bundle, &dir);
     // Labels: any language is written (UTF-8), one that is not a DICOM LO value is refused before any work.
     let (head_text, seg) = seg_with_label("肝臓 Läsion");
     assert!(head_text.starts_with("HTTP/1.1 200"), "{head_text}");

@@ -2,11 +2,12 @@
 
     python monailabel_clients.py roundtrip URL VOLUME OUTDIR   # both clients: info, session, infer, delete
     python monailabel_clients.py load URL VOLUME OUTDIR CLIENTS REQUESTS SERVER_PID
+    python monailabel_clients.py clicks URL VOLUME OUTDIR COUNT I J K   # one client, COUNT clicks at (I, J, K)
 
 Run with the venv of scripts/setup.sh (.deps/monailabel-client: the monailabel 0.8.5 wheel, --no-deps, and
 requests). `MONAILabelClient` comes from the wheel's `monailabel.client`; the 3D Slicer module's client is
 loaded from the wheel's copy of the Slicer plug-in (monailabel/plugins/slicer/MONAILabel/MONAILabelLib). Prints
-one JSON report on standard output; the Rust test (cli/tests/cli/serve_cli.rs) checks it.
+one JSON report on standard output; the Rust tests (cli/tests/cli/serve_cli.rs, annotator_browser.rs) check it.
 """
 
 import importlib.util
@@ -159,6 +160,25 @@ def load(url, volume, outdir, clients, requests, pid):
     }
 
 
+def clicks(url, volume, outdir, count, voxel):
+    """One MONAILabelClient session: a warm-up click, then `count` clicks at `voxel` (a slice already seen);
+    each request's latency (the mask file included), for comparison with the web annotator's."""
+    tmp = tempfile.mkdtemp(dir=outdir)
+    client = MONAILabelClient(url, tmpdir=tmp, client_id="clicks")
+    session_id = client.create_session(volume)["session_id"]
+    model = next(iter(client.info()["models"]))
+    params = {"foreground": [voxel], "background": []}
+    latencies = []
+    for _ in range(count + 1):
+        start = time.perf_counter()
+        path, _ = client.infer(model, "ignored", params, session_id=session_id)
+        latencies.append(1000 * (time.perf_counter() - start))
+        os.remove(path)
+    client.remove_session(session_id)
+    timed = sorted(latencies[1:])
+    return {"clicks": count, "voxel": voxel, "latency_ms": latencies[1:], "median_ms": timed[len(timed) // 2]}
+
+
 def main():
     mode, url, volume, outdir = sys.argv[1:5]
     if mode == "roundtrip":
@@ -166,6 +186,9 @@ def main():
     elif mode == "load":
         clients, requests, pid = (int(v) for v in sys.argv[5:8])
         report = load(url, volume, outdir, clients, requests, pid)
+    elif mode == "clicks":
+        count, i, j, k = (int(v) for v in sys.argv[5:9])
+        report = clicks(url, volume, outdir, count, [i, j, k])
     else:
         raise SystemExit(f"unknown mode {mode}")
     print(json.dumps(report))

@@ -77,3 +77,21 @@ pub fn seg_label(path: &Path) -> String {
         .trim_end()
         .to_string()
 }
+
+/// The files of `folder` as a zip under `series/`, the way a client uploads a DICOM series in one file.
+pub fn zip_series(folder: &Path) -> Vec<u8> {
+    use std::io::Write;
+    let mut zipped = std::io::Cursor::new(Vec::new());
+    let mut writer = zip::ZipWriter::new(&mut zipped);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for file in files {
+        let name = format!("series/{}", file.file_name().unwrap().to_string_lossy());
+        writer
+            .start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        writer.write_all(&std::fs::read(&file).unwrap()).unwrap();
+    }
+    writer.finish().unwrap();
+    zipped.into_inner()
+}

@@ -1,0 +1,201 @@
+// Drives the web annotator in the system's headless Chromium like a user, against a running server, and
+// writes what it got for comparison with `medico-cli segment`:
+//
+//   node web/tests/drive.mjs URL SCAN OUTDIR [DICOM_ZIP]
+//
+// URL: the page (e.g. http://127.0.0.1:8080/?api=http://127.0.0.1:8000); SCAN: a NIfTI file (the MNI152
+// T1). Steps: open SCAN; axial slice 82; a real mouse box from voxel (27, 28) to (169, 207) -> box.json;
+// a right click (negative) at (98, 60) -> box_neg.json; "propagate 3D" -> propagated.json; the mask
+// download -> download.nii.gz; 20 positive clicks at (98, 130) -> latency.json; annotator.png (1280x800,
+// taken right after the box's mask is drawn); with DICOM_ZIP (a zip of a DICOM series), a box from voxel (2, 2)
+// to (13, 13) on its slice 2 in a fresh page and the page's DICOM SEG download -> seg.dcm. Mask files: {shape: [ni, nj, nk], order: "i-fastest",
+// voxels, ones: [flat indices i + ni * (j + nj * k) of the 1-voxels, ascending], params: the request's
+// params}. Exits 1 with a message on any failure. CHROMIUM=/path overrides /usr/bin/chromium; MODEL and
+// DICOM_MODEL pick the model (of the page's list) for the scan and for the DICOM series.
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const [url, scan, outDir, dicomZip] = process.argv.slice(2);
+if (!url || !scan || !outDir) {
+  console.error('usage: node web/tests/drive.mjs URL SCAN OUTDIR [DICOM_ZIP]');
+  process.exit(2);
+}
+const SLICE = 82;
+const BOX = [[27, 28], [169, 207]];
+const NEGATIVE = [98, 60];
+const POSITIVE = [98, 130];
+const LATENCY_CLICKS = 20;
+
+const step = (text) => console.log(`[drive] ${text}`);
+
+async function main() {
+  mkdirSync(outDir, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+    const pageErrors = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => m.type() === 'error' && console.log(`[page] ${m.text()}`));
+    const check = async () => {
+      if (pageErrors.length) throw new Error(`uncaught error in the page: ${pageErrors.join('; ')}`);
+      const error = await page.evaluate(() => window.medicoAnnotator.state().error);
+      if (error) throw new Error(`the page reports: ${error}`);
+    };
+
+    step(`open ${url}`);
+    await page.goto(url);
+    await page.waitForFunction(() => window.medicoAnnotator);
+    await page.evaluate(() => window.medicoAnnotator.ready);
+    if (process.env.MODEL) await page.selectOption('#model', process.env.MODEL);
+    const model = await page.evaluate(() => window.medicoAnnotator.state().model);
+    step(`ready, model ${model}`);
+
+    step(`upload ${scan}`);
+    await page.setInputFiles('#scan', resolve(scan));
+    await page.waitForFunction(() => {
+      const s = window.medicoAnnotator.state();
+      return (s.sessionId && s.shape && !s.busy) || s.error;
+    }, null, { timeout: 120_000 });
+    await check();
+    const { shape, sessionId } = await page.evaluate(() => window.medicoAnnotator.state());
+    step(`session ${sessionId}, ${shape.join(' x ')}`);
+
+    await page.fill('#slice-number', String(SLICE));
+    await page.waitForFunction((k) => window.medicoAnnotator.state().slice === k, SLICE);
+
+    // A box dragged with the real mouse, from voxel centre to voxel centre.
+    await dragBox(page, BOX[0], BOX[1], SLICE);
+    await check();
+    const boxParams = await lastParams(page);
+    const wanted = [BOX[0][0], BOX[1][0], BOX[0][1], BOX[1][1], SLICE, SLICE];
+    if (JSON.stringify(boxParams.roi) !== JSON.stringify(wanted)) throw new Error(`the dragged box became roi ${JSON.stringify(boxParams.roi)}, not ${JSON.stringify(wanted)}`);
+    await saveMask(page, 'box.json', boxParams);
+    await page.screenshot({ path: join(outDir, 'annotator.png') });
+
+    step(`negative click at (${NEGATIVE}) with the right button`);
+    const neg = await voxel(page, ...NEGATIVE);
+    await settle(page, () => page.mouse.click(neg.x, neg.y, { button: 'right' }));
+    await check();
+    await saveMask(page, 'box_neg.json', await lastParams(page));
+
+    step('propagate');
+    await settle(page, () => page.click('#propagate'), 600_000);
+    await check();
+    await saveMask(page, 'propagated.json', await lastParams(page));
+
+    step('download the mask');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#save-nifti')]);
+    await download.saveAs(join(outDir, 'download.nii.gz'));
+    await check();
+
+    step(`${LATENCY_CLICKS} positive clicks at (${POSITIVE})`);
+    await page.check('input[name="tool"][value="click"]');
+    const pos = await voxel(page, ...POSITIVE);
+    const latencies = [];
+    const server = [];
+    for (let n = 0; n < LATENCY_CLICKS; n++) {
+      await settle(page, () => page.mouse.click(pos.x, pos.y));
+      await check();
+      const { result } = await page.evaluate(() => window.medicoAnnotator.state());
+      latencies.push(await page.evaluate(() => window.medicoAnnotator.lastLatencyMs()));
+      server.push(result.serverMs);
+    }
+    const sorted = [...latencies].sort((a, b) => a - b);
+    const latency = {
+      clicks: LATENCY_CLICKS,
+      voxel: [...POSITIVE, SLICE],
+      model,
+      click_to_overlay_ms: latencies.map(round),
+      server_latency_ms: server.map(round),
+      median_ms: round(sorted[Math.floor(sorted.length / 2)]),
+      max_ms: round(sorted[sorted.length - 1]),
+    };
+    writeFileSync(join(outDir, 'latency.json'), JSON.stringify(latency, null, 1));
+    step(`click -> overlay: median ${latency.median_ms} ms, max ${latency.max_ms} ms`);
+    if (dicomZip) await dicomSeg(browser, dicomZip);
+  } finally {
+    await browser.close();
+  }
+}
+
+/** Page coordinates of voxel (i, j) on slice k (default the test's slice). */
+function voxel(page, i, j, k = SLICE) {
+  return page.evaluate(([i, j, k]) => window.medicoAnnotator.voxelToCanvas(i, j, k), [i, j, k]);
+}
+
+/** Drags a real mouse box from voxel `from` to voxel `to` (each [i, j]) on slice k. */
+async function dragBox(page, from, to, k) {
+  const [a, b] = await Promise.all([voxel(page, ...from, k), voxel(page, ...to, k)]);
+  await settle(page, async () => {
+    await page.mouse.move(a.x, a.y);
+    await page.mouse.down();
+    await page.mouse.move((a.x + b.x) / 2, (a.y + b.y) / 2, { steps: 5 });
+    await page.mouse.move(b.x, b.y, { steps: 5 });
+    await page.mouse.up();
+  });
+}
+
+/**
+ * A DICOM series (a zip) in a fresh page: a box from voxel (2, 2) to (13, 13) on slice 2, then the DICOM SEG
+ * download -> OUTDIR/seg.dcm (the CLI's equivalent: `segment SERIES --axis 2 --slice 2 --box 2,2,14,14`).
+ */
+async function dicomSeg(browser, zip) {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  step(`DICOM: open ${zip}`);
+  await page.goto(url);
+  await page.waitForFunction(() => window.medicoAnnotator);
+  await page.evaluate(() => window.medicoAnnotator.ready);
+  if (process.env.DICOM_MODEL) await page.selectOption('#model', process.env.DICOM_MODEL);
+  await page.setInputFiles('#scan', resolve(zip));
+  await page.waitForFunction(() => {
+    const s = window.medicoAnnotator.state();
+    return (s.sessionId && s.shape && !s.busy) || s.error;
+  }, null, { timeout: 120_000 });
+  await page.fill('#slice-number', '2');
+  await page.waitForFunction(() => window.medicoAnnotator.state().slice === 2);
+  await dragBox(page, [2, 2], [13, 13], 2);
+  const { error } = await page.evaluate(() => window.medicoAnnotator.state());
+  if (errors.length || error) throw new Error(`DICOM: ${errors.concat(error ? [error] : []).join('; ')}`);
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#save-seg')]);
+  await download.saveAs(join(outDir, 'seg.dcm'));
+  step('DICOM: seg.dcm saved');
+  await page.close();
+}
+
+/** Runs an action that starts a request and waits until it has been answered. */
+async function settle(page, action, timeout = 120_000) {
+  const before = await page.evaluate(() => window.medicoAnnotator.state().completed);
+  await action();
+  await page.waitForFunction((n) => {
+    const s = window.medicoAnnotator.state();
+    return (s.completed > n && !s.busy) || s.error;
+  }, before, { timeout, polling: 20 });
+}
+
+function lastParams(page) {
+  return page.evaluate(() => window.medicoAnnotator.state().lastParams);
+}
+
+/** Writes the active ("segment 1") mask as {shape, order, voxels, ones, params}. */
+async function saveMask(page, name, params) {
+  const { shape, base64 } = await page.evaluate(() => window.medicoAnnotator.segmentMask(window.medicoAnnotator.state().segments[0].name));
+  const mask = Buffer.from(base64, 'base64');
+  const ones = [];
+  for (let n = 0; n < mask.length; n++) if (mask[n]) ones.push(n);
+  writeFileSync(join(outDir, name), JSON.stringify({ shape, order: 'i-fastest', voxels: ones.length, ones, params }));
+  step(`${name}: ${ones.length} voxels`);
+}
+
+const round = (x) => Math.round(x * 10) / 10;
+
+main().catch((e) => {
+  console.error(`[drive] FAILED: ${e.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,131 @@
+// Unit tests of the page's modules that need no browser: node --test web/tests/unit.mjs
+import assert from 'node:assert/strict';
+import { gzipSync } from 'node:zlib';
+import test from 'node:test';
+import { VoxelGrid } from '../src/grid.js';
+import { boundaryOf, parseMultipart } from '../src/multipart.js';
+import { readHeader, readMask, writeMask } from '../src/nifti.js';
+import { SlicePrompts, inferParams } from '../src/prompts.js';
+import { SegmentList } from '../src/segments.js';
+
+test('the grid maps file and RAS voxel indices both ways, flips and permutations included', () => {
+  const shape = [4, 5, 6];
+  for (const perm of [[1, 2, 3], [-1, 2, 3], [-1, -2, 3], [2, 3, 1], [-3, 1, -2]]) {
+    const grid = new VoxelGrid(shape, perm);
+    for (const file of [[0, 0, 0], [3, 4, 5], [1, 2, 3]]) {
+      const ras = grid.toRAS(file);
+      assert.deepEqual(grid.fromRAS(ras), file);
+      const index = file[0] + 4 * (file[1] + 5 * file[2]);
+      assert.equal(grid.start + ras.reduce((s, r, p) => s + r * grid.step[p], 0), index, `${perm} ${file}`);
+    }
+    assert.equal(grid.kOfRAS(grid.toRAS([0, 0, 2])[grid.rasAxisOf(2)]), 2);
+  }
+  assert.equal(new VoxelGrid(shape, [1, 2, 3]).promptView, 'axial');
+  assert.equal(new VoxelGrid(shape, [1, 3, 2]).promptView, 'coronal');
+  assert.equal(new VoxelGrid(shape, [3, 1, 2]).promptView, 'sagittal');
+});
+
+test('a view slice reads the mask along the view axes', () => {
+  const grid = new VoxelGrid([2, 3, 4], [-1, 2, 3]); // LAS: i runs right to left
+  const mask = new Uint8Array(24);
+  mask[0 + 2 * (1 + 3 * 2)] = 1; // i 0, j 1, k 2
+  const axial = grid.viewSlice(mask, 'axial', 2);
+  assert.equal(axial.length, 6);
+  assert.deepEqual([...axial.keys()].filter((n) => axial[n]), [1 + 2 * 1]); // RAS x = 1 - 0 = 1, y = 1
+});
+
+test('multipart replies are split at their boundary, binary parts intact', () => {
+  const boundary = 'medico-abc';
+  const binary = Uint8Array.from([0, 13, 10, 45, 45, 255, 1]);
+  const text = (s) => new TextEncoder().encode(s);
+  const body = new Uint8Array([
+    ...text(`--${boundary}\r\nContent-Disposition: form-data; name="params"\r\nContent-Type: application/json\r\n\r\n{"score":0.5}\r\n`),
+    ...text(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="m.nii.gz"\r\n\r\n`),
+    ...binary,
+    ...text(`\r\n--${boundary}--\r\n`),
+  ]);
+  assert.equal(boundaryOf(`multipart/form-data; boundary=${boundary}`), boundary);
+  const parts = parseMultipart(body, boundary);
+  assert.equal(parts.length, 2);
+  assert.equal(parts[0].name, 'params');
+  assert.equal(parts[0].filename, null);
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(parts[0].body)), { score: 0.5 });
+  assert.equal(parts[1].filename, 'm.nii.gz');
+  assert.deepEqual([...parts[1].body], [...binary]);
+  assert.throws(() => parseMultipart(body.subarray(0, body.length - 20), boundary), /cut short/);
+});
+
+/** A NIfTI-1 file of `shape` with uint8 or int16 voxels. */
+function nifti1(shape, values, datatype = 2) {
+  const size = datatype === 2 ? 1 : 2;
+  const out = new Uint8Array(352 + values.length * size);
+  const view = new DataView(out.buffer);
+  view.setInt32(0, 348, true);
+  view.setInt16(40, 3, true);
+  shape.forEach((d, n) => view.setInt16(42 + 2 * n, d, true));
+  view.setInt16(70, datatype, true);
+  view.setInt16(72, 8 * size, true);
+  view.setFloat32(108, 352, true);
+  view.setFloat32(112, 2.5, true); // a scale that saving must reset
+  values.forEach((v, n) => (size === 1 ? view.setUint8(352 + n, v) : view.setInt16(352 + 2 * n, v, true)));
+  return out;
+}
+
+test('NIfTI masks read whole or by slice, gzip or not, and write back with their header', async () => {
+  const shape = [3, 2, 4];
+  const values = Array.from({ length: 24 }, (_, n) => (n % 5 === 0 ? 1 : 0));
+  for (const bytes of [nifti1(shape, values), new Uint8Array(gzipSync(nifti1(shape, values))), nifti1(shape, values.map((v) => v * 7), 4)]) {
+    const whole = await readMask(bytes);
+    assert.deepEqual(whole.shape, shape);
+    assert.deepEqual([...whole.mask], values);
+    const slice = await readMask(bytes, 2);
+    assert.deepEqual([...slice.mask], values.slice(12, 18));
+    assert.equal(slice.header.length, 352);
+  }
+  const { header } = await readMask(nifti1(shape, values, 4));
+  const written = await writeMask(header, Uint8Array.from(values));
+  const again = await readMask(written);
+  assert.deepEqual([...again.mask], values);
+  const hdr = readHeader(again.header);
+  assert.equal(hdr.datatype, 2);
+  assert.equal(new DataView(again.header.buffer).getFloat32(112, true), 1);
+  await assert.rejects(readMask(nifti1(shape, values).subarray(0, 360)), /shorter/);
+});
+
+test('prompts become the server params: clicks on the slice, the last box as an inclusive roi', () => {
+  const prompts = new SlicePrompts();
+  prompts.addBox([27, 28], [169, 207]);
+  prompts.addClick([98, 60], false);
+  prompts.addBox([169, 207], [27, 28]);
+  prompts.addClick([98, 130], true);
+  assert.deepEqual(inferParams(prompts, 82, 'brain'), {
+    foreground: [[98, 130, 82]],
+    background: [[98, 60, 82]],
+    roi: [169, 27, 207, 28, 82, 82],
+    slice: 82,
+    result_extension: '.nii.gz',
+    label: 'brain',
+  });
+  prompts.undo();
+  prompts.undo();
+  assert.deepEqual(prompts.box.from, [27, 28]);
+  prompts.clear();
+  assert.ok(prompts.empty);
+  assert.equal(inferParams(prompts, 3, 'x').roi, undefined);
+});
+
+test('segments keep unique names and their voxel counts', () => {
+  const list = new SegmentList([2, 2, 3]);
+  const a = list.add('liver');
+  const b = list.add('liver');
+  assert.equal(b.name, 'liver (2)');
+  assert.equal(list.rename(b.id, 'liver'), 'liver (2)');
+  a.replaceSlice(1, Uint8Array.from([1, 0, 1, 1]));
+  assert.equal(a.voxels, 3);
+  a.replaceSlice(1, null);
+  assert.equal(a.voxels, 0);
+  a.replaceAll(new Uint8Array(12).fill(1));
+  assert.equal(a.voxels, 12);
+  list.remove(b.id);
+  assert.equal(list.active, a);
+});
