@@ -10,6 +10,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use medico_bundle::Bundle;
 use medico_runtime::prediction::predictor::BackendChoice;
+use medico_serve::data_dir::DataDir;
 use medico_serve::{AppState, Exposure, Limits, ServeConfig, ServedModel};
 
 use crate::common::{bundle_intensity, runtime_failure};
@@ -95,6 +96,10 @@ pub struct ServeArgs {
     /// Seconds requests in flight get to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
+    /// A folder of scans (NIfTI, NRRD, DICOM series folders) the web annotator lists and opens, and saves
+    /// masks next to (new files only; never an input). Clients name scans relative to it and cannot leave it.
+    #[arg(long = "data")]
+    data: Option<PathBuf>,
     /// Print the startup line as JSON (`{"event":"listening","port":...}`) for launchers.
     #[arg(long)]
     json: bool,
@@ -141,6 +146,14 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     if args.host.parse::<std::net::IpAddr>().is_err() {
         allowed_hosts.push(args.host.clone());
     }
+    let data = match &args.data {
+        Some(dir) => Some(
+            DataDir::open(dir)
+                .with_context(|| format!("--data {}: not a readable folder", dir.display()))
+                .map_err(Failure::usage)?,
+        ),
+        None => None,
+    };
     let config = ServeConfig {
         models,
         backend: args.backend,
@@ -168,6 +181,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             min_body_rate: args.min_upload_kbps.saturating_mul(1 << 10),
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
         },
+        data,
         log_requests: !args.quiet,
     };
     let state = AppState::start(config).map_err(runtime_failure)?;

@@ -11,6 +11,8 @@
 pub mod annotator;
 pub mod body_timeout;
 pub mod connections;
+pub mod data_dir;
+pub mod data_routes;
 pub mod embeddings;
 pub mod error;
 pub mod exposure;
@@ -34,6 +36,7 @@ use medico_io::intensity::Intensity;
 use medico_runtime::prediction::predictor::BackendChoice;
 use medico_runtime::RuntimeError;
 
+use crate::data_dir::DataDir;
 use crate::embeddings::EmbeddingStore;
 use crate::sessions::SessionStore;
 use crate::workers::WorkerPool;
@@ -144,6 +147,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Host names, origins, timeouts.
     pub exposure: Exposure,
+    /// The folder of scans the web annotator lists and saves next to (`--data`).
+    pub data: Option<DataDir>,
     /// Log one line per request on standard error.
     pub log_requests: bool,
 }
@@ -166,6 +171,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Host names, origins, timeouts.
     pub exposure: Exposure,
+    /// The folder of scans the web annotator lists and saves next to (`--data`).
+    pub data: Option<DataDir>,
     /// The API key, when one is required.
     pub api_key: Option<String>,
     /// Whether requests are logged.
@@ -192,6 +199,7 @@ impl AppState {
             uploads: tokio::sync::Semaphore::new(config.limits.max_concurrent_uploads.max(1)),
             limits: config.limits,
             exposure: config.exposure,
+            data: config.data,
             api_key: config.api_key,
             log_requests: config.log_requests,
         }))

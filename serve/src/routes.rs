@@ -45,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/auth/token/valid", get(token_valid))
         .merge(crate::annotator::routes())
+        .merge(crate::data_routes::routes())
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_key))

@@ -21,6 +21,8 @@ pub struct Session {
     pub image: PathBuf,
     /// The client's name for it (the uploaded file name).
     pub name: String,
+    /// The scan's name in the server's data folder, when the session was opened from it (`serve --data`).
+    pub data_scan: Option<String>,
     created: SystemTime,
     last_access: SystemTime,
     expiry: Duration,
@@ -35,6 +37,7 @@ impl Session {
             files: Arc::new(files),
             image,
             name,
+            data_scan: None,
             created: now,
             last_access: now,
             expiry,
@@ -97,6 +100,8 @@ pub struct SessionView {
     pub files: Arc<TempDir>,
     /// The uploaded path.
     pub image: PathBuf,
+    /// The scan's name in the server's data folder, when opened from it.
+    pub data_scan: Option<String>,
 }
 
 /// The open sessions, least recently used first out.
@@ -144,6 +149,7 @@ impl SessionStore {
             volume: Arc::clone(&session.volume),
             files: Arc::clone(&session.files),
             image: session.image.clone(),
+            data_scan: session.data_scan.clone(),
         };
         Some((view, session.info()))
     }

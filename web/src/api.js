@@ -57,6 +57,49 @@ export class Api {
     return this.json('PUT', '/session/', form);
   }
 
+  /**
+   * `GET /annotator/scans`: the scans in the server's `--data` folder (paths relative to it, '/'-separated;
+   * a folder is a DICOM series), or null when the server has no such folder (404).
+   * @returns {Promise<string[]|null>}
+   */
+  async scans() {
+    try {
+      const { scans } = await this.json('GET', '/annotator/scans');
+      if (!Array.isArray(scans) || !scans.every((s) => typeof s === 'string')) throw new ApiError(200, 'GET /annotator/scans: the reply has no list of scans');
+      return scans;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return null;
+      throw e;
+    }
+  }
+
+  /**
+   * `PUT /annotator/open?scan=REL`: opens a scan of the server's folder as a session; the same reply as
+   * `PUT /session/`.
+   */
+  openScan(rel) {
+    return this.json('PUT', scanPath('open', rel));
+  }
+
+  /**
+   * `GET /annotator/scan?scan=REL`: the scan's bytes (a NIfTI/NRRD file; a DICOM series folder is
+   * answered 422, an ApiError with that status).
+   * @returns {Promise<{bytes: Uint8Array, contentType: string}>}
+   */
+  async scanBytes(rel) {
+    const response = await this.request('GET', scanPath('scan', rel));
+    return { bytes: new Uint8Array(await response.arrayBuffer()), contentType: response.headers.get('content-type') || '' };
+  }
+
+  /**
+   * `POST /annotator/save?session_id=ID&label=NAME`, the body a mask file (.nii.gz): the server writes it
+   * next to the session's scan in its folder.
+   * @returns {Promise<{saved: string}>} the new file's path relative to the folder
+   */
+  saveNextToScan(sessionId, label, bytes) {
+    return this.json('POST', savePath(sessionId, label), new Blob([bytes]), { 'Content-Type': 'application/octet-stream' });
+  }
+
   /** `DELETE /session/{id}`. */
   async closeSession(id) {
     await this.request('DELETE', `/session/${encodeURIComponent(id)}`);
@@ -84,13 +127,13 @@ export class Api {
     return { params: JSON.parse(new TextDecoder().decode(paramsPart.body)), file: { name: filePart.filename, bytes: filePart.body } };
   }
 
-  async json(method, path, body) {
-    return (await this.request(method, path, body)).json();
+  async json(method, path, body, headers) {
+    return (await this.request(method, path, body, undefined, headers)).json();
   }
 
   /** One request; resolves to the Response when its status is 2xx, otherwise throws ApiError. */
-  async request(method, path, body, signal) {
-    const headers = this.key ? { 'X-API-Key': this.key } : {};
+  async request(method, path, body, signal, extraHeaders = {}) {
+    const headers = { ...extraHeaders, ...(this.key ? { 'X-API-Key': this.key } : {}) };
     let response;
     try {
       response = await fetch(`${this.base}${path}`, { method, body, headers, signal });
@@ -109,6 +152,16 @@ export class Api {
     }
     throw new ApiError(response.status, `${method} ${path.split('?')[0]}: ${response.status} ${detail}`);
   }
+}
+
+/** The path of `/annotator/{what}?scan=REL` (`open` or `scan`) for a scan of the server's folder. */
+export function scanPath(what, rel) {
+  return `/annotator/${what}?scan=${encodeURIComponent(rel)}`;
+}
+
+/** The path of `POST /annotator/save` for a session's mask labelled `label`. */
+export function savePath(sessionId, label) {
+  return `/annotator/save?session_id=${encodeURIComponent(sessionId)}&label=${encodeURIComponent(label)}`;
 }
 
 function filenameOf(disposition) {

@@ -44,11 +44,17 @@ export class Annotator {
     this.pending = new Map();
     /** The propagation in flight: {segmentId, controller}, or null. */
     this.walk = null;
+    /** The scans of the server's `--data` folder (paths relative to it), or null when it has none. */
+    this.dataScans = null;
+    /** Where the last "save next to scan" wrote the mask (its path in the server's folder), or null. */
+    this.lastSaved = null;
   }
 
   /**
-   * Connects: asks for the API key when the server wants one (`GET /auth/`), then reads the models
-   * (`GET /info/`) and picks the first 2D one.
+   * Connects: asks for the API key when the server wants one (`GET /auth/`), reads the models
+   * (`GET /info/`) and picks the first 2D one, then lists the scans of the server's `--data` folder
+   * (`GET /annotator/scans`; none without the option, and a failure there is shown but leaves the page
+   * working).
    * @param {(check: (key: string) => Promise<boolean>) => Promise<void>} askKey
    */
   async connect(askKey) {
@@ -59,6 +65,11 @@ export class Annotator {
     const names = this.models2D();
     if (!names.length) throw new Error('the server offers no 2D model');
     this.model = names[0];
+    try {
+      this.dataScans = await this.api.scans();
+    } catch (e) {
+      this.messages.error(`listing the scans on the server: ${e.message}`);
+    }
     this.changed();
     return info;
   }
@@ -85,6 +96,65 @@ export class Annotator {
    */
   async open(files) {
     if (!files.length) return;
+    const name = files.length === 1 ? files[0].name : `${files.length} DICOM files`;
+    await this.openWith({
+      label: `uploading ${name}`,
+      what: files.map((f) => f.name).join(', '),
+      name,
+      scan: null,
+      session: () => this.api.openSession(files),
+      shown: () => this.showFiles(files),
+    });
+  }
+
+  /**
+   * Opens a scan of the server's `--data` folder (`PUT /annotator/open`) and shows it from its bytes
+   * (`GET /annotator/scan`); a DICOM series folder is segmented by the server but, without its bytes, not
+   * shown here.
+   * @param {string} rel its path in the folder, as `GET /annotator/scans` lists it
+   */
+  async openFromServer(rel) {
+    if (!rel) return;
+    await this.openWith({
+      label: `opening ${rel} on the server`,
+      what: rel,
+      name: rel,
+      scan: rel,
+      session: () => this.api.openScan(rel),
+      shown: async () => {
+        let bytes;
+        try {
+          ({ bytes } = await this.api.scanBytes(rel));
+        } catch (e) {
+          if (e.status === 422) throw new Error(`a DICOM series folder of the server's is segmented by the server but not shown by this page (${e.message})`);
+          throw e;
+        }
+        const fileName = rel.split('/').pop() || rel;
+        if (VOLUME_FILE.test(fileName)) return this.viewer.show(bytes, fileName);
+        // DICOM: a zip of a series (should the server send one) or a single file
+        const isZip = bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
+        return this.viewer.show(await dicomToNifti([new File([bytes], isZip ? `${fileName}.zip` : fileName)]), 'dicom.nii');
+      },
+    });
+  }
+
+  /** Shows local files in the viewer: a volume file as it is, DICOM through dicom.js. */
+  async showFiles(files) {
+    if (files.length === 1 && VOLUME_FILE.test(files[0].name)) {
+      return this.viewer.show(new Uint8Array(await files[0].arrayBuffer()), files[0].name);
+    }
+    return this.viewer.show(await dicomToNifti(files), 'dicom.nii');
+  }
+
+  /**
+   * Replaces the session: closes the previous one, opens a new one (`session()`, the server's reply to
+   * `PUT /session/` or its like) while the viewer reads the scan (`shown()`, the viewer's answer), then
+   * sets up the segments and the grid the prompts go through.
+   * @param {{label: string, what: string, name: string, scan: string|null, session: () => Promise<object>, shown: () => Promise<{shape: number[], permRAS: number[]}>}} how
+   *   label: the progress label; what: the scan named in errors; name: the session's name; scan: its path
+   *   in the server's folder, or null for an upload
+   */
+  async openWith({ label, what, name, scan, session, shown }) {
     for (const controller of this.pending.values()) controller.abort();
     this.walk?.controller.abort(); // the server stops walking when the connection closes
     const previous = this.session;
@@ -92,37 +162,32 @@ export class Annotator {
     this.grid = null;
     this.segments = null;
     this.result = null;
+    this.lastSaved = null;
     this.viewer.clear();
     this.changed();
     if (previous) this.api.closeSession(previous.id).catch((e) => this.messages.note(`closing the previous session: ${e.message}`));
-    const volumeFile = files.length === 1 && VOLUME_FILE.test(files[0].name);
-    this.progress.start(`uploading ${files.length === 1 ? files[0].name : `${files.length} files`}`);
+    this.progress.start(label);
     this.inFlight++;
     try {
-      const [sent, read] = await Promise.allSettled([
-        this.api.openSession(files),
-        volumeFile
-          ? files[0].arrayBuffer().then((b) => this.viewer.show(new Uint8Array(b), files[0].name))
-          : dicomToNifti(files).then((nifti) => this.viewer.show(nifti, 'dicom.nii')),
-      ]);
+      const [sent, read] = await Promise.allSettled([session(), shown()]);
       if (sent.status === 'rejected') throw sent.reason; // the server's reason first: it says more
       const reply = sent.value;
       const meta = reply.session_info.meta;
-      this.session = { id: reply.session_id, name: files.length === 1 ? files[0].name : `${files.length} DICOM files`, meta };
+      this.session = { id: reply.session_id, name, scan, meta };
       this.segments = new SegmentList(meta.shape);
       this.segments.add();
-      const shown = read.value;
+      const view = read.value;
       if (read.status === 'rejected') {
-        this.messages.error(`${this.session.name} (${meta.format}): the server opened it, but the viewer cannot show it, so it cannot be prompted here: ${read.reason.message}`);
-      } else if (shown.shape.join() !== meta.shape.join()) {
-        this.messages.error(`the viewer reads ${shown.shape.join(' x ')} voxels but the server ${meta.shape.join(' x ')}: prompts are off for this scan`);
+        this.messages.error(`${name} (${meta.format}): the server opened it, but the viewer cannot show it, so it cannot be prompted here: ${read.reason.message}`);
+      } else if (view.shape.join() !== meta.shape.join()) {
+        this.messages.error(`the viewer reads ${view.shape.join(' x ')} voxels but the server ${meta.shape.join(' x ')}: prompts are off for this scan`);
       } else {
-        this.grid = new VoxelGrid(meta.shape, shown.permRAS);
+        this.grid = new VoxelGrid(meta.shape, view.permRAS);
         this.setLayout(this.layout);
         this.setK(Math.floor(meta.shape[2] / 2));
       }
     } catch (e) {
-      this.messages.error(`opening ${files.map((f) => f.name).join(', ')}: ${e.message}`);
+      this.messages.error(`opening ${what}: ${e.message}`);
     } finally {
       this.inFlight--;
       this.progress.stop();
@@ -363,6 +428,38 @@ export class Annotator {
     return { name: `${baseName(this.session.name)}_${fileSafe(segment.name)}.nii.gz`, bytes: await writeMask(segment.last.header, segment.mask) };
   }
 
+  /**
+   * Saves the active segment's mask (the bytes of `maskFile()`) next to the session's scan in the server's
+   * folder (`POST /annotator/save`, labelled with the segment's name); sessions opened from the folder only.
+   * @returns {Promise<string|null>} the new file's path in the folder, or null when it failed
+   */
+  async saveNextToScan() {
+    const session = this.session;
+    if (!session || !session.scan) {
+      this.messages.error('saving next to the scan: this scan was not opened from the server\'s folder');
+      return null;
+    }
+    const segment = this.segments.active;
+    const file = await this.maskFile();
+    if (!file) return null;
+    this.inFlight++;
+    this.progress.start(`saving ${segment.name} next to ${session.scan}`);
+    this.changed();
+    try {
+      const { saved } = await this.api.saveNextToScan(session.id, segment.name, file.bytes);
+      if (typeof saved !== 'string') throw new Error('the server did not say where it saved the mask');
+      if (this.session === session) this.lastSaved = saved;
+      return saved;
+    } catch (e) {
+      this.messages.error(`saving ${segment.name} next to ${session.scan}: ${e.message}`);
+      return null;
+    } finally {
+      this.inFlight--;
+      this.progress.stop();
+      this.changed();
+    }
+  }
+
   /** A DICOM SEG of the active segment's last request (`output=dicom_seg`; DICOM sessions only). */
   async dicomSegFile() {
     const segment = this.segments && this.segments.active;
@@ -395,7 +492,7 @@ function nextFrame() {
 }
 
 function baseName(name) {
-  return name.replace(/\.(nii\.gz|nii|nrrd|zip|dcm)$/i, '');
+  return name.split('/').pop().replace(/\.(nii\.gz|nii|nrrd|zip|dcm)$/i, '');
 }
 
 function fileSafe(name) {

@@ -12,7 +12,11 @@ export function installTestHooks(app, ready) {
     /** Resolves when the page has read `/info/` (rejects with the reason when it could not). */
     ready,
 
-    /** {sessionId, model, shape, slice, segments: [{name, voxels}], busy, completed, error, lastParams}. */
+    /**
+     * {sessionId, model, shape, slice, segments: [{name, voxels}], busy, completed, error, lastParams,
+     * result, dataScans (the server's --data scans, or null), lastSaved (the last "save next to scan"
+     * file's path in that folder, or null)}.
+     */
     state() {
       return {
         sessionId: app.session && app.session.id,
@@ -25,6 +29,8 @@ export function installTestHooks(app, ready) {
         error: app.messages.lastError,
         lastParams: app.lastParams,
         result: app.result,
+        dataScans: app.dataScans,
+        lastSaved: app.lastSaved,
       };
     },
 

@@ -71,6 +71,11 @@ function bindControls() {
     e.target.value = ''; // choosing the same file again opens it again
     app.open(files);
   });
+  if (app.dataScans && app.dataScans.length) {
+    $('data-scans').replaceChildren(...app.dataScans.map((rel) => new Option(rel, rel)));
+    $('data').hidden = false;
+    $('open-data').addEventListener('click', () => app.openFromServer($('data-scans').value));
+  }
   $('layout').addEventListener('change', (e) => app.setLayout(e.target.value));
   for (const input of [$('slice'), $('slice-number')]) input.addEventListener('input', (e) => app.setK(Number(e.target.value)));
   $('window').addEventListener('change', (e) => applyWindowPreset(e.target.value));
@@ -89,6 +94,7 @@ function bindControls() {
   $('propagate').addEventListener('click', () => app.propagate());
   $('save-nifti').addEventListener('click', async () => offer(await app.maskFile()));
   $('save-seg').addEventListener('click', async () => offer(await app.dicomSegFile()));
+  $('save-data').addEventListener('click', () => app.saveNextToScan());
   window.addEventListener('keydown', (e) => {
     if ((e.ctrlKey || e.metaKey) && e.key === 'z' && !(e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement)) {
       e.preventDefault();
@@ -145,6 +151,10 @@ function showControls() {
   }
   for (const id of ['undo', 'clear', 'propagate', 'add-segment', 'save-nifti']) $(id).disabled = !grid;
   $('save-seg').hidden = !app.isDicom;
+  $('save-data').hidden = !(session && session.scan);
+  $('save-data').disabled = !grid || app.busy;
+  $('save-status').textContent = app.lastSaved ? `saved as ${app.lastSaved}` : '';
+  $('open-data').disabled = app.busy;
   if (segments) renderSegments($('segments'), segments, SEGMENT_ACTIONS);
   else $('segments').replaceChildren();
   const r = app.result;

@@ -10,8 +10,11 @@
 // taken right after the box's mask is drawn); with DICOM_ZIP (a zip of a DICOM series), a box from voxel (2, 2)
 // to (13, 13) on its slice 2 in a fresh page and the page's DICOM SEG download -> seg.dcm. Mask files: {shape: [ni, nj, nk], order: "i-fastest",
 // voxels, ones: [flat indices i + ni * (j + nj * k) of the 1-voxels, ascending], params: the request's
-// params}. Exits 1 with a message on any failure. CHROMIUM=/path overrides /usr/bin/chromium; MODEL and
-// DICOM_MODEL pick the model (of the page's list) for the scan and for the DICOM series.
+// params}. With DATA_SCAN=REL (a scan of the server's --data folder, as GET /annotator/scans lists it), last,
+// in a fresh page: REL chosen in "scans on the server" and opened, the same box on its axial slice 82,
+// "save next to scan" -> data.json ({scan: REL, saved: the path the server wrote, box: the box's mask file}).
+// Exits 1 with a message on any failure. CHROMIUM=/path overrides /usr/bin/chromium; MODEL and
+// DICOM_MODEL pick the model (of the page's list) for the scan (and DATA_SCAN) and for the DICOM series.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -48,19 +51,13 @@ async function main() {
     };
 
     step(`open ${url}`);
-    await page.goto(url);
-    await page.waitForFunction(() => window.medicoAnnotator);
-    await page.evaluate(() => window.medicoAnnotator.ready);
-    if (process.env.MODEL) await page.selectOption('#model', process.env.MODEL);
+    await openPage(page, process.env.MODEL);
     const model = await page.evaluate(() => window.medicoAnnotator.state().model);
     step(`ready, model ${model}`);
 
     step(`upload ${scan}`);
     await page.setInputFiles('#scan', resolve(scan));
-    await page.waitForFunction(() => {
-      const s = window.medicoAnnotator.state();
-      return (s.sessionId && s.shape && !s.busy) || s.error;
-    }, null, { timeout: 120_000 });
+    await waitForSession(page);
     await check();
     const { shape, sessionId } = await page.evaluate(() => window.medicoAnnotator.state());
     step(`session ${sessionId}, ${shape.join(' x ')}`);
@@ -118,9 +115,26 @@ async function main() {
     writeFileSync(join(outDir, 'latency.json'), JSON.stringify(latency, null, 1));
     step(`click -> overlay: median ${latency.median_ms} ms, max ${latency.max_ms} ms`);
     if (dicomZip) await dicomSeg(browser, dicomZip);
+    if (process.env.DATA_SCAN) await dataScan(browser, process.env.DATA_SCAN);
   } finally {
     await browser.close();
   }
+}
+
+/** Waits until the page holds a session (or shows an error). */
+function waitForSession(page) {
+  return page.waitForFunction(() => {
+    const s = window.medicoAnnotator.state();
+    return (s.sessionId && s.shape && !s.busy) || s.error;
+  }, null, { timeout: 120_000 });
+}
+
+/** Opens the page at URL, waits until it is ready and picks `model` when given. */
+async function openPage(page, model) {
+  await page.goto(url);
+  await page.waitForFunction(() => window.medicoAnnotator);
+  await page.evaluate(() => window.medicoAnnotator.ready);
+  if (model) await page.selectOption('#model', model);
 }
 
 /** Page coordinates of voxel (i, j) on slice k (default the test's slice). */
@@ -149,15 +163,9 @@ async function dicomSeg(browser, zip) {
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   step(`DICOM: open ${zip}`);
-  await page.goto(url);
-  await page.waitForFunction(() => window.medicoAnnotator);
-  await page.evaluate(() => window.medicoAnnotator.ready);
-  if (process.env.DICOM_MODEL) await page.selectOption('#model', process.env.DICOM_MODEL);
+  await openPage(page, process.env.DICOM_MODEL);
   await page.setInputFiles('#scan', resolve(zip));
-  await page.waitForFunction(() => {
-    const s = window.medicoAnnotator.state();
-    return (s.sessionId && s.shape && !s.busy) || s.error;
-  }, null, { timeout: 120_000 });
+  await waitForSession(page);
   await page.fill('#slice-number', '2');
   await page.waitForFunction(() => window.medicoAnnotator.state().slice === 2);
   await dragBox(page, [2, 2], [13, 13], 2);
@@ -166,6 +174,55 @@ async function dicomSeg(browser, zip) {
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#save-seg')]);
   await download.saveAs(join(outDir, 'seg.dcm'));
   step('DICOM: seg.dcm saved');
+  await page.close();
+}
+
+/**
+ * A scan of the server's --data folder in a fresh page: chosen in the select and opened, the main part's
+ * box on slice 82, then "save next to scan" -> OUTDIR/data.json {scan, saved, box}.
+ */
+async function dataScan(browser, rel) {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => m.type() === 'error' && console.log(`[page] ${m.text()}`));
+  const check = async () => {
+    const { error } = await page.evaluate(() => window.medicoAnnotator.state());
+    if (errors.length || error) throw new Error(`data scan ${rel}: ${errors.concat(error ? [error] : []).join('; ')}`);
+  };
+  step(`data scan: open ${url}`);
+  await openPage(page, process.env.MODEL);
+  await check();
+  const { dataScans } = await page.evaluate(() => window.medicoAnnotator.state());
+  if (!dataScans) throw new Error('data scan: the server lists no --data folder (GET /annotator/scans: 404)');
+  if (!dataScans.includes(rel)) throw new Error(`data scan: ${rel} is not among the server's scans ${JSON.stringify(dataScans)}`);
+  step(`data scan: ${dataScans.length} scans on the server; open ${rel}`);
+  await page.selectOption('#data-scans', rel);
+  await page.click('#open-data');
+  await waitForSession(page);
+  await check();
+  const { shape, sessionId } = await page.evaluate(() => window.medicoAnnotator.state());
+  step(`data scan: session ${sessionId}, ${shape.join(' x ')}`);
+  await page.fill('#slice-number', String(SLICE));
+  await page.waitForFunction((k) => window.medicoAnnotator.state().slice === k, SLICE);
+  await dragBox(page, BOX[0], BOX[1], SLICE);
+  await check();
+  const params = await lastParams(page);
+  const wanted = [BOX[0][0], BOX[1][0], BOX[0][1], BOX[1][1], SLICE, SLICE];
+  if (JSON.stringify(params.roi) !== JSON.stringify(wanted)) throw new Error(`data scan: the dragged box became roi ${JSON.stringify(params.roi)}, not ${JSON.stringify(wanted)}`);
+  const box = await maskFile(page, params);
+  step(`data scan: box ${box.voxels} voxels; save next to scan`);
+  await page.click('#save-data');
+  await page.waitForFunction(() => {
+    const s = window.medicoAnnotator.state();
+    return (s.lastSaved && !s.busy) || s.error;
+  }, null, { timeout: 120_000 });
+  await check();
+  const { lastSaved } = await page.evaluate(() => window.medicoAnnotator.state());
+  const shown = await page.textContent('#save-status');
+  if (shown !== `saved as ${lastSaved}`) throw new Error(`data scan: the page says "${shown}", not "saved as ${lastSaved}"`);
+  writeFileSync(join(outDir, 'data.json'), JSON.stringify({ scan: rel, saved: lastSaved, box }));
+  step(`data scan: saved as ${lastSaved} -> data.json`);
   await page.close();
 }
 
@@ -183,14 +240,20 @@ function lastParams(page) {
   return page.evaluate(() => window.medicoAnnotator.state().lastParams);
 }
 
-/** Writes the active ("segment 1") mask as {shape, order, voxels, ones, params}. */
-async function saveMask(page, name, params) {
+/** The first ("segment 1") mask as {shape, order, voxels, ones, params}. */
+async function maskFile(page, params) {
   const { shape, base64 } = await page.evaluate(() => window.medicoAnnotator.segmentMask(window.medicoAnnotator.state().segments[0].name));
   const mask = Buffer.from(base64, 'base64');
   const ones = [];
   for (let n = 0; n < mask.length; n++) if (mask[n]) ones.push(n);
-  writeFileSync(join(outDir, name), JSON.stringify({ shape, order: 'i-fastest', voxels: ones.length, ones, params }));
-  step(`${name}: ${ones.length} voxels`);
+  return { shape, order: 'i-fastest', voxels: ones.length, ones, params };
+}
+
+/** Writes the first ("segment 1") mask as {shape, order, voxels, ones, params}. */
+async function saveMask(page, name, params) {
+  const file = await maskFile(page, params);
+  writeFileSync(join(outDir, name), JSON.stringify(file));
+  step(`${name}: ${file.voxels} voxels`);
 }
 
 const round = (x) => Math.round(x * 10) / 10;

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import test from 'node:test';
+import { Api, ApiError, savePath, scanPath } from '../src/api.js';
 import { VoxelGrid } from '../src/grid.js';
 import { boundaryOf, parseMultipart } from '../src/multipart.js';
 import { readHeader, readMask, writeMask } from '../src/nifti.js';
@@ -128,4 +129,48 @@ test('segments keep unique names and their voxel counts', () => {
   assert.equal(a.voxels, 12);
   list.remove(b.id);
   assert.equal(list.active, a);
+});
+
+test('the --data endpoints: paths encoded into the query, no folder (404) is null, the key and the body sent', async () => {
+  assert.equal(scanPath('open', 'sub dir/scan #1.nii.gz'), '/annotator/open?scan=sub%20dir%2Fscan%20%231.nii.gz');
+  assert.equal(scanPath('scan', 'series_ct5n'), '/annotator/scan?scan=series_ct5n');
+  assert.equal(savePath('a+b', 'liver & spleen (2)'), '/annotator/save?session_id=a%2Bb&label=liver%20%26%20spleen%20(2)');
+  const calls = [];
+  const replies = [];
+  const realFetch = globalThis.fetch;
+  globalThis.fetch = async (url, init) => {
+    calls.push({ url, init });
+    return replies.shift();
+  };
+  try {
+    const api = new Api('http://h:1/');
+    api.key = 'k';
+    const json = (status, body) => new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
+    replies.push(json(200, { scans: ['a.nii.gz', 'sub/b.nrrd', 'series_ct5n'] }));
+    assert.deepEqual(await api.scans(), ['a.nii.gz', 'sub/b.nrrd', 'series_ct5n']);
+    assert.equal(calls[0].url, 'http://h:1/annotator/scans');
+    assert.equal(calls[0].init.headers['X-API-Key'], 'k');
+    replies.push(json(404, { detail: 'GET /annotator/scans: not served' }));
+    assert.equal(await api.scans(), null);
+    replies.push(json(500, { detail: 'broken' }));
+    await assert.rejects(api.scans(), (e) => e instanceof ApiError && e.status === 500 && /broken/.test(e.message));
+    replies.push(json(422, { detail: 'a DICOM series folder' }));
+    await assert.rejects(api.scanBytes('series_ct5n'), (e) => e instanceof ApiError && e.status === 422);
+    replies.push(new Response(Uint8Array.from([1, 2, 3]), { headers: { 'content-type': 'application/octet-stream' } }));
+    assert.deepEqual([...(await api.scanBytes('a.nii.gz')).bytes], [1, 2, 3]);
+    replies.push(json(200, { session_id: 's', session_info: { meta: {} } }));
+    await api.openScan('sub/b.nrrd');
+    assert.equal(calls.at(-1).url, 'http://h:1/annotator/open?scan=sub%2Fb.nrrd');
+    assert.equal(calls.at(-1).init.method, 'PUT');
+    replies.push(json(200, { saved: 'sub/b_liver.nii.gz' }));
+    assert.deepEqual(await api.saveNextToScan('s', 'liver', Uint8Array.from([31, 139])), { saved: 'sub/b_liver.nii.gz' });
+    const save = calls.at(-1);
+    assert.equal(save.url, 'http://h:1/annotator/save?session_id=s&label=liver');
+    assert.equal(save.init.method, 'POST');
+    assert.equal(save.init.headers['Content-Type'], 'application/octet-stream');
+    assert.equal(save.init.headers['X-API-Key'], 'k');
+    assert.deepEqual([...new Uint8Array(await new Response(save.init.body).arrayBuffer())], [31, 139]);
+  } finally {
+    globalThis.fetch = realFetch;
+  }
 });

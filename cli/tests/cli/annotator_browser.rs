@@ -3,7 +3,9 @@
 //! `web/tests/drive.mjs`: the mask the page shows after a real mouse box equals `medico-cli segment`'s on the
 //! same prompt voxel for voxel, a negative click changes it exactly as on the CLI, propagation equals
 //! `segment --propagate`, the downloaded NIfTI lies on the scan's grid, and a DICOM series opened in the page
-//! gives the DICOM SEG the CLI writes. The page's click latency is printed beside MONAI Label's client's.
+//! gives the DICOM SEG the CLI writes, and the scan opened from the server's `--data` folder gives the same mask,
+//! saved beside it. The page's click latency is printed beside MONAI Label's client's. The data folder's
+//! endpoints are also tested without a browser, against names that try to leave the folder.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -93,7 +95,17 @@ fn the_annotator_in_a_browser_gives_the_masks_the_cli_gives() {
     // medico-tiny for the MNI152 scan; the `small` reference bundle for the small CT series (medico-tiny, a
     // brain MRI model, finds nothing on it).
     let bundle = export_small(&dir);
-    let server = Server::start(&["--quiet", "--model", bundle.to_str().unwrap()]);
+    // The scan also lies in the server's data folder, opened from the page's list and saved into.
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(scan(), data.join("mni152_t1.nii.gz")).unwrap();
+    let server = Server::start(&[
+        "--quiet",
+        "--model",
+        bundle.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
     let driver = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web/tests/drive.mjs");
     let out = dir.join("page");
     let series = shared().join("data/dicom/series_ct5n");
@@ -107,6 +119,7 @@ fn the_annotator_in_a_browser_gives_the_masks_the_cli_gives() {
         .arg(&zip)
         .env("MODEL", "medico-tiny")
         .env("DICOM_MODEL", "bundle")
+        .env("DATA_SCAN", "mni152_t1.nii.gz")
         .output()
         .expect("node runs (scripts/setup.sh installs the annotator's packages and chromium)");
     println!("{}", text(&run.stdout));
@@ -145,6 +158,23 @@ fn the_annotator_in_a_browser_gives_the_masks_the_cli_gives() {
     // A DICOM series: the page's DICOM SEG reads back onto the series as the CLI's does.
     crate::serve_cli::assert_seg_is_the_clis(&out.join("seg.dcm"), &series, &bundle, &dir);
 
+    // The scan opened from the server's folder: the same box gives the same mask, saved beside the scan.
+    let opened: Value = serde_json::from_str(&std::fs::read_to_string(out.join("data.json")).unwrap()).unwrap();
+    let from_folder: BTreeSet<u64> = opened["box"]["ones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    same_voxels("box on the folder's scan", &from_folder, &page_box);
+    let saved = data.join(opened["saved"].as_str().unwrap());
+    assert_eq!(saved.parent(), Some(data.as_path()), "{}", saved.display());
+    same_voxels("the mask saved beside the scan", &ones_of_nifti(&saved), &page_box);
+    assert_eq!(
+        std::fs::read(data.join("mni152_t1.nii.gz")).unwrap(),
+        std::fs::read(scan()).unwrap()
+    );
+
     // The same click through MONAI Label's client, in the same run: the page adds decoding and drawing.
     let latency: Value = serde_json::from_str(&std::fs::read_to_string(out.join("latency.json")).unwrap()).unwrap();
     let client = crate::serve_cli::drive(&[
@@ -165,4 +195,117 @@ fn the_annotator_in_a_browser_gives_the_masks_the_cli_gives() {
     assert!(client["median_ms"].as_f64().unwrap() > 0.0);
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
+}
+
+/// One raw HTTP/1.1 request; the status and the body's bytes.
+fn http_bytes(port: u16, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let status = String::from_utf8_lossy(&response[9..12]).parse().unwrap();
+    (status, response[split + 4..].to_vec())
+}
+
+#[test]
+fn the_data_folder_is_listed_opened_and_saved_into_without_leaving_it() {
+    let dir = scratch("annotator-data");
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("brain")).unwrap();
+    std::fs::copy(scan(), data.join("brain/mni.nii.gz")).unwrap();
+    std::fs::write(dir.join("outside.nii"), b"not for clients").unwrap();
+    let server = Server::start(&["--quiet", "--data", data.to_str().unwrap()]);
+    let port = server.port;
+    let json = |(status, body): (u16, Vec<u8>)| -> (u16, Value) {
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{status}: {e}")),
+        )
+    };
+
+    let (status, scans) = json(http_bytes(port, "GET", "/annotator/scans", "text/plain", b""));
+    assert_eq!(status, 200);
+    assert_eq!(scans["scans"], serde_json::json!(["brain/mni.nii.gz"]));
+    for bad in ["../outside.nii", "%2Fetc%2Fpasswd", "brain/..%2F..%2Foutside.nii"] {
+        let (status, answer) = json(http_bytes(
+            port,
+            "PUT",
+            &format!("/annotator/open?scan={bad}"),
+            "text/plain",
+            b"",
+        ));
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+    let (status, opened) = json(http_bytes(
+        port,
+        "PUT",
+        "/annotator/open?scan=brain/mni.nii.gz",
+        "text/plain",
+        b"",
+    ));
+    assert_eq!(status, 200, "{opened}");
+    assert_eq!(
+        opened["session_info"]["meta"]["shape"],
+        serde_json::json!([197, 233, 189])
+    );
+    let id = opened["session_id"].as_str().unwrap().to_string();
+    let (status, bytes) = http_bytes(port, "GET", "/annotator/scan?scan=brain/mni.nii.gz", "text/plain", b"");
+    assert_eq!((status, bytes), (200, std::fs::read(scan()).unwrap()));
+
+    // A mask from the session, saved next to the scan: a new file, the scan untouched; again: a second file.
+    let (ct, body) = crate::serve_cli::multipart(
+        "label",
+        "x.bin",
+        b"",
+        Some(r#"{"roi": [27, 169, 28, 207, 82, 82], "result_extension": ".nii.gz"}"#),
+    );
+    let (status, mask) = http_bytes(
+        port,
+        "POST",
+        &format!("/infer/medico-tiny?session_id={id}&output=image"),
+        &ct,
+        &body,
+    );
+    assert_eq!(status, 200);
+    let save = format!("/annotator/save?session_id={id}&label=whole%20brain");
+    let (status, saved) = json(http_bytes(port, "POST", &save, "application/octet-stream", &mask));
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["saved"], "brain/mni_whole_brain.nii.gz");
+    assert_eq!(std::fs::read(data.join("brain/mni_whole_brain.nii.gz")).unwrap(), mask);
+    assert_eq!(
+        std::fs::read(data.join("brain/mni.nii.gz")).unwrap(),
+        std::fs::read(scan()).unwrap()
+    );
+    let (_, again) = json(http_bytes(port, "POST", &save, "application/octet-stream", &mask));
+    assert_eq!(again["saved"], "brain/mni_whole_brain-2.nii.gz");
+    // Not a mask on the scan's grid, or not from the folder: refused, nothing written.
+    let (status, answer) = json(http_bytes(port, "POST", &save, "application/octet-stream", b"garbage"));
+    assert_eq!(status, 422, "{answer}");
+    let (ct, upload) = crate::serve_cli::multipart("files", "mni.nii.gz", &std::fs::read(scan()).unwrap(), None);
+    let (_, uploaded) = json(http_bytes(port, "PUT", "/session/", &ct, &upload));
+    let other = uploaded["session_id"].as_str().unwrap();
+    let (status, answer) = json(http_bytes(
+        port,
+        "POST",
+        &format!("/annotator/save?session_id={other}&label=x"),
+        "application/octet-stream",
+        &mask,
+    ));
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(std::fs::read_dir(data.join("brain")).unwrap().count(), 3);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+
+    let plain = Server::start(&["--quiet"]);
+    let (status, _) = json(http_bytes(plain.port, "GET", "/annotator/scans", "text/plain", b""));
+    assert_eq!(status, 404);
 }

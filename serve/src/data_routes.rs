@@ -1,0 +1,179 @@
+//! The web annotator's routes over `serve --data DIR` ([`DataDir`]): list the folder's scans, open one as a
+//! session, send its bytes to the page's viewer, and save a mask next to it. Without `--data` they answer 404.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use medico_io::input::{open_scan_within, ReadLimits, Scan};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::data_dir::DataDir;
+use crate::error::ApiError;
+use crate::sessions::Session;
+use crate::upload::upload_slot;
+use crate::AppState;
+
+/// How long opening a scan waits for a free upload slot before a 503.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/annotator/scans", get(list))
+        .route("/annotator/open", put(open))
+        .route("/annotator/scan", get(scan_bytes))
+        .route("/annotator/save", post(save))
+}
+
+/// The server's data folder, or a 404 saying how to give one.
+fn data_dir(app: &AppState) -> Result<&DataDir, ApiError> {
+    app.data
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this server has no data folder (start it with --data DIR)"))
+}
+
+/// `GET /annotator/scans`: `{"scans": [relative names]}`.
+async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let data = data_dir(&app)?.clone();
+    let scans = tokio::task::spawn_blocking(move || data.list())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "scans": scans })))
+}
+
+/// A scan named relative to the data folder.
+#[derive(Deserialize)]
+struct ScanQuery {
+    scan: String,
+}
+
+/// `PUT /annotator/open?scan=NAME`: a session on the folder's scan, as `PUT /session/` answers.
+async fn open(State(app): State<Arc<AppState>>, Query(query): Query<ScanQuery>) -> Result<Json<Value>, ApiError> {
+    let path = data_dir(&app)?.resolve(&query.scan)?;
+    let _slot = upload_slot(&app.uploads, SLOT_WAIT).await?;
+    let limits = ReadLimits {
+        max_voxels: app.limits.max_voxels,
+    };
+    let name = query.scan.clone();
+    let (volume, path) = tokio::task::spawn_blocking(move || {
+        let scan = open_scan_within(&path, None, &limits).map_err(|e| {
+            let text = medico_io::chain_text(&e).replace(&path.display().to_string(), &name);
+            match e {
+                medico_io::IoError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, text),
+                _ => ApiError::unprocessable(text),
+            }
+        })?;
+        match scan {
+            Scan::Volume(volume) => Ok((*volume, path)),
+            Scan::Image(_) => Err(ApiError::unprocessable(format!(
+                "{name}: a 2D image; the server segments volumes"
+            ))),
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let files = tempfile::Builder::new()
+        .prefix("medico-session-")
+        .tempdir()
+        .map_err(|e| ApiError::internal(format!("cannot create a session folder: {e}")))?;
+    let mut session = Session::new(volume, files, path, query.scan.clone(), app.limits.session_expiry);
+    session.data_scan = Some(query.scan);
+    let info = session.info();
+    let (id, dropped) = app.sessions.insert(session);
+    for old in dropped {
+        app.embeddings.forget_session(&old);
+    }
+    Ok(Json(json!({ "session_id": id, "session_info": info })))
+}
+
+/// `GET /annotator/scan?scan=NAME`: the scan file's bytes, for the page's viewer (NIfTI and NRRD files; a
+/// DICOM folder is a 422).
+async fn scan_bytes(State(app): State<Arc<AppState>>, Query(query): Query<ScanQuery>) -> Result<Response, ApiError> {
+    let path = data_dir(&app)?.resolve(&query.scan)?;
+    if path.is_dir() {
+        return Err(ApiError::unprocessable(format!(
+            "{}: a DICOM series folder; it is segmented by the server but not sent to the page",
+            query.scan
+        )));
+    }
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(u64::MAX);
+    if size > app.limits.max_upload_bytes as u64 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{}: {size} bytes, over the server's upload limit", query.scan),
+        ));
+    }
+    let bytes = tokio::task::spawn_blocking(move || {
+        std::fs::read(&path).map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// The query of `POST /annotator/save`.
+#[derive(Deserialize)]
+struct SaveQuery {
+    session_id: String,
+    #[serde(default)]
+    label: String,
+}
+
+/// `POST /annotator/save?session_id=ID&label=NAME` with a NIfTI mask as the body: checked to be a mask on
+/// the session's grid, then written as a new file beside the session's scan; `{"saved": NAME}`.
+async fn save(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<SaveQuery>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let data = data_dir(&app)?.clone();
+    let (view, _) = app
+        .sessions
+        .get(&query.session_id)
+        .ok_or_else(|| ApiError::session_not_found(&query.session_id))?;
+    let scan = view.data_scan.clone().ok_or_else(|| {
+        ApiError::unprocessable(
+            "this session was uploaded, not opened from the server's data folder: download the mask",
+        )
+    })?;
+    let path = data.resolve(&scan)?;
+    let limits = ReadLimits {
+        max_voxels: app.limits.max_voxels,
+    };
+    let saved = tokio::task::spawn_blocking(move || {
+        let mask = medico_io::nifti_io::nifti_from_bytes_within(std::path::Path::new("mask"), &body, None, &limits)
+            .map_err(|e| {
+                ApiError::unprocessable(format!(
+                    "the mask is not a readable NIfTI: {}",
+                    medico_io::chain_text(&e)
+                ))
+            })?;
+        let on_grid = mask.shape() == view.volume.shape()
+            && mask
+                .affine
+                .iter()
+                .flatten()
+                .zip(view.volume.affine.iter().flatten())
+                .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + b.abs()));
+        if !on_grid {
+            return Err(ApiError::unprocessable(format!(
+                "the mask's grid ({:?}) is not the scan's ({:?}): it would not lie on the scan",
+                mask.shape(),
+                view.volume.shape()
+            )));
+        }
+        if mask.data.iter().any(|&v| v != 0.0 && v != 1.0) {
+            return Err(ApiError::unprocessable("the mask holds values other than 0 and 1"));
+        }
+        data.save_beside(&path, &query.label, &body)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(json!({ "saved": saved })))
+}
