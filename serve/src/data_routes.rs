@@ -92,29 +92,68 @@ async fn open(State(app): State<Arc<AppState>>, Query(query): Query<ScanQuery>) 
     Ok(Json(json!({ "session_id": id, "session_info": info })))
 }
 
-/// `GET /annotator/scan?scan=NAME`: the scan file's bytes, for the page's viewer (NIfTI and NRRD files; a
-/// DICOM folder is a 422).
+/// `GET /annotator/scan?scan=NAME`: the scan's bytes for the page's viewer: a NIfTI or NRRD file as it is, a
+/// DICOM series folder as a zip of its files (stored, not compressed); at most the upload limit (413).
 async fn scan_bytes(State(app): State<Arc<AppState>>, Query(query): Query<ScanQuery>) -> Result<Response, ApiError> {
     let path = data_dir(&app)?.resolve(&query.scan)?;
-    if path.is_dir() {
-        return Err(ApiError::unprocessable(format!(
-            "{}: a DICOM series folder; it is segmented by the server but not sent to the page",
-            query.scan
-        )));
-    }
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(u64::MAX);
-    if size > app.limits.max_upload_bytes as u64 {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{}: {size} bytes, over the server's upload limit", query.scan),
-        ));
-    }
-    let bytes = tokio::task::spawn_blocking(move || {
-        std::fs::read(&path).map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))
+    let max = app.limits.max_upload_bytes as u64;
+    let name = query.scan.clone();
+    let (bytes, kind) = tokio::task::spawn_blocking(move || {
+        let files = match path.is_dir() {
+            true => series_files(&path),
+            false => vec![path.clone()],
+        };
+        let size: u64 = files
+            .iter()
+            .map(|f| std::fs::metadata(f).map_or(u64::MAX, |m| m.len()))
+            .fold(0, u64::saturating_add);
+        if size > max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{name}: {size} bytes, over the server's upload limit"),
+            ));
+        }
+        let read = |file: &std::path::Path| {
+            std::fs::read(file).map_err(|e| ApiError::internal(format!("{}: {e}", file.display())))
+        };
+        match path.is_dir() {
+            false => Ok((read(&path)?, "application/octet-stream")),
+            true => {
+                let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+                let stored =
+                    zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+                for file in &files {
+                    let entry = file.file_name().unwrap_or_default().to_string_lossy();
+                    let failed = |e: String| ApiError::internal(format!("zipping {}: {e}", file.display()));
+                    zip.start_file(entry, stored).map_err(|e| failed(e.to_string()))?;
+                    std::io::Write::write_all(&mut zip, &read(file)?).map_err(|e| failed(e.to_string()))?;
+                }
+                let bytes = zip
+                    .finish()
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .into_inner();
+                Ok((bytes, "application/zip"))
+            }
+        }
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    Ok(([(header::CONTENT_TYPE, kind)], bytes).into_response())
+}
+
+/// The DICOM files directly in a series folder, by name.
+fn series_files(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && medico_io::dicom_io::looks_like_dicom(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
 }
 
 /// The query of `POST /annotator/save`.

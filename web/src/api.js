@@ -82,8 +82,8 @@ export class Api {
   }
 
   /**
-   * `GET /annotator/scan?scan=REL`: the scan's bytes (a NIfTI/NRRD file; a DICOM series folder is
-   * answered 422, an ApiError with that status).
+   * `GET /annotator/scan?scan=REL`: the scan's bytes (a NIfTI/NRRD file as it is; a DICOM series folder as
+   * a zip of its files).
    * @returns {Promise<{bytes: Uint8Array, contentType: string}>}
    */
   async scanBytes(rel) {

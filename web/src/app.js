@@ -109,8 +109,7 @@ export class Annotator {
 
   /**
    * Opens a scan of the server's `--data` folder (`PUT /annotator/open`) and shows it from its bytes
-   * (`GET /annotator/scan`); a DICOM series folder is segmented by the server but, without its bytes, not
-   * shown here.
+   * (`GET /annotator/scan`: a DICOM series folder comes as a zip of its files, read as an uploaded zip).
    * @param {string} rel its path in the folder, as `GET /annotator/scans` lists it
    */
   async openFromServer(rel) {
@@ -122,16 +121,10 @@ export class Annotator {
       scan: rel,
       session: () => this.api.openScan(rel),
       shown: async () => {
-        let bytes;
-        try {
-          ({ bytes } = await this.api.scanBytes(rel));
-        } catch (e) {
-          if (e.status === 422) throw new Error(`a DICOM series folder of the server's is segmented by the server but not shown by this page (${e.message})`);
-          throw e;
-        }
+        const { bytes } = await this.api.scanBytes(rel);
         const fileName = rel.split('/').pop() || rel;
         if (VOLUME_FILE.test(fileName)) return this.viewer.show(bytes, fileName);
-        // DICOM: a zip of a series (should the server send one) or a single file
+        // DICOM: a series folder (sent as a zip) or a single file
         const isZip = bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04;
         return this.viewer.show(await dicomToNifti([new File([bytes], isZip ? `${fileName}.zip` : fileName)]), 'dicom.nii');
       },

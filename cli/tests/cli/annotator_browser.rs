@@ -223,6 +223,12 @@ fn the_data_folder_is_listed_opened_and_saved_into_without_leaving_it() {
     std::fs::create_dir_all(data.join("brain")).unwrap();
     std::fs::copy(scan(), data.join("brain/mni.nii.gz")).unwrap();
     std::fs::write(dir.join("outside.nii"), b"not for clients").unwrap();
+    let series = shared().join("data/dicom/series_ct5n");
+    std::fs::create_dir_all(data.join("ct")).unwrap();
+    for file in std::fs::read_dir(&series).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, data.join("ct").join(file.file_name().unwrap())).unwrap();
+    }
     let server = Server::start(&["--quiet", "--data", data.to_str().unwrap()]);
     let port = server.port;
     let json = |(status, body): (u16, Vec<u8>)| -> (u16, Value) {
@@ -234,7 +240,12 @@ fn the_data_folder_is_listed_opened_and_saved_into_without_leaving_it() {
 
     let (status, scans) = json(http_bytes(port, "GET", "/annotator/scans", "text/plain", b""));
     assert_eq!(status, 200);
-    assert_eq!(scans["scans"], serde_json::json!(["brain/mni.nii.gz"]));
+    assert_eq!(scans["scans"], serde_json::json!(["brain/mni.nii.gz", "ct"]));
+    // A series folder is sent to the page as a zip of its files.
+    let (status, zipped) = http_bytes(port, "GET", "/annotator/scan?scan=ct", "text/plain", b"");
+    assert_eq!(status, 200);
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(zipped)).unwrap();
+    assert_eq!(archive.len(), std::fs::read_dir(&series).unwrap().count());
     for bad in ["../outside.nii", "%2Fetc%2Fpasswd", "brain/..%2F..%2Foutside.nii"] {
         let (status, answer) = json(http_bytes(
             port,
