@@ -25,6 +25,19 @@ const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30)
 
 /// The name suffix of a model's 3D variant in `/info/` and `/infer/`.
 pub const THREE_D_SUFFIX: &str = "-3d";
+/// The name suffix of a model's semantic labelling (models with a segmentation head).
+pub const LABELS_SUFFIX: &str = "-labels";
+
+/// What a request's model name asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// The prompted slice (`NAME`).
+    Slice,
+    /// The prompted slices, then propagation through the volume (`NAME-3d`).
+    Walk,
+    /// Every slice labelled by the model's semantic head, no prompt (`NAME-labels`).
+    Labels,
+}
 
 /// The query of `POST /infer/{model}`.
 #[derive(Deserialize)]
@@ -70,7 +83,7 @@ pub async fn infer(
     multipart: Multipart,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
-    let (served, three_d) = find_model(&app, &model)?;
+    let (served, task) = find_model(&app, &model)?;
     let (intensity, base) = (served.intensity, served.name.clone());
     let config = PropagationConfig::for_bundle(&served.bundle)
         .map_err(|e| ApiError::from_runtime("reading the model's propagation settings", e))?;
@@ -120,10 +133,20 @@ pub async fn infer(
             "no image: pass session_id (PUT /session/ first) or send the volume as the 'file' field",
         ));
     };
-    let prompts = match three_d {
-        false => VolumePrompts::one_slice(params.slice_prompts(volume.shape())?),
-        true => params.volume_prompts(volume.shape())?,
+    let prompts = match task {
+        Task::Slice => VolumePrompts::one_slice(params.slice_prompts(volume.shape())?),
+        Task::Walk => params.volume_prompts(volume.shape())?,
+        Task::Labels => VolumePrompts {
+            annotations: Vec::new(),
+            limits: None,
+        },
     };
+    let classes = served
+        .bundle
+        .manifest
+        .semantic
+        .as_ref()
+        .map(|head| head.classes.clone());
     let job = SegmentJob {
         app: Arc::clone(&app),
         model: base,
@@ -132,20 +155,28 @@ pub async fn infer(
         intensity,
         prompts: prompts.clone(),
         config,
-        propagate: three_d,
+        task,
         max_walk_slices: app.limits.max_walk_slices,
         ticket,
     };
-    // Walks run on workers of their own: a click never waits behind one.
-    let pool = match three_d {
-        true => &app.walkers,
-        false => &app.workers,
+    // Walks and labelling run on workers of their own: a click never waits behind one.
+    let pool = match task {
+        Task::Slice => &app.workers,
+        Task::Walk | Task::Labels => &app.walkers,
     };
     let result = pool.run(move |predictors| job.run(predictors)).await?;
     let label = params.label.clone().unwrap_or_else(|| "label".into());
-    let voxels: usize = result.masks.values().map(|m| m.iter().filter(|&&v| v).count()).sum();
+    let label_names: serde_json::Map<String, serde_json::Value> = match (task, classes) {
+        (Task::Labels, Some(classes)) => classes
+            .iter()
+            .enumerate()
+            .map(|(k, c)| (c.clone(), json!(k + 1)))
+            .collect(),
+        _ => [(label.clone(), json!(1))].into_iter().collect(),
+    };
+    let voxels = result.voxels();
     let response_params = json!({
-        "label_names": { label.clone(): 1 },
+        "label_names": label_names,
         "model": model,
         "axis": SLICE_AXIS,
         "slice": prompts.annotations.first().map(|a| a.slice),
@@ -184,15 +215,22 @@ pub async fn infer(
     })
 }
 
-/// `model`, or `NAME-3d` (the same model, propagated through the volume); whether it is the 3D one.
-fn find_model<'a>(app: &'a AppState, model: &str) -> Result<(&'a crate::ServedModel, bool), ApiError> {
+/// `model`, `NAME-3d` (the same model, propagated through the volume) or `NAME-labels` (its semantic head,
+/// for models with one); the task it names.
+fn find_model<'a>(app: &'a AppState, model: &str) -> Result<(&'a crate::ServedModel, Task), ApiError> {
     let by_name = |name: &str| app.models.iter().find(|m| m.name == name);
     if let Some(served) = by_name(model) {
-        return Ok((served, false));
+        return Ok((served, Task::Slice));
     }
-    model
+    let walk = model
         .strip_suffix(THREE_D_SUFFIX)
         .and_then(by_name)
-        .map(|served| (served, true))
+        .map(|m| (m, Task::Walk));
+    let labels = model
+        .strip_suffix(LABELS_SUFFIX)
+        .and_then(by_name)
+        .filter(|m| m.bundle.manifest.semantic.is_some())
+        .map(|m| (m, Task::Labels));
+    walk.or(labels)
         .ok_or_else(|| ApiError::not_found(format!("no model '{model}'; GET /info/ lists them")))
 }

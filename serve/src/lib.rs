@@ -159,7 +159,7 @@ pub struct AppState {
     pub models: Vec<ServedModel>,
     /// The threads that segment one slice (2D requests).
     pub workers: WorkerPool,
-    /// The threads that walk through volumes (3D requests).
+    /// The threads that walk through or label whole volumes (3D and semantic requests).
     pub walkers: WorkerPool,
     /// Open sessions.
     pub sessions: SessionStore,
@@ -182,13 +182,21 @@ pub struct AppState {
 impl AppState {
     /// Opens every model on every worker; fails when one cannot be opened.
     pub fn start(config: ServeConfig) -> Result<Arc<Self>, RuntimeError> {
-        let workers = WorkerPool::start("click", &config.models, config.backend, config.threads, config.workers)?;
+        let workers = WorkerPool::start(
+            "click",
+            &config.models,
+            config.backend,
+            config.threads,
+            config.workers,
+            false,
+        )?;
         let walkers = WorkerPool::start(
             "walk",
             &config.models,
             config.backend,
             config.threads,
             config.walk_workers,
+            true,
         )?;
         Ok(Arc::new(Self {
             models: config.models,

@@ -58,7 +58,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// `GET /info/`: the app and its models, as MONAI Label describes them; every model is offered as an
 /// interactive 2D `deepgrow` model (clicks and a box on one slice) and as `NAME-3d` (dimension 3: the same
-/// prompts, then propagation through the volume).
+/// prompts, then propagation through the volume); a model with a semantic head also as `NAME-labels` (a
+/// `segmentation` model: every slice labelled, no prompt).
 async fn info(State(app): State<Arc<AppState>>) -> Json<Value> {
     let mut models = serde_json::Map::new();
     for m in &app.models {
@@ -82,6 +83,26 @@ async fn info(State(app): State<Arc<AppState>>) -> Json<Value> {
                 "config": {},
             });
             models.insert(name, model);
+        }
+        if let Some(head) = &m.bundle.manifest.semantic {
+            let labels: serde_json::Map<String, Value> = head
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(k, class)| (class.clone(), json!(k + 1)))
+                .collect();
+            let model = json!({
+                "type": "segmentation",
+                "labels": labels,
+                "dimension": 3,
+                "description": format!(
+                    "{} ({architecture}): every slice labelled by its semantic segmentation head ({}), no prompt, on medico",
+                    m.name,
+                    head.classes.join(", ")
+                ),
+                "config": {},
+            });
+            models.insert(format!("{}{}", m.name, crate::infer::LABELS_SUFFIX), model);
         }
     }
     Json(json!({

@@ -15,6 +15,7 @@ use ndarray::{Array2, Array3};
 
 use crate::embeddings::{EmbeddingStore, SliceKey};
 use crate::error::ApiError;
+use crate::infer::Task;
 use crate::prompts::{VolumePrompts, SLICE_AXIS};
 use crate::work::WorkTicket;
 use crate::workers::{Predictors, Slot};
@@ -36,8 +37,8 @@ pub struct SegmentJob {
     pub prompts: VolumePrompts,
     /// Propagation settings (the model's defaults).
     pub config: PropagationConfig,
-    /// Propagate from the annotated slices through the volume.
-    pub propagate: bool,
+    /// The slice, a walk through the volume, or every slice labelled.
+    pub task: Task,
     /// Slices a walk may go in each direction beyond the annotated ones.
     pub max_walk_slices: usize,
     /// The request's deadline and cancellation, checked before each slice.
@@ -54,12 +55,25 @@ pub struct Segmented {
     pub score: Option<f32>,
     /// Slices the encoder ran on for this request.
     pub encoder_runs: usize,
+    /// For a labelling request, the class of every voxel (0 background, `k` the head's class `k`).
+    pub labels: Option<Array3<u8>>,
 }
 
 impl Segmented {
-    /// The masks as a `u8` volume on `volume`'s grid.
+    /// The masks (or the labels) as a `u8` volume on `volume`'s grid.
     pub fn grid(&self, volume: &Volume) -> Array3<u8> {
-        volume.mask_from_slices(SLICE_AXIS, self.masks.iter().map(|(&k, m)| (k, m.as_slice())), self.hw)
+        match &self.labels {
+            Some(labels) => labels.clone(),
+            None => volume.mask_from_slices(SLICE_AXIS, self.masks.iter().map(|(&k, m)| (k, m.as_slice())), self.hw),
+        }
+    }
+
+    /// Voxels in the masks (or labelled as any class).
+    pub fn voxels(&self) -> usize {
+        match &self.labels {
+            Some(labels) => labels.iter().filter(|&&v| v > 0).count(),
+            None => self.masks.values().map(|m| m.iter().filter(|&&v| v).count()).sum(),
+        }
     }
 }
 
@@ -81,6 +95,9 @@ impl SegmentJob {
             encoder_runs: 0,
             score: None,
         };
+        if self.task == Task::Labels {
+            return slices.label_volume();
+        }
         let mut annotated = BTreeMap::new();
         for prompt in &self.prompts.annotations {
             let mask = slices
@@ -94,9 +111,9 @@ impl SegmentJob {
                 .map_err(|e| ApiError::from_runtime("segmenting the prompted slice", e))?;
             annotated.insert(prompt.slice, mask.mask);
         }
-        let masks = match self.propagate {
-            false => annotated,
-            true => {
+        let masks = match self.task {
+            Task::Slice | Task::Labels => annotated,
+            Task::Walk => {
                 let (lower_limit, upper_limit) = self.walk_limits(annotated.keys().copied());
                 let config = PropagationConfig {
                     lower_limit,
@@ -113,6 +130,7 @@ impl SegmentJob {
             hw: self.volume.slice_hw(SLICE_AXIS),
             score: slices.score,
             encoder_runs: slices.encoder_runs,
+            labels: None,
         })
     }
 }
@@ -149,6 +167,60 @@ struct WorkerSlices<'a> {
 }
 
 impl WorkerSlices<'_> {
+    /// Every slice of the volume labelled by the model's semantic head (checked with the request's ticket
+    /// before each slice).
+    fn label_volume(&mut self) -> Result<Segmented, ApiError> {
+        let hw = self.volume.slice_hw(SLICE_AXIS);
+        let mut labels = Array3::<u8>::zeros(self.volume.data.dim());
+        let fail = |e| ApiError::from_runtime("labelling the volume", e);
+        for index in 0..self.volume.slices(SLICE_AXIS) {
+            self.ticket
+                .check()
+                .map_err(|e| fail(RuntimeError::Interrupted(e.to_string())))?;
+            let key = self.key(index);
+            if self
+                .slot
+                .load(self.embeddings, key, self.volume, self.intensity, index)
+                .map_err(fail)?
+            {
+                self.encoder_runs += 1;
+            }
+            let embedding = self
+                .slot
+                .predictor
+                .embedding()
+                .ok_or_else(|| ApiError::internal("a loaded slice has no embedding"))?
+                .clone();
+            let head = self
+                .slot
+                .semantic
+                .as_mut()
+                .ok_or_else(|| ApiError::internal("this worker holds no semantic head for the model"))?;
+            let slice = head.label_slice(&embedding, hw).map_err(fail)?;
+            let flat = slice
+                .as_slice()
+                .ok_or_else(|| ApiError::internal("a label slice is not contiguous"))?;
+            Volume::fill_slice(&mut labels, SLICE_AXIS, index, hw, |i| flat[i]);
+        }
+        Ok(Segmented {
+            masks: BTreeMap::new(),
+            hw,
+            score: None,
+            encoder_runs: self.encoder_runs,
+            labels: Some(labels),
+        })
+    }
+
+    /// The key of slice `index`'s kept embedding (none for a volume sent with the request).
+    fn key(&self, index: usize) -> Option<SliceKey> {
+        self.session.map(|session| SliceKey {
+            session: session.to_string(),
+            model: self.model.to_string(),
+            axis: SLICE_AXIS,
+            slice: index,
+        })
+    }
+
     /// The best mask of slice `index` for a prompt (among the multimask outputs when `multimask`).
     fn prompt(
         &mut self,
@@ -161,12 +233,7 @@ impl WorkerSlices<'_> {
         self.ticket
             .check()
             .map_err(|e| RuntimeError::Interrupted(e.to_string()))?;
-        let key = self.session.map(|session| SliceKey {
-            session: session.to_string(),
-            model: self.model.to_string(),
-            axis: SLICE_AXIS,
-            slice: index,
-        });
+        let key = self.key(index);
         if self
             .slot
             .load(self.embeddings, key, self.volume, self.intensity, index)?

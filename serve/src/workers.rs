@@ -7,6 +7,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
+use medico_runtime::volume::semantic::SemanticSegmenter;
 use medico_runtime::RuntimeError;
 
 use medico_io::image2d::RgbImage;
@@ -22,6 +23,8 @@ use crate::ServedModel;
 pub struct Slot {
     /// The predictor.
     pub predictor: Predictor,
+    /// The model's semantic segmentation head, on the pools that label whole volumes, when it has one.
+    pub semantic: Option<SemanticSegmenter>,
     /// The slice whose embedding (and prepared decoder state) the predictor holds now; `None` when unknown.
     held: Option<SliceKey>,
 }
@@ -85,14 +88,16 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts `workers` threads (named `medico-{role}-N`) and opens every model on each; returns when all
-    /// are ready, or the first model that fails to open.
+    /// Starts `workers` threads (named `medico-{role}-N`) and opens every model on each (with its semantic
+    /// head when `with_semantic` and it has one); returns when all are ready, or the first model that fails
+    /// to open.
     pub fn start(
         role: &str,
         models: &[ServedModel],
         backend: BackendChoice,
         threads: usize,
         workers: usize,
+        with_semantic: bool,
     ) -> Result<Self, RuntimeError> {
         let (jobs, receiver) = channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
@@ -106,9 +111,20 @@ impl WorkerPool {
                 .spawn(move || {
                     let mut slots = HashMap::new();
                     for (name, bundle) in bundles {
-                        match Predictor::open(&bundle, backend, threads) {
-                            Ok(predictor) => {
-                                slots.insert(name, Slot { predictor, held: None });
+                        let semantic = match with_semantic && bundle.manifest.semantic.is_some() {
+                            true => SemanticSegmenter::open(&bundle, backend, threads).map(Some),
+                            false => Ok(None),
+                        };
+                        match Predictor::open(&bundle, backend, threads).and_then(|p| Ok((p, semantic?))) {
+                            Ok((predictor, semantic)) => {
+                                slots.insert(
+                                    name,
+                                    Slot {
+                                        predictor,
+                                        semantic,
+                                        held: None,
+                                    },
+                                );
                             }
                             Err(e) => {
                                 let _ = ready.send(Err(e));

@@ -5,9 +5,9 @@
 
 import { dicomToNifti } from './dicom.js';
 import { VoxelGrid } from './grid.js';
-import { readMask, writeMask } from './nifti.js';
+import { readLabels, readMask, writeMask } from './nifti.js';
 import { inferParams } from './prompts.js';
-import { SegmentList } from './segments.js';
+import { SegmentList, splitLabels } from './segments.js';
 
 /** Volume files NiiVue reads itself; anything else is taken for DICOM (dicom.js reads it for NiiVue). */
 const VOLUME_FILE = /\.(nii|nii\.gz|nrrd)$/i;
@@ -48,6 +48,10 @@ export class Annotator {
     this.dataScans = null;
     /** Where the last "save next to scan" wrote the mask (its path in the server's folder), or null. */
     this.lastSaved = null;
+    /** The "label all slices" request in flight: {controller}, or null. */
+    this.labelling = null;
+    /** The last "label all slices": {model, classes: [{name, voxels}], seconds}, or null. */
+    this.lastLabels = null;
   }
 
   /**
@@ -150,6 +154,8 @@ export class Annotator {
   async openWith({ label, what, name, scan, session, shown }) {
     for (const controller of this.pending.values()) controller.abort();
     this.walk?.controller.abort(); // the server stops walking when the connection closes
+    this.labelling?.controller.abort();
+    this.lastLabels = null;
     const previous = this.session;
     this.session = null;
     this.grid = null;
@@ -363,6 +369,77 @@ export class Annotator {
       else this.messages.error(`propagating ${segment.name}: ${e.message}`);
     } finally {
       this.walk = null;
+      this.inFlight--;
+      this.completed++;
+      this.progress.stop();
+      this.changed();
+    }
+  }
+
+  /** The semantic model of the current model (`{model}-labels` in `/info/`), or null when it has none. */
+  get labelModel() {
+    const name = this.model && `${this.model}-labels`;
+    return name && this.models[name] ? name : null;
+  }
+
+  /**
+   * Labels every slice with the current model's semantic head (`POST /infer/{model}-labels`, no prompts)
+   * and turns the label map into one segment per class, named by the class, its mask the voxels of that
+   * class. A segment of the same name is replaced (its mask and prompts); the active segment stays active.
+   */
+  async labelAll() {
+    if (!this.grid) {
+      this.messages.error('open a scan the viewer shows first');
+      return;
+    }
+    const model = this.labelModel;
+    if (!model) {
+      this.messages.error(`labelling: the server has no ${this.model}-labels`);
+      return;
+    }
+    if (this.labelling) {
+      this.messages.error('labelling: already running (wait for it or cancel it)');
+      return;
+    }
+    const session = this.session;
+    const params = { result_extension: '.nii.gz' };
+    const controller = new AbortController();
+    this.labelling = { controller };
+    this.lastParams = params;
+    this.inFlight++;
+    this.progress.start(`labelling all ${this.grid.shape[2]} slices with ${model}`, () => controller.abort()); // the server stops when the connection closes
+    this.changed();
+    const t0 = performance.now();
+    try {
+      const reply = await this.api.infer(model, session.id, params, 'all', controller.signal);
+      const labels = reply.params.label_names || this.models[model].labels;
+      if (!labels || typeof labels !== 'object') throw new Error('the reply names no classes (label_names)');
+      const { shape, values, header } = await readLabels(reply.file.bytes);
+      if (shape.join() !== session.meta.shape.join()) throw new Error(`the label map returned is ${shape.join(' x ')}, the scan ${session.meta.shape.join(' x ')}`);
+      if (this.session !== session) return;
+      const classes = splitLabels(values, labels);
+      const activeId = this.segments.activeId;
+      for (const c of classes) {
+        let segment = this.segments.byName(c.name);
+        if (segment) {
+          this.pending.get(segment.id)?.abort();
+          if (this.walk && this.walk.segmentId === segment.id) this.walk.controller.abort();
+          segment.prompts.clear();
+        } else segment = this.segments.add(c.name);
+        segment.replaceAll(c.mask);
+        segment.last = { model, params, header };
+      }
+      if (this.segments.get(activeId)) this.segments.activeId = activeId;
+      this.redraw();
+      const seconds = (performance.now() - t0) / 1000;
+      this.lastLabels = { model, classes: classes.map((c) => ({ name: c.name, voxels: c.voxels })), seconds };
+      this.result = { score: null, serverMs: reply.params.latency_ms, latencyMs: performance.now() - t0, slices: reply.params.slices };
+      this.messages.note(`labelled ${classes.length} classes in ${seconds.toFixed(1)} s: ${classes.map((c) => `${c.name} ${c.voxels.toLocaleString('en')} vx`).join(', ')}`);
+    } catch (e) {
+      if (e.name === 'AbortError') this.messages.note('labelling cancelled');
+      else this.messages.error(`labelling all slices with ${model}: ${e.message}`);
+    } finally {
+      this.labelling = null;
       this.inFlight--;
       this.completed++;
       this.progress.stop();

@@ -15,7 +15,8 @@ export function installTestHooks(app, ready) {
     /**
      * {sessionId, model, shape, slice, segments: [{name, voxels}], busy, completed, error, lastParams,
      * result, dataScans (the server's --data scans, or null), lastSaved (the last "save next to scan"
-     * file's path in that folder, or null)}.
+     * file's path in that folder, or null), labelModel (the current model's `-labels` sibling, or null),
+     * lastLabels (the last "label all slices": {model, classes: [{name, voxels}], seconds}, or null)}.
      */
     state() {
       return {
@@ -31,6 +32,8 @@ export function installTestHooks(app, ready) {
         result: app.result,
         dataScans: app.dataScans,
         lastSaved: app.lastSaved,
+        labelModel: app.labelModel,
+        lastLabels: app.lastLabels,
       };
     },
 

@@ -92,6 +92,7 @@ function bindControls() {
   $('clear').addEventListener('click', (e) => app.clear(e.timeStamp));
   $('add-segment').addEventListener('click', () => app.addSegment());
   $('propagate').addEventListener('click', () => app.propagate());
+  $('label-all').addEventListener('click', () => app.labelAll());
   $('save-nifti').addEventListener('click', async () => offer(await app.maskFile()));
   $('save-seg').addEventListener('click', async () => offer(await app.dicomSegFile()));
   $('save-data').addEventListener('click', () => app.saveNextToScan());
@@ -150,6 +151,11 @@ function showControls() {
     $('width').value = +(hi - lo).toFixed(1);
   }
   for (const id of ['undo', 'clear', 'propagate', 'add-segment', 'save-nifti']) $(id).disabled = !grid;
+  $('label-all').hidden = !app.labelModel;
+  $('label-all').disabled = !grid || Boolean(app.labelling);
+  $('label-all').title = app.labelModel
+    ? `${app.labelModel} on every slice: one segment per class (${Object.keys(app.models[app.labelModel].labels || {}).join(', ')})`
+    : '';
   $('save-seg').hidden = !app.isDicom;
   $('save-data').hidden = !(session && session.scan);
   $('save-data').disabled = !grid || app.busy;

@@ -109,6 +109,31 @@ export async function readMask(bytes, k) {
 }
 
 /**
+ * Reads a NIfTI label map (gzip or not): the whole volume's voxel values in file order (i fastest), rounded
+ * to integers (a semantic reply's classes: 0 background, k class k).
+ * @param {Uint8Array} bytes
+ * @returns {Promise<{shape: number[], values: Int32Array, header: Uint8Array}>} header as in readMask
+ */
+export async function readLabels(bytes) {
+  const hdr = readHeader(await head(bytes, 540));
+  const type = TYPES[hdr.datatype];
+  if (!type) throw new Error(`label map: NIfTI datatype ${hdr.datatype} is not read here`);
+  const [size, getter] = type;
+  const count = hdr.shape[0] * hdr.shape[1] * hdr.shape[2];
+  const end = hdr.voxOffset + count * size;
+  const raw = await head(bytes, end);
+  if (raw.length < end) throw new Error('label map: shorter than its header declares');
+  const values = new Int32Array(count);
+  if (size === 1 && getter === 'getUint8') {
+    values.set(raw.subarray(hdr.voxOffset, end));
+  } else {
+    const view = new DataView(raw.buffer, raw.byteOffset + hdr.voxOffset, count * size);
+    for (let n = 0; n < count; n++) values[n] = Math.round(view[getter](n * size, hdr.littleEndian));
+  }
+  return { shape: hdr.shape, values, header: raw.slice(0, hdr.voxOffset) };
+}
+
+/**
  * A NIfTI file of a 0/1 mask with the header (and extensions) of a mask file read by `readMask`, set to
  * uint8 with no scaling: the same grid, affine and orientation as the server's masks.
  * @param {Uint8Array} header the header bytes returned by readMask

@@ -116,3 +116,30 @@ export class SegmentList {
     return candidate;
   }
 }
+
+/**
+ * Splits a label map into one 0/1 mask per class.
+ * @param {ArrayLike<number>} values the label map's voxel values (0: background, k: class k)
+ * @param {Record<string, number>} labels class name -> its value k (a reply's `label_names`)
+ * @returns {{name: string, value: number, mask: Uint8Array, voxels: number}[]} in the order of `labels`;
+ *   values of no class are ignored
+ */
+export function splitLabels(values, labels) {
+  const classes = Object.entries(labels).map(([name, value]) => ({ name, value: Number(value), mask: new Uint8Array(values.length), voxels: 0 }));
+  const byValue = new Map();
+  for (const c of classes) {
+    if (!Number.isInteger(c.value) || c.value <= 0) throw new Error(`class ${c.name}: label value ${c.value} is not a positive integer`);
+    if (byValue.has(c.value)) throw new Error(`classes ${byValue.get(c.value).name} and ${c.name} share the label value ${c.value}`);
+    byValue.set(c.value, c);
+  }
+  for (let n = 0; n < values.length; n++) {
+    const v = values[n];
+    if (v === 0) continue;
+    const c = byValue.get(v);
+    if (c) {
+      c.mask[n] = 1;
+      c.voxels++;
+    }
+  }
+  return classes;
+}

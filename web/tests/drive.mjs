@@ -13,6 +13,10 @@
 // params}. With DATA_SCAN=REL (a scan of the server's --data folder, as GET /annotator/scans lists it), last,
 // in a fresh page: REL chosen in "scans on the server" and opened, the same box on its axial slice 82,
 // "save next to scan" -> data.json ({scan: REL, saved: the path the server wrote, box: the box's mask file}).
+// With LABELS_MODEL=NAME (a 2D model of the page's list whose NAME-labels sibling /info/ offers), after the
+// main part and in its page: NAME picked, "label all slices" -> labels.json ({model: "NAME-labels", shape,
+// order: "i-fastest", classes: {class: {voxels, ones}}}, the classes of /info/'s labels), the model picked
+// before restored.
 // Exits 1 with a message on any failure. CHROMIUM=/path overrides /usr/bin/chromium; MODEL and
 // DICOM_MODEL pick the model (of the page's list) for the scan (and DATA_SCAN) and for the DICOM series.
 
@@ -114,6 +118,7 @@ async function main() {
     };
     writeFileSync(join(outDir, 'latency.json'), JSON.stringify(latency, null, 1));
     step(`click -> overlay: median ${latency.median_ms} ms, max ${latency.max_ms} ms`);
+    if (process.env.LABELS_MODEL) await labelAll(page, process.env.LABELS_MODEL, check);
     if (dicomZip) await dicomSeg(browser, dicomZip);
     if (process.env.DATA_SCAN) await dataScan(browser, process.env.DATA_SCAN);
   } finally {
@@ -152,6 +157,62 @@ async function dragBox(page, from, to, k) {
     await page.mouse.move(b.x, b.y, { steps: 5 });
     await page.mouse.up();
   });
+}
+
+/**
+ * In the main part's page (its scan open): LABELS_MODEL picked in the model list (when it is not the
+ * current model), "label all slices" (its `-labels` sibling), then OUTDIR/labels.json = {model, shape,
+ * order: "i-fastest", classes: {name: {voxels, ones}}} (each class of /info/'s labels, its segment's mask
+ * as in the mask files); the previous model is picked again after.
+ */
+async function labelAll(page, model, check) {
+  const previous = await page.evaluate(() => window.medicoAnnotator.state().model);
+  const options = await page.$$eval('#model option', (os) => os.map((o) => o.value));
+  if (!options.includes(model)) throw new Error(`labels: ${model} is not among the page's models ${JSON.stringify(options)}`);
+  if (model !== previous) await page.selectOption('#model', model);
+  const { labelModel } = await page.evaluate(() => window.medicoAnnotator.state());
+  if (labelModel !== `${model}-labels`) throw new Error(`labels: the page finds no ${model}-labels in /info/ (labelModel ${labelModel})`);
+  const info = await page.evaluate(async (base) => (await fetch(`${base}/info/`)).json(), apiBase());
+  const labels = info.models[labelModel].labels;
+  if (!labels || typeof labels !== 'object' || Array.isArray(labels) || !Object.keys(labels).length) throw new Error(`labels: /info/ gives ${labelModel} no classes: ${JSON.stringify(labels)}`);
+  if (!(await page.isVisible('#label-all'))) throw new Error('labels: the "label all slices" button is not shown');
+  step(`labels: label all slices with ${labelModel} (${Object.keys(labels).join(', ')})`);
+  const t0 = Date.now();
+  await settle(page, () => page.click('#label-all'), 600_000);
+  await check();
+  const { lastLabels, segments, shape } = await page.evaluate(() => window.medicoAnnotator.state());
+  if (!lastLabels || lastLabels.model !== labelModel) throw new Error(`labels: the page did not finish labelling (lastLabels ${JSON.stringify(lastLabels)})`);
+  const classes = {};
+  for (const name of Object.keys(labels)) {
+    const listed = segments.filter((s) => s.name === name);
+    if (listed.length !== 1) throw new Error(`labels: ${listed.length} segments named ${name} in ${JSON.stringify(segments)}`);
+    const mask = await page.evaluate((n) => window.medicoAnnotator.segmentMask(n), name);
+    const { ones, voxels } = onesOf(mask);
+    if (voxels !== listed[0].voxels) throw new Error(`labels: ${name}'s mask has ${voxels} voxels, the segment list says ${listed[0].voxels}`);
+    if (mask.shape.join() !== shape.join()) throw new Error(`labels: ${name}'s mask is ${mask.shape.join(' x ')}, the scan ${shape.join(' x ')}`);
+    classes[name] = { voxels, ones };
+  }
+  writeFileSync(join(outDir, 'labels.json'), JSON.stringify({ model: labelModel, shape, order: 'i-fastest', classes }));
+  step(`labels.json: ${Object.entries(classes).map(([n, c]) => `${n} ${c.voxels}`).join(', ')} voxels, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  if (model !== previous) {
+    await page.selectOption('#model', previous);
+    await page.waitForFunction((m) => window.medicoAnnotator.state().model === m, previous);
+  }
+  await check();
+}
+
+/** The server's base URL as the page uses it (`?api=` or the page's origin). */
+function apiBase() {
+  const page = new URL(url);
+  return (page.searchParams.get('api') || page.origin).replace(/\/+$/, '');
+}
+
+/** The flat indices of a segmentMask's 1-voxels, ascending, and their count. */
+function onesOf({ base64 }) {
+  const mask = Buffer.from(base64, 'base64');
+  const ones = [];
+  for (let n = 0; n < mask.length; n++) if (mask[n]) ones.push(n);
+  return { ones, voxels: ones.length };
 }
 
 /**

@@ -5,9 +5,9 @@ import test from 'node:test';
 import { Api, ApiError, savePath, scanPath } from '../src/api.js';
 import { VoxelGrid } from '../src/grid.js';
 import { boundaryOf, parseMultipart } from '../src/multipart.js';
-import { readHeader, readMask, writeMask } from '../src/nifti.js';
+import { readHeader, readLabels, readMask, writeMask } from '../src/nifti.js';
 import { SlicePrompts, inferParams } from '../src/prompts.js';
-import { SegmentList } from '../src/segments.js';
+import { SegmentList, splitLabels } from '../src/segments.js';
 
 test('the grid maps file and RAS voxel indices both ways, flips and permutations included', () => {
   const shape = [4, 5, 6];
@@ -91,6 +91,30 @@ test('NIfTI masks read whole or by slice, gzip or not, and write back with their
   assert.equal(hdr.datatype, 2);
   assert.equal(new DataView(again.header.buffer).getFloat32(112, true), 1);
   await assert.rejects(readMask(nifti1(shape, values).subarray(0, 360)), /shorter/);
+});
+
+test('a label map splits into one mask per class, gzip or not, uint8 or int16', async () => {
+  const shape = [3, 2, 4];
+  const values = Array.from({ length: 24 }, (_, n) => [0, 1, 2, 0, 2, 3][n % 6]); // 3: a value of no class
+  for (const bytes of [nifti1(shape, values), new Uint8Array(gzipSync(nifti1(shape, values))), nifti1(shape, values, 4)]) {
+    const map = await readLabels(bytes);
+    assert.deepEqual(map.shape, shape);
+    assert.deepEqual([...map.values], values);
+    assert.equal(map.header.length, 352);
+    const classes = splitLabels(map.values, { 'grey matter': 1, 'white matter': 2 });
+    assert.deepEqual(classes.map((c) => [c.name, c.value, c.voxels]), [['grey matter', 1, 4], ['white matter', 2, 8]]);
+    for (const c of classes) assert.deepEqual([...c.mask], values.map((v) => (v === c.value ? 1 : 0)));
+  }
+  assert.deepEqual(splitLabels(new Int32Array(4), { empty: 5 }).map((c) => c.voxels), [0]);
+  assert.throws(() => splitLabels(new Int32Array(4), { a: 1, b: 1 }), /share/);
+  assert.throws(() => splitLabels(new Int32Array(4), { background: 0 }), /positive/);
+  await assert.rejects(readLabels(nifti1(shape, values).subarray(0, 360)), /shorter/);
+
+  // Segments of the classes' names are found by name, their masks replaced whole.
+  const list = new SegmentList(shape);
+  const grey = list.add('grey matter');
+  grey.replaceAll(splitLabels(values, { 'grey matter': 1 })[0].mask);
+  assert.equal(list.byName('grey matter').voxels, 4);
 });
 
 test('prompts become the server params: clicks on the slice, the last box as an inclusive roi', () => {

@@ -14,7 +14,7 @@ use std::process::Command;
 use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
 use serde_json::Value;
 
-use crate::common::{export_small, medico, scratch, shared, text, zip_series};
+use crate::common::{medico, scratch, shared, text, zip_series};
 use crate::serve_cli::Server;
 
 /// The demo scan the README segments.
@@ -22,8 +22,8 @@ fn scan() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/mni152_t1.nii.gz")
 }
 
-/// The 1-voxels of a NIfTI mask as flat indices `i + ni * (j + nj * k)`.
-fn ones_of_nifti(path: &Path) -> BTreeSet<u64> {
+/// The voxels of a NIfTI mask or label map holding `value`, as flat indices `i + ni * (j + nj * k)`.
+fn voxels_valued(path: &Path, value: u8) -> BTreeSet<u64> {
     let volume = ReaderOptions::new()
         .read_file(path)
         .unwrap()
@@ -33,9 +33,14 @@ fn ones_of_nifti(path: &Path) -> BTreeSet<u64> {
     let shape = volume.shape().to_vec();
     volume
         .indexed_iter()
-        .filter(|(_, &v)| v == 1)
+        .filter(|(_, &v)| v == value)
         .map(|(index, _)| (index[0] + shape[0] * (index[1] + shape[1] * index[2])) as u64)
         .collect()
+}
+
+/// The 1-voxels of a NIfTI mask.
+fn ones_of_nifti(path: &Path) -> BTreeSet<u64> {
+    voxels_valued(path, 1)
 }
 
 /// The 1-voxels the page reported (drive.mjs's mask file).
@@ -92,9 +97,9 @@ fn same_voxels(what: &str, page: &BTreeSet<u64>, cli: &BTreeSet<u64>) {
 #[test]
 fn the_annotator_in_a_browser_gives_the_masks_the_cli_gives() {
     let dir = scratch("annotator-browser");
-    // medico-tiny for the MNI152 scan; the `small` reference bundle for the small CT series (medico-tiny, a
-    // brain MRI model, finds nothing on it).
-    let bundle = export_small(&dir);
+    // medico-tiny for the MNI152 scan; the `small` reference model with a semantic head for the small CT
+    // series (medico-tiny, a brain MRI model, finds nothing on it) and for labelling the scan.
+    let bundle = crate::semantic_cli::semantic_bundle(&dir);
     // The scan also lies in the server's data folder, opened from the page's list and saved into.
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -118,7 +123,8 @@ fn the_annotator_in_a_browser_gives_the_masks_the_cli_gives() {
         .arg(&out)
         .arg(&zip)
         .env("MODEL", "medico-tiny")
-        .env("DICOM_MODEL", "bundle")
+        .env("DICOM_MODEL", "semantic-bundle")
+        .env("LABELS_MODEL", "semantic-bundle")
         .env("DATA_SCAN", "mni152_t1.nii.gz")
         .output()
         .expect("node runs (scripts/setup.sh installs the annotator's packages and chromium)");
@@ -155,6 +161,21 @@ fn the_annotator_in_a_browser_gives_the_masks_the_cli_gives() {
         (mask_header.srow_x, mask_header.srow_y, mask_header.srow_z)
     );
     assert_eq!(scan_header.sform_code, mask_header.sform_code);
+    // "label all slices": one segment per class of the head, as `segment --semantic` labels the scan.
+    let labelled: Value = serde_json::from_str(&std::fs::read_to_string(out.join("labels.json")).unwrap()).unwrap();
+    let cli_labels = dir.join("labels.nii.gz");
+    crate::semantic_cli::label_along_k(&scan(), &bundle, &cli_labels);
+    for (k, class) in ["grey matter", "white matter"].iter().enumerate() {
+        let cli = voxels_valued(&cli_labels, k as u8 + 1);
+        let page: BTreeSet<u64> = labelled["classes"][class]["ones"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no class {class} in labels.json"))
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        same_voxels(class, &page, &cli);
+    }
+
     // A DICOM series: the page's DICOM SEG reads back onto the series as the CLI's does.
     crate::serve_cli::assert_seg_is_the_clis(&out.join("seg.dcm"), &series, &bundle, &dir);
 

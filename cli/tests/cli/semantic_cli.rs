@@ -15,8 +15,24 @@ fn decoder(variant: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/data/unetr/{variant}_decoder.safetensors"))
 }
 
+/// `segment SCAN --model BUNDLE --semantic --axis 2 -o OUT` (the server's slicing axis), which must succeed.
+pub(crate) fn label_along_k(scan: &Path, bundle: &Path, out: &Path) {
+    let run = medico(&[
+        "segment",
+        scan.to_str().unwrap(),
+        "--model",
+        bundle.to_str().unwrap(),
+        "--semantic",
+        "--axis",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+}
+
 /// The small reference model exported with the 3-class bilinear reference decoder.
-fn semantic_bundle(dir: &Path) -> PathBuf {
+pub(crate) fn semantic_bundle(dir: &Path) -> PathBuf {
     let out = dir.join("semantic-bundle");
     let decoder = decoder("bilinear");
     let run = export_small_to(
@@ -216,4 +232,89 @@ fn eval_semantic_reports_dice_per_class_beside_one_box_per_class() {
         assert!((0.0..=1.0).contains(&dice), "{row}");
     }
     assert!(text(&run.stdout).contains("mean over volumes"));
+}
+
+#[test]
+fn the_server_offers_the_head_as_a_segmentation_model_that_labels_as_segment_semantic_does() {
+    let dir = scratch("semantic-serve");
+    let bundle = semantic_bundle(&dir);
+    let server = crate::serve_cli::Server::start_model(bundle.to_str().unwrap(), &["--quiet"]);
+    let get = |path: &str| {
+        crate::serve_cli::http(
+            server.port,
+            &crate::serve_cli::head("GET", path, None, "text/plain", 0),
+            b"",
+            false,
+        )
+    };
+    let info: Value = serde_json::from_str(&get("/info/").1).unwrap();
+    let labels_model = &info["models"]["semantic-bundle-labels"];
+    assert_eq!(labels_model["type"], "segmentation", "{info}");
+    assert_eq!(
+        labels_model["labels"],
+        serde_json::json!({"grey matter": 1, "white matter": 2})
+    );
+    assert!(info["models"].get("medico-tiny-labels").is_none());
+
+    let (ct, body) = crate::serve_cli::multipart("files", "anatomical.nii", &std::fs::read(scan()).unwrap(), None);
+    let (status, created) = crate::serve_cli::http(
+        server.port,
+        &crate::serve_cli::head("PUT", "/session/", None, &ct, body.len()),
+        &body,
+        false,
+    );
+    assert_eq!(status, 200, "{created}");
+    let id = serde_json::from_str::<Value>(&created).unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The labels as a file, and the reply's params (label names, voxels) as JSON.
+    let (ct, body) = crate::serve_cli::multipart("label", "x.bin", b"", Some("{}"));
+    let path = format!("/infer/semantic-bundle-labels?session_id={id}&output=json");
+    let (status, params) = crate::serve_cli::http(
+        server.port,
+        &crate::serve_cli::head("POST", &path, None, &ct, body.len()),
+        &body,
+        false,
+    );
+    assert_eq!(status, 200, "{params}");
+    let params: Value = serde_json::from_str(&params).unwrap();
+    assert_eq!(params["label_names"]["white matter"], 2);
+    let served = dir.join("served.nii.gz");
+    let path = format!("/infer/semantic-bundle-labels?session_id={id}&output=image");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        crate::serve_cli::head("POST", &path, None, &ct, body.len()).as_bytes(),
+    )
+    .unwrap();
+    std::io::Write::write_all(&mut stream, &body).unwrap();
+    let mut response = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 200"), "{}", text(&response[..split]));
+    std::fs::write(&served, &response[split + 4..]).unwrap();
+
+    let cli = dir.join("cli.nii.gz");
+    label_along_k(&scan(), &bundle, &cli);
+    let read = |path: &Path| {
+        ReaderOptions::new()
+            .read_file(path)
+            .unwrap()
+            .into_volume()
+            .into_ndarray::<u8>()
+            .unwrap()
+    };
+    let (from_server, from_cli) = (read(&served), read(&cli));
+    assert!(from_cli.iter().any(|&v| v > 0), "the CLI labelled nothing");
+    assert_eq!(
+        from_server, from_cli,
+        "the server's labels differ from segment --semantic's"
+    );
+    assert_eq!(
+        params["voxels"].as_u64().unwrap() as usize,
+        from_cli.iter().filter(|&&v| v > 0).count()
+    );
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
 }

@@ -25,7 +25,7 @@ impl Server {
         Self::start_model("medico-tiny", extra)
     }
 
-    fn start_model(model: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start_model(model: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_medico-cli"))
             .args(["serve", "--model", model, "--port", "0", "--json", "--threads", "2"])
             .args(extra)
