@@ -82,7 +82,7 @@ impl DataDir {
             };
             let target = folder.join(format!("{stem}_{label}{suffix}.nii.gz"));
             match file.persist_noclobber(&target) {
-                Ok(_) => return Ok(self.relative(&target)),
+                Ok(_) => return Ok(relative_name(&self.root, &target)),
                 Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => file = e.file,
                 Err(e) => return Err(failed(e.error)),
             }
@@ -91,16 +91,16 @@ impl DataDir {
             "{stem}_{label}: 999 masks of that name are saved already; choose another label"
         )))
     }
+}
 
-    /// `path` relative to the folder, `/`-separated.
-    fn relative(&self, path: &Path) -> String {
-        let relative = path.strip_prefix(&self.root).unwrap_or(path);
-        relative
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/")
-    }
+/// `path` relative to `root`, `/`-separated.
+fn relative_name(root: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Adds the scans under `dir` (at `depth` below `root`) to `scans`.
@@ -121,14 +121,7 @@ fn collect(root: &Path, dir: &Path, depth: usize, scans: &mut Vec<String>) {
         }
         let path = entry.path();
         if is_scan(&path) {
-            let relative = path.strip_prefix(root).unwrap_or(&path);
-            scans.push(
-                relative
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/"),
-            );
+            scans.push(relative_name(root, &path));
         }
         if kind.is_dir() && depth + 1 < MAX_DEPTH {
             collect(root, &path, depth + 1, scans);

@@ -9,18 +9,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use medico_io::input::{open_scan_within, ReadLimits, Scan};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::data_dir::DataDir;
 use crate::error::ApiError;
 use crate::sessions::Session;
-use crate::upload::upload_slot;
+use crate::upload::{read_volume, upload_slot};
 use crate::AppState;
-
-/// How long opening a scan waits for a free upload slot before a 503.
-const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -56,25 +52,11 @@ struct ScanQuery {
 /// `PUT /annotator/open?scan=NAME`: a session on the folder's scan, as `PUT /session/` answers.
 async fn open(State(app): State<Arc<AppState>>, Query(query): Query<ScanQuery>) -> Result<Json<Value>, ApiError> {
     let path = data_dir(&app)?.resolve(&query.scan)?;
-    let _slot = upload_slot(&app.uploads, SLOT_WAIT).await?;
-    let limits = ReadLimits {
-        max_voxels: app.limits.max_voxels,
-    };
+    let _slot = upload_slot(&app.uploads).await?;
+    let limits = app.limits.read_limits();
     let name = query.scan.clone();
     let (volume, path) = tokio::task::spawn_blocking(move || {
-        let scan = open_scan_within(&path, None, &limits).map_err(|e| {
-            let text = medico_io::chain_text(&e).replace(&path.display().to_string(), &name);
-            match e {
-                medico_io::IoError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, text),
-                _ => ApiError::unprocessable(text),
-            }
-        })?;
-        match scan {
-            Scan::Volume(volume) => Ok((*volume, path)),
-            Scan::Image(_) => Err(ApiError::unprocessable(format!(
-                "{name}: a 2D image; the server segments volumes"
-            ))),
-        }
+        read_volume(&path, &name, &[path.as_path()], &limits).map(|volume| (volume, path))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
@@ -84,12 +66,7 @@ async fn open(State(app): State<Arc<AppState>>, Query(query): Query<ScanQuery>) 
         .map_err(|e| ApiError::internal(format!("cannot create a session folder: {e}")))?;
     let mut session = Session::new(volume, files, path, query.scan.clone(), app.limits.session_expiry);
     session.data_scan = Some(query.scan);
-    let info = session.info();
-    let (id, dropped) = app.sessions.insert(session);
-    for old in dropped {
-        app.embeddings.forget_session(&old);
-    }
-    Ok(Json(json!({ "session_id": id, "session_info": info })))
+    Ok(Json(app.open_session(session)))
 }
 
 /// `GET /annotator/scan?scan=NAME`: the scan's bytes for the page's viewer: a NIfTI or NRRD file as it is, a
@@ -182,9 +159,7 @@ async fn save(
         )
     })?;
     let path = data.resolve(&scan)?;
-    let limits = ReadLimits {
-        max_voxels: app.limits.max_voxels,
-    };
+    let limits = app.limits.read_limits();
     let saved = tokio::task::spawn_blocking(move || {
         let mask = medico_io::nifti_io::nifti_from_bytes_within(std::path::Path::new("mask"), &body, None, &limits)
             .map_err(|e| {

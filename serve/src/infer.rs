@@ -18,10 +18,6 @@ use crate::segment::SegmentJob;
 use crate::upload::{open_volume, receive, upload_slot};
 use crate::work::WorkTicket;
 use crate::AppState;
-use medico_io::input::ReadLimits;
-
-/// How long a request with a file waits for a free upload slot before a 503.
-const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The name suffix of a model's 3D variant in `/info/` and `/infer/`.
 pub const THREE_D_SUFFIX: &str = "-3d";
@@ -92,7 +88,7 @@ pub async fn infer(
     // Dropped with this request's future: a client that goes away stops its walk within a slice.
     let _cancel = ticket.cancel_on_drop();
     let _slot = match query.session_id.is_empty() {
-        true => Some(upload_slot(&app.uploads, UPLOAD_SLOT_WAIT).await?),
+        true => Some(upload_slot(&app.uploads).await?),
         false => None,
     };
     let received = receive(multipart).await?;
@@ -116,9 +112,7 @@ pub async fn infer(
             .ok_or_else(|| ApiError::session_not_found(&query.session_id))?;
         (Arc::clone(&view.volume), Some(query.session_id.clone()), Some(view))
     } else if let Some(upload) = received.upload {
-        let limits = ReadLimits {
-            max_voxels: app.limits.max_voxels,
-        };
+        let limits = app.limits.read_limits();
         let (volume, _) = tokio::task::spawn_blocking(move || open_volume(&upload, &limits))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;

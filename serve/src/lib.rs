@@ -38,8 +38,10 @@ use medico_runtime::RuntimeError;
 
 use crate::data_dir::DataDir;
 use crate::embeddings::EmbeddingStore;
+use crate::sessions::Session;
 use crate::sessions::SessionStore;
 use crate::workers::WorkerPool;
+use medico_io::input::ReadLimits;
 
 /// A model the server offers, under the name clients use.
 #[derive(Clone)]
@@ -77,6 +79,15 @@ pub struct Limits {
     pub max_walk_slices: usize,
     /// Inference time one request may take (a 3D walk is stopped there, with a 503).
     pub work_timeout: Duration,
+}
+
+impl Limits {
+    /// What the scan readers may take ([`Limits::max_voxels`]).
+    pub fn read_limits(&self) -> ReadLimits {
+        ReadLimits {
+            max_voxels: self.max_voxels,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -213,12 +224,26 @@ impl AppState {
         }))
     }
 
+    /// Opens `session`; `{session_id, session_info}` as `PUT /session/` answers. Sessions closed to make
+    /// room (expired, or the least recently used) go with their embeddings.
+    pub fn open_session(&self, session: Session) -> serde_json::Value {
+        let info = session.info();
+        let (id, dropped) = self.sessions.insert(session);
+        self.forget_closed(dropped, "expired, or evicted as least recently used");
+        serde_json::json!({ "session_id": id, "session_info": info })
+    }
+
     /// Closes the sessions that expired (their files and embeddings go with them).
     pub fn close_expired_sessions(&self) {
-        for id in self.sessions.remove_expired() {
+        self.forget_closed(self.sessions.remove_expired(), "expired");
+    }
+
+    /// Forgets the embeddings of closed sessions, logging why they closed.
+    fn forget_closed(&self, ids: Vec<String>, why: &str) {
+        for id in ids {
             self.embeddings.forget_session(&id);
             if self.log_requests {
-                eprintln!("session {id} closed (expired)");
+                eprintln!("session {id} closed ({why})");
             }
         }
     }

@@ -20,13 +20,9 @@ use crate::json_errors::json_errors;
 use crate::sessions::Session;
 use crate::upload::{open_volume, receive, upload_slot};
 use crate::AppState;
-use medico_io::input::ReadLimits;
 
 /// Largest body of the open `/auth/` routes (a login form).
 const MAX_AUTH_BODY: usize = 16 << 10;
-
-/// How long an upload waits for a free upload slot before a 503.
-const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The router with every route and layer. From the outside in: request logging, errors as JSON, the
 /// host and origin checks, bodies timed as they arrive, the API key, the body limit (small on `/auth/`).
@@ -134,7 +130,7 @@ async fn create_session(
     multipart: Multipart,
 ) -> Result<Json<Value>, ApiError> {
     let expiry = session_expiry(query.expiry, &app.limits)?;
-    let _slot = upload_slot(&app.uploads, UPLOAD_SLOT_WAIT).await?;
+    let _slot = upload_slot(&app.uploads).await?;
     let received = receive(multipart).await?;
     let upload = received.upload.ok_or_else(|| {
         ApiError::bad_request(
@@ -142,24 +138,14 @@ async fn create_session(
              a DICOM series, or the series' files)",
         )
     })?;
-    let limits = ReadLimits {
-        max_voxels: app.limits.max_voxels,
-    };
+    let limits = app.limits.read_limits();
     let (volume, image, upload) = tokio::task::spawn_blocking(move || {
         open_volume(&upload, &limits).map(|(volume, image)| (volume, image, upload))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     let session = Session::new(volume, upload.dir, image, upload.name, expiry);
-    let info = session.info();
-    let (id, dropped) = app.sessions.insert(session);
-    for old in dropped {
-        app.embeddings.forget_session(&old);
-        if app.log_requests {
-            eprintln!("session {old} closed (expired, or evicted as least recently used)");
-        }
-    }
-    Ok(Json(json!({ "session_id": id, "session_info": info })))
+    Ok(Json(app.open_session(session)))
 }
 
 /// The expiry a client asked for (0: the server's default); a 422 beyond the server's maximum.

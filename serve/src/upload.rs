@@ -92,12 +92,12 @@ pub async fn receive(mut multipart: Multipart) -> Result<Received, ApiError> {
 /// Text read from one request, all fields together.
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
 
-/// Waits for one of the server's upload slots (at most `wait`); a 503 when none frees up.
-pub async fn upload_slot(
-    uploads: &tokio::sync::Semaphore,
-    wait: std::time::Duration,
-) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-    match tokio::time::timeout(wait, uploads.acquire()).await {
+/// How long a request waits for a free upload slot before a 503.
+const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for one of the server's upload slots (at most [`UPLOAD_SLOT_WAIT`]); a 503 when none frees up.
+pub async fn upload_slot(uploads: &tokio::sync::Semaphore) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    match tokio::time::timeout(UPLOAD_SLOT_WAIT, uploads.acquire()).await {
         Ok(Ok(permit)) => Ok(permit),
         _ => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -170,32 +170,31 @@ pub fn open_volume(upload: &Upload, limits: &ReadLimits) -> Result<(Volume, Path
     } else {
         upload.image.clone()
     };
-    let unreadable = |e: medico_io::IoError| {
-        let too_large = matches!(e, medico_io::IoError::TooLarge { .. });
-        let text = client_text(&medico_io::chain_text(&e), upload);
-        match too_large {
-            true => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, text),
-            false => ApiError::unprocessable(text),
-        }
-    };
-    match open_scan_within(&image, None, limits).map_err(unreadable)? {
-        Scan::Volume(volume) => Ok((*volume, image)),
-        Scan::Image(_) => Err(ApiError::unprocessable(format!(
-            "{}: a 2D image; the server segments volumes (NIfTI, NRRD, or a DICOM series)",
-            upload.name
-        ))),
-    }
+    let hidden = [upload.image.as_path(), upload.dir.path()];
+    let volume = read_volume(&image, &upload.name, &hidden, limits)?;
+    Ok((volume, image))
 }
 
-/// A reader's message about an uploaded file, with the server's folder replaced by the client's file name.
-fn client_text(text: &str, upload: &Upload) -> String {
-    let folder = upload.dir.path().display().to_string();
-    let mut out = text.to_string();
-    // The longest paths first: a file in the folder, then the folder itself.
-    for path in [upload.image.display().to_string(), folder] {
-        out = out.replace(&path, &upload.name);
+/// Reads the scan at `path` as a volume within `limits`, for a client that calls it `name`: a file over the
+/// limits is a 413, an unreadable file or a 2D image a 422, and the messages name `name` where the readers
+/// name one of the server's `hidden` paths (the longest first: a file before its folder).
+pub fn read_volume(path: &Path, name: &str, hidden: &[&Path], limits: &ReadLimits) -> Result<Volume, ApiError> {
+    let unreadable = |e: medico_io::IoError| {
+        let mut text = medico_io::chain_text(&e);
+        for server_path in hidden {
+            text = text.replace(&server_path.display().to_string(), name);
+        }
+        match e {
+            medico_io::IoError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, text),
+            _ => ApiError::unprocessable(text),
+        }
+    };
+    match open_scan_within(path, None, limits).map_err(unreadable)? {
+        Scan::Volume(volume) => Ok(*volume),
+        Scan::Image(_) => Err(ApiError::unprocessable(format!(
+            "{name}: a 2D image; the server segments volumes (NIfTI, NRRD, or a DICOM series)"
+        ))),
     }
-    out
 }
 
 /// Bytes a zip may unpack to: a DICOM series of the largest volume at 16 bits per voxel, plus headers.
