@@ -126,6 +126,52 @@ pub struct Manifest {
     /// this model (bundles without it get their architecture's defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagation: Option<PropagationDefaults>,
+    /// How an interactive segmentation's rounds are composed into decoder calls, when measured for this
+    /// model (bundles without it get SAM's: every prompt at once, the best predicted IoU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interaction: Option<InteractionDefaults>,
+}
+
+/// A model's own composition of correction rounds (`segment`, the server, `eval interactive`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InteractionDefaults {
+    /// Keep the start box in the correction rounds.
+    #[serde(default = "yes")]
+    pub keep_box: bool,
+    /// Feed the previous round's chosen low-res logits back as the mask prompt.
+    #[serde(default)]
+    pub feed_mask: bool,
+    /// Multimask output in correction rounds too.
+    #[serde(default)]
+    pub multimask_corrections: bool,
+    /// How one of several outputs is chosen: `iou` (predicted IoU) or `stability`.
+    #[serde(default = "iou")]
+    pub choose: String,
+    /// Keep first the outputs that agree with the most clicks.
+    #[serde(default)]
+    pub respect_clicks: bool,
+    /// Where the choice was measured (a document or a command), for the reader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn iou() -> String {
+    "iou".into()
+}
+
+impl InteractionDefaults {
+    /// Refuses an output choice medico does not know.
+    pub fn validate(&self) -> Result<(), medico_models::Problem> {
+        match self.choose.as_str() {
+            "iou" | "stability" => Ok(()),
+            other => Err(format!("interaction.choose must be iou or stability (got '{other}')").into()),
+        }
+    }
 }
 
 /// A model's own propagation settings (`segment --propagate`, the server's `-3d` models, `eval`).

@@ -11,9 +11,11 @@ use medico_bundle::{Bundle, PropagationDefaults};
 use medico_io::image2d::read_image;
 use medico_io::input::{open_scan, Scan};
 use medico_io::intensity::Intensity;
-use medico_io::volume::{labels_on_image_grid, Volume};
+use medico_io::label_source::{read_labels_for, roi_number};
+use medico_io::volume::Volume;
 use medico_runtime::evaluation::interactive::{evaluate_class, EvalOptions, Start};
 use medico_runtime::evaluation::volume::{trace_volume_object, VolumePrompt, VolumeScore, VolumeTrace};
+use medico_runtime::prediction::interaction::{Choice, Composition};
 use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
 use medico_runtime::volume::propagation::PropagationConfig;
 use medico_runtime::volume::session::VolumeSession;
@@ -35,6 +37,39 @@ pub enum EvalCommand {
     Semantic(crate::eval_semantic::SemanticArgs),
 }
 
+/// Overrides of the correction-round composition, to measure others than the shipped one.
+#[derive(Args)]
+pub struct CompositionArgs {
+    /// Keep the start box in the correction rounds.
+    #[arg(long, value_name = "BOOL")]
+    keep_box: Option<bool>,
+    /// Feed the previous round's low-res logits back as the mask prompt.
+    #[arg(long, value_name = "BOOL")]
+    feed_mask: Option<bool>,
+    /// Multimask output in the correction rounds too.
+    #[arg(long, value_name = "BOOL")]
+    multimask_corrections: Option<bool>,
+    /// How one of several outputs is chosen: iou (predicted IoU) or stability.
+    #[arg(long, value_name = "RULE")]
+    choose: Option<Choice>,
+    /// Among several outputs keep those agreeing with the most clicks first.
+    #[arg(long, value_name = "BOOL")]
+    respect_clicks: Option<bool>,
+}
+
+impl CompositionArgs {
+    /// A model's own composition with the given overrides.
+    fn resolve(&self, shipped: Composition) -> Composition {
+        Composition {
+            keep_box: self.keep_box.unwrap_or(shipped.keep_box),
+            feed_mask: self.feed_mask.unwrap_or(shipped.feed_mask),
+            multimask_corrections: self.multimask_corrections.unwrap_or(shipped.multimask_corrections),
+            choice: self.choose.unwrap_or(shipped.choice),
+            respect_clicks: self.respect_clicks.unwrap_or(shipped.respect_clicks),
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct InteractiveArgs {
     /// Model (bundle folder, `medico-tiny` or an installed model's name), optionally labelled as
@@ -48,9 +83,9 @@ pub struct InteractiveArgs {
     /// Correction rounds after the start prompt (2D cases).
     #[arg(long, default_value_t = 7)]
     rounds: usize,
-    /// Feed the previous low-res logits back as mask prompt (2D cases).
-    #[arg(long)]
-    use_mask: bool,
+    /// How correction rounds are composed (2D cases); each model's shipped composition unless overridden.
+    #[command(flatten)]
+    composition: CompositionArgs,
     /// Seed of the simulated clicks.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -87,6 +122,8 @@ pub fn run(command: EvalCommand) -> Result<(), Failure> {
 /// One set of evaluated cases and where their paths are relative to.
 struct Cases {
     path: PathBuf,
+    /// Its `set` field, else the file's name: how its cases are grouped in the results.
+    name: String,
     root: PathBuf,
     cases_2d: Vec<Value>,
     cases_3d: Vec<Value>,
@@ -115,8 +152,14 @@ impl Cases {
             return Err(Failure::input(anyhow!("{}: no cases_2d or cases_3d", path.display())));
         }
         let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let name = json["set"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "cases".into());
         Ok(Self {
             path,
+            name,
             root,
             cases_2d,
             cases_3d,
@@ -168,6 +211,8 @@ impl Model {
 /// One 2D case's Dice per iteration.
 struct Row2d {
     case: String,
+    /// The case's set and modality (e.g. "public-body CT"): results are reported per group too.
+    group: String,
     start: &'static str,
     dice: Vec<f64>,
 }
@@ -189,31 +234,44 @@ fn read_mask(path: &Path) -> Result<(Vec<bool>, (usize, usize)), Failure> {
     Ok((image.gray().iter().map(|&v| v > 127.0).collect(), image.hw))
 }
 
-fn evaluate_2d(args: &InteractiveArgs, sets: &[Cases], model: &Model) -> Result<(Vec<Row2d>, &'static str), Failure> {
+/// The 2D rows of `model`, the engine that ran it and the composition its rounds had.
+fn evaluate_2d(
+    args: &InteractiveArgs,
+    sets: &[Cases],
+    model: &Model,
+) -> Result<(Vec<Row2d>, &'static str, Composition), Failure> {
     let mut predictor = Predictor::open(&model.bundle, args.backend, args.threads).map_err(runtime_failure)?;
     let options = EvalOptions {
         rounds: args.rounds,
-        use_mask: args.use_mask,
+        composition: args.composition.resolve(predictor.composition()),
         seed: args.seed,
     };
     let mut rows = Vec::new();
     for (cases, case) in sets.iter().flat_map(|set| set.cases_2d.iter().map(move |c| (set, c))) {
         let id = case["id"].as_str().unwrap_or("?").to_string();
-        let Some(Case2dInput { rgb, truth: gt, hw }) = case_2d_input(cases, case, model)? else {
+        let Some(Case2dInput {
+            rgb,
+            truth: gt,
+            hw,
+            modality,
+        }) = case_2d_input(cases, case, model)?
+        else {
             continue;
         };
+        let group = format!("{} {modality}", cases.name);
         predictor.set_image(&rgb.pixels, rgb.hw).map_err(runtime_failure)?;
         for (start, how) in STARTS {
             if let Some(dice) = evaluate_class(&mut predictor, &gt, hw, how, options).map_err(runtime_failure)? {
                 rows.push(Row2d {
                     case: id.clone(),
+                    group: group.clone(),
                     start,
                     dice,
                 });
             }
         }
     }
-    Ok((rows, predictor.engine_name()))
+    Ok((rows, predictor.engine_name(), options.composition))
 }
 
 /// A 2D case ready for the predictor: the RGB image the model sees, the truth mask and their size.
@@ -221,6 +279,9 @@ struct Case2dInput {
     rgb: medico_io::image2d::RgbImage,
     truth: Vec<bool>,
     hw: (usize, usize),
+    /// Its `modality` field, else CT or MR as its volume's values say (a PNG/TIFF case's `from_volume`), else
+    /// "image".
+    modality: String,
 }
 
 /// A 2D case's RGB image and truth: a PNG/TIFF pair (`image`, `mask`), or a slice of a volume (`image`,
@@ -237,7 +298,13 @@ fn case_2d_input(cases: &Cases, case: &Value, model: &Model) -> Result<Option<Ca
         let rgb = image
             .to_rgb(None, model.intensity)
             .map_err(|e| Failure::input(anyhow!("case {id}: {e}")))?;
-        return Ok(Some(Case2dInput { rgb, truth: gt, hw }));
+        let modality = image_case_modality(cases, case)?;
+        return Ok(Some(Case2dInput {
+            rgb,
+            truth: gt,
+            hw,
+            modality,
+        }));
     }
     let object = VolumeCase::read(cases, case)?;
     let (image, labels) = object.volumes()?;
@@ -259,7 +326,28 @@ fn case_2d_input(cases: &Cases, case: &Value, model: &Model) -> Result<Option<Ca
         .map(|&v| v == object.label)
         .collect();
     let rgb = medico_io::image2d::RgbImage::from_gray(&values, hw, model.intensity);
-    Ok(gt.contains(&true).then_some(Case2dInput { rgb, truth: gt, hw }))
+    let modality = modality(case, &image);
+    Ok(gt.contains(&true).then_some(Case2dInput {
+        rgb,
+        truth: gt,
+        hw,
+        modality,
+    }))
+}
+
+/// The modality of a PNG/TIFF case: its `modality` field, else that of the volume it was cut from
+/// (`from_volume.image`), else "image".
+fn image_case_modality(cases: &Cases, case: &Value) -> Result<String, Failure> {
+    if let Some(m) = case["modality"].as_str() {
+        return Ok(m.to_string());
+    }
+    let Some(source) = case["from_volume"]["image"].as_str() else {
+        return Ok("image".into());
+    };
+    match open_scan(&cases.root.join(source), None).map_err(runtime_failure)? {
+        Scan::Volume(volume) => Ok(modality(case, &volume)),
+        Scan::Image(_) => Ok("image".into()),
+    }
 }
 
 /// A 3D case (or a 2D case cut from a volume): its files, label, axis and prompted slice.
@@ -275,16 +363,26 @@ struct VolumeCase {
 impl VolumeCase {
     fn read(cases: &Cases, case: &Value) -> Result<Self, Failure> {
         let id = case["id"].as_str().unwrap_or("?").to_string();
-        let label = case["label"]
-            .as_f64()
-            .ok_or_else(|| Failure::input(anyhow!("case {id}: no numeric 'label'")))?;
+        let labels = cases.file(case, "labels")?;
+        let label = match (case["label"].as_f64(), case["roi"].as_str()) {
+            (Some(label), _) => label,
+            // An RT Structure Set's ROI by name.
+            (None, Some(roi)) => roi_number(&labels, roi)
+                .map_err(|e| Failure::input(anyhow::Error::new(e).context(format!("case {id}"))))?
+                as f64,
+            (None, None) => {
+                return Err(Failure::input(anyhow!(
+                    "case {id}: no numeric 'label' (or 'roi' naming an RT Structure Set's ROI)"
+                )))
+            }
+        };
         let axis = case["axis"].as_u64().unwrap_or(2) as usize;
         if axis > 2 {
             return Err(Failure::input(anyhow!("case {id}: axis {axis} is not 0, 1 or 2")));
         }
         Ok(Self {
             image: cases.file(case, "image")?,
-            labels: cases.file(case, "labels")?,
+            labels,
             label: label as f32,
             axis,
             // The case's prompting slice when it names one, else the middle of the object's extent.
@@ -305,7 +403,7 @@ impl VolumeCase {
             ))),
         };
         let image = open(&self.image)?;
-        let labels = labels_on_image_grid(open(&self.labels)?, &image, &self.labels)
+        let labels = read_labels_for(&self.labels, &image, &self.image)
             .map_err(|e| Failure::input(anyhow::Error::new(e).context(format!("case {}", self.id))))?;
         Ok((image, labels))
     }
@@ -366,8 +464,8 @@ fn evaluate_3d(
     Ok(rows)
 }
 
-fn mean_per_iteration(rows: &[Row2d], start: &str, iterations: usize) -> Vec<f64> {
-    let picked: Vec<&Row2d> = rows.iter().filter(|r| r.start == start).collect();
+fn mean_per_iteration<'r>(rows: impl IntoIterator<Item = &'r Row2d>, start: &str, iterations: usize) -> Vec<f64> {
+    let picked: Vec<&Row2d> = rows.into_iter().filter(|r| r.start == start).collect();
     (0..iterations)
         .map(|i| picked.iter().map(|r| r.dice[i]).sum::<f64>() / picked.len().max(1) as f64)
         .collect()
@@ -425,6 +523,8 @@ fn modalities(rows: &[Row3d]) -> Vec<String> {
 struct ModelResult<'m> {
     model: &'m Model,
     engine: &'static str,
+    /// How its correction rounds were composed.
+    composition: Composition,
     rows: Vec<Row2d>,
     rows_3d: Vec<Row3d>,
     config: PropagationConfig,
@@ -435,7 +535,6 @@ struct ModelResult<'m> {
 struct Summary {
     cases: Vec<String>,
     rounds: usize,
-    use_mask: bool,
     seed: u64,
     models: Vec<ModelSummary>,
 }
@@ -446,7 +545,11 @@ struct ModelSummary {
     label: String,
     model: String,
     backend: &'static str,
+    /// How its correction rounds were composed.
+    composition: String,
     mean_dice_2d: MeanDice2d,
+    /// The same per group of cases (set and modality).
+    mean_dice_2d_by_group: std::collections::BTreeMap<String, MeanDice2d>,
     mean_dice_3d: Vec<MeanDice3d>,
     per_case_2d: Vec<Case2d>,
     per_case_3d: Vec<Case3d>,
@@ -549,10 +652,22 @@ impl ModelResult<'_> {
             label: self.model.label.clone(),
             model: self.model.path.display().to_string(),
             backend: self.engine,
+            composition: format!("{:?}", self.composition),
             mean_dice_2d: MeanDice2d {
                 bbox: mean_per_iteration(rows, "box", iterations),
                 point: mean_per_iteration(rows, "point", iterations),
             },
+            mean_dice_2d_by_group: groups(std::slice::from_ref(self))
+                .into_iter()
+                .map(|group| {
+                    let picked = || rows.iter().filter(|r| r.group == group);
+                    let mean = MeanDice2d {
+                        bbox: mean_per_iteration(picked(), "box", iterations),
+                        point: mean_per_iteration(picked(), "point", iterations),
+                    };
+                    (group, mean)
+                })
+                .collect(),
             mean_dice_3d: self.mean_dice_3d(),
             per_case_2d: rows
                 .iter()
@@ -604,7 +719,7 @@ impl ModelResult<'_> {
         let label = &self.model.label;
         for row in &self.rows {
             for (i, d) in row.dice.iter().enumerate() {
-                csv_2d.push_str(&format!("{label},{},{},{i},{d}\n", row.case, row.start));
+                csv_2d.push_str(&format!("{label},{},{},{},{i},{d}\n", row.case, row.group, row.start));
             }
         }
         for row in &self.rows_3d {
@@ -635,7 +750,7 @@ fn evaluate_model<'m>(
     cache: &Path,
 ) -> Result<ModelResult<'m>, Failure> {
     let config = args.projection.config(&model.bundle)?;
-    let (rows, engine) = evaluate_2d(args, sets, model)?;
+    let (rows, engine, composition) = evaluate_2d(args, sets, model)?;
     let rows_3d = if args.no_3d {
         Vec::new()
     } else {
@@ -644,6 +759,7 @@ fn evaluate_model<'m>(
     Ok(ModelResult {
         model,
         engine,
+        composition,
         rows,
         rows_3d,
         config,
@@ -684,7 +800,7 @@ fn write_results(
     results: &[ModelResult<'_>],
 ) -> Result<(), Failure> {
     let iterations = args.rounds + 1;
-    let mut csv_2d = String::from("model,case,start,iteration,dice\n");
+    let mut csv_2d = String::from("model,case,group,start,iteration,dice\n");
     let mut csv_3d = String::from(
         "model,case,modality,start,extent,central_slice,object_first,object_last,slices_segmented,first_segmented,last_segmented,dice\n",
     );
@@ -704,7 +820,6 @@ fn write_results(
     let summary = Summary {
         cases: sets.iter().map(|c| c.path.display().to_string()).collect(),
         rounds: args.rounds,
-        use_mask: args.use_mask,
         seed: args.seed,
         models: results.iter().map(|r| r.summary(iterations)).collect(),
     };
@@ -726,6 +841,24 @@ fn write_results(
         let count: usize = sets.iter().map(|c| c.cases_2d.len()).sum();
         let title = format!("Simulated interactive segmentation, {count} 2D cases");
         write_dice_plot(&out.join("dice.png"), &title, &curves).map_err(Failure::input)?;
+        for (n, group) in groups(results).iter().enumerate() {
+            let mut group_curves = Vec::new();
+            let mut cases = 0;
+            for result in results {
+                let rows: Vec<&Row2d> = result.rows.iter().filter(|r| &r.group == group).collect();
+                cases = rows.len() / STARTS.len();
+                for (start, _) in STARTS {
+                    group_curves.push(DiceCurve {
+                        model: result.model.label.clone(),
+                        start,
+                        dice: mean_per_iteration(rows.iter().copied(), start, iterations),
+                    });
+                }
+            }
+            let title = format!("{group}: {cases} 2D cases");
+            write_dice_plot(&out.join(format!("dice_group{}.png", n + 1)), &title, &group_curves)
+                .map_err(Failure::input)?;
+        }
     }
     Ok(())
 }
@@ -733,6 +866,7 @@ fn write_results(
 fn print_model(result: &ModelResult<'_>, iterations: usize) {
     let (model, rows) = (result.model, &result.rows);
     println!("{} ({}, {}):", model.label, model.path.display(), result.engine);
+    println!("  corrections: {:?}", result.composition);
     if !rows.is_empty() {
         let header: Vec<String> = (0..iterations).map(|i| format!("{:>6}", format!("it{i}"))).collect();
         println!("  2D mean Dice over {} cases", rows.len() / STARTS.len());
@@ -743,6 +877,23 @@ fn print_model(result: &ModelResult<'_>, iterations: usize) {
                 .map(|d| format!("{d:>6.3}"))
                 .collect();
             println!("  {start:<6} {}", values.join(" "));
+        }
+        println!(
+            "  per group: box it0 -> it{last} / point it0 -> it{last}",
+            last = iterations - 1
+        );
+        for group in groups(std::slice::from_ref(result)) {
+            let picked: Vec<&Row2d> = rows.iter().filter(|r| r.group == group).collect();
+            let ends = |start: &str| {
+                let mean = mean_per_iteration(picked.iter().copied(), start, iterations);
+                format!("{:.3} -> {:.3}", mean[0], mean[iterations - 1])
+            };
+            println!(
+                "    {group:<24} ({:>2} cases): {} / {}",
+                picked.len() / STARTS.len(),
+                ends("box"),
+                ends("point")
+            );
         }
     }
     if !result.rows_3d.is_empty() {
@@ -762,6 +913,17 @@ fn print_model(result: &ModelResult<'_>, iterations: usize) {
             );
         }
     }
+}
+
+/// The 2D case groups of the results, in the order first met.
+fn groups(results: &[ModelResult<'_>]) -> Vec<String> {
+    let mut groups: Vec<String> = Vec::new();
+    for row in results.iter().flat_map(|r| &r.rows) {
+        if !groups.contains(&row.group) {
+            groups.push(row.group.clone());
+        }
+    }
+    groups
 }
 
 /// Writes an output file atomically.

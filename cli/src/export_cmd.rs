@@ -98,6 +98,7 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         overlay: overlay.as_ref().map(|(origin, tensors)| Overlay { origin, tensors }),
         semantic,
         propagation: None,
+        interaction: None,
     })
     .map_err(export_failure)?;
     println!(

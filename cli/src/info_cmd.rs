@@ -15,7 +15,8 @@ use crate::Failure;
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// A 2D image, a NIfTI volume, a DICOM file or a folder holding one DICOM series.
+    /// A 2D image, a NIfTI volume, a DICOM file or a folder holding one DICOM series, or an RT Structure Set
+    /// (its ROIs are listed).
     input: PathBuf,
     /// 4D NIfTI: which volume to describe (default 0).
     #[arg(long)]
@@ -111,6 +112,17 @@ fn image_report(image: &Image2d) -> ScanReport {
 }
 
 pub fn run(args: InfoArgs) -> Result<(), Failure> {
+    if medico_io::rtstruct::is_structure_set_file(&args.input) {
+        let set = medico_io::rtstruct::read_structure_set(&args.input).map_err(runtime_failure)?;
+        let report = crate::rtstruct_cmd::describe(&set);
+        if args.json {
+            let json = serde_json::json!({"input": args.input.display().to_string(), "kind": "rtstruct", "structure_set": report});
+            println!("{}", serde_json::to_string_pretty(&json).expect("a report serializes"));
+        } else {
+            crate::rtstruct_cmd::print_structure_set(&args.input, &report);
+        }
+        return Ok(());
+    }
     // A 4D NIfTI without --volume is described through its first volume (its notes say so).
     let volume = if is_nifti(&args.input) {
         Some(args.volume.unwrap_or(0))

@@ -17,6 +17,7 @@ mod parity_cmd;
 mod progress;
 mod prompt_args;
 mod propagate_cmd;
+mod rtstruct_cmd;
 mod segment_cmd;
 mod semantic_cmd;
 mod serve_cmd;
@@ -52,8 +53,11 @@ enum Command {
     },
     /// Segment an image or a slice of a volume with a box and/or points.
     Segment(Box<segment_cmd::SegmentArgs>),
-    /// Describe a scan: format, grid, spacing, orientation, value range, slices per plane.
+    /// Describe a scan: format, grid, spacing, orientation, value range, slices per plane (an RT Structure
+    /// Set: its ROIs).
     Info(info_cmd::InfoArgs),
+    /// Rasterise an RT Structure Set's ROI (or all of them) onto the grid of the series it was drawn on.
+    Rtstruct(rtstruct_cmd::RtstructArgs),
     /// Time a bundle's encoder and decoder on each available engine.
     Bench(bench_cmd::BenchArgs),
     /// Evaluate a bundle by simulated prompting.
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
         Command::Checkpoint { command } => checkpoint_cmd::run(command),
         Command::Segment(args) => segment_cmd::run(*args),
         Command::Info(args) => info_cmd::run(args),
+        Command::Rtstruct(args) => rtstruct_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Eval { command } => eval_cmd::run(command),
         Command::Export(args) => export_cmd::run_export(args),

@@ -1,6 +1,7 @@
-//! Mask volumes to files, the format chosen by the output's name: DICOM SEG (`.dcm`, for DICOM inputs: it
-//! references the source series), NRRD (`.nrrd`) or NIfTI (`.nii`, `.nii.gz`); always on the input's grid,
-//! written atomically.
+//! Mask volumes to files, the format chosen by `--format` or else by the output's name: DICOM SEG (`.dcm`,
+//! for DICOM inputs: it references the source series), an RT Structure Set (`--format rtstruct`, DICOM
+//! inputs too: contours per slice), NRRD (`.nrrd`) or NIfTI (`.nii`, `.nii.gz`); always on the input's
+//! grid, written atomically.
 
 use std::path::Path;
 
@@ -10,6 +11,7 @@ use medico_io::dicom_seg::{algorithm_name, check_label, write_dicom_seg, Segment
 use medico_io::input::is_dicom_scan;
 use medico_io::nifti_io::write_mask_nifti;
 use medico_io::nrrd_io::write_mask_nrrd;
+use medico_io::rtstruct::{write_rtstruct, Generation, RoiMask};
 use medico_io::volume::Volume;
 use ndarray::Array3;
 
@@ -17,33 +19,67 @@ use crate::common::runtime_failure;
 use crate::Failure;
 
 /// The file formats a mask volume is written in.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum MaskFile {
-    DicomSeg,
-    Nrrd,
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum MaskFormat {
+    /// NIfTI-1 (`.nii`, `.nii.gz`).
     Nifti,
+    /// NRRD (`.nrrd`).
+    Nrrd,
+    /// DICOM SEG (the default for `.dcm`).
+    Seg,
+    /// DICOM RT Structure Set: contours per slice, as treatment planning systems exchange them.
+    Rtstruct,
 }
 
-fn mask_file(output: &Path) -> MaskFile {
-    let name = output.to_string_lossy().to_lowercase();
-    if name.ends_with(".dcm") {
-        MaskFile::DicomSeg
-    } else if name.ends_with(".nrrd") {
-        MaskFile::Nrrd
-    } else {
-        MaskFile::Nifti
+impl MaskFormat {
+    /// The format asked for, else the one the output's name implies.
+    pub fn of(output: &Path, asked: Option<MaskFormat>) -> MaskFormat {
+        if let Some(format) = asked {
+            return format;
+        }
+        let name = output.to_string_lossy().to_lowercase();
+        if name.ends_with(".dcm") {
+            MaskFormat::Seg
+        } else if name.ends_with(".nrrd") {
+            MaskFormat::Nrrd
+        } else {
+            MaskFormat::Nifti
+        }
+    }
+
+    fn is_dicom(self) -> bool {
+        matches!(self, MaskFormat::Seg | MaskFormat::Rtstruct)
     }
 }
 
-/// Refuses, before any work, a DICOM SEG output for an input that is not DICOM, or with a `label` that is not
-/// a valid DICOM LO value (over 64 characters, a backslash or control characters).
-pub fn check_mask_output(output: &Path, input: &Path, label: &str) -> Result<(), Failure> {
-    if mask_file(output) != MaskFile::DicomSeg {
+/// The colour of the one ROI a segmentation writes as an RT Structure Set (the annotator's first segment
+/// colour).
+const ROI_COLOR: [u8; 3] = [255, 64, 64];
+
+/// The DICOM series `input` references, its assumptions told on standard error.
+fn read_source(input: &Path) -> Result<SourceSeries, Failure> {
+    let source = SourceSeries::read(input).map_err(runtime_failure)?;
+    for note in &source.notes {
+        eprintln!("note: {}: {note}", input.display());
+    }
+    Ok(source)
+}
+
+/// Refuses, before any work, a DICOM output (SEG or RT Structure Set) for an input that is not DICOM, or with
+/// a `label` that is not a valid DICOM LO value (over 64 characters, a backslash or control characters).
+pub fn check_mask_output(output: &Path, format: Option<MaskFormat>, input: &Path, label: &str) -> Result<(), Failure> {
+    let format = MaskFormat::of(output, format);
+    if !format.is_dicom() {
         return Ok(());
     }
     if !is_dicom_scan(input) {
+        let what = if format == MaskFormat::Seg {
+            "DICOM SEG"
+        } else {
+            "RT Structure Set"
+        };
         return Err(Failure::usage(anyhow!(
-            "{}: a DICOM SEG output references its source series, so the input must be DICOM (a file or a \
+            "{}: a {what} output references its source series, so the input must be DICOM (a file or a \
              series folder); {} is not. Write .nii.gz or .nrrd instead",
             output.display(),
             input.display()
@@ -56,22 +92,35 @@ pub fn check_mask_output(output: &Path, input: &Path, label: &str) -> Result<(),
 /// (callers have refused a DICOM SEG of a non-DICOM input with [`check_mask_output`] before any work).
 pub fn write_volume_mask(
     output: &Path,
+    format: Option<MaskFormat>,
     input: &Path,
     volume: &Volume,
     mask: &Array3<u8>,
     bundle: &Bundle,
     label: &str,
 ) -> Result<(), Failure> {
-    match mask_file(output) {
-        MaskFile::Nifti => write_mask_nifti(output, volume, mask).map_err(runtime_failure),
-        MaskFile::Nrrd => write_mask_nrrd(output, volume, mask).map_err(runtime_failure),
-        MaskFile::DicomSeg => {
-            let source = SourceSeries::read(input).map_err(runtime_failure)?;
-            let model = bundle
-                .dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| bundle.manifest.architecture.clone());
+    let model = bundle
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| bundle.manifest.architecture.clone());
+    match MaskFormat::of(output, format) {
+        MaskFormat::Nifti => write_mask_nifti(output, volume, mask).map_err(runtime_failure),
+        MaskFormat::Nrrd => write_mask_nrrd(output, volume, mask).map_err(runtime_failure),
+        MaskFormat::Rtstruct => {
+            let source = read_source(input)?;
+            let roi = RoiMask {
+                name: label.to_string(),
+                color: ROI_COLOR,
+                mask,
+            };
+            let generation = Generation {
+                algorithm_name: algorithm_name(&model),
+            };
+            write_rtstruct(output, volume, &source, &[roi], &generation).map_err(runtime_failure)
+        }
+        MaskFormat::Seg => {
+            let source = read_source(input)?;
             let checkpoint = &bundle.manifest.source_checkpoint.sha256;
             let segment = SegmentDescription {
                 label: label.to_string(),

@@ -10,7 +10,6 @@ use medico_bundle::Bundle;
 use medico_io::intensity::Intensity;
 use medico_io::prompts_file::Annotation;
 use medico_io::volume::Volume;
-use medico_models::prompt::is_single_click;
 use medico_runtime::engines::BackendChoice;
 use medico_runtime::prediction::preview::write_preview;
 use medico_runtime::volume::propagation::{Propagation, PropagationConfig, StopReason, StopRule};
@@ -138,6 +137,8 @@ pub struct PropagationJob<'a> {
     pub threads: usize,
     /// The segment's name in a DICOM SEG output.
     pub label: &'a str,
+    /// The output's format when its name does not say.
+    pub format: Option<crate::mask_output::MaskFormat>,
     /// Annotations to replay.
     pub annotations: Vec<Annotation>,
     /// Multimask output on annotated slices.
@@ -179,12 +180,7 @@ pub fn run(job: PropagationJob<'_>, volume: Volume, args: &PropagationArgs) -> R
     let started = std::time::Instant::now();
     for a in &job.annotations {
         session
-            .annotate(
-                a.slice,
-                &a.points,
-                a.bbox.as_ref(),
-                job.multimask || is_single_click(&a.points, a.bbox.as_ref(), false),
-            )
+            .annotate(a.slice, &a.points, a.bbox.as_ref(), job.multimask)
             .map_err(runtime_failure)?;
     }
     let result = session.propagate(config.clone()).map_err(runtime_failure)?.clone();
@@ -217,7 +213,15 @@ fn write_outputs(job: &PropagationJob<'_>, session: &VolumeSession, result: &Pro
     let hw = session.volume().slice_hw(job.axis);
     let masks = result.masks.iter().map(|(&z, m)| (z, m.as_slice()));
     let mask = session.volume().mask_from_slices(job.axis, masks, hw);
-    crate::mask_output::write_volume_mask(job.output, job.input, session.volume(), &mask, job.bundle, job.label)?;
+    crate::mask_output::write_volume_mask(
+        job.output,
+        job.format,
+        job.input,
+        session.volume(),
+        &mask,
+        job.bundle,
+        job.label,
+    )?;
     if let (Some(path), Some(first)) = (job.preview, job.annotations.first()) {
         let image = session.slice_image(first.slice);
         let slice_mask = &result.masks[&first.slice];

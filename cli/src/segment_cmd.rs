@@ -9,10 +9,12 @@ use medico_bundle::Bundle;
 use medico_io::image2d::{write_mask_png, Image2d, RgbImage};
 use medico_io::input::{open_scan, Scan};
 use medico_io::intensity::Intensity;
+use medico_io::label_source::{read_labels_for, roi_number};
 use medico_io::prompts_file::{read_prompts_file, Annotation};
 use medico_io::volume::{Plane, Volume};
 use medico_models::clicks::tight_box;
-use medico_models::prompt::{is_single_click, BoxPrompt, Point};
+use medico_models::prompt::{BoxPrompt, Point};
+use medico_runtime::prediction::interaction::Interaction;
 use medico_runtime::prediction::predictor::{BackendChoice, Predictor};
 use medico_runtime::prediction::preview::write_preview;
 use serde::Serialize;
@@ -43,8 +45,11 @@ pub struct SegmentArgs {
     /// one they lie on unless --slice is given.
     #[arg(long)]
     world: bool,
-    /// Return the multimask output and keep the mask with the highest predicted IoU (always so for a single
-    /// click without a box: SAM's rule for that ambiguous prompt).
+    /// Decode every prompt at once with the multimask outputs, one kept by the model's rule. Without it, a
+    /// model that declares a composition of correction rounds (medico-lite: docs/corrections.md) replays the
+    /// prompts in the order given — the box (or the first click) starts, each further click is a correction
+    /// round with the previous mask fed back — and other models decode them at once as SAM's predictor does;
+    /// a lone click always gets the multimask outputs.
     #[arg(long)]
     multimask: bool,
     /// Print a JSON report (score, bounding box, area, volume, intensity) on standard output.
@@ -54,9 +59,22 @@ pub struct SegmentArgs {
     /// (.nrrd) or, for DICOM input, a DICOM SEG (.dcm) referencing the source series.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
-    /// The segment's name in a DICOM SEG output.
+    /// The output's format when its name does not say: `rtstruct` writes a `.dcm` as a DICOM RT Structure
+    /// Set (contours per slice) instead of a DICOM SEG.
+    #[arg(long, value_enum)]
+    format: Option<crate::mask_output::MaskFormat>,
+    /// The segment's name in a DICOM SEG output (the ROI's in an RT Structure Set).
     #[arg(long, default_value = "segment")]
     label: String,
+    /// Continue from an existing segmentation of the volume instead of starting anew: a mask or label map
+    /// (NIfTI, NRRD, DICOM SEG) or an RT Structure Set on the input's grid; its mask on the prompted slice
+    /// starts (its box, and the mask fed back as the previous round) and each --point corrects it.
+    #[arg(long, value_name = "FILE")]
+    from: Option<PathBuf>,
+    /// With --from: the label value (a label map) or the ROI's name or number (an RT Structure Set) to
+    /// continue; default: every non-zero voxel.
+    #[arg(long, value_name = "LABEL|ROI", requires = "from")]
+    from_label: Option<String>,
     /// Also write a PNG of the slice with the mask outline and the prompts.
     #[arg(long, value_name = "PNG")]
     preview: Option<PathBuf>,
@@ -220,6 +238,7 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
     }
     let raw = raw_prompts(&args)?;
     check_outputs(&args)?;
+    check_from(&args)?;
     let model_dir = crate::default_model::resolve_model(args.model.as_deref()).map_err(Failure::model)?;
     let bundle = Bundle::open(&model_dir).map_err(Failure::model)?;
     let default_intensity = bundle_intensity(&bundle)?;
@@ -243,6 +262,7 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
                 json: args.json,
                 preview: args.preview.as_deref(),
                 label: &args.label,
+                format: args.format,
             };
             return crate::propagate_cmd::run(propagation, *volume, &args.propagation);
         }
@@ -292,7 +312,7 @@ fn raw_prompts(args: &SegmentArgs) -> Result<Option<RawPrompts>, Failure> {
 
 /// Refuses outputs that would overwrite the input, and a DICOM SEG for an input that is not DICOM.
 fn check_outputs(args: &SegmentArgs) -> Result<(), Failure> {
-    crate::mask_output::check_mask_output(&args.output, &args.input, &args.label)?;
+    crate::mask_output::check_mask_output(&args.output, args.format, &args.input, &args.label)?;
     for out in std::iter::once(&args.output).chain(args.preview.as_ref()) {
         if same_file(&args.input, out) || out == &args.input {
             return Err(Failure::input(anyhow!(
@@ -396,6 +416,72 @@ fn prompted_slice(
     Ok(index)
 }
 
+/// Refuses `--from` with what it cannot go with: a box (the existing mask gives it), no click to correct
+/// with, `--prompts`, `--propagate` or `--multimask`.
+fn check_from(args: &SegmentArgs) -> Result<(), Failure> {
+    let Some(from) = &args.from else {
+        return Ok(());
+    };
+    let problem = if args.bbox.is_some() {
+        Some("--box: the existing mask's box starts")
+    } else if args.points.is_empty() {
+        Some("no --point to correct it with")
+    } else if args.propagation.prompts.is_some() || args.propagation.propagate {
+        Some("--prompts or --propagate: --from corrects one slice")
+    } else if args.multimask {
+        Some("--multimask: corrections are single-mask rounds")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(Failure::usage(anyhow!("--from {}: {problem}", from.display())));
+    }
+    if same_file(from, &args.output) || from == &args.output {
+        return Err(Failure::input(anyhow!(
+            "{}: the output would overwrite --from; choose another path",
+            args.output.display()
+        )));
+    }
+    Ok(())
+}
+
+/// With `--from`: the existing segmentation's mask on the prompted slice (`(rows, columns)` row-major).
+fn continued_mask(args: &SegmentArgs, target: &Target) -> Result<Option<Vec<bool>>, Failure> {
+    let Some(from) = &args.from else {
+        return Ok(None);
+    };
+    let Target::Slice {
+        volume, axis, index, ..
+    } = target
+    else {
+        return Err(Failure::usage(anyhow!(
+            "--from continues a segmentation of a volume; {} is a 2D image",
+            args.input.display()
+        )));
+    };
+    let labels = read_labels_for(from, volume, &args.input).map_err(runtime_failure)?;
+    let wanted: Option<f32> = match &args.from_label {
+        None => None,
+        Some(text) => Some(match text.trim().parse::<f32>() {
+            Ok(value) => value,
+            Err(_) => roi_number(from, text).map_err(runtime_failure)? as f32,
+        }),
+    };
+    let (values, _) = labels.slice(*axis, *index);
+    let mask: Vec<bool> = values.iter().map(|&v| wanted.map_or(v != 0.0, |w| v == w)).collect();
+    if !mask.contains(&true) {
+        return Err(Failure::input(anyhow!(
+            "{}: nothing to continue on slice {index} along axis {axis}{}",
+            from.display(),
+            args.from_label
+                .as_ref()
+                .map(|l| format!(" for '{l}'"))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(Some(mask))
+}
+
 /// Encodes the target, decodes the prompts, writes the mask (and preview) and reports.
 fn segment(args: &SegmentArgs, bundle: &Bundle, prompted: &Prompted) -> Result<(), Failure> {
     let Prompted { target, points, bbox } = prompted;
@@ -411,16 +497,26 @@ fn segment(args: &SegmentArgs, bundle: &Bundle, prompted: &Prompted) -> Result<(
     ));
     predictor.set_image(&image.pixels, image.hw).map_err(runtime_failure)?;
     spinner.finish();
-    let multimask = args.multimask || is_single_click(points, bbox.as_ref(), false);
-    let prediction = predictor
-        .predict(points, bbox.as_ref(), None, multimask)
-        .map_err(runtime_failure)?;
-    let best = prediction.best();
-    let threshold = predictor.config().mask_threshold as f32;
-    let mask: Vec<bool> = prediction.logits[best].iter().map(|&l| l > threshold).collect();
-    let measures = write_mask(args, bundle, target, &mask)?;
+    let mut interaction = Interaction::new(predictor.composition());
+    let round = match continued_mask(args, target)? {
+        Some(previous) => {
+            interaction
+                .resume(&predictor, &previous, image.hw)
+                .map_err(runtime_failure)?;
+            let mut last = None;
+            for click in points {
+                last = Some(interaction.correct(&mut predictor, std::slice::from_ref(click)));
+            }
+            last.expect("--from is refused without --point")
+        }
+        None if args.multimask => interaction.all_at_once(&mut predictor, points, bbox.as_ref()),
+        None => interaction.replay(&mut predictor, points, bbox.as_ref()),
+    }
+    .map_err(runtime_failure)?;
+    let mask = &round.mask;
+    let measures = write_mask(args, bundle, target, mask)?;
     if let Some(preview) = &args.preview {
-        write_preview(preview, image, &mask, points, bbox.as_ref()).map_err(runtime_failure)?;
+        write_preview(preview, image, mask, points, bbox.as_ref()).map_err(runtime_failure)?;
     }
     let area = mask.iter().filter(|&&m| m).count();
     if args.json {
@@ -429,9 +525,9 @@ fn segment(args: &SegmentArgs, bundle: &Bundle, prompted: &Prompted) -> Result<(
             output: args.output.display().to_string(),
             preview: args.preview.as_ref().map(|p| p.display().to_string()),
             backend: predictor.engine_name(),
-            mask_index: if multimask { best + 1 } else { 0 },
-            score: prediction.iou[best],
-            bbox: tight_box(&mask, image.hw.1),
+            mask_index: round.output,
+            score: round.predicted_iou,
+            bbox: tight_box(mask, image.hw.1),
             area_px: area,
             area_mm2: measures.map(|m| m.pixel_mm2 * area as f64),
             volume_ml: measures.map(|m| m.voxel_mm3 * area as f64 / 1000.0),
@@ -446,7 +542,7 @@ fn segment(args: &SegmentArgs, bundle: &Bundle, prompted: &Prompted) -> Result<(
         println!(
             "wrote {} ({area} px, predicted IoU {:.3}, {}, intensity {})",
             args.output.display(),
-            prediction.iou[best],
+            round.predicted_iou,
             predictor.engine_name(),
             image.intensity
         );
@@ -481,7 +577,7 @@ fn write_mask(
             image,
         } => {
             let out = volume.mask_from_slice(*axis, *index, mask, image.hw);
-            crate::mask_output::write_volume_mask(output, &args.input, volume, &out, bundle, &args.label)?;
+            crate::mask_output::write_volume_mask(output, args.format, &args.input, volume, &out, bundle, &args.label)?;
             let spacing = volume.spacing();
             let (ax, ay) = Volume::in_plane_axes(*axis);
             Ok(Some(Measures {

@@ -100,6 +100,7 @@ pub fn run(job: SemanticJob<'_>, volume: Volume, args: &PropagationArgs) -> Resu
     // NIfTI or NRRD by the name (a DICOM SEG was refused by `check_label_output` before any work).
     crate::mask_output::write_volume_mask(
         job.output,
+        None,
         job.input,
         session.volume(),
         &labelled.labels,

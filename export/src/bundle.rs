@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use medico_bundle::checksum::{sha256_bytes, sha256_file};
 use medico_bundle::staging::{Existing, StagedDir};
 use medico_bundle::{
-    default_intensity, FileEntry, GraphRole, Manifest, PropagationDefaults, Provenance, SemanticHead, SourceCheckpoint,
-    FORMAT, MANIFEST,
+    default_intensity, FileEntry, GraphRole, InteractionDefaults, Manifest, PropagationDefaults, Provenance,
+    SemanticHead, SourceCheckpoint, FORMAT, MANIFEST,
 };
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{load_decoder_state, Preprocessing, Sam, SamConfig, StateDict, UnetrConfig, UnetrDecoder};
@@ -99,6 +99,8 @@ pub struct ExportRequest<'a> {
     pub semantic: Option<SemanticExport>,
     /// The propagation settings measured for this model, recorded in `model.json`.
     pub propagation: Option<PropagationDefaults>,
+    /// The composition of correction rounds measured for this model, recorded in `model.json`.
+    pub interaction: Option<InteractionDefaults>,
 }
 
 /// A UNETR decoder state (torch-em keys) with the names of its classes, for [`ExportRequest::semantic`].
@@ -303,6 +305,7 @@ fn write_bundle(
         provenance: request.provenance.clone(),
         semantic: semantic.map(|(head, _)| head),
         propagation: request.propagation.clone(),
+        interaction: request.interaction.clone(),
     };
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     write_file(&dir.join(MANIFEST), text.as_bytes())?;

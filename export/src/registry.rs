@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::Xxh3;
 
 use medico_bundle::checksum::{hex, sha256_bytes};
-use medico_bundle::{Manifest, PropagationDefaults, Provenance, SourceCheckpoint};
+use medico_bundle::{InteractionDefaults, Manifest, PropagationDefaults, Provenance, SourceCheckpoint};
 use medico_models::stop_rule::StopRule;
 
 use crate::bundle::{export_bundle, ExportError, ExportRequest, SemanticExport};
@@ -57,6 +57,9 @@ pub struct RegistryEntry {
     /// The propagation settings measured for this model, written into its bundle's `model.json`.
     #[serde(default)]
     pub propagation: Option<PropagationDefaults>,
+    /// The composition of correction rounds measured for this model, written into its `model.json`.
+    #[serde(default)]
+    pub interaction: Option<InteractionDefaults>,
 }
 
 /// A UNETR decoder compiled into medico (trained by medico on the entry's frozen encoder), exported into the
@@ -133,6 +136,7 @@ fn entry(
         overlay: None,
         semantic: None,
         propagation: None,
+        interaction: None,
     }
 }
 
@@ -174,6 +178,7 @@ fn lite_medsam_entry() -> RegistryEntry {
         overlay: None,
         semantic: None,
         propagation: None,
+        interaction: None,
     }
 }
 
@@ -223,6 +228,18 @@ fn medico_lite_entry() -> RegistryEntry {
             max_growth_from_start: Some(2.0),
             ..StopRule::NEVER
         })),
+        interaction: Some(InteractionDefaults {
+            keep_box: true,
+            feed_mask: true,
+            multimask_corrections: false,
+            choose: "stability".into(),
+            respect_clicks: false,
+            measured: Some(
+                "docs/corrections.md (medico-cli eval interactive --keep-box/--feed-mask/--multimask-corrections/\
+                 --choose/--respect-clicks on the 21 shared 2D cases)"
+                    .into(),
+            ),
+        }),
         ..base
     }
 }
@@ -253,6 +270,8 @@ fn medico_lite_stage1_entry() -> RegistryEntry {
             max_growth_from_start: Some(2.0),
             ..StopRule::NEVER
         })),
+        // Measured with SAM's composition (docs/medico-lite.md); the shipped stage's was measured on it.
+        interaction: None,
         ..current
     }
 }
@@ -765,6 +784,7 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
         }),
         semantic,
         propagation: entry.propagation.clone(),
+        interaction: entry.interaction.clone(),
     })?;
     Ok(Pulled {
         checkpoint,

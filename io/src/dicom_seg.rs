@@ -4,180 +4,24 @@
 //! derives from; the segment's description with the algorithm's name and version; dimensions over segment
 //! number and image position; pixels bit-packed across frames. A hospital's PACS stores it beside the scan.
 
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
-use dicom_core::value::{DataSetSequence, Value};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::{tags, uids};
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
 use ndarray::Array3;
 
-use crate::atomic_output::{persist, temp_beside};
-use crate::dicom_io::{
-    cross, dot, first_item, fixed, frame_geometry, numbers, parse_dataset, series_files, FrameGeometry,
+use crate::dicom_elements::{
+    code, date_time_now, decimals, item, new_uid, sequence, string, strings, text, unsigned, write_dataset,
 };
+use crate::dicom_io::{first_item, fixed, numbers, parse_dataset};
+use crate::dicom_source::SourceFrame;
+pub use crate::dicom_source::SourceSeries;
 use crate::volume::Volume;
 use crate::IoError;
 
 /// Segmentation Storage.
 const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
-/// medico's implementation class UID (a UUID-derived `2.25` UID, fixed).
-const IMPLEMENTATION_CLASS_UID: &str = "2.25.255734890216617463936347733829741651779";
-
-/// One slice of the source: which instance (and frame) it is and where it lies.
-#[derive(Debug, Clone)]
-struct SourceFrame {
-    sop_class_uid: String,
-    sop_instance_uid: String,
-    /// 1-based frame number in a multi-frame instance.
-    frame: Option<u32>,
-    /// Image Position (Patient), LPS mm.
-    position: [f64; 3],
-}
-
-/// What a SEG needs to know of the DICOM series a volume was read from: its patient/study attributes and
-/// the source of every slice, in the volume's slice order.
-#[derive(Debug, Clone)]
-pub struct SourceSeries {
-    header: SeriesHeader,
-    /// Slices in the order of the volume's third axis (sorted along the normal, as the reader sorts).
-    frames: Vec<SourceFrame>,
-}
-
-/// The attributes a series' first file gives for the whole series.
-#[derive(Debug, Clone)]
-struct SeriesHeader {
-    /// Patient, study and frame-of-reference attributes, copied into the SEG.
-    shared: InMemDicomObject,
-    series_instance_uid: String,
-    orientation: [f64; 6],
-    /// Pixel Spacing (between rows, between columns).
-    spacing: [f64; 2],
-    slice_thickness: Option<f64>,
-    rows: usize,
-    columns: usize,
-}
-
-/// Attributes copied from the source: the Patient, General Study, Frame of Reference modules (Type 2
-/// ones written empty when the source lacks them).
-const COPIED: [(Tag, VR); 12] = [
-    (tags::PATIENT_NAME, VR::PN),
-    (tags::PATIENT_ID, VR::LO),
-    (tags::PATIENT_BIRTH_DATE, VR::DA),
-    (tags::PATIENT_SEX, VR::CS),
-    (tags::STUDY_INSTANCE_UID, VR::UI),
-    (tags::STUDY_DATE, VR::DA),
-    (tags::STUDY_TIME, VR::TM),
-    (tags::REFERRING_PHYSICIAN_NAME, VR::PN),
-    (tags::STUDY_ID, VR::SH),
-    (tags::ACCESSION_NUMBER, VR::SH),
-    (tags::FRAME_OF_REFERENCE_UID, VR::UI),
-    (tags::POSITION_REFERENCE_INDICATOR, VR::LO),
-];
-
-fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    obj.get(tag)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
-        .filter(|s| !s.is_empty())
-}
-
-fn missing(file: &Path, what: &str) -> IoError {
-    IoError::unusable(file, format!("no {what}: cannot reference it from a DICOM SEG"))
-}
-
-impl SeriesHeader {
-    /// The series attributes of `obj`, read from `file`.
-    fn of(file: &Path, obj: &InMemDicomObject, geometry: &FrameGeometry) -> Result<Self, IoError> {
-        let mut shared = InMemDicomObject::new_empty();
-        for (tag, vr) in COPIED {
-            match obj.get(tag) {
-                Some(element) => shared.put(element.clone()),
-                None => shared.put(DataElement::new(tag, vr, PrimitiveValue::Empty)),
-            };
-        }
-        if text(obj, tags::FRAME_OF_REFERENCE_UID).is_none() {
-            return Err(missing(file, "Frame of Reference UID"));
-        }
-        let int = |tag: Tag| obj.get(tag).and_then(|e| e.to_int::<usize>().ok());
-        Ok(Self {
-            shared,
-            series_instance_uid: text(obj, tags::SERIES_INSTANCE_UID)
-                .ok_or_else(|| missing(file, "Series Instance UID"))?,
-            orientation: geometry
-                .orientation
-                .ok_or_else(|| missing(file, "Image Orientation (Patient)"))?,
-            spacing: geometry.spacing.ok_or_else(|| missing(file, "Pixel Spacing"))?,
-            slice_thickness: geometry.slice_spacing,
-            rows: int(tags::ROWS).ok_or_else(|| missing(file, "Rows"))?,
-            columns: int(tags::COLUMNS).ok_or_else(|| missing(file, "Columns"))?,
-        })
-    }
-}
-
-/// The files of a DICOM input: the file, or a series folder's files (as the volume reader lists them).
-fn input_files(path: &Path) -> Result<Vec<PathBuf>, IoError> {
-    if path.is_dir() {
-        series_files(path)
-    } else {
-        Ok(vec![path.to_path_buf()])
-    }
-}
-
-impl SourceSeries {
-    /// Reads the references of the DICOM file or series folder at `path` (the input a volume was read
-    /// from).
-    pub fn read(path: &Path) -> Result<Self, IoError> {
-        let mut frames = Vec::new();
-        let mut header: Option<SeriesHeader> = None;
-        for file in input_files(path)? {
-            let bytes = std::fs::read(&file).map_err(|e| IoError::read(&file, e))?;
-            let obj = parse_dataset(&file, &bytes)?;
-            let sop_class_uid = text(&obj, tags::SOP_CLASS_UID).ok_or_else(|| missing(&file, "SOP Class UID"))?;
-            let sop_instance_uid =
-                text(&obj, tags::SOP_INSTANCE_UID).ok_or_else(|| missing(&file, "SOP Instance UID"))?;
-            let n_frames = text(&obj, tags::NUMBER_OF_FRAMES)
-                .and_then(|n| n.trim().parse::<usize>().ok())
-                .unwrap_or(1)
-                .max(1);
-            let geometry = frame_geometry(&obj, n_frames);
-            for (index, position) in geometry.positions.iter().enumerate() {
-                frames.push(SourceFrame {
-                    sop_class_uid: sop_class_uid.clone(),
-                    sop_instance_uid: sop_instance_uid.clone(),
-                    frame: (n_frames > 1).then_some(index as u32 + 1),
-                    position: position.ok_or_else(|| missing(&file, "Image Position (Patient)"))?,
-                });
-            }
-            if header.is_none() {
-                header = Some(SeriesHeader::of(&file, &obj, &geometry)?);
-            }
-        }
-        let header = header.ok_or_else(|| IoError::unusable(path, "the folder holds no files"))?;
-        let o = header.orientation;
-        let normal = cross([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
-        frames.sort_by(|a, b| dot(a.position, normal).total_cmp(&dot(b.position, normal)));
-        Ok(Self { header, frames })
-    }
-
-    /// Whether the volume is this series' (same rows, columns and slices).
-    fn check_volume(&self, path: &Path, volume: &Volume) -> Result<(), IoError> {
-        let [columns, rows, slices] = volume.shape();
-        if (columns, rows, slices) != (self.header.columns, self.header.rows, self.frames.len()) {
-            return Err(IoError::unusable(
-                path,
-                format!(
-                    "the mask's grid {columns}x{rows}x{slices} is not the source series' {}x{}x{}",
-                    self.header.columns,
-                    self.header.rows,
-                    self.frames.len()
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// The segment a SEG holds. Each text is written as a DICOM LO (Long String): see
 /// [`SegmentDescription::validate`].
@@ -278,99 +122,6 @@ pub fn check_long_string(field: &'static str, text: &str) -> Result<(), TextErro
     Ok(())
 }
 
-/// Whether any text value of `obj`, its sequences' items included, is not ASCII.
-fn has_non_ascii_text(obj: &InMemDicomObject) -> bool {
-    obj.iter().any(|element| match element.value() {
-        Value::Primitive(PrimitiveValue::Str(text)) => !text.is_ascii(),
-        Value::Primitive(PrimitiveValue::Strs(texts)) => texts.iter().any(|t| !t.is_ascii()),
-        Value::Sequence(sequence) => sequence.items().iter().any(has_non_ascii_text),
-        _ => false,
-    })
-}
-
-/// A new UID under the `2.25` root (a random 128-bit UUID as a decimal).
-fn new_uid() -> String {
-    format!("2.25.{}", rand::random::<u128>() >> 1)
-}
-
-/// Today's date and the time now (UTC), as DICOM DA and TM.
-fn date_time_now() -> (String, String) {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        format!("{year:04}{month:02}{day:02}"),
-        format!("{:02}{:02}{:02}", rest / 3600, rest / 60 % 60, rest % 60),
-    )
-}
-
-fn string(tag: Tag, vr: VR, value: &str) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, vr, PrimitiveValue::from(value))
-}
-
-fn strings(tag: Tag, vr: VR, values: &[&str]) -> DataElement<InMemDicomObject> {
-    DataElement::new(
-        tag,
-        vr,
-        PrimitiveValue::Strs(values.iter().map(|v| v.to_string()).collect()),
-    )
-}
-
-/// Decimal strings (DS: at most 16 characters each).
-fn decimals(tag: Tag, values: &[f64]) -> DataElement<InMemDicomObject> {
-    let text = |v: f64| {
-        let plain = format!("{}", v + 0.0);
-        if plain.len() <= 16 {
-            plain
-        } else {
-            format!("{:.10}", v)
-                .chars()
-                .take(16)
-                .collect::<String>()
-                .trim_end_matches('.')
-                .to_string()
-        }
-    };
-    DataElement::new(
-        tag,
-        VR::DS,
-        PrimitiveValue::Strs(values.iter().map(|&v| text(v)).collect()),
-    )
-}
-
-fn unsigned(tag: Tag, value: u16) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, VR::US, PrimitiveValue::from(value))
-}
-
-fn sequence(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
-    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
-}
-
-fn item(elements: Vec<DataElement<InMemDicomObject>>) -> InMemDicomObject {
-    InMemDicomObject::from_element_iter(elements)
-}
-
-/// A code sequence item (CodeValue, CodingSchemeDesignator, CodeMeaning).
-fn code(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
-    item(vec![
-        string(tags::CODE_VALUE, VR::SH, value),
-        string(tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme),
-        string(tags::CODE_MEANING, VR::LO, meaning),
-    ])
-}
-
 /// The Segment Sequence item of segment 1.
 fn segment_item(segment: &SegmentDescription) -> InMemDicomObject {
     item(vec![
@@ -402,17 +153,7 @@ fn segment_item(segment: &SegmentDescription) -> InMemDicomObject {
 
 /// The source image reference of a frame (in a Derivation Image or the top-level Source Image Sequence).
 fn source_reference(frame: &SourceFrame, purpose: bool) -> InMemDicomObject {
-    let mut elements = vec![
-        string(tags::REFERENCED_SOP_CLASS_UID, VR::UI, &frame.sop_class_uid),
-        string(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &frame.sop_instance_uid),
-    ];
-    if let Some(number) = frame.frame {
-        elements.push(DataElement::new(
-            tags::REFERENCED_FRAME_NUMBER,
-            VR::IS,
-            PrimitiveValue::from(number.to_string()),
-        ));
-    }
+    let mut elements = frame.reference_elements();
     if purpose {
         elements.push(sequence(
             tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
@@ -661,22 +402,7 @@ pub fn write_dicom_seg(
         VR::OB,
         PrimitiveValue::from(pack_bits(&frames)),
     ));
-    // Text beyond ASCII (a label such as "肝臓", a patient's name from a Latin-1 or Japanese source) is
-    // written as UTF-8, and the file says so; an all-ASCII file keeps the default repertoire.
-    if has_non_ascii_text(&obj) {
-        obj.put(string(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
-    }
-    let file = obj
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
-                .implementation_version_name("MEDICO"),
-        )
-        .map_err(|e| IoError::write(path, e))?;
-    let temp = temp_beside(path, ".dcm")?;
-    file.write_to_file(temp.path()).map_err(|e| IoError::write(path, e))?;
-    persist(temp, path)
+    write_dataset(path, obj)
 }
 
 /// Reads a BINARY DICOM SEG (medico's, or another tool's on the same series) onto `volume`'s grid: each
@@ -782,12 +508,5 @@ mod tests {
         assert_eq!(long.chars().count(), MAX_LONG_STRING_CHARS);
         assert_eq!(check_long_string("algorithm name", &long), Ok(()));
         assert_eq!(algorithm_name("a\\b\tc"), "medico a_b_c");
-    }
-
-    #[test]
-    fn dates_are_civil() {
-        let (date, time) = date_time_now();
-        assert_eq!((date.len(), time.len()), (8, 6));
-        assert!(date.starts_with("20"), "{date}");
     }
 }

@@ -4,15 +4,18 @@
 //! on-disk cache of slice embeddings, and outputs written atomically. Data flows file → [`volume::Volume`] → slice → encoder input, and masks back to files.
 
 pub mod atomic_output;
+mod dicom_elements;
 pub mod dicom_guard;
 pub mod dicom_io;
 pub mod dicom_seg;
+pub mod dicom_source;
 pub mod embedding_cache;
 pub mod error;
 pub mod image2d;
 pub mod input;
 pub mod intensity;
 pub mod j2k_guard;
+pub mod label_source;
 pub mod nifti1_guard;
 pub mod nifti2;
 pub mod nifti_io;
@@ -21,6 +24,7 @@ pub mod preprocess;
 pub mod prompts_file;
 pub mod resize_area;
 pub mod rle_guard;
+pub mod rtstruct;
 pub mod volume;
 
 pub use error::{chain_text, IoError};

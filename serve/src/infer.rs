@@ -53,8 +53,8 @@ enum Output {
     All,
     Image,
     Json,
-    /// A DICOM SEG referencing the session's DICOM series.
-    DicomSeg,
+    /// A DICOM object referencing the session's DICOM series: a SEG or an RT Structure Set.
+    Dicom(reply::DicomKind),
 }
 
 impl Output {
@@ -63,9 +63,10 @@ impl Output {
             None | Some("") | Some("all") => Ok(Self::All),
             Some("image") => Ok(Self::Image),
             Some("json") => Ok(Self::Json),
-            Some("dicom_seg") => Ok(Self::DicomSeg),
+            Some("dicom_seg") => Ok(Self::Dicom(reply::DicomKind::Seg)),
+            Some("rtstruct") => Ok(Self::Dicom(reply::DicomKind::RtStruct)),
             Some(other) => Err(ApiError::unprocessable(format!(
-                "output '{other}' is not supported; use image, json, all or dicom_seg"
+                "output '{other}' is not supported; use image, json, all, dicom_seg or rtstruct"
             ))),
         }
     }
@@ -94,8 +95,9 @@ pub async fn infer(
     let received = receive(multipart).await?;
     let params = InferParams::parse(received.fields.get("params").map(String::as_str))?;
     params.check_clicks(app.limits.max_clicks)?;
-    if let (Output::DicomSeg, Some(label)) = (&output, params.label.as_deref()) {
-        // Checked before any work: a DICOM SEG's label is an LO (64 characters, no backslash or controls).
+    if let (Output::Dicom(_), Some(label)) = (&output, params.label.as_deref()) {
+        // Checked before any work: a SEG's segment label or an RT Structure Set's ROI name is an LO (64
+        // characters, no backslash or controls).
         medico_io::dicom_seg::check_label(label).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     }
     let format = MaskFormat::from_extension(params.result_extension.as_deref())?;
@@ -183,19 +185,23 @@ pub async fn infer(
     if let Output::Json = output {
         return Ok(Json(response_params).into_response());
     }
-    if let Output::DicomSeg = output {
+    if let Output::Dicom(kind) = output {
         let view = source.ok_or_else(|| {
-            ApiError::unprocessable("output=dicom_seg needs a session holding a DICOM series (PUT /session/)")
+            ApiError::unprocessable(format!(
+                "output={} needs a session holding a DICOM series (PUT /session/)",
+                kind.name()
+            ))
         })?;
         let description = medico_io::dicom_seg::SegmentDescription {
             label: label.clone(),
             algorithm_name: medico_io::dicom_seg::algorithm_name(&model),
             algorithm_version: format!("medico {}", env!("CARGO_PKG_VERSION")),
         };
-        let bytes =
-            tokio::task::spawn_blocking(move || reply::dicom_seg(&view, &volume, &result.grid(&volume), &description))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))??;
+        let bytes = tokio::task::spawn_blocking(move || {
+            reply::dicom(kind, &view, &volume, &result.grid(&volume), &description)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
         let name = format!("medico-{:016x}.dcm", rand::random::<u64>());
         return Ok(reply::file(bytes, &name, "application/dicom"));
     }

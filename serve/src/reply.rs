@@ -58,26 +58,69 @@ impl MaskFormat {
     }
 }
 
-/// A DICOM SEG of `mask` referencing the session's DICOM series; 422 when the session holds no DICOM.
-pub fn dicom_seg(
+/// The DICOM objects a mask is returned as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DicomKind {
+    /// A DICOM SEG (`output=dicom_seg`).
+    Seg,
+    /// An RT Structure Set with one ROI (`output=rtstruct`).
+    RtStruct,
+}
+
+impl DicomKind {
+    /// The `output` value that asks for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Seg => "dicom_seg",
+            Self::RtStruct => "rtstruct",
+        }
+    }
+}
+
+/// A DICOM SEG or RT Structure Set of `mask` referencing the session's DICOM series; 422 when the session
+/// holds no DICOM.
+pub fn dicom(
+    kind: DicomKind,
     session: &crate::sessions::SessionView,
     volume: &Volume,
     mask: &Array3<u8>,
     segment: &medico_io::dicom_seg::SegmentDescription,
 ) -> Result<Vec<u8>, ApiError> {
+    let output = kind.name();
     if !medico_io::input::is_dicom_scan(&session.image) {
-        return Err(ApiError::unprocessable(
-            "output=dicom_seg: this session's image is not DICOM (a SEG references its source series)",
-        ));
+        return Err(ApiError::unprocessable(format!(
+            "output={output}: this session's image is not DICOM (the result references its source series)"
+        )));
     }
     let source = medico_io::dicom_seg::SourceSeries::read(&session.image)
-        .map_err(|e| ApiError::unprocessable(format!("output=dicom_seg: {}", medico_io::chain_text(&e))))?;
+        .map_err(|e| ApiError::unprocessable(format!("output={output}: {}", medico_io::chain_text(&e))))?;
     let dir = tempfile::tempdir().map_err(|e| ApiError::internal(e.to_string()))?;
-    let path = dir.path().join("seg.dcm");
-    medico_io::dicom_seg::write_dicom_seg(&path, volume, &source, mask, segment)
-        .map_err(|e| ApiError::internal(format!("writing the DICOM SEG failed: {}", medico_io::chain_text(&e))))?;
+    let path = dir.path().join("result.dcm");
+    let written = match kind {
+        DicomKind::Seg => medico_io::dicom_seg::write_dicom_seg(&path, volume, &source, mask, segment),
+        DicomKind::RtStruct => {
+            let roi = medico_io::rtstruct::RoiMask {
+                name: segment.label.clone(),
+                color: ROI_COLOR,
+                mask,
+            };
+            let generation = medico_io::rtstruct::Generation {
+                algorithm_name: segment.algorithm_name.clone(),
+            };
+            medico_io::rtstruct::write_rtstruct(&path, volume, &source, &[roi], &generation)
+        }
+    };
+    written.map_err(|e| {
+        ApiError::internal(format!(
+            "writing the {output} result failed: {}",
+            medico_io::chain_text(&e)
+        ))
+    })?;
     std::fs::read(&path).map_err(|e| ApiError::internal(e.to_string()))
 }
+
+/// The colour of the ROI an `output=rtstruct` result holds.
+const ROI_COLOR: [u8; 3] = [255, 64, 64];
 
 /// A file download.
 pub fn file(bytes: Vec<u8>, name: &str, content_type: &str) -> Response {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use medico_io::intensity::Intensity;
 use medico_io::volume::Volume;
-use medico_models::prompt::{is_single_click, BoxPrompt, Point};
+use medico_models::prompt::{BoxPrompt, Point};
+use medico_runtime::prediction::interaction::Interaction;
 use medico_runtime::volume::mask_prompts::SlicePrompt;
 use medico_runtime::volume::propagation::{propagate, PropagationConfig, SliceMask, SliceSegmenter};
 use medico_runtime::RuntimeError;
@@ -101,13 +102,7 @@ impl SegmentJob {
         let mut annotated = BTreeMap::new();
         for prompt in &self.prompts.annotations {
             let mask = slices
-                .prompt(
-                    prompt.slice,
-                    &prompt.points,
-                    prompt.bbox.as_ref(),
-                    None,
-                    is_single_click(&prompt.points, prompt.bbox.as_ref(), false),
-                )
+                .interact(prompt.slice, &prompt.points, prompt.bbox.as_ref())
                 .map_err(|e| ApiError::from_runtime("segmenting the prompted slice", e))?;
             annotated.insert(prompt.slice, mask.mask);
         }
@@ -221,15 +216,8 @@ impl WorkerSlices<'_> {
         })
     }
 
-    /// The best mask of slice `index` for a prompt (among the multimask outputs when `multimask`).
-    fn prompt(
-        &mut self,
-        index: usize,
-        points: &[Point],
-        bbox: Option<&BoxPrompt>,
-        mask_logits: Option<&Array2<f32>>,
-        multimask: bool,
-    ) -> Result<SliceMask, RuntimeError> {
+    /// Slice `index`'s embedding on the worker's predictor (encoded, or taken from the session's kept ones).
+    fn load(&mut self, index: usize) -> Result<(), RuntimeError> {
         self.ticket
             .check()
             .map_err(|e| RuntimeError::Interrupted(e.to_string()))?;
@@ -240,14 +228,43 @@ impl WorkerSlices<'_> {
         {
             self.encoder_runs += 1;
         }
+        Ok(())
+    }
+
+    /// The mask of slice `index` for a user's prompts, replayed in the order given (the box or first click,
+    /// then each click a correction round), as `segment` and the evaluation compose them.
+    fn interact(
+        &mut self,
+        index: usize,
+        points: &[Point],
+        bbox: Option<&BoxPrompt>,
+    ) -> Result<SliceMask, RuntimeError> {
+        self.load(index)?;
         let predictor = &mut self.slot.predictor;
-        let prediction = predictor.predict(points, bbox, mask_logits, multimask)?;
-        let best = prediction.best();
-        self.score.get_or_insert(prediction.iou[best]);
+        let round = Interaction::new(predictor.composition()).replay(predictor, points, bbox)?;
+        self.score.get_or_insert(round.predicted_iou);
+        Ok(SliceMask {
+            mask: round.mask,
+            predicted_iou: round.predicted_iou,
+        })
+    }
+
+    /// The mask of slice `index` for a prompt the propagation derived (single-mask output).
+    fn prompt(
+        &mut self,
+        index: usize,
+        points: &[Point],
+        bbox: Option<&BoxPrompt>,
+        mask_logits: Option<&Array2<f32>>,
+    ) -> Result<SliceMask, RuntimeError> {
+        self.load(index)?;
+        let predictor = &mut self.slot.predictor;
+        let prediction = predictor.predict(points, bbox, mask_logits, false)?;
+        self.score.get_or_insert(prediction.iou[0]);
         let threshold = predictor.config().mask_threshold as f32;
         Ok(SliceMask {
-            mask: prediction.logits[best].iter().map(|&l| l > threshold).collect(),
-            predicted_iou: prediction.iou[best],
+            mask: prediction.logits[0].iter().map(|&l| l > threshold).collect(),
+            predicted_iou: prediction.iou[0],
         })
     }
 }
@@ -270,12 +287,6 @@ impl SliceSegmenter for WorkerSlices<'_> {
     }
 
     fn segment(&mut self, index: usize, prompt: &SlicePrompt) -> Result<SliceMask, RuntimeError> {
-        self.prompt(
-            index,
-            &prompt.points,
-            prompt.bbox.as_ref(),
-            prompt.mask_logits.as_ref(),
-            false,
-        )
+        self.prompt(index, &prompt.points, prompt.bbox.as_ref(), prompt.mask_logits.as_ref())
     }
 }

@@ -81,6 +81,7 @@ fn main() {
         overlay: None,
         semantic: None,
         propagation: None,
+        interaction: None,
     })
     .unwrap();
     println!("export: {:.1} s", started.elapsed().as_secs_f64());

@@ -16,8 +16,9 @@ use medico_io::embedding_cache::cache_key;
 use medico_io::image2d::read_image;
 use medico_io::input::{open_scan, Scan};
 use medico_io::intensity::Intensity;
+use medico_io::label_source::read_labels_for;
 use medico_io::preprocess::encoder_input;
-use medico_io::volume::{labels_on_image_grid, Volume};
+use medico_io::volume::Volume;
 use medico_io::IoError;
 use medico_models::clicks::lite_medsam_box_around;
 use medico_models::objects::components;
@@ -180,7 +181,7 @@ fn read_volume(path: &Path) -> Result<Volume, IoError> {
 fn read_volume_pair(image: &Path, labels: &Path, axis: usize, slice_step: usize) -> Result<(Volume, Volume), IoError> {
     let (image_path, label_path) = (image, labels);
     let image = read_volume(image_path)?;
-    let labels = labels_on_image_grid(read_volume(label_path)?, &image, label_path)?;
+    let labels = read_labels_for(label_path, &image, image_path)?;
     if axis > 2 {
         return Err(error(image_path, format!("axis {axis} (expected 0, 1 or 2)")));
     }

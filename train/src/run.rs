@@ -507,6 +507,7 @@ fn export_result(
         overlay: None,
         semantic: None,
         propagation: None,
+        interaction: None,
     })?;
     Ok(bundle)
 }

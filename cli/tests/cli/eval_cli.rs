@@ -26,7 +26,8 @@ fn interactive_evaluation_reports_dice_per_iteration_reproducibly() {
         cases.to_str().unwrap(),
         "--rounds",
         "3",
-        "--use-mask",
+        "--feed-mask",
+        "true",
         "--seed",
         "5",
         "--out",
@@ -42,6 +43,9 @@ fn interactive_evaluation_reports_dice_per_iteration_reproducibly() {
         "3D, propagated",
         "free    all",
         "extent  all",
+        "per group",
+        "public MR",
+        "corrections: Composition { keep_box: true, feed_mask: true",
     ] {
         assert!(table.contains(expected), "missing {expected:?} in {table}");
     }
@@ -67,6 +71,10 @@ fn interactive_evaluation_reports_dice_per_iteration_reproducibly() {
             }
         }
         assert_eq!(model["per_case_2d"].as_array().unwrap().len(), 18, "9 cases x 2 starts");
+        // The 9 brain cases are one group: the set's name and the modality of the volumes they were cut from.
+        let groups = model["mean_dice_2d_by_group"].as_object().unwrap();
+        assert_eq!(groups.keys().collect::<Vec<_>>(), ["public MR"]);
+        assert_eq!(groups["public MR"], model["mean_dice_2d"]);
         let per_case_3d = model["per_case_3d"].as_array().unwrap();
         assert_eq!(per_case_3d.len(), 10, "5 objects x 2 starts");
         for case in per_case_3d {
@@ -126,6 +134,7 @@ fn interactive_evaluation_reports_dice_per_iteration_reproducibly() {
         "{}",
         text(&run.stderr)
     );
+    assert!(a.join("dice_group1.png").exists(), "a plot per group");
     let plot = image::open(a.join("dice.png")).unwrap().to_rgb8();
     assert_eq!(plot.dimensions(), (960, 600));
     let coloured = plot
@@ -147,7 +156,8 @@ fn interactive_evaluation_reports_dice_per_iteration_reproducibly() {
         cases.to_str().unwrap(),
         "--rounds",
         "3",
-        "--use-mask",
+        "--feed-mask",
+        "true",
         "--seed",
         "5",
         "--no-3d",

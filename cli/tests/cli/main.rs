@@ -10,6 +10,7 @@ mod default_model_cli;
 mod eval_cli;
 mod export_cli;
 mod propagate_cli;
+mod rtstruct_cli;
 mod segment_cli;
 mod segment_dicom_cli;
 mod segment_volume_cli;

@@ -519,8 +519,8 @@ fn a_dicom_series_uploaded_as_a_zip_comes_back_as_the_dicom_seg_segment_writes()
     let id = created["session_id"].as_str().unwrap();
     // Slicer's roi [13, 2, 2, 13, 2, 2] = the box 2,2,14,14 on slice 2, as a SEG labelled `label`: the reply's
     // head and body.
-    let path = format!("/infer/bundle?session_id={id}&output=dicom_seg");
-    let seg_with_label = |label: &str| {
+    let result_as = |output: &str, label: &str| {
+        let path = format!("/infer/bundle?session_id={id}&output={output}");
         let params = serde_json::json!({"roi": [13, 2, 2, 13, 2, 2], "label": label}).to_string();
         let (ct, body) = multipart("label", "x.bin", b"", Some(&params));
         let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
@@ -534,6 +534,7 @@ fn a_dicom_series_uploaded_as_a_zip_comes_back_as_the_dicom_seg_segment_writes()
         let head_text = String::from_utf8_lossy(&response[..split]).to_string();
         (head_text, response[split + 4..].to_vec())
     };
+    let seg_with_label = |label: &str| result_as("dicom_seg", label);
     let (head_text, seg) = seg_with_label("tumour");
     assert!(head_text.starts_with("HTTP/1.1 200"), "{head_text}");
     assert!(
@@ -544,6 +545,20 @@ fn a_dicom_series_uploaded_as_a_zip_comes_back_as_the_dicom_seg_segment_writes()
     std::fs::write(&served, &seg).unwrap();
 
     assert_seg_is_the_clis(&served, &series, &bundle, &dir);
+    // The same mask as an RT Structure Set: one ROI named by the label, its contours filling the SEG's voxels.
+    let (head_text, rtstruct) = result_as("rtstruct", "tumour");
+    assert!(head_text.starts_with("HTTP/1.1 200"), "{head_text}");
+    let contours = dir.join("served-rtstruct.dcm");
+    std::fs::write(&contours, &rtstruct).unwrap();
+    let set = medico_io::rtstruct::read_structure_set(&contours).unwrap();
+    assert_eq!(set.rois[0].name, "tumour");
+    let volume = medico_io::dicom_io::read_dicom(&series).unwrap();
+    let source = medico_io::dicom_seg::SourceSeries::read(&series).unwrap();
+    let filled = medico_io::rtstruct::rasterise_roi(&set, &set.rois[0], &volume, Some(&source)).unwrap();
+    assert_eq!(
+        filled.mask,
+        medico_io::dicom_seg::read_dicom_seg(&served, &volume).unwrap()
+    );
     // Labels: any language is written (UTF-8), one that is not a DICOM LO value is refused before any work.
     let (head_text, seg) = seg_with_label("肝臓 Läsion");
     assert!(head_text.starts_with("HTTP/1.1 200"), "{head_text}");

@@ -1,18 +1,18 @@
 //! Simulated interactive segmentation (the MedicoSAM / micro-sam evaluation protocol): per image and class,
 //! objects are the connected components of the class mask (8-connected, at least 20 pixels); each object
-//! starts from its tight box or from its interior point farthest from the boundary (multimask, best predicted
-//! IoU), then gets correction rounds of one positive click in the missed region and one negative click in the
-//! false positives (earlier prompts kept, optionally the previous low-res logits fed back); after every
-//! iteration the Dice between the union of the objects' masks and the class mask is recorded.
+//! starts from its tight box or from its interior point farthest from the boundary (multimask), then gets
+//! correction rounds of one positive click in the missed region and one negative click in the false
+//! positives, composed into decoder calls by an [`Interaction`] (the same as `segment` and the server use);
+//! after every iteration the Dice between the union of the objects' masks and the class mask is recorded.
 
 use medico_models::clicks::{box_prompt, correction_clicks};
 use medico_models::distance::farthest_interior_point;
 use medico_models::objects::components;
-use medico_models::prompt::{BoxPrompt, Point};
-use ndarray::Array2;
+use medico_models::prompt::BoxPrompt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::prediction::interaction::{Composition, Interaction};
 use crate::prediction::predictor::Predictor;
 use crate::RuntimeError;
 
@@ -33,8 +33,8 @@ pub enum Start {
 pub struct EvalOptions {
     /// Correction rounds after the start prompt (the paper: 7).
     pub rounds: usize,
-    /// Feed the previous low-res logits back as mask prompt.
-    pub use_mask: bool,
+    /// How the start and correction prompts are composed into decoder calls.
+    pub composition: Composition,
     /// Seed of the click sampling.
     pub seed: u64,
 }
@@ -73,31 +73,27 @@ pub fn evaluate_class(
     if objects.is_empty() {
         return Ok(None);
     }
-    let threshold = predictor.config().mask_threshold as f32;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut per_iteration = vec![vec![false; hw.0 * hw.1]; options.rounds + 1];
     for object in &objects {
-        let mut points: Vec<Point> = Vec::new();
-        let mut bbox: Option<BoxPrompt> = None;
-        match start {
-            Start::Box => bbox = box_prompt(object, hw.1),
-            Start::Point => points.extend(farthest_interior_point(object, hw)),
-        }
-        let mut feedback: Option<Array2<f32>> = None;
+        let mut interaction = Interaction::new(options.composition);
+        let mut round = match start {
+            Start::Box => {
+                let bbox: Option<BoxPrompt> = box_prompt(object, hw.1);
+                interaction.start(predictor, &[], bbox.as_ref())?
+            }
+            Start::Point => {
+                let point: Vec<_> = farthest_interior_point(object, hw).into_iter().collect();
+                interaction.start(predictor, &point, None)?
+            }
+        };
         for (iteration, union) in per_iteration.iter_mut().enumerate() {
-            let multimask = iteration == 0 && start == Start::Point;
-            let mask_input = if options.use_mask { feedback.as_ref() } else { None };
-            let prediction = predictor.predict(&points, bbox.as_ref(), mask_input, multimask)?;
-            let best = prediction.best();
-            let mask: Vec<bool> = prediction.logits[best].iter().map(|&l| l > threshold).collect();
-            for (u, &m) in union.iter_mut().zip(&mask) {
+            for (u, &m) in union.iter_mut().zip(&round.mask) {
                 *u |= m;
             }
-            feedback = Some(prediction.low_res[best].clone());
             if iteration < options.rounds {
-                if let Some(clicks) = correction_clicks(object, &mask, hw, &mut rng) {
-                    points.extend(clicks);
-                }
+                let clicks = correction_clicks(object, &round.mask, hw, &mut rng);
+                round = interaction.correct(predictor, clicks.as_ref().map_or(&[][..], |c| &c[..]))?;
             }
         }
     }

@@ -183,7 +183,7 @@ pub fn trace_volume_object(
         return Ok(None);
     };
     session.clear_annotations();
-    let central_mask = session.annotate(central, &points, bbox.as_ref(), prompt.start == Start::Point)?;
+    let central_mask = session.annotate(central, &points, bbox.as_ref(), false)?;
     let config = PropagationConfig {
         stop: StopRule::NEVER,
         lower_limit: None,

@@ -9,6 +9,7 @@ use ndarray::{Array2, ArrayD, Axis, IxDyn};
 
 pub use crate::engines::BackendChoice;
 use crate::engines::{open_engine, Engine, Outputs};
+use crate::prediction::interaction::Composition;
 use crate::prediction::postprocess::upscale_logits;
 use crate::{PromptError, RuntimeError};
 use medico_io::preprocess::encoder_input;
@@ -70,6 +71,8 @@ impl LowResDecoder {
 /// A bundle's encoder and decoders on one engine.
 pub struct Predictor {
     config: SamConfig,
+    /// How the bundle's model composes correction rounds.
+    composition: Composition,
     preprocessing: Preprocessing,
     encoder: Box<dyn Engine>,
     /// The low-res decoder: every prompt, a mask prompt included.
@@ -95,6 +98,7 @@ impl Predictor {
         };
         Ok(Self {
             config: bundle.manifest.config.clone(),
+            composition: Composition::for_bundle(bundle),
             preprocessing: bundle.manifest.preprocessing,
             encoder: open_engine(backend, &graph(GraphRole::Encoder)?, threads)?,
             decoder: LowResDecoder {
@@ -119,6 +123,11 @@ impl Predictor {
     /// The model's configuration.
     pub fn config(&self) -> &SamConfig {
         &self.config
+    }
+
+    /// The composition of correction rounds the bundle declares (SAM's when it declares none).
+    pub fn composition(&self) -> Composition {
+        self.composition
     }
 
     /// Encodes an RGB image (`[h, w, 3]` row-major 8-bit) and keeps its embedding.

@@ -11,6 +11,7 @@ use medico_models::prompt::{BoxPrompt, Point};
 use ndarray::Array2;
 
 use crate::engines::BackendChoice;
+use crate::prediction::interaction::Interaction;
 use crate::prediction::predictor::{Prediction, Predictor};
 use crate::volume::mask_prompts::SlicePrompt;
 use crate::volume::propagation::{propagate_touching, Propagation, PropagationConfig, SliceMask, SliceSegmenter};
@@ -209,7 +210,9 @@ impl VolumeSession {
             .collect()
     }
 
-    /// Segments slice `index` from user prompts and records it as an annotation; returns its mask.
+    /// Segments slice `index` from a user's prompts, in the order given (the box or first click, then each
+    /// click a correction round: [`Interaction::replay`]), or all at once with the multimask outputs when
+    /// `multimask`; records it as an annotation and returns its mask.
     pub fn annotate(
         &mut self,
         index: usize,
@@ -217,10 +220,18 @@ impl VolumeSession {
         bbox: Option<&BoxPrompt>,
         multimask: bool,
     ) -> Result<Vec<bool>, RuntimeError> {
-        let prediction = self.segment_slice(index, points, bbox, None, multimask)?;
-        let mask = self.binary(&prediction);
-        self.annotations.insert(index, mask.clone());
-        Ok(mask)
+        self.load_slice(index)?;
+        let start = Instant::now();
+        let mut interaction = Interaction::new(self.predictor.composition());
+        let round = if multimask {
+            interaction.all_at_once(&mut self.predictor, points, bbox)?
+        } else {
+            interaction.replay(&mut self.predictor, points, bbox)?
+        };
+        self.stats.decoder_time += start.elapsed();
+        self.stats.decoder_runs += interaction.decoder_calls();
+        self.annotations.insert(index, round.mask.clone());
+        Ok(round.mask)
     }
 
     /// Forgets every annotation and the last propagation (the embeddings and cache stay).

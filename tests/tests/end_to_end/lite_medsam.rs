@@ -49,6 +49,7 @@ fn export() -> (Scratch, Bundle) {
         overlay: None,
         semantic: None,
         propagation: None,
+        interaction: None,
     })
     .expect("export LiteMedSAM with the architecture inferred from the checkpoint");
     assert_eq!(manifest.architecture, "lite_medsam");

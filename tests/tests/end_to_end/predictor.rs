@@ -24,6 +24,7 @@ fn check(name: &str, backend: BackendChoice) {
         overlay: None,
         semantic: None,
         propagation: None,
+        interaction: None,
     })
     .unwrap();
     let bundle = Bundle::open(&out).unwrap();

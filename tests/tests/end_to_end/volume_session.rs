@@ -29,6 +29,7 @@ fn tiny_bundle(dir: &Path) -> Bundle {
         overlay: None,
         semantic: None,
         propagation: None,
+        interaction: None,
     })
     .unwrap();
     Bundle::open(&out).unwrap()

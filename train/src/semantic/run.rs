@@ -341,6 +341,7 @@ fn export(
         overlay: None,
         semantic: Some(SemanticExport::from_file(decoder, run.classes.clone())?),
         propagation: None,
+        interaction: None,
     })?;
     Ok(bundle)
 }
