@@ -499,16 +499,7 @@ fn segment(args: &SegmentArgs, bundle: &Bundle, prompted: &Prompted) -> Result<(
     spinner.finish();
     let mut interaction = Interaction::new(predictor.composition());
     let round = match continued_mask(args, target)? {
-        Some(previous) => {
-            interaction
-                .resume(&predictor, &previous, image.hw)
-                .map_err(runtime_failure)?;
-            let mut last = None;
-            for click in points {
-                last = Some(interaction.correct(&mut predictor, std::slice::from_ref(click)));
-            }
-            last.expect("--from is refused without --point")
-        }
+        Some(previous) => interaction.correct_mask(&mut predictor, &previous, image.hw, points),
         None if args.multimask => interaction.all_at_once(&mut predictor, points, bbox.as_ref()),
         None => interaction.replay(&mut predictor, points, bbox.as_ref()),
     }

@@ -6,13 +6,25 @@
 use std::path::Path;
 
 use crate::dicom_source::SourceSeries;
-use crate::input::{is_dicom_scan, open_scan, Scan};
+use crate::input::{is_dicom_scan, open_scan_within, ReadLimits, Scan};
 use crate::rtstruct::{is_structure_set_file, label_map, read_structure_set};
 use crate::volume::{labels_on_image_grid, Volume};
 use crate::IoError;
 
 /// The labels at `labels_path` on the grid of `image` (read from `image_path`).
 pub fn read_labels_for(labels_path: &Path, image: &Volume, image_path: &Path) -> Result<Volume, IoError> {
+    read_labels_for_within(labels_path, image, image_path, &ReadLimits::UNLIMITED)
+}
+
+/// [`read_labels_for`] for files from untrusted sources: a label volume whose header declares more than
+/// `limits` allow is refused before it is inflated (a structure set is bounded by its file: the label map it
+/// fills is the image's grid).
+pub fn read_labels_for_within(
+    labels_path: &Path,
+    image: &Volume,
+    image_path: &Path,
+    limits: &ReadLimits,
+) -> Result<Volume, IoError> {
     if is_structure_set_file(labels_path) {
         let set = read_structure_set(labels_path)?;
         let series = if is_dicom_scan(image_path) {
@@ -29,7 +41,7 @@ pub fn read_labels_for(labels_path: &Path, image: &Volume, image_path: &Path) ->
             notes: series.map(|s| s.notes).unwrap_or_default(),
         });
     }
-    match open_scan(labels_path, None)? {
+    match open_scan_within(labels_path, None, limits)? {
         Scan::Volume(labels) => labels_on_image_grid(*labels, image, labels_path),
         Scan::Image(_) => Err(IoError::unusable(
             labels_path,

@@ -11,6 +11,7 @@ use medico_runtime::volume::propagation::PropagationConfig;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::continuation::Continuation;
 use crate::error::ApiError;
 use crate::prompts::{InferParams, VolumePrompts, SLICE_AXIS};
 use crate::reply::{self, MaskFormat};
@@ -137,6 +138,19 @@ pub async fn infer(
             limits: None,
         },
     };
+    let continuation = match (received.label, task) {
+        (Some(label), Task::Slice | Task::Walk) => {
+            let image = source.as_ref().map(|view| view.image.clone());
+            let (limits, volume, wanted) = (app.limits.read_limits(), Arc::clone(&volume), params.label.clone());
+            let read = move || Continuation::read(&label.path, &volume, image.as_deref(), &limits, wanted.as_deref());
+            Some(Arc::new(
+                tokio::task::spawn_blocking(read)
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))??,
+            ))
+        }
+        _ => None,
+    };
     let classes = served
         .bundle
         .manifest
@@ -150,6 +164,7 @@ pub async fn infer(
         volume: Arc::clone(&volume),
         intensity,
         prompts: prompts.clone(),
+        continuation,
         config,
         task,
         max_walk_slices: app.limits.max_walk_slices,

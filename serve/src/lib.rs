@@ -11,6 +11,7 @@
 pub mod annotator;
 pub mod body_timeout;
 pub mod connections;
+pub mod continuation;
 pub mod data_dir;
 pub mod data_routes;
 pub mod embeddings;

@@ -14,6 +14,7 @@ use medico_runtime::volume::propagation::{propagate, PropagationConfig, SliceMas
 use medico_runtime::RuntimeError;
 use ndarray::{Array2, Array3};
 
+use crate::continuation::Continuation;
 use crate::embeddings::{EmbeddingStore, SliceKey};
 use crate::error::ApiError;
 use crate::infer::Task;
@@ -36,6 +37,9 @@ pub struct SegmentJob {
     pub intensity: Intensity,
     /// The user's prompts, by slice.
     pub prompts: VolumePrompts,
+    /// A segmentation sent with the request to continue from: on a prompted slice where it has voxels and
+    /// the prompt is clicks alone, its mask starts and the clicks correct it.
+    pub continuation: Option<Arc<Continuation>>,
     /// Propagation settings (the model's defaults).
     pub config: PropagationConfig,
     /// The slice, a walk through the volume, or every slice labelled.
@@ -101,8 +105,12 @@ impl SegmentJob {
         }
         let mut annotated = BTreeMap::new();
         for prompt in &self.prompts.annotations {
+            let previous = match (&self.continuation, &prompt.bbox, prompt.points.is_empty()) {
+                (Some(continuation), None, false) => continuation.slice_mask(prompt.slice),
+                _ => None,
+            };
             let mask = slices
-                .interact(prompt.slice, &prompt.points, prompt.bbox.as_ref())
+                .interact(prompt.slice, &prompt.points, prompt.bbox.as_ref(), previous.as_deref())
                 .map_err(|e| ApiError::from_runtime("segmenting the prompted slice", e))?;
             annotated.insert(prompt.slice, mask.mask);
         }
@@ -232,16 +240,22 @@ impl WorkerSlices<'_> {
     }
 
     /// The mask of slice `index` for a user's prompts, replayed in the order given (the box or first click,
-    /// then each click a correction round), as `segment` and the evaluation compose them.
+    /// then each click a correction round), as `segment` and the evaluation compose them; with a `previous`
+    /// mask of the slice, that mask starts and every click corrects it.
     fn interact(
         &mut self,
         index: usize,
         points: &[Point],
         bbox: Option<&BoxPrompt>,
+        previous: Option<&[bool]>,
     ) -> Result<SliceMask, RuntimeError> {
         self.load(index)?;
         let predictor = &mut self.slot.predictor;
-        let round = Interaction::new(predictor.composition()).replay(predictor, points, bbox)?;
+        let mut interaction = Interaction::new(predictor.composition());
+        let round = match previous {
+            Some(mask) => interaction.correct_mask(predictor, mask, self.volume.slice_hw(SLICE_AXIS), points)?,
+            None => interaction.replay(predictor, points, bbox)?,
+        };
         self.score.get_or_insert(round.predicted_iou);
         Ok(SliceMask {
             mask: round.mask,

@@ -22,10 +22,20 @@ pub struct Upload {
     pub name: String,
 }
 
+/// A `label` file sent with an inference request: the segmentation to continue from.
+pub struct LabelFile {
+    /// The private folder holding it (deleted when dropped).
+    _dir: TempDir,
+    /// The file, under the client's (sanitised) name, whose extension says the format.
+    pub path: PathBuf,
+}
+
 /// A multipart request: its files and its text fields.
 pub struct Received {
     /// The `files`/`file` fields, when there were any.
     pub upload: Option<Upload>,
+    /// A non-empty `label` file, when there was one (MONAI Label's current segmentation).
+    pub label: Option<LabelFile>,
     /// Text fields (e.g. `params`) by name.
     pub fields: std::collections::HashMap<String, String>,
 }
@@ -44,6 +54,7 @@ pub async fn receive(mut multipart: Multipart) -> Result<Received, ApiError> {
     std::fs::create_dir(&files).map_err(|e| ApiError::internal(format!("{}: {e}", files.display())))?;
     let mut written = Vec::new();
     let mut fields = std::collections::HashMap::new();
+    let mut label = None;
     let mut text_bytes = 0usize;
     while let Some(mut field) = multipart.next_field().await.map_err(truncated)? {
         let field_name = field.name().unwrap_or_default().to_string();
@@ -52,6 +63,8 @@ pub async fn receive(mut multipart: Multipart) -> Result<Received, ApiError> {
             let path = files.join(format!("{:04}-{name}", written.len()));
             save(field, &path).await?;
             written.push((path, name));
+        } else if field_name == "label" && field.file_name().is_some() && label.is_none() {
+            label = save_label(field).await?;
         } else if field.file_name().is_none() && TEXT_FIELDS.contains(&field_name.as_str()) {
             let mut text = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(truncated)? {
@@ -86,7 +99,19 @@ pub async fn receive(mut multipart: Multipart) -> Result<Received, ApiError> {
             })
         }
     };
-    Ok(Received { upload, fields })
+    Ok(Received { upload, label, fields })
+}
+
+/// Streams a `label` file part to a private folder; `None` when it is empty (clients send an empty one).
+async fn save_label(field: Field<'_>) -> Result<Option<LabelFile>, ApiError> {
+    let dir = tempfile::Builder::new()
+        .prefix("medico-label-")
+        .tempdir()
+        .map_err(|e| ApiError::internal(format!("cannot create a folder for the label: {e}")))?;
+    let path = dir.path().join(safe_name(field.file_name(), 0));
+    save(field, &path).await?;
+    let empty = std::fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(true);
+    Ok((!empty).then_some(LabelFile { _dir: dir, path }))
 }
 
 /// Text read from one request, all fields together.

@@ -559,6 +559,32 @@ fn a_dicom_series_uploaded_as_a_zip_comes_back_as_the_dicom_seg_segment_writes()
         filled.mask,
         medico_io::dicom_seg::read_dicom_seg(&served, &volume).unwrap()
     );
+    // The structure set sent back as MONAI Label's `label` file: its ROI on the clicked slice starts and the
+    // click corrects it (a different mask from the click alone); a label file that is no segmentation is a
+    // 422 naming the client's file.
+    let voxels_with_label = |name: &str, content: &[u8]| {
+        let params = serde_json::json!({"foreground": [[8, 8, 2]], "label": "tumour"}).to_string();
+        let (ct, body) = multipart("label", name, content, Some(&params));
+        let path = format!("/infer/bundle?session_id={id}&output=json");
+        http(server.port, &head("POST", &path, None, &ct, body.len()), &body, false)
+    };
+    let (status, alone) = voxels_with_label("x.bin", b"");
+    assert_eq!(status, 200, "{alone}");
+    let (status, continued) = voxels_with_label("contours.dcm", &rtstruct);
+    assert_eq!(status, 200, "{continued}");
+    let voxels = |reply: &str| {
+        serde_json::from_str::<Value>(reply).unwrap()["voxels"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(voxels(&continued) > 0);
+    assert_ne!(voxels(&continued), voxels(&alone), "the structure set's mask started");
+    let (status, message) = voxels_with_label("junk.nii.gz", b"not a segmentation");
+    assert_eq!(status, 422, "{message}");
+    assert!(
+        message.contains("label file junk.nii.gz") && !message.contains("/tmp"),
+        "{message}"
+    );
     // Labels: any language is written (UTF-8), one that is not a DICOM LO value is refused before any work.
     let (head_text, seg) = seg_with_label("肝臓 Läsion");
     assert!(head_text.starts_with("HTTP/1.1 200"), "{head_text}");

@@ -40,17 +40,20 @@ pub fn is_structure_set_file(path: &Path) -> bool {
 /// their ROI's number; where ROIs overlap (an organ inside the body outline) the smaller ROI wins, so
 /// that every ROI that can be seen is. `series` as in [`rasterise_roi`].
 pub fn label_map(set: &StructureSet, volume: &Volume, series: Option<&SourceSeries>) -> Result<Array3<f32>, IoError> {
-    let mut rasterised: Vec<(f32, RasterisedRoi)> = Vec::new();
+    // Two passes keep one ROI's mask in memory at a time: the areas first, then the painting, largest first.
+    let mut areas: Vec<(&read::Roi, usize)> = Vec::new();
     for roi in set.rois.iter().filter(|r| grid::is_area(r)) {
-        rasterised.push((roi.number as f32, rasterise_roi(set, roi, volume, series)?));
+        let mask = rasterise_roi(set, roi, volume, series)?.mask;
+        areas.push((roi, mask.iter().filter(|&&v| v != 0).count()));
     }
-    let area = |r: &RasterisedRoi| r.mask.iter().filter(|&&v| v != 0).count();
-    rasterised.sort_by_key(|(_, r)| std::cmp::Reverse(area(r)));
+    areas.sort_by_key(|&(_, area)| std::cmp::Reverse(area));
     let mut labels = Array3::<f32>::zeros(volume.data.dim());
-    for (number, roi) in &rasterised {
-        labels.zip_mut_with(&roi.mask, |label, &inside| {
+    for (roi, _) in areas {
+        let mask = rasterise_roi(set, roi, volume, series)?.mask;
+        let number = roi.number as f32;
+        labels.zip_mut_with(&mask, |label, &inside| {
             if inside != 0 {
-                *label = *number;
+                *label = number;
             }
         });
     }

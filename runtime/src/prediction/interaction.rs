@@ -217,16 +217,33 @@ impl Interaction {
         Ok(last)
     }
 
-    /// Continues from an existing mask of the image set on `predictor` (a contour drawn elsewhere, to be
-    /// corrected): its tight box becomes the start box and the mask the previous round's, fed back by the
-    /// next [`Self::correct`] when the composition feeds masks back. `mask` is `(rows, columns)` row-major
-    /// at the image's size; an empty mask is refused (nothing to continue from).
-    pub fn resume(&mut self, predictor: &Predictor, mask: &[bool], hw: (usize, usize)) -> Result<(), RuntimeError> {
+    /// The state after an existing mask's round: its tight box is the start box, the mask the previous
+    /// round's logits.
+    fn resume(&mut self, predictor: &Predictor, mask: &[bool], hw: (usize, usize)) -> Result<(), RuntimeError> {
         let bbox = box_prompt(mask, hw.1).ok_or(PromptError::Empty)?;
         self.begin(&[], Some(&bbox));
         self.feedback = Some(mask_logits(mask, hw, predictor.config().low_res_size()));
         self.rounds = 1;
         Ok(())
+    }
+
+    /// Continues from an existing mask of the image (a contour drawn elsewhere): its tight box starts and the
+    /// mask is the previous round's (fed back when the composition feeds masks back), then each click is one
+    /// correction round; returns the last round's mask. `mask` is `(rows, columns)` row-major at the image's
+    /// size; an empty mask, or no click to correct with, is refused.
+    pub fn correct_mask(
+        &mut self,
+        predictor: &mut Predictor,
+        mask: &[bool],
+        hw: (usize, usize),
+        clicks: &[Point],
+    ) -> Result<RoundMask, RuntimeError> {
+        self.resume(predictor, mask, hw)?;
+        let mut last = None;
+        for click in clicks {
+            last = Some(self.correct(predictor, std::slice::from_ref(click))?);
+        }
+        last.ok_or(PromptError::Empty.into())
     }
 
     /// All prompts in one decoder call with the multimask outputs, one chosen by the composition's rule
