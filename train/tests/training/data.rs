@@ -347,3 +347,60 @@ fn propagation_objects_are_derived_from_the_neighbours_and_empty_past_the_object
     .unwrap();
     assert!(plain.iter().all(|s| s.derived.is_empty()) && !plain.iter().any(|s| s.id.slice == 155));
 }
+
+/// An RT Structure Set as training labels: the TotalSegmentator liver and spleen of the 20-slice CT series,
+/// written as contours, give the same training objects as the label map they were drawn from.
+#[test]
+fn a_structure_set_gives_the_objects_of_the_label_map_it_holds() {
+    use medico_io::rtstruct::{write_rtstruct, Generation, RoiMask};
+    let series = shared().join("data/body/totalseg/ct_abdomen_dicom");
+    let label_map = shared().join("data/body/totalseg/ct_abdomen_dicom_seg.nii.gz");
+    let volume = medico_io::dicom_io::read_dicom(&series).unwrap();
+    let source = medico_io::dicom_seg::SourceSeries::read(&series).unwrap();
+    let labels = medico_io::label_source::read_labels_for(&label_map, &volume, &series).unwrap();
+    let organ = |value: f32| labels.data.mapv(|v| u8::from(v == value));
+    let (liver, spleen) = (organ(5.0), organ(1.0));
+    let dir = tempfile::tempdir().unwrap();
+    let contours = dir.path().join("organs.dcm");
+    let rois = [
+        RoiMask {
+            name: "liver".into(),
+            color: [200, 100, 50],
+            mask: &liver,
+        },
+        RoiMask {
+            name: "spleen".into(),
+            color: [50, 100, 200],
+            mask: &spleen,
+        },
+    ];
+    let generation = Generation {
+        algorithm_name: "medico test".into(),
+    };
+    write_rtstruct(&contours, &volume, &source, &rois, &generation).unwrap();
+    let config = SamConfig::from_json_file(&shared().join("reference/tiny/config.json")).unwrap();
+    let from = |labels: PathBuf, values: Vec<i64>| VolumeSource {
+        image: series.clone(),
+        labels,
+        axis: 2,
+        values: Some(values),
+        exclude: Vec::new(),
+        slice_step: 4,
+        groups: None,
+        objects: ObjectRule::Labels,
+        propagation: false,
+    };
+    // ROI numbers 1 (liver) and 2 (spleen) in the structure set; TotalSegmentator's 5 and 1 in the map.
+    let by_contours = slice_samples(&from(contours, vec![1, 2]), &config, 20).unwrap();
+    let by_map = slice_samples(&from(label_map, vec![5, 1]), &config, 20).unwrap();
+    assert!(!by_map.is_empty());
+    assert_eq!(by_contours.len(), by_map.len());
+    for (a, b) in by_contours.iter().zip(&by_map) {
+        let pixels = |s: &medico_train::data::SliceSample| {
+            let mut areas: Vec<usize> = s.objects.iter().map(|m| m.iter().filter(|&&v| v).count()).collect();
+            areas.sort();
+            areas
+        };
+        assert_eq!(pixels(a), pixels(b));
+    }
+}
