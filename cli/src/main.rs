@@ -1,5 +1,6 @@
 //! `medico-cli`: medico's command line.
 
+mod batch_cmd;
 mod bench_cmd;
 mod bench_compare;
 mod checkpoint_cmd;
@@ -56,6 +57,9 @@ enum Command {
     /// Describe a scan: format, grid, spacing, orientation, value range, slices per plane (an RT Structure
     /// Set: its ROIs).
     Info(info_cmd::InfoArgs),
+    /// Segment a cohort: the items of a manifest (one `segment` each), as a shard of a Slurm job array or of
+    /// RANK/WORLD_SIZE, resuming where a killed job stopped.
+    Batch(batch_cmd::BatchArgs),
     /// Rasterise an RT Structure Set's ROI (or all of them) onto the grid of the series it was drawn on.
     Rtstruct(rtstruct_cmd::RtstructArgs),
     /// Time a bundle's encoder and decoder on each available engine.
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
         Command::Segment(args) => segment_cmd::run(*args),
         Command::Info(args) => info_cmd::run(args),
         Command::Rtstruct(args) => rtstruct_cmd::run(args),
+        Command::Batch(args) => batch_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Eval { command } => eval_cmd::run(command),
         Command::Export(args) => export_cmd::run_export(args),

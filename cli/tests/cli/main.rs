@@ -4,6 +4,7 @@
 mod common;
 
 mod annotator_browser;
+mod batch_cli;
 mod bench_cli;
 mod checkpoint_cli;
 mod default_model_cli;
