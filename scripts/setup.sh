@@ -10,6 +10,7 @@
 #                       clients (MONAILabelClient and the one 3D Slicer's module ships)
 #   web/dist            the web annotator, bundled from web/ (npm packages pinned in web/package-lock.json)
 #   chromium            Debian's package (apt), for the annotator's browser test (not with --main-job)
+#   slurm-wlm, munge    Debian's packages (apt), for the one-node job-array check (not with --main-job)
 # Idempotent: a part that is already installed (marker file present) is skipped. Prints what it did.
 # `setup.sh --main-job` installs only what the main job (scripts/demo.sh) needs: ONNX Runtime and LiteMedSAM.
 # Then `source scripts/env.sh` sets LIBTORCH, ORT_DYLIB_PATH and LD_LIBRARY_PATH.
@@ -195,6 +196,20 @@ install_chromium() {
   echo "setup: chromium installed ($(chromium --version 2>/dev/null || echo '?'))"
 }
 
+install_slurm() {
+  # The job-array check (scripts/slurm/check_batch_array.sh) runs a one-node Slurm: Debian's slurm-wlm and munge.
+  if command -v slurmctld >/dev/null && command -v munged >/dev/null; then
+    echo "setup: slurm already installed"
+    return
+  fi
+  echo "setup: installing Debian's slurm-wlm and munge for the job-array check..."
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq slurm-wlm munge >/dev/null
+  echo "setup: slurm installed ($(slurmctld -V 2>/dev/null || echo '?'))"
+}
+
 if [ "${1:-}" = "--main-job" ]; then
   install_onnxruntime
   install_litemedsam
@@ -207,5 +222,6 @@ else
   install_monailabel_client
   build_annotator
   install_chromium
+  install_slurm
 fi
 echo "setup: done; run 'source scripts/env.sh' to use it"

@@ -12,3 +12,6 @@ cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 cargo test --workspace --all-features -- --show-output
 # The web annotator's modules that need no browser (the browser test is cli/tests/cli/annotator_browser.rs).
 node --test web/tests/unit.mjs
+# Cohort segmentation on a real one-node Slurm (installed by setup.sh): a job array equals one process, and a
+# cancelled array resubmitted redoes nothing (docs/scale.md).
+MODEL=medico-tiny MEDICO_CLI="$ROOT/target/debug/medico-cli" bash scripts/slurm/check_batch_array.sh "$ROOT/target/slurm-check"
