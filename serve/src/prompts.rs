@@ -23,6 +23,11 @@ pub struct InferParams {
     /// Negative clicks, `[i, j, k]`.
     #[serde(default)]
     pub background: Vec<Vec<f64>>,
+    /// medico's extension: every click in the order the user gave them, `[i, j, k, label]` (label 1
+    /// positive, 0 negative), instead of `foreground`/`background` (whose order across the two lists is
+    /// lost). With a model that feeds each round's mask back, the order is the corrections' order.
+    #[serde(default)]
+    pub clicks: Vec<Vec<f64>>,
     /// A box as 3D Slicer's MONAI Label module sends it: `[i0, i1, j0, j1, k0, k1]`, inclusive voxel
     /// indices (each pair in either order).
     #[serde(default)]
@@ -81,7 +86,7 @@ impl InferParams {
     /// Refuses more than `max_clicks` clicks (foreground and background together) in one request: each
     /// click costs the decoder memory and time, quadratically in their number.
     pub fn check_clicks(&self, max_clicks: usize) -> Result<(), ApiError> {
-        let clicks = self.foreground.len() + self.background.len();
+        let clicks = self.foreground.len() + self.background.len() + self.clicks.len();
         if clicks > max_clicks {
             return Err(ApiError::unprocessable(format!(
                 "{clicks} clicks in one request; this server takes at most {max_clicks}"
@@ -90,32 +95,59 @@ impl InferParams {
         Ok(())
     }
 
+    /// Every click as a voxel and its sign, in the user's order: `clicks` when given, else the foreground
+    /// clicks then the background ones (MONAI Label's lists).
+    fn ordered_clicks(&self, shape: [usize; 3]) -> Result<Vec<([usize; 3], bool)>, ApiError> {
+        if self.clicks.is_empty() {
+            let foreground = voxels("foreground", &self.foreground, shape)?;
+            let background = voxels("background", &self.background, shape)?;
+            let signed = |clicks: Vec<[usize; 3]>, positive| clicks.into_iter().map(move |v| (v, positive));
+            return Ok(signed(foreground, true).chain(signed(background, false)).collect());
+        }
+        if !self.foreground.is_empty() || !self.background.is_empty() {
+            return Err(ApiError::unprocessable(
+                "give the clicks either as foreground/background or as clicks, not both",
+            ));
+        }
+        self.clicks
+            .iter()
+            .map(|c| {
+                let label = match c.get(3) {
+                    Some(&l) if c.len() == 4 && (l == 0.0 || l == 1.0) => l == 1.0,
+                    _ => {
+                        return Err(ApiError::unprocessable(format!(
+                            "clicks: {c:?} is not [i, j, k, label] with label 1 (positive) or 0 (negative)"
+                        )))
+                    }
+                };
+                Ok((voxels("clicks", &[c[..3].to_vec()], shape)?[0], label))
+            })
+            .collect()
+    }
+
     /// The prompts on one slice of a volume of `shape` (`[ni, nj, nk]`), checked against it.
     pub fn slice_prompts(&self, shape: [usize; 3]) -> Result<SlicePrompts, ApiError> {
-        let foreground = voxels("foreground", &self.foreground, shape)?;
-        let background = voxels("background", &self.background, shape)?;
+        let clicks = self.ordered_clicks(shape)?;
         let roi = self.roi_box(shape)?;
-        let slice = self.choose_slice(&foreground, &background, roi.as_ref(), shape)?;
+        let slice = self.choose_slice(&clicks, roi.as_ref(), shape)?;
         let mut points = Vec::new();
-        for (clicks, positive) in [(&foreground, true), (&background, false)] {
-            for v in clicks {
-                if v[2] != slice {
-                    return Err(ApiError::unprocessable(format!(
-                        "{} click [{}, {}, {}] is on slice {}; this request segments slice {slice} (2D model: \
-                         send the clicks of one slice)",
-                        if positive { "foreground" } else { "background" },
-                        v[0],
-                        v[1],
-                        v[2],
-                        v[2]
-                    )));
-                }
-                points.push(Point {
-                    x: v[0] as f64,
-                    y: v[1] as f64,
-                    positive,
-                });
+        for &(v, positive) in &clicks {
+            if v[2] != slice {
+                return Err(ApiError::unprocessable(format!(
+                    "{} click [{}, {}, {}] is on slice {}; this request segments slice {slice} (2D model: \
+                     send the clicks of one slice)",
+                    if positive { "foreground" } else { "background" },
+                    v[0],
+                    v[1],
+                    v[2],
+                    v[2]
+                )));
             }
+            points.push(Point {
+                x: v[0] as f64,
+                y: v[1] as f64,
+                positive,
+            });
         }
         let bbox = roi.map(|r| r.to_box());
         if points.is_empty() && bbox.is_none() {
@@ -129,18 +161,15 @@ impl InferParams {
     /// The prompts of a 3D request: the clicks grouped by their slice, the ROI's box on the middle of its
     /// `k` range (which then bounds propagation, unless the ROI is one slice thick); `slice` is not used.
     pub fn volume_prompts(&self, shape: [usize; 3]) -> Result<VolumePrompts, ApiError> {
-        let foreground = voxels("foreground", &self.foreground, shape)?;
-        let background = voxels("background", &self.background, shape)?;
+        let clicks = self.ordered_clicks(shape)?;
         let roi = self.roi_box(shape)?;
         let mut by_slice: BTreeMap<usize, SlicePrompts> = BTreeMap::new();
-        for (clicks, positive) in [(&foreground, true), (&background, false)] {
-            for v in clicks {
-                slice_entry(&mut by_slice, v[2]).points.push(Point {
-                    x: v[0] as f64,
-                    y: v[1] as f64,
-                    positive,
-                });
-            }
+        for (v, positive) in clicks {
+            slice_entry(&mut by_slice, v[2]).points.push(Point {
+                x: v[0] as f64,
+                y: v[1] as f64,
+                positive,
+            });
         }
         // A box drawn on one slice (k0 == k1, as the web annotator sends it) leaves the walk free; a 3D ROI
         // (Slicer's) bounds it to its slices.
@@ -182,15 +211,14 @@ impl InferParams {
     /// `slice` when given, else the clicks' slice, else the middle of the box's slices (as MONAI Label).
     fn choose_slice(
         &self,
-        foreground: &[[usize; 3]],
-        background: &[[usize; 3]],
+        clicks: &[([usize; 3], bool)],
         roi: Option<&VoxelBox>,
         shape: [usize; 3],
     ) -> Result<usize, ApiError> {
         if let Some(s) = self.slice {
             return index("slice", s, SLICE_AXIS, shape);
         }
-        if let Some(first) = foreground.iter().chain(background).next() {
+        if let Some((first, _)) = clicks.first() {
             return Ok(first[2]);
         }
         match roi {
@@ -271,6 +299,28 @@ mod tests {
     use super::*;
 
     const SHAPE: [usize; 3] = [100, 120, 40];
+
+    #[test]
+    fn ordered_clicks_keep_the_users_order_and_exclude_the_lists() {
+        let ordered = params(r#"{"clicks": [[10, 20, 7, 0], [30, 40, 7, 1], [12, 22, 7, 0]]}"#)
+            .slice_prompts(SHAPE)
+            .unwrap();
+        let signs: Vec<bool> = ordered.points.iter().map(|p| p.positive).collect();
+        assert_eq!((ordered.slice, signs), (7, vec![false, true, false]));
+        assert_eq!((ordered.points[1].x, ordered.points[1].y), (30.0, 40.0));
+        let both = params(r#"{"clicks": [[10, 20, 7, 1]], "foreground": [[1, 2, 7]]}"#).slice_prompts(SHAPE);
+        assert!(both.unwrap_err().to_string().contains("not both"));
+        for bad in [
+            r#"{"clicks": [[10, 20, 7]]}"#,
+            r#"{"clicks": [[10, 20, 7, 2]]}"#,
+            r#"{"clicks": [[10, 999, 7, 1]]}"#,
+        ] {
+            assert!(params(bad).slice_prompts(SHAPE).is_err(), "{bad}");
+        }
+        assert!(params(r#"{"clicks": [[1, 1, 1, 1], [2, 2, 2, 0]]}"#)
+            .check_clicks(1)
+            .is_err());
+    }
 
     fn params(text: &str) -> InferParams {
         InferParams::parse(Some(text)).unwrap()

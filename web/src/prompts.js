@@ -59,8 +59,9 @@ export class SlicePrompts {
 export function inferParams(prompts, k, label) {
   const clicks = prompts.clicks;
   const params = {
-    foreground: clicks.filter((c) => c.positive).map((c) => [c.at[0], c.at[1], k]),
-    background: clicks.filter((c) => !c.positive).map((c) => [c.at[0], c.at[1], k]),
+    // In the order they were made: with a model that feeds each round's mask back, every click corrects
+    // the mask the clicks before it gave (docs/corrections.md).
+    clicks: clicks.map((c) => [c.at[0], c.at[1], k, c.positive ? 1 : 0]),
   };
   const box = prompts.box;
   if (box) params.roi = [box.from[0], box.to[0], box.from[1], box.to[1], k, k];

@@ -117,15 +117,17 @@ test('a label map splits into one mask per class, gzip or not, uint8 or int16', 
   assert.equal(list.byName('grey matter').voxels, 4);
 });
 
-test('prompts become the server params: clicks on the slice, the last box as an inclusive roi', () => {
+test('prompts become the server params: clicks in their order on the slice, the last box as an inclusive roi', () => {
   const prompts = new SlicePrompts();
   prompts.addBox([27, 28], [169, 207]);
   prompts.addClick([98, 60], false);
   prompts.addBox([169, 207], [27, 28]);
   prompts.addClick([98, 130], true);
   assert.deepEqual(inferParams(prompts, 82, 'brain'), {
-    foreground: [[98, 130, 82]],
-    background: [[98, 60, 82]],
+    clicks: [
+      [98, 60, 82, 0],
+      [98, 130, 82, 1],
+    ],
     roi: [169, 27, 207, 28, 82, 82],
     slice: 82,
     result_extension: '.nii.gz',
