@@ -20,8 +20,10 @@ def main():
     seg = hd.seg.segread(seg_path)
     files = [os.path.join(source, f) for f in sorted(os.listdir(source))] if os.path.isdir(source) else [source]
     datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    instances = {d.SOPInstanceUID for d in datasets}
-    positions = {d.SOPInstanceUID: [float(v) for v in d.ImagePositionPatient] for d in datasets if "ImagePositionPatient" in d}
+    # An instance's UID: the dataset's, else (an anonymiser emptied it) the file meta's, as medico takes it.
+    instance_uid = lambda d: d.get("SOPInstanceUID") or d.file_meta.MediaStorageSOPInstanceUID
+    instances = {instance_uid(d) for d in datasets}
+    positions = {instance_uid(d): [float(v) for v in d.ImagePositionPatient] for d in datasets if "ImagePositionPatient" in d}
     print(f"highdicom {hd.__version__}: {type(seg).__name__}, SegmentationType {seg.segmentation_type.value}")
     for number in seg.segment_numbers:
         description = seg.get_segment_description(number)

@@ -9,21 +9,11 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seg=$1 source=$2
-if ! command -v dciodvfy >/dev/null; then
-  apt-get install -y -q dicom3tools >/dev/null
-fi
 venv="$ROOT/.deps/highdicom-venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check highdicom==0.28.2 pydicom==3.0.2
 fi
-echo "== dciodvfy $seg"
-report=$(dciodvfy "$seg" 2>&1)
-echo "$report"
-if echo "$report" | grep -q '^Error'; then
-  echo "dciodvfy: errors" >&2
-  exit 1
-fi
-echo "dciodvfy: no errors"
+bash "$ROOT/scripts/dciodvfy_check.sh" "$seg"
 echo "== highdicom"
 "$venv/bin/python" "$ROOT/scripts/check_dicom_seg.py" "$seg" "$source"

@@ -11,22 +11,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 rtstruct=$1
 cli=${MEDICO_CLI:-$ROOT/target/release/medico-cli}
-if ! command -v dciodvfy >/dev/null; then
-  apt-get install -y -q dicom3tools >/dev/null
-fi
 venv="$ROOT/.deps/rt-venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check pydicom==2.4.4 dicompyler-core==0.5.6 numpy
 fi
-echo "== dciodvfy $rtstruct"
-report=$(dciodvfy "$rtstruct" 2>&1)
-echo "$report"
-if echo "$report" | grep -q '^Error'; then
-  echo "dciodvfy: errors" >&2
-  exit 1
-fi
-echo "dciodvfy: no errors"
+bash "$ROOT/scripts/dciodvfy_check.sh" "$rtstruct"
 echo "== pydicom, dicompyler-core"
 info=$(mktemp)
 trap 'rm -f "$info"' EXIT
