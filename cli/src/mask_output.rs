@@ -52,9 +52,15 @@ impl MaskFormat {
     }
 }
 
-/// The colour of the one ROI a segmentation writes as an RT Structure Set (the annotator's first segment
-/// colour).
-const ROI_COLOR: [u8; 3] = [255, 64, 64];
+/// The colours of the ROIs an RT Structure Set output gets, in order (the first is a segmentation's).
+const ROI_COLORS: [[u8; 3]; 6] = [
+    [255, 64, 64],
+    [64, 160, 255],
+    [80, 200, 120],
+    [240, 200, 40],
+    [190, 90, 230],
+    [255, 140, 40],
+];
 
 /// The DICOM series `input` references, its assumptions told on standard error.
 fn read_source(input: &Path) -> Result<SourceSeries, Failure> {
@@ -63,6 +69,53 @@ fn read_source(input: &Path) -> Result<SourceSeries, Failure> {
         eprintln!("note: {}: {note}", input.display());
     }
     Ok(source)
+}
+
+/// Writes a label map (`[i, j, k]` values 0..=classes.len(), on `volume`'s grid, read from the DICOM `input`)
+/// as an RT Structure Set with one ROI per class that has voxels, named after the class.
+pub fn write_label_rtstruct(
+    output: &Path,
+    input: &Path,
+    volume: &Volume,
+    labels: &Array3<u8>,
+    classes: &[String],
+    bundle: &Bundle,
+) -> Result<(), Failure> {
+    let source = read_source(input)?;
+    let masks: Vec<(String, Array3<u8>)> = classes
+        .iter()
+        .enumerate()
+        .map(|(k, name)| (name.clone(), labels.mapv(|v| u8::from(usize::from(v) == k + 1))))
+        .filter(|(_, mask)| mask.iter().any(|&v| v != 0))
+        .collect();
+    if masks.is_empty() {
+        return Err(Failure::input(anyhow!(
+            "{}: no class has a voxel; an RT Structure Set needs an ROI",
+            input.display()
+        )));
+    }
+    let rois: Vec<RoiMask> = masks
+        .iter()
+        .enumerate()
+        .map(|(n, (name, mask))| RoiMask {
+            name: name.clone(),
+            color: ROI_COLORS[n % ROI_COLORS.len()],
+            mask,
+        })
+        .collect();
+    let generation = Generation {
+        algorithm_name: algorithm_name(&model_name(bundle)),
+    };
+    write_rtstruct(output, volume, &source, &rois, &generation).map_err(runtime_failure)
+}
+
+/// The model's name as derived objects record it: its bundle folder's, else its architecture.
+fn model_name(bundle: &Bundle) -> String {
+    bundle
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| bundle.manifest.architecture.clone())
 }
 
 /// Refuses, before any work, a DICOM output (SEG or RT Structure Set) for an input that is not DICOM, or with
@@ -99,11 +152,7 @@ pub fn write_volume_mask(
     bundle: &Bundle,
     label: &str,
 ) -> Result<(), Failure> {
-    let model = bundle
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| bundle.manifest.architecture.clone());
+    let model = model_name(bundle);
     match MaskFormat::of(output, format) {
         MaskFormat::Nifti => write_mask_nifti(output, volume, mask).map_err(runtime_failure),
         MaskFormat::Nrrd => write_mask_nrrd(output, volume, mask).map_err(runtime_failure),
@@ -111,7 +160,7 @@ pub fn write_volume_mask(
             let source = read_source(input)?;
             let roi = RoiMask {
                 name: label.to_string(),
-                color: ROI_COLOR,
+                color: ROI_COLORS[0],
                 mask,
             };
             let generation = Generation {

@@ -272,7 +272,7 @@ pub fn run(args: SegmentArgs) -> Result<(), Failure> {
 
 /// `segment --semantic`: the label map of a whole volume.
 fn run_semantic(args: &SegmentArgs) -> Result<(), Failure> {
-    crate::semantic_cmd::check_label_output(&args.output)?;
+    crate::semantic_cmd::check_label_output(&args.output, args.format, &args.input)?;
     check_outputs(args)?;
     let model_dir = crate::default_model::resolve_model(args.model.as_deref()).map_err(Failure::model)?;
     let bundle = Bundle::open(&model_dir).map_err(Failure::model)?;
@@ -289,6 +289,7 @@ fn run_semantic(args: &SegmentArgs) -> Result<(), Failure> {
     let job = crate::semantic_cmd::SemanticJob {
         input: &args.input,
         output: &args.output,
+        format: args.format,
         bundle: &bundle,
         axis: choose_axis(&volume, args.axis, args.plane),
         intensity: args.intensity.unwrap_or(default_intensity),

@@ -14,6 +14,7 @@ use medico_runtime::volume::session::VolumeSession;
 use serde::Serialize;
 
 use crate::common::runtime_failure;
+use crate::mask_output::MaskFormat;
 use crate::progress;
 use crate::propagate_cmd::{cache_root, PropagationArgs};
 use crate::Failure;
@@ -22,8 +23,10 @@ use crate::Failure;
 pub struct SemanticJob<'a> {
     /// The input path (for messages and the report).
     pub input: &'a Path,
-    /// The label map file (NIfTI or NRRD, by its name).
+    /// The label map file (NIfTI or NRRD, by its name), or with `format` rtstruct an RT Structure Set.
     pub output: &'a Path,
+    /// `--format`: rtstruct writes one ROI per class for a DICOM input.
+    pub format: Option<MaskFormat>,
     /// The bundle.
     pub bundle: &'a Bundle,
     /// Slicing axis.
@@ -65,13 +68,17 @@ struct SemanticReport {
 }
 
 /// Refuses, before any work, a label map format medico does not write (DICOM SEG holds one segment).
-pub fn check_label_output(output: &Path) -> Result<(), Failure> {
+pub fn check_label_output(output: &Path, format: Option<MaskFormat>, input: &Path) -> Result<(), Failure> {
+    if format == Some(MaskFormat::Rtstruct) {
+        return crate::mask_output::check_mask_output(output, format, input, "labels");
+    }
     let name = output.to_string_lossy().to_lowercase();
     if [".nii", ".nii.gz", ".nrrd"].iter().any(|ext| name.ends_with(ext)) {
         return Ok(());
     }
     Err(Failure::usage(anyhow!(
-        "{}: a label map is written as NIfTI (.nii, .nii.gz) or NRRD (.nrrd)",
+        "{}: a label map is written as NIfTI (.nii, .nii.gz), NRRD (.nrrd) or, for DICOM input, with \
+         --format rtstruct as an RT Structure Set",
         output.display()
     )))
 }
@@ -97,16 +104,28 @@ pub fn run(job: SemanticJob<'_>, volume: Volume, args: &PropagationArgs) -> Resu
     let bar = progress::bar(slices as u64, &format!("labelling slices ({})", session.engine_name()));
     let labelled = label_volume(&mut session, &mut segmenter, 0..slices, |_| bar.inc(1)).map_err(runtime_failure)?;
     bar.finish_and_clear();
-    // NIfTI or NRRD by the name (a DICOM SEG was refused by `check_label_output` before any work).
-    crate::mask_output::write_volume_mask(
-        job.output,
-        None,
-        job.input,
-        session.volume(),
-        &labelled.labels,
-        job.bundle,
-        "labels",
-    )?;
+    // NIfTI or NRRD by the name, or one ROI per class (a DICOM SEG was refused by `check_label_output`).
+    if job.format == Some(MaskFormat::Rtstruct) {
+        let classes = segmenter.head().classes.clone();
+        crate::mask_output::write_label_rtstruct(
+            job.output,
+            job.input,
+            session.volume(),
+            &labelled.labels,
+            &classes,
+            job.bundle,
+        )?;
+    } else {
+        crate::mask_output::write_volume_mask(
+            job.output,
+            None,
+            job.input,
+            session.volume(),
+            &labelled.labels,
+            job.bundle,
+            "labels",
+        )?;
+    }
     let total_seconds = started.elapsed().as_secs_f64();
     let voxel_ml = session.volume().spacing().iter().product::<f64>() / 1000.0;
     let head = segmenter.head();

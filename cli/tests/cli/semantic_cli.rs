@@ -318,3 +318,46 @@ fn the_server_offers_the_head_as_a_segmentation_model_that_labels_as_segment_sem
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
 }
+
+/// A label map of a DICOM series as an RT Structure Set: one ROI per class with voxels, named after the
+/// class, that fills back to the label map's voxels of that class.
+#[test]
+fn semantic_labels_of_a_dicom_series_become_one_roi_per_class() {
+    let dir = scratch("semantic-rtstruct");
+    let bundle = semantic_bundle(&dir);
+    let series = shared().join("data/dicom/series_ct5n");
+    let (labels, contours) = (dir.join("labels.nii.gz"), dir.join("labels.dcm"));
+    for (out, extra) in [(&labels, None), (&contours, Some("rtstruct"))] {
+        let mut args = vec![
+            "segment",
+            series.to_str().unwrap(),
+            "--model",
+            bundle.to_str().unwrap(),
+            "--semantic",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        if let Some(format) = extra {
+            args.extend(["--format", format]);
+        }
+        let run = medico(&args);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+    }
+    let volume = medico_io::dicom_io::read_dicom(&series).unwrap();
+    let source = medico_io::dicom_seg::SourceSeries::read(&series).unwrap();
+    let set = medico_io::rtstruct::read_structure_set(&contours).unwrap();
+    let map = medico_io::nifti_io::read_nifti(&labels, None).unwrap();
+    let head = medico_bundle::Bundle::open(&bundle).unwrap().manifest.semantic.unwrap();
+    assert!(!set.rois.is_empty());
+    for roi in &set.rois {
+        let class = head
+            .classes
+            .iter()
+            .position(|c| c == &roi.name)
+            .expect("ROIs are named after classes")
+            + 1;
+        let filled = medico_io::rtstruct::rasterise_roi(&set, roi, &volume, Some(&source)).unwrap();
+        let expected = map.data.mapv(|v| u8::from(v as usize == class));
+        assert_eq!(filled.mask, expected, "ROI {}", roi.name);
+    }
+}
