@@ -138,7 +138,7 @@ impl Composition {
     }
 }
 
-/// One round's result: the chosen output's binary mask, its predicted IoU and its low-res logits.
+/// One round's result: the chosen output's binary mask and its predicted IoU.
 #[derive(Debug, Clone)]
 pub struct RoundMask {
     /// The binary mask at the image's size, row-major.
@@ -147,8 +147,6 @@ pub struct RoundMask {
     pub predicted_iou: f32,
     /// Which decoder output it is: 0 the single-mask output, 1-3 the multimask outputs.
     pub output: usize,
-    /// The chosen output's low-res logits (the next mask prompt when fed back).
-    pub low_res: Array2<f32>,
 }
 
 /// The prompts of one object so far and the last round's logits, on an image set on a [`Predictor`].
@@ -271,11 +269,6 @@ impl Interaction {
         self.calls
     }
 
-    /// The clicks so far (start and corrections).
-    pub fn points(&self) -> &[Point] {
-        &self.points
-    }
-
     fn decode(
         &mut self,
         predictor: &mut Predictor,
@@ -295,15 +288,13 @@ impl Interaction {
             iou,
             mut low_res,
         } = prediction;
-        let low_res = low_res.swap_remove(chosen);
-        self.feedback = Some(low_res.clone());
+        self.feedback = Some(low_res.swap_remove(chosen));
         self.rounds += 1;
         self.calls += 1;
         Ok(RoundMask {
             mask: logits.swap_remove(chosen).iter().map(|&l| l > threshold).collect(),
             predicted_iou: iou[chosen],
             output: if multimask { chosen + 1 } else { 0 },
-            low_res,
         })
     }
 }
