@@ -11,6 +11,7 @@
 #   web/dist            the web annotator, bundled from web/ (npm packages pinned in web/package-lock.json)
 #   chromium            Debian's package (apt), for the annotator's browser test (not with --main-job)
 #   slurm-wlm, munge    Debian's packages (apt), for the one-node job-array check (not with --main-job)
+#   .deps/gloo          gloo's headers (horovod 0.28.1's source archive, PyPI), for train's c10d shim (not with --main-job)
 # Idempotent: a part that is already installed (marker file present) is skipped. Prints what it did.
 # `setup.sh --main-job` installs only what the main job (scripts/demo.sh) needs: ONNX Runtime and LiteMedSAM.
 # Then `source scripts/env.sh` sets LIBTORCH, ORT_DYLIB_PATH and LD_LIBRARY_PATH.
@@ -196,6 +197,30 @@ install_chromium() {
   echo "setup: chromium installed ($(chromium --version 2>/dev/null || echo '?'))"
 }
 
+install_gloo_headers() {
+  # Data-parallel training reaches libtorch's own Gloo process groups through a C++ shim (train/build.rs);
+  # the torch wheel ships c10d's headers but not the gloo headers they include. PyPI's horovod source archive
+  # carries them (third_party/gloo); its config.h is generated here (TCP transport, nothing else).
+  local dest="$DEPS/gloo"
+  if [ -f "$dest/gloo/config.h" ]; then
+    echo "setup: gloo headers already in $dest"
+    return
+  fi
+  echo "setup: fetching gloo's headers (horovod 0.28.1 source archive, PyPI)..."
+  local tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: horovod==0.28.1 -d "$tmp" >/dev/null
+  tar xzf "$tmp"/horovod-0.28.1.tar.gz -C "$tmp" horovod-0.28.1/third_party/gloo/gloo
+  mkdir -p "$dest"
+  cp -r "$tmp"/horovod-0.28.1/third_party/gloo/gloo "$dest/"
+  sed -e 's/#cmakedefine01 GLOO_HAVE_TRANSPORT_TCP$/#define GLOO_HAVE_TRANSPORT_TCP 1/' \
+      -e 's/#cmakedefine01 \(.*\)/#define \1 0/' \
+      -e 's/@GLOO_VERSION_MAJOR@/0/;s/@GLOO_VERSION_MINOR@/5/;s/@GLOO_VERSION_PATCH@/0/' \
+      "$dest/gloo/config.h.in" >"$dest/gloo/config.h"
+  rm -rf "$tmp"
+  echo "setup: gloo headers in $dest"
+}
+
 install_slurm() {
   # The job-array check (scripts/slurm/check_batch_array.sh) runs a one-node Slurm: Debian's slurm-wlm and munge.
   if command -v slurmctld >/dev/null && command -v munged >/dev/null; then
@@ -216,6 +241,7 @@ if [ "${1:-}" = "--main-job" ]; then
   build_annotator
 else
   install_libtorch
+  install_gloo_headers
   install_onnxruntime
   install_cmake
   install_litemedsam

@@ -6,6 +6,7 @@ pub mod adamw;
 pub mod backend;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod embeddings;
 pub mod error;
 pub mod objective;
