@@ -2,7 +2,8 @@
 # A one-node Slurm cluster on this machine, for trying medico's job-array recipes (docs/scale.md) where no
 # cluster is at hand: Debian's slurm-wlm and munge, installed with apt-get when missing (root), munged and
 # slurmctld/slurmd started in the background with a minimal configuration (no cgroups, no accounting; the
-# node's CPUs as the machine has them). Idempotent: a running cluster is left as it is.
+# node's CPUs as the machine has them; daemons on loopback, so no name resolution is needed). Idempotent: a
+# running cluster is left as it is.
 #   sudo bash scripts/slurm/start_local_slurm.sh      # then: sinfo; sbatch ...
 set -euo pipefail
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
@@ -29,7 +30,7 @@ conf=/etc/slurm/slurm.conf
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
 cat >"$conf" <<CONF
 ClusterName=medico
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -48,7 +49,7 @@ ReturnToService=2
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/backfill
-NodeName=$host CPUs=$cpus RealMemory=$memory State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
