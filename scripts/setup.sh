@@ -183,6 +183,14 @@ build_annotator() {
   echo "setup: web annotator built in $ROOT/web/dist"
 }
 
+apt_install() {
+  # Debian packages, with sudo when not root.
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 install_chromium() {
   # The annotator's browser test drives Debian's chromium headless (playwright-core, from web/'s npm packages).
   if command -v chromium >/dev/null; then
@@ -190,10 +198,7 @@ install_chromium() {
     return
   fi
   echo "setup: installing Debian's chromium for the annotator's browser test..."
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo=sudo
-  $sudo apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+  apt_install chromium
   echo "setup: chromium installed ($(chromium --version 2>/dev/null || echo '?'))"
 }
 
@@ -228,10 +233,7 @@ install_slurm() {
     return
   fi
   echo "setup: installing Debian's slurm-wlm and munge for the job-array check..."
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo=sudo
-  $sudo apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq slurm-wlm munge >/dev/null
+  apt_install slurm-wlm munge
   echo "setup: slurm installed ($(slurmctld -V 2>/dev/null || echo '?'))"
 }
 

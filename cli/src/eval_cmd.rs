@@ -3,6 +3,7 @@
 //! a central-slice start and propagation with fixed parameters (volume Dice) — as a table, CSV, JSON and a PNG
 //! plot of Dice against iteration.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
@@ -247,6 +248,7 @@ fn evaluate_2d(
         seed: args.seed,
     };
     let mut rows = Vec::new();
+    let mut source_modalities = HashMap::new();
     for (cases, case) in sets.iter().flat_map(|set| set.cases_2d.iter().map(move |c| (set, c))) {
         let id = case["id"].as_str().unwrap_or("?").to_string();
         let Some(Case2dInput {
@@ -254,7 +256,7 @@ fn evaluate_2d(
             truth: gt,
             hw,
             modality,
-        }) = case_2d_input(cases, case, model)?
+        }) = case_2d_input(cases, case, model, &mut source_modalities)?
         else {
             continue;
         };
@@ -286,8 +288,14 @@ struct Case2dInput {
 
 /// A 2D case's RGB image and truth: a PNG/TIFF pair (`image`, `mask`), or a slice of a volume (`image`,
 /// `labels`, `label`, `axis`, `central_slice`, as the body cases give them). `None` for a volume case
-/// without its label on that slice.
-fn case_2d_input(cases: &Cases, case: &Value, model: &Model) -> Result<Option<Case2dInput>, Failure> {
+/// without its label on that slice. `source_modalities` keeps the modality of the volumes PNG/TIFF cases were
+/// cut from, each read once.
+fn case_2d_input(
+    cases: &Cases,
+    case: &Value,
+    model: &Model,
+    source_modalities: &mut HashMap<PathBuf, String>,
+) -> Result<Option<Case2dInput>, Failure> {
     let id = case["id"].as_str().unwrap_or("?");
     if case.get("mask").is_some() {
         let image = read_image(&cases.file(case, "image")?).map_err(runtime_failure)?;
@@ -298,7 +306,7 @@ fn case_2d_input(cases: &Cases, case: &Value, model: &Model) -> Result<Option<Ca
         let rgb = image
             .to_rgb(None, model.intensity)
             .map_err(|e| Failure::input(anyhow!("case {id}: {e}")))?;
-        let modality = image_case_modality(cases, case)?;
+        let modality = image_case_modality(cases, case, source_modalities)?;
         return Ok(Some(Case2dInput {
             rgb,
             truth: gt,
@@ -336,18 +344,24 @@ fn case_2d_input(cases: &Cases, case: &Value, model: &Model) -> Result<Option<Ca
 }
 
 /// The modality of a PNG/TIFF case: its `modality` field, else that of the volume it was cut from
-/// (`from_volume.image`), else "image".
-fn image_case_modality(cases: &Cases, case: &Value) -> Result<String, Failure> {
+/// (`from_volume.image`, read once and remembered in `known`), else "image".
+fn image_case_modality(cases: &Cases, case: &Value, known: &mut HashMap<PathBuf, String>) -> Result<String, Failure> {
     if let Some(m) = case["modality"].as_str() {
         return Ok(m.to_string());
     }
     let Some(source) = case["from_volume"]["image"].as_str() else {
         return Ok("image".into());
     };
-    match open_scan(&cases.root.join(source), None).map_err(runtime_failure)? {
-        Scan::Volume(volume) => Ok(modality(case, &volume)),
-        Scan::Image(_) => Ok("image".into()),
+    let path = cases.root.join(source);
+    if let Some(m) = known.get(&path) {
+        return Ok(m.clone());
     }
+    let found = match open_scan(&path, None).map_err(runtime_failure)? {
+        Scan::Volume(volume) => modality(case, &volume),
+        Scan::Image(_) => "image".into(),
+    };
+    known.insert(path, found.clone());
+    Ok(found)
 }
 
 /// A 3D case (or a 2D case cut from a volume): its files, label, axis and prompted slice.

@@ -112,8 +112,7 @@ fn image_report(image: &Image2d) -> ScanReport {
 }
 
 pub fn run(args: InfoArgs) -> Result<(), Failure> {
-    if medico_io::rtstruct::is_structure_set_file(&args.input) {
-        let set = medico_io::rtstruct::read_structure_set(&args.input).map_err(runtime_failure)?;
+    if let Some(set) = medico_io::rtstruct::read_if_structure_set(&args.input).map_err(runtime_failure)? {
         let report = crate::rtstruct_cmd::describe(&set);
         if args.json {
             let json = serde_json::json!({"input": args.input.display().to_string(), "kind": "rtstruct", "structure_set": report});

@@ -11,7 +11,7 @@ use medico_io::dicom_seg::{algorithm_name, check_label, write_dicom_seg, Segment
 use medico_io::input::is_dicom_scan;
 use medico_io::nifti_io::write_mask_nifti;
 use medico_io::nrrd_io::write_mask_nrrd;
-use medico_io::rtstruct::{write_rtstruct, Generation, RoiMask};
+use medico_io::rtstruct::{write_rtstruct, Generation, RoiMask, ROI_COLORS};
 use medico_io::volume::Volume;
 use ndarray::Array3;
 
@@ -51,16 +51,6 @@ impl MaskFormat {
         matches!(self, MaskFormat::Seg | MaskFormat::Rtstruct)
     }
 }
-
-/// The colours of the ROIs an RT Structure Set output gets, in order (the first is a segmentation's).
-const ROI_COLORS: [[u8; 3]; 6] = [
-    [255, 64, 64],
-    [64, 160, 255],
-    [80, 200, 120],
-    [240, 200, 40],
-    [190, 90, 230],
-    [255, 140, 40],
-];
 
 /// The DICOM series `input` references, its assumptions told on standard error.
 fn read_source(input: &Path) -> Result<SourceSeries, Failure> {

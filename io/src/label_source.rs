@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::dicom_source::SourceSeries;
 use crate::input::{is_dicom_scan, open_scan_within, ReadLimits, Scan};
-use crate::rtstruct::{is_structure_set_file, label_map, read_structure_set};
+use crate::rtstruct::{label_map, read_if_structure_set, read_structure_set};
 use crate::volume::{labels_on_image_grid, Volume};
 use crate::IoError;
 
@@ -25,8 +25,7 @@ pub fn read_labels_for_within(
     image_path: &Path,
     limits: &ReadLimits,
 ) -> Result<Volume, IoError> {
-    if is_structure_set_file(labels_path) {
-        let set = read_structure_set(labels_path)?;
+    if let Some(set) = read_if_structure_set(labels_path)? {
         let series = if is_dicom_scan(image_path) {
             Some(SourceSeries::read(image_path)?)
         } else {

@@ -10,7 +10,7 @@ use medico_io::dicom_io::read_dicom;
 use medico_io::dicom_seg::{read_dicom_seg, write_dicom_seg, SegmentDescription, SourceSeries};
 use medico_io::input::{open_scan, Scan};
 use medico_io::rtstruct::{
-    is_structure_set_file, label_map, rasterise_roi, read_structure_set, write_rtstruct, Generation, RoiMask,
+    label_map, rasterise_roi, read_if_structure_set, read_structure_set, write_rtstruct, Generation, RoiMask,
 };
 use medico_io::volume::{labels_on_image_grid, Volume};
 use ndarray::Array3;
@@ -90,7 +90,7 @@ fn organs_written_as_contours_read_back_within_a_boundary_voxel() {
         algorithm_name: "medico test".into(),
     };
     write_rtstruct(&path, &volume, &source, &rois, &generation).unwrap();
-    assert!(is_structure_set_file(&path));
+    assert!(read_if_structure_set(&path).unwrap().is_some());
     let set = read_structure_set(&path).unwrap();
     let names: Vec<&str> = set.rois.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["liver", "spleen", "vertebrae_T12"]);
@@ -198,7 +198,7 @@ fn the_shared_structure_set_lists_its_rois_and_body_fills_as_the_reference_does(
             "Tumor Bed Block"
         ]
     );
-    assert!(!is_structure_set_file(&dir.join("ct.0.dcm")));
+    assert!(read_if_structure_set(&dir.join("ct.0.dcm")).unwrap().is_none());
     let ct = dir.join("ct.0.dcm");
     let volume = read_dicom(&ct).unwrap();
     let source = SourceSeries::read(&ct).unwrap();

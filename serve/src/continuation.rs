@@ -9,7 +9,6 @@ use std::path::Path;
 use axum::http::StatusCode;
 use medico_io::input::ReadLimits;
 use medico_io::label_source::{read_labels_for_within, roi_number};
-use medico_io::rtstruct::is_structure_set_file;
 use medico_io::volume::Volume;
 
 use crate::error::ApiError;
@@ -49,10 +48,8 @@ impl Continuation {
             }
         };
         let labels = read_labels_for_within(file, volume, image.unwrap_or(Path::new("")), limits).map_err(hidden)?;
-        let value = match label {
-            Some(roi) if is_structure_set_file(file) => roi_number(file, roi).ok().map(|n| n as f32),
-            _ => None,
-        };
+        // A structure set's ROI named by the label (any other file has no ROI names: every non-zero voxel).
+        let value = label.and_then(|roi| roi_number(file, roi).ok()).map(|n| n as f32);
         Ok(Self { labels, value })
     }
 

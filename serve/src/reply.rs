@@ -101,7 +101,7 @@ pub fn dicom(
         DicomKind::RtStruct => {
             let roi = medico_io::rtstruct::RoiMask {
                 name: segment.label.clone(),
-                color: ROI_COLOR,
+                color: medico_io::rtstruct::ROI_COLORS[0],
                 mask,
             };
             let generation = medico_io::rtstruct::Generation {
@@ -118,9 +118,6 @@ pub fn dicom(
     })?;
     std::fs::read(&path).map_err(|e| ApiError::internal(e.to_string()))
 }
-
-/// The colour of the ROI an `output=rtstruct` result holds.
-const ROI_COLOR: [u8; 3] = [255, 64, 64];
 
 /// A file download.
 pub fn file(bytes: Vec<u8>, name: &str, content_type: &str) -> Response {

@@ -9,32 +9,18 @@ pub mod raster;
 pub mod read;
 pub mod write;
 
-use std::path::Path;
-
 use ndarray::Array3;
 
-use crate::dicom_io::parse_dataset;
 use crate::dicom_source::SourceSeries;
 use crate::volume::Volume;
 use crate::IoError;
 
 pub use grid::{rasterise_roi, RasterisedRoi};
-pub use read::{read_structure_set, Roi, StructureSet};
-pub use write::{write_rtstruct, Generation, RoiMask};
+pub use read::{read_if_structure_set, read_structure_set, Roi, StructureSet};
+pub use write::{write_rtstruct, Generation, RoiMask, ROI_COLORS};
 
 /// RT Structure Set Storage.
 pub const RT_STRUCTURE_SET_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.481.3";
-
-/// Whether the file at `path` is an RT Structure Set (a DICOM file whose SOP Class or Modality says so).
-pub fn is_structure_set_file(path: &Path) -> bool {
-    if !path.is_file() || !crate::dicom_io::looks_like_dicom(path) {
-        return false;
-    }
-    std::fs::read(path)
-        .ok()
-        .and_then(|bytes| parse_dataset(path, &bytes).ok())
-        .is_some_and(|obj| read::is_structure_set(&obj))
-}
 
 /// Every ROI with an area (closed planar contours) of `set` on `volume`'s grid as one label map: voxels get
 /// their ROI's number; where ROIs overlap (an organ inside the body outline) the smaller ROI wins, so

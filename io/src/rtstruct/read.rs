@@ -63,8 +63,8 @@ fn integer(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
     obj.get(tag).and_then(|e| e.to_int::<i64>().ok())
 }
 
-/// Whether the dataset at `path` is an RT Structure Set (its SOP Class, or its modality RTSTRUCT).
-pub fn is_structure_set(obj: &InMemDicomObject) -> bool {
+/// Whether a dataset is an RT Structure Set (its SOP Class, or its modality RTSTRUCT).
+fn is_structure_set(obj: &InMemDicomObject) -> bool {
     text(obj, tags::SOP_CLASS_UID).as_deref() == Some(RT_STRUCTURE_SET_STORAGE)
         || text(obj, tags::MODALITY).as_deref() == Some("RTSTRUCT")
 }
@@ -80,7 +80,26 @@ pub fn read_structure_set(path: &Path) -> Result<StructureSet, IoError> {
             "not an RT Structure Set (SOP Class UID 1.2.840.10008.5.1.4.1.1.481.3 or Modality RTSTRUCT)",
         ));
     }
-    let mut rois: Vec<Roi> = items(&obj, tags::STRUCTURE_SET_ROI_SEQUENCE)
+    structure_set(path, &obj)
+}
+
+/// The RT Structure Set at `path` when it is one (a DICOM file whose SOP Class or Modality says so), read
+/// with one parse; `None` for any other file, a DICOM file that does not parse included (its reader says
+/// why).
+pub fn read_if_structure_set(path: &Path) -> Result<Option<StructureSet>, IoError> {
+    if !path.is_file() || !crate::dicom_io::looks_like_dicom(path) {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path).map_err(|e| IoError::read(path, e))?;
+    match parse_dataset(path, &bytes) {
+        Ok(obj) if is_structure_set(&obj) => structure_set(path, &obj).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The structure set a parsed dataset holds.
+fn structure_set(path: &Path, obj: &InMemDicomObject) -> Result<StructureSet, IoError> {
+    let mut rois: Vec<Roi> = items(obj, tags::STRUCTURE_SET_ROI_SEQUENCE)
         .iter()
         .filter_map(|item| {
             let number = integer(item, tags::ROI_NUMBER)?;
@@ -94,7 +113,7 @@ pub fn read_structure_set(path: &Path) -> Result<StructureSet, IoError> {
             })
         })
         .collect();
-    for item in items(&obj, tags::ROI_CONTOUR_SEQUENCE) {
+    for item in items(obj, tags::ROI_CONTOUR_SEQUENCE) {
         let Some(number) = integer(item, tags::REFERENCED_ROI_NUMBER) else {
             continue;
         };
@@ -108,13 +127,13 @@ pub fn read_structure_set(path: &Path) -> Result<StructureSet, IoError> {
             roi.contours.push(read_contour(path, &roi.name, n, contour)?);
         }
     }
-    for item in items(&obj, tags::RTROI_OBSERVATIONS_SEQUENCE) {
+    for item in items(obj, tags::RTROI_OBSERVATIONS_SEQUENCE) {
         let number = integer(item, tags::REFERENCED_ROI_NUMBER);
         if let Some(roi) = rois.iter_mut().find(|r| Some(r.number) == number) {
             roi.interpreted_type = text(item, tags::RTROI_INTERPRETED_TYPE);
         }
     }
-    let references = items(&obj, tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE);
+    let references = items(obj, tags::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE);
     let referenced_series = references
         .iter()
         .flat_map(|f| items(f, tags::RT_REFERENCED_STUDY_SEQUENCE))
@@ -123,7 +142,7 @@ pub fn read_structure_set(path: &Path) -> Result<StructureSet, IoError> {
         .collect();
     Ok(StructureSet {
         path: path.to_path_buf(),
-        label: text(&obj, tags::STRUCTURE_SET_LABEL),
+        label: text(obj, tags::STRUCTURE_SET_LABEL),
         frames_of_reference: references
             .iter()
             .filter_map(|f| text(f, tags::FRAME_OF_REFERENCE_UID))

@@ -22,6 +22,16 @@ use crate::IoError;
 /// The Study Component Management SOP Class, which RT Referenced Study items name (as every TPS writes).
 const STUDY_COMPONENT_MANAGEMENT: &str = "1.2.840.10008.3.1.2.3.2";
 
+/// Display colours for ROIs written without one of their own, in order (medico's segment colours).
+pub const ROI_COLORS: [[u8; 3]; 6] = [
+    [255, 64, 64],
+    [64, 160, 255],
+    [80, 200, 120],
+    [240, 200, 40],
+    [190, 90, 230],
+    [255, 140, 40],
+];
+
 /// One ROI to write.
 #[derive(Debug, Clone)]
 pub struct RoiMask<'a> {
