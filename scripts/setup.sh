@@ -12,6 +12,7 @@
 #   chromium            Debian's package (apt), for the annotator's browser test (not with --main-job)
 #   slurm-wlm, munge    Debian's packages (apt), for the one-node job-array check (not with --main-job)
 #   .deps/gloo          gloo's headers (horovod 0.28.1's source archive, PyPI), for train's c10d shim (not with --main-job)
+#   .deps/torchrun-venv torch 2.11.0 from PyPI with the CUDA libraries it imports, for torchrun (not with --main-job)
 # Idempotent: a part that is already installed (marker file present) is skipped. Prints what it did.
 # `setup.sh --main-job` installs only what the main job (scripts/demo.sh) needs: ONNX Runtime and LiteMedSAM.
 # Then `source scripts/env.sh` sets LIBTORCH, ORT_DYLIB_PATH and LD_LIBRARY_PATH.
@@ -226,6 +227,36 @@ install_gloo_headers() {
   echo "setup: gloo headers in $dest"
 }
 
+install_torchrun() {
+  # The data-parallel training check (scripts/distributed/check_torchrun_training.sh) starts medico-cli under
+  # torchrun, PyTorch's own launcher: torch from PyPI with the CUDA libraries it needs to import (~2.5 GB; triton
+  # left out, the launcher never compiles a kernel), in a venv of its own.
+  local venv="$DEPS/torchrun-venv"
+  if [ -x "$venv/bin/torchrun" ] && "$venv/bin/torchrun" --help >/dev/null 2>&1; then
+    echo "setup: torchrun already in $venv"
+    return
+  fi
+  echo "setup: installing torch==$TORCH_VERSION from PyPI for torchrun (~2.5 GB)..."
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --disable-pip-version-check -q --no-deps "torch==$TORCH_VERSION"
+  # torch's own requirements but triton, as pip resolves them.
+  local requirements="$venv/torch-requirements.txt"
+  "$venv/bin/python" - >"$requirements" <<'PY'
+from importlib.metadata import requires
+wanted = []
+for requirement in requires("torch") or []:
+    name, _, marker = requirement.partition(";")
+    if "extra ==" in marker or name.strip().startswith("triton"):
+        continue
+    wanted.append(name.strip())
+print("\n".join(wanted + ["numpy"]))
+PY
+  "$venv/bin/pip" install --disable-pip-version-check -q -r "$requirements"
+  "$venv/bin/torchrun" --help >/dev/null
+  echo "setup: torchrun installed in $venv ($(du -sh "$venv" | cut -f1))"
+}
+
 install_slurm() {
   # The job-array check (scripts/slurm/check_batch_array.sh) runs a one-node Slurm: Debian's slurm-wlm and munge.
   if command -v slurmctld >/dev/null && command -v munged >/dev/null; then
@@ -251,5 +282,6 @@ else
   build_annotator
   install_chromium
   install_slurm
+  install_torchrun
 fi
 echo "setup: done; run 'source scripts/env.sh' to use it"

@@ -15,3 +15,6 @@ node --test web/tests/unit.mjs
 # Cohort segmentation on a real one-node Slurm (installed by setup.sh): a job array equals one process, and a
 # cancelled array resubmitted redoes nothing (docs/scale.md).
 MODEL=medico-tiny MEDICO_CLI="$ROOT/target/debug/medico-cli" bash scripts/slurm/check_batch_array.sh "$ROOT/target/slurm-check"
+# Data-parallel training under torchrun (installed by setup.sh): two ranks train the model one process trains, and
+# a killed rank stops the other (docs/scale.md).
+MEDICO_CLI="$ROOT/target/debug/medico-cli" bash scripts/distributed/check_torchrun_training.sh "$ROOT/target/torchrun-check"

@@ -1,13 +1,17 @@
 //! `medico-cli train --config train.json` (feature `torch`): a training run with a progress bar showing the loss
 //! and throughput; writes the log, checkpoints, the SAM state dict and a bundle into the run's `out` folder.
+//! Started N times by `torchrun --no-python` or `srun`, the processes are the ranks of one data-parallel run
+//! (libtorch's c10d Gloo process group): rank 0 shows the progress and writes.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
 use medico_bundle::{Bundle, GraphRole};
 use medico_runtime::engines::{open_engine, BackendChoice, Engine};
 use medico_runtime::prediction::predictor::required_graph;
+use medico_train::distributed::{DataParallel, Launch, ProcessGroup};
 use medico_train::embeddings::ImageEncoder;
 use medico_train::run::Progress;
 use medico_train::semantic::config::is_semantic;
@@ -34,6 +38,45 @@ pub struct TrainArgs {
     /// Threads for `--embed-with`.
     #[arg(long, default_value_t = crate::common::default_threads())]
     threads: usize,
+    /// Under torchrun or srun: seconds a rank waits for the others (to join, and at each step) before it stops
+    /// with an error.
+    #[arg(long, default_value_t = 1800)]
+    rank_timeout: u64,
+}
+
+/// This process's part: a rank of the run the launcher's environment describes (joined), or the only one.
+fn join_ranks(launch: Option<&Launch>, timeout: Duration) -> Result<DataParallel, Failure> {
+    let Some(launch) = launch else {
+        return Ok(DataParallel::Single);
+    };
+    let group = ProcessGroup::join(launch, timeout).map_err(|e| {
+        Failure::input(anyhow!(
+            "rank {} of {}: cannot join the run at {}:{}: {e}",
+            launch.rank,
+            launch.world_size,
+            launch.master_addr,
+            launch.master_port
+        ))
+    })?;
+    Ok(DataParallel::Group(group))
+}
+
+/// The device of this rank: a CUDA device is the one its local rank names.
+fn rank_device(choice: DeviceChoice, launch: Option<&Launch>) -> Result<tch::Device, Failure> {
+    let device = select_device(choice).map_err(|e| Failure::model(anyhow!(e)))?;
+    match (device, launch) {
+        (tch::Device::Cuda(_), Some(launch)) => {
+            let visible = tch::Cuda::device_count() as usize;
+            if launch.local_rank >= visible {
+                return Err(Failure::model(anyhow!(
+                    "local rank {} but {visible} CUDA device(s) visible: start at most {visible} ranks per node",
+                    launch.local_rank
+                )));
+            }
+            Ok(tch::Device::Cuda(launch.local_rank))
+        }
+        (device, _) => Ok(device),
+    }
 }
 
 /// The frozen encoder's embeddings from a bundle's `encoder.onnx` on ONNX Runtime.
@@ -73,15 +116,26 @@ impl ImageEncoder for OrtEncoder {
     }
 }
 
-/// A progress display for either kind of run: a bar for the embeddings, one for the steps.
-#[derive(Default)]
+/// A progress display for either kind of run: a bar for the embeddings, one for the steps; on rank 0 only.
 struct Bars {
+    shown: bool,
     embeddings: Option<indicatif::ProgressBar>,
     steps: Option<indicatif::ProgressBar>,
 }
 
 impl Bars {
+    fn new(parallel: &DataParallel) -> Self {
+        Self {
+            shown: parallel.writes(),
+            embeddings: None,
+            steps: None,
+        }
+    }
+
     fn show(&mut self, p: &Progress) {
+        if !self.shown {
+            return;
+        }
         match *p {
             Progress::Embeddings { done, total } => {
                 let bar = self
@@ -108,12 +162,25 @@ impl Bars {
     }
 }
 
+/// Which rank failed, for the error of a data-parallel run.
+fn rank_failure(parallel: &DataParallel, error: medico_train::TrainError) -> Failure {
+    match parallel {
+        DataParallel::Single => Failure::input(anyhow!(error)),
+        DataParallel::Group(_) => {
+            Failure::input(anyhow!(error).context(format!("rank {} of {}", parallel.rank(), parallel.world_size())))
+        }
+    }
+}
+
 /// `train` with `"objective": "semantic"`: the UNETR decoder.
-fn run_semantic(args: &TrainArgs, device: tch::Device) -> Result<(), Failure> {
-    let mut bars = Bars::default();
+fn run_semantic(args: &TrainArgs, device: tch::Device, parallel: &DataParallel) -> Result<(), Failure> {
+    let mut bars = Bars::new(parallel);
     let summary =
-        run_semantic_config(&args.config, device, |p| bars.show(p)).map_err(|e| Failure::input(anyhow!(e)))?;
+        run_semantic_config(&args.config, device, parallel, |p| bars.show(p)).map_err(|e| rank_failure(parallel, e))?;
     bars.finish();
+    if !parallel.writes() {
+        return Ok(());
+    }
     if let Some(report) = summary.embeddings {
         println!(
             "frozen image encoder: {} embeddings reused from the cache, {} computed in {:.1} s",
@@ -141,9 +208,11 @@ fn run_semantic(args: &TrainArgs, device: tch::Device) -> Result<(), Failure> {
 }
 
 pub fn run(args: TrainArgs) -> Result<(), Failure> {
-    let device = select_device(args.device).map_err(|e| Failure::model(anyhow!(e)))?;
+    let launch = Launch::from_env().map_err(|e| Failure::usage(anyhow!(e)))?;
+    let device = rank_device(args.device, launch.as_ref())?;
     let text = std::fs::read_to_string(&args.config)
         .map_err(|e| Failure::input(anyhow!("{}: cannot read: {e}", args.config.display())))?;
+    let parallel = join_ranks(launch.as_ref(), Duration::from_secs(args.rank_timeout))?;
     if is_semantic(&text) {
         if args.embed_with.is_some() {
             return Err(Failure::usage(anyhow!(
@@ -151,18 +220,21 @@ pub fn run(args: TrainArgs) -> Result<(), Failure> {
                 args.config.display()
             )));
         }
-        return run_semantic(&args, device);
+        return run_semantic(&args, device, &parallel);
     }
     let mut encoder = args
         .embed_with
         .as_deref()
         .map(|model| OrtEncoder::open(model, args.threads))
         .transpose()?;
-    let mut bars = Bars::default();
+    let mut bars = Bars::new(&parallel);
     let external = encoder.as_mut().map(|e| e as &mut dyn ImageEncoder);
-    let summary = medico_train::run::run_with_encoder(&args.config, device, external, |p| bars.show(p))
-        .map_err(|e| Failure::input(anyhow!(e)))?;
+    let summary = medico_train::run::run_with_encoder(&args.config, device, external, &parallel, |p| bars.show(p))
+        .map_err(|e| rank_failure(&parallel, e))?;
     bars.finish();
+    if !parallel.writes() {
+        return Ok(());
+    }
     if let Some(report) = summary.embeddings {
         println!(
             "frozen image encoder: {} embeddings reused from the cache, {} computed in {:.1} s",

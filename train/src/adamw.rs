@@ -36,6 +36,11 @@ impl AdamW {
         }
     }
 
+    /// The parameters it updates (handles sharing their storage and gradients).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.shallow_clone()).collect()
+    }
+
     /// Clears the parameters' gradients.
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {

@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use tch::Tensor;
 
-use crate::objective::{Batch, BatchInput};
+use crate::objective::{Batch, BatchInput, BatchTotals};
 
 /// A volume and its labels.
 #[derive(Debug, Clone)]
@@ -616,66 +616,86 @@ pub fn sa_med2d_samples(
 /// Items picked for a batch, each with the index of its image in the batch.
 type Picked<T> = Vec<(usize, T)>;
 
-/// At most `max_objects` of each sample's `items` (its objects, or its propagation objects), chosen at random,
-/// with the index of their image in the batch.
-fn pick_per_image<T: Clone>(
-    samples: &[&SliceSample],
-    items: impl Fn(&SliceSample) -> &[T],
-    max_objects: usize,
-    rng: &mut impl Rng,
-) -> Picked<T> {
-    let mut picked = Vec::new();
-    for (i, sample) in samples.iter().enumerate() {
-        let all = items(sample);
-        let mut order: Vec<usize> = (0..all.len()).collect();
-        order.shuffle(rng);
-        picked.extend(order.iter().take(max_objects).map(|&k| (i, all[k].clone())));
-    }
-    picked
+/// What a batch picks from its images: objects, their click seeds, propagation objects.
+struct Picks {
+    objects: Picked<Vec<bool>>,
+    seeds: Vec<u64>,
+    derived: Picked<DerivedObject>,
 }
 
-/// The objects and then the propagation objects of a batch of `samples`: at most `max_objects` of each per
-/// image, chosen at random.
-fn batch_objects(
-    samples: &[&SliceSample],
-    max_objects: usize,
-    rng: &mut impl Rng,
-) -> (Picked<Vec<bool>>, Picked<DerivedObject>) {
-    let objects = pick_per_image(samples, |s| &s.objects, max_objects, rng);
-    let derived = pick_per_image(samples, |s| &s.derived, max_objects, rng);
-    (objects, derived)
+/// At most `max_objects` objects and as many propagation objects of each sample, chosen at random by a
+/// generator seeded with the sample's key, which also seeds each chosen object's clicks: an image picks the
+/// same objects and clicks whichever rank's shard it falls in.
+fn pick_objects(samples: &[&SliceSample], keys: &[u64], max_objects: usize) -> Picks {
+    let mut picks = Picks {
+        objects: Vec::new(),
+        seeds: Vec::new(),
+        derived: Vec::new(),
+    };
+    for (i, (sample, &key)) in samples.iter().zip(keys).enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(key);
+        let mut order: Vec<usize> = (0..sample.objects.len()).collect();
+        order.shuffle(&mut rng);
+        for &k in order.iter().take(max_objects) {
+            picks.objects.push((i, sample.objects[k].clone()));
+            picks.seeds.push(rng.random());
+        }
+        let mut order: Vec<usize> = (0..sample.derived.len()).collect();
+        order.shuffle(&mut rng);
+        picks
+            .derived
+            .extend(order.iter().take(max_objects).map(|&k| (i, sample.derived[k].clone())));
+    }
+    picks
+}
+
+/// How many objects and propagation objects a batch of `samples` holds with at most `max_objects` of each
+/// per image: computed without building the batch, so every rank knows the global batch's counts.
+pub fn batch_totals(samples: &[&SliceSample], max_objects: usize) -> BatchTotals {
+    BatchTotals {
+        objects: samples.iter().map(|s| s.objects.len().min(max_objects)).sum(),
+        derived: samples.iter().map(|s| s.derived.len().min(max_objects)).sum(),
+    }
+}
+
+/// The batch of `input` and the objects picked from `samples` (one key each).
+fn batch_from(input: BatchInput, samples: &[&SliceSample], keys: &[u64], max_objects: usize) -> Batch {
+    assert_eq!(samples.len(), keys.len(), "one key per sample");
+    let picks = pick_objects(samples, keys, max_objects);
+    Batch {
+        input,
+        objects: picks.objects,
+        derived: picks.derived,
+        object_seeds: picks.seeds,
+        totals: batch_totals(samples, max_objects),
+    }
 }
 
 /// A batch of `samples` with at most `max_objects` objects (and as many propagation objects) per image,
-/// chosen at random.
-pub fn make_batch(samples: &[&SliceSample], side: usize, max_objects: usize, rng: &mut impl Rng) -> Batch {
+/// chosen at random by each sample's key (see [`batch_totals`] for a shard's totals).
+pub fn make_batch(samples: &[&SliceSample], keys: &[u64], side: usize, max_objects: usize) -> Batch {
     let mut pixels = Vec::with_capacity(samples.len() * 3 * side * side);
     for sample in samples {
         pixels.extend_from_slice(&sample.input);
     }
     let images = Tensor::from_slice(&pixels).reshape([samples.len() as i64, 3, side as i64, side as i64]);
-    let (objects, derived) = batch_objects(samples, max_objects, rng);
-    Batch {
-        input: BatchInput::Images(images),
-        objects,
-        derived,
-    }
+    batch_from(BatchInput::Images(images), samples, keys, max_objects)
 }
 
 /// Like [`make_batch`], with the samples' precomputed embeddings (`[C, 64, 64]` each, in the order of
-/// `samples`) instead of their images: the same objects for the same generator state.
+/// `samples`) instead of their images: the same objects for the same keys.
 pub fn make_embedding_batch(
     samples: &[&SliceSample],
     embeddings: &[&Tensor],
+    keys: &[u64],
     max_objects: usize,
-    rng: &mut impl Rng,
 ) -> Batch {
-    let (objects, derived) = batch_objects(samples, max_objects, rng);
-    Batch {
-        input: BatchInput::Embeddings(Tensor::stack(embeddings, 0)),
-        objects,
-        derived,
-    }
+    batch_from(
+        BatchInput::Embeddings(Tensor::stack(embeddings, 0)),
+        samples,
+        keys,
+        max_objects,
+    )
 }
 
 #[cfg(test)]

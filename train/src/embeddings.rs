@@ -86,58 +86,94 @@ impl std::ops::Add for CacheReport {
     }
 }
 
+/// Which share of the missing embeddings a process computes first: rank `rank` of `of` processes filling one
+/// cache takes samples `rank, rank + of, ...`, then reads (or, when the other has not stored it yet,
+/// computes) the rest, so that the ranks of a run share the work without waiting for each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This process's place.
+    pub rank: usize,
+    /// How many processes.
+    pub of: usize,
+}
+
+impl Share {
+    /// A process alone.
+    pub const ALL: Share = Share { rank: 0, of: 1 };
+
+    /// `missing` (sample indices) in the order this process computes them: its own share first.
+    fn order(self, mut missing: Vec<usize>) -> Vec<usize> {
+        let of = self.of.max(1);
+        missing.sort_by_key(|&i| ((i % of + of - self.rank % of) % of, i));
+        missing
+    }
+}
+
 /// The embedding of every sample (`[C, 64, 64]` f32 on the CPU, in order), read from the encoder's cache
-/// folder `encoder_dir` ([`encoder_cache_dir`]) or computed and stored there: with `external` when given
-/// (its first embedding checked against `sam`'s image encoder on `backend`), else with that encoder.
-/// `progress` is told the number of samples done.
+/// folder `encoder_dir` ([`encoder_cache_dir`]) or computed and stored there, `share` first: with `external`
+/// when given (its first embedding checked against `sam`'s image encoder on `backend`), else with that
+/// encoder. `progress` is told the number of samples done.
 pub fn sample_embeddings(
     sam: &Sam,
     backend: &TchBackend,
     samples: &[SliceSample],
-    encoder_dir: &Path,
-    external: Option<&mut (dyn ImageEncoder + '_)>,
+    (encoder_dir, share): (&Path, Share),
+    mut external: Option<&mut (dyn ImageEncoder + '_)>,
     mut progress: impl FnMut(usize),
 ) -> Result<(Vec<Tensor>, CacheReport), TrainError> {
     let cache_of = |sample: &SliceSample| EmbeddingCache::new(encoder_dir, &sample.id.source);
-    let mut embeddings: Vec<Option<Tensor>> = samples
-        .iter()
-        .map(|sample| match cache_of(sample).load(sample.id.slice) {
-            Lookup::Hit(array) => Some(to_tensor(&array)),
-            Lookup::Miss | Lookup::Corrupt { .. } => None,
-        })
-        .collect();
+    let cached = |sample: &SliceSample| match cache_of(sample).load(sample.id.slice) {
+        Lookup::Hit(array) => Some(to_tensor(&array)),
+        Lookup::Miss | Lookup::Corrupt { .. } => None,
+    };
+    let mut embeddings: Vec<Option<Tensor>> = samples.iter().map(cached).collect();
     let mut report = CacheReport {
         reused: embeddings.iter().filter(|e| e.is_some()).count(),
         ..CacheReport::default()
     };
-    let missing: Vec<usize> = (0..samples.len()).filter(|&i| embeddings[i].is_none()).collect();
+    let missing = share.order((0..samples.len()).filter(|&i| embeddings[i].is_none()).collect());
+    let chunk_size = if external.is_some() { 1 } else { ENCODE_CHUNK };
     let started = std::time::Instant::now();
-    if let Some(engine) = external {
-        for (n, &i) in missing.iter().enumerate() {
-            let array = engine
-                .encode(&samples[i].input)
-                .map_err(|problem| TrainError::Encoder {
-                    engine: engine.name(),
-                    problem,
-                })?;
-            if n == 0 {
-                check_against_libtorch(sam, backend, &samples[i], &array, &engine.name())?;
+    for chunk in missing.chunks(chunk_size) {
+        // Another process may have stored some meanwhile.
+        let mut to_compute = Vec::new();
+        for &i in chunk {
+            match cached(&samples[i]) {
+                Some(embedding) => {
+                    embeddings[i] = Some(embedding);
+                    report.reused += 1;
+                }
+                None => to_compute.push(i),
             }
-            cache_of(&samples[i]).store(samples[i].id.slice, &array)?;
-            embeddings[i] = Some(to_tensor(&array));
-            report.computed += 1;
-            progress(report.reused + report.computed);
         }
-    }
-    let missing: Vec<usize> = (0..samples.len()).filter(|&i| embeddings[i].is_none()).collect();
-    for chunk in missing.chunks(ENCODE_CHUNK) {
-        let encoded = encode(sam, backend, chunk.iter().map(|&i| &samples[i]));
-        for (k, &i) in chunk.iter().enumerate() {
-            let embedding = encoded.get(k as i64);
-            cache_of(&samples[i]).store(samples[i].id.slice, &to_array(&embedding))?;
-            embeddings[i] = Some(embedding);
+        match external.as_deref_mut() {
+            Some(engine) => {
+                for &i in &to_compute {
+                    let array = engine
+                        .encode(&samples[i].input)
+                        .map_err(|problem| TrainError::Encoder {
+                            engine: engine.name(),
+                            problem,
+                        })?;
+                    if report.computed == 0 {
+                        check_against_libtorch(sam, backend, &samples[i], &array, &engine.name())?;
+                    }
+                    cache_of(&samples[i]).store(samples[i].id.slice, &array)?;
+                    embeddings[i] = Some(to_tensor(&array));
+                    report.computed += 1;
+                }
+            }
+            None if !to_compute.is_empty() => {
+                let encoded = encode(sam, backend, to_compute.iter().map(|&i| &samples[i]));
+                for (k, &i) in to_compute.iter().enumerate() {
+                    let embedding = encoded.get(k as i64);
+                    cache_of(&samples[i]).store(samples[i].id.slice, &to_array(&embedding))?;
+                    embeddings[i] = Some(embedding);
+                }
+                report.computed += to_compute.len();
+            }
+            None => {}
         }
-        report.computed += chunk.len();
         progress(report.reused + report.computed);
     }
     report.encoder_seconds = started.elapsed().as_secs_f64();
@@ -193,22 +229,23 @@ pub struct SplitEmbeddings {
 }
 
 /// [`sample_embeddings`] of a run's training and then validation samples under the cache folder `root` (one
-/// folder per encoder inside it), with `external` when given; `progress` is told the samples done and the
+/// folder per encoder inside it), `share` first, with `external` when given; `progress` is told the samples done and the
 /// total.
 pub fn split_embeddings(
     sam: &Sam,
     backend: &TchBackend,
     (train, val): (&[SliceSample], &[SliceSample]),
-    root: &Path,
+    (root, share): (&Path, Share),
     mut external: Option<&mut (dyn ImageEncoder + '_)>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(SplitEmbeddings, CacheReport), TrainError> {
     let dir = encoder_cache_dir(root, backend);
     let total = train.len() + val.len();
-    let (train_embeddings, a) = sample_embeddings(sam, backend, train, &dir, external.as_deref_mut(), |done| {
-        progress(done, total)
-    })?;
-    let (val_embeddings, b) = sample_embeddings(sam, backend, val, &dir, external, |done| {
+    let (train_embeddings, a) =
+        sample_embeddings(sam, backend, train, (&dir, share), external.as_deref_mut(), |done| {
+            progress(done, total)
+        })?;
+    let (val_embeddings, b) = sample_embeddings(sam, backend, val, (&dir, share), external, |done| {
         progress(train.len() + done, total)
     })?;
     let embeddings = SplitEmbeddings {

@@ -72,6 +72,9 @@ pub enum TrainError {
         /// What went wrong.
         problem: String,
     },
+    /// Another rank of a data-parallel run failed or never came, or the ranks disagree.
+    #[error("data-parallel training")]
+    Distributed(#[from] crate::distributed::DistributedError),
     /// The device asked for cannot be used.
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),

@@ -13,7 +13,8 @@ use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
 use medico_models::prompt_encoder::DensePrompt;
 use medico_models::sam::PromptTensors;
 use medico_models::Sam;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
 use crate::backend::{TchBackend, TchTensor};
@@ -100,6 +101,16 @@ impl Default for ObjectiveConfig {
     }
 }
 
+impl ObjectiveConfig {
+    /// How many rounds each batch is decoded: `rounds` for the full objective, one for the ablations.
+    pub fn decoding_rounds(&self) -> usize {
+        match self.objective {
+            Objective::MedicoSam => self.rounds.max(1),
+            Objective::Simple | Objective::MedSam => 1,
+        }
+    }
+}
+
 /// What the objective starts from: images for the encoder, or the embeddings a frozen encoder gave them.
 pub enum BatchInput {
     /// Normalized, padded images `[B, 3, S, S]`.
@@ -109,7 +120,9 @@ pub enum BatchInput {
 }
 
 /// A training batch at the model's input size: images (or their embeddings) and, per object, its image
-/// and mask.
+/// and mask. It may be one rank's shard of a global batch ([`crate::distributed::DataParallel`]): its
+/// clicks then come from each object's own generator and its losses are divided by the global batch's
+/// counts, so that the shards' gradients add up to the whole batch's.
 pub struct Batch {
     /// The images or their embeddings.
     pub input: BatchInput,
@@ -117,6 +130,36 @@ pub struct Batch {
     pub objects: Vec<(usize, Vec<bool>)>,
     /// Propagation objects: image index, the box derived from a neighbouring slice and this slice's mask.
     pub derived: Vec<(usize, DerivedObject)>,
+    /// The seed of each object's click generator (start prompt and corrections), in `objects` order.
+    pub object_seeds: Vec<u64>,
+    /// The objects and propagation objects of the whole global batch (this batch's own when unsharded).
+    pub totals: BatchTotals,
+}
+
+/// How many objects and propagation objects a global batch holds: what its losses are divided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchTotals {
+    /// Interactive objects.
+    pub objects: usize,
+    /// Propagation objects.
+    pub derived: usize,
+}
+
+impl Batch {
+    /// An unsharded batch: the objects' clicks seeded by their positions, the totals its own.
+    pub fn new(input: BatchInput, objects: Vec<(usize, Vec<bool>)>, derived: Vec<(usize, DerivedObject)>) -> Self {
+        let totals = BatchTotals {
+            objects: objects.len(),
+            derived: derived.len(),
+        };
+        Self {
+            input,
+            object_seeds: (0..objects.len() as u64).collect(),
+            objects,
+            derived,
+            totals,
+        }
+    }
 }
 
 /// What one forward pass of the objective produced.
@@ -199,32 +242,33 @@ fn propagation_term(
         bce_weight: config.bce_weight.max(1.0),
         ..config
     };
-    round_loss(&logits, &predicted_iou, &target, config)
+    round_loss(&logits, &predicted_iou, &target, config, batch.totals.derived)
 }
 
 /// Whether this iteration starts from boxes, and how many rounds it decodes.
 fn start_and_rounds(config: ObjectiveConfig, iteration: u64, rng: &mut impl Rng) -> (bool, usize) {
+    let rounds = config.decoding_rounds();
     match config.objective {
-        Objective::MedicoSam => (iteration % 2 == 1, config.rounds.max(1)),
-        Objective::Simple => (rng.random_bool(0.5), 1),
-        Objective::MedSam => (true, 1),
+        Objective::MedicoSam => (iteration % 2 == 1, rounds),
+        Objective::Simple => (rng.random_bool(0.5), rounds),
+        Objective::MedSam => (true, rounds),
     }
 }
 
-/// Round 0's prompt of every object: a jittered box or one positive point.
+/// Round 0's prompt of every object (from its own generator in `rngs`): a jittered box or one positive point.
 fn start_prompts(
     batch: &Batch,
     hw: (usize, usize),
     use_box: bool,
     point_start: PointStart,
-    rng: &mut impl Rng,
+    rngs: &mut [ChaCha8Rng],
 ) -> Prompts {
     let n = batch.objects.len();
     let mut prompts = Prompts {
         points: vec![Vec::new(); n],
         boxes: vec![None; n],
     };
-    for (k, (_, mask)) in batch.objects.iter().enumerate() {
+    for (k, ((_, mask), rng)) in batch.objects.iter().zip(rngs.iter_mut()).enumerate() {
         if use_box {
             prompts.boxes[k] = start_box(mask, hw, BOX_JITTER, rng);
         } else {
@@ -269,35 +313,46 @@ fn true_iou(probabilities: &Tensor, target: &Tensor) -> Tensor {
 }
 
 /// One round's loss: Dice of the best output per object, MSE of the predicted IoUs against the true ones
-/// (weighted by `iou_weight`), and optionally a BCE on the best output's logits.
-fn round_loss(logits: &Tensor, predicted_iou: &Tensor, target: &Tensor, config: ObjectiveConfig) -> Tensor {
+/// (weighted by `iou_weight`), and optionally a BCE on the best output's logits; each a sum over this
+/// batch's objects divided by the `total` objects of the global batch (the mean when unsharded).
+fn round_loss(
+    logits: &Tensor,
+    predicted_iou: &Tensor,
+    target: &Tensor,
+    config: ObjectiveConfig,
+    total: usize,
+) -> Tensor {
     let probabilities = logits.sigmoid();
     let (best_dice, best_output) = dice_loss(&probabilities, target).min_dim(1, false);
+    let size = logits.size();
+    let total = total.max(1) as f64;
     let mse = (predicted_iou - true_iou(&probabilities, target))
         .square()
-        .mean(Kind::Float);
-    let mut loss = best_dice.mean(Kind::Float) + mse * config.iou_weight;
+        .sum(Kind::Float)
+        / (total * size[1] as f64);
+    let mut loss = best_dice.sum(Kind::Float) / total + mse * config.iou_weight;
     if config.bce_weight > 0.0 {
-        let size = logits.size();
         let idx = best_output
             .view([size[0], 1, 1, 1])
             .expand([size[0], 1, size[2], size[3]], false);
         let best_logits = logits.gather(1, &idx, false);
-        let bce = best_logits.binary_cross_entropy_with_logits::<Tensor>(target, None, None, tch::Reduction::Mean);
+        let bce = best_logits.binary_cross_entropy_with_logits::<Tensor>(target, None, None, tch::Reduction::Sum)
+            / (total * (size[2] * size[3]) as f64);
         loss += bce * config.bce_weight;
     }
     loss
 }
 
 /// After a round (not differentiated): per object the output with the best predicted IoU, binarised at 0,
-/// gets a correction click; the low-res logits are fed back as the next mask prompt with probability
-/// `mask_prob` (MedicoSAM only). Returns whether they were, and the feedback.
+/// gets a correction click from the object's generator in `rngs`; the low-res logits are fed back as the
+/// next mask prompt with probability `mask_prob` (MedicoSAM only), drawn from the batch's shared `rng`.
+/// Returns whether they were, and the feedback.
 fn update_prompts(
     batch: &Batch,
     prompts: &mut Prompts,
     (logits, low_res, predicted_iou): (&Tensor, &Tensor, &Tensor),
     config: ObjectiveConfig,
-    rng: &mut impl Rng,
+    (rng, rngs): (&mut impl Rng, &mut [ChaCha8Rng]),
 ) -> (bool, Option<Tensor>) {
     tch::no_grad(|| {
         let n = batch.objects.len() as i64;
@@ -310,12 +365,12 @@ fn update_prompts(
         let chosen_low = gather(low_res).detach();
         let flat: Vec<u8> = Vec::<u8>::try_from(chosen_logits.to_kind(Kind::Uint8).flatten(0, -1)).unwrap_or_default();
         let side = logits.size()[2] as usize;
-        for (k, (_, mask)) in batch.objects.iter().enumerate() {
+        for (k, ((_, mask), object_rng)) in batch.objects.iter().zip(rngs.iter_mut()).enumerate() {
             let pred: Vec<bool> = flat[k * side * side..(k + 1) * side * side]
                 .iter()
                 .map(|&v| v != 0)
                 .collect();
-            if let Some(clicks) = correction_clicks(mask, &pred, (side, side), rng) {
+            if let Some(clicks) = correction_clicks(mask, &pred, (side, side), object_rng) {
                 prompts.points[k].extend(clicks);
             }
         }
@@ -324,7 +379,10 @@ fn update_prompts(
     })
 }
 
-/// Runs the objective on `batch`; `iteration` picks the point or box start (even: point, odd: box).
+/// Runs the objective on `batch`; `iteration` picks the point or box start (even: point, odd: box). Each
+/// object's clicks come from its own generator (`Batch::object_seeds`); the decisions shared by the whole
+/// batch (mask feedback per round, the `simple` objective's start) from `rng`, which every rank holding a
+/// shard of the batch draws alike.
 pub fn objective_forward(
     sam: &Sam,
     backend: &TchBackend,
@@ -354,7 +412,12 @@ pub fn objective_forward(
     let object_embeddings = select_embeddings(&embeddings, batch.objects.iter().map(|(i, _)| *i), device);
     let target = targets(batch.objects.iter().map(|(_, m)| m), side, device);
     let (use_box, rounds) = start_and_rounds(config, iteration, rng);
-    let mut prompts = start_prompts(batch, (side, side), use_box, config.point_start, rng);
+    let mut rngs: Vec<ChaCha8Rng> = batch
+        .object_seeds
+        .iter()
+        .map(|&s| ChaCha8Rng::seed_from_u64(s))
+        .collect();
+    let mut prompts = start_prompts(batch, (side, side), use_box, config.point_start, &mut rngs);
     let mut feedback: Option<Tensor> = None;
     let (mut losses, mut round_losses, mut mask_fed) = (Vec::new(), Vec::new(), Vec::new());
     let mut feedback_required_grad = false;
@@ -375,13 +438,19 @@ pub fn objective_forward(
         let low_res = selected.masks.0.to_kind(Kind::Float);
         let predicted_iou = selected.iou_predictions.0.to_kind(Kind::Float);
         let logits = low_res.upsample_bilinear2d([side as i64, side as i64], false, None, None);
-        let loss = round_loss(&logits, &predicted_iou, &target, config);
+        let loss = round_loss(&logits, &predicted_iou, &target, config, batch.totals.objects);
         round_losses.push(loss.double_value(&[]));
         losses.push(loss);
         if round + 1 == rounds {
             break;
         }
-        let (fed, next) = update_prompts(batch, &mut prompts, (&logits, &low_res, &predicted_iou), config, rng);
+        let (fed, next) = update_prompts(
+            batch,
+            &mut prompts,
+            (&logits, &low_res, &predicted_iou),
+            config,
+            (&mut *rng, &mut rngs),
+        );
         mask_fed.push(fed);
         feedback = next;
     }
@@ -401,7 +470,6 @@ pub fn objective_forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn a_farthest_point_start_clicks_the_centre_and_a_uniform_one_anywhere_inside() {
@@ -410,12 +478,12 @@ mod tests {
         let mask: Vec<bool> = (0..side * side)
             .map(|i| (2..9).contains(&(i % side)) && (3..10).contains(&(i / side)))
             .collect();
-        let batch = Batch {
-            input: BatchInput::Embeddings(Tensor::zeros([1, 1, 1, 1], (Kind::Float, tch::Device::Cpu))),
-            objects: vec![(0, mask.clone())],
-            derived: Vec::new(),
-        };
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let batch = Batch::new(
+            BatchInput::Embeddings(Tensor::zeros([1, 1, 1, 1], (Kind::Float, tch::Device::Cpu))),
+            vec![(0, mask.clone())],
+            Vec::new(),
+        );
+        let mut rng = [ChaCha8Rng::seed_from_u64(0)];
         let mut clicks = std::collections::HashSet::new();
         for _ in 0..20 {
             let farthest = start_prompts(&batch, (side, side), false, PointStart::Farthest, &mut rng);

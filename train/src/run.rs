@@ -1,7 +1,8 @@
 //! A training run from a JSON configuration: data from NIfTI volumes, a model from a preset, a config file
 //! or a checkpoint (or random initialisation), the objective and AdamW, validation loss on held-out
 //! volumes, a JSON-lines log, checkpoints that resume exactly, and at the end the SAM state dict and a bundle
-//! with the run's provenance.
+//! with the run's provenance. Data-parallel: every rank builds its shard of each global batch and the
+//! gradients are summed before each step, so N ranks train the model one process would; rank 0 alone writes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,16 +13,17 @@ use medico_export::bundle::{export_bundle, ExportRequest};
 use medico_io::IoError;
 use medico_models::{load_checkpoint, Sam, SamConfig, StateDict};
 use rand::seq::IndexedRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 use crate::backend::TchBackend;
 use crate::data::{
-    folder_samples, make_batch, make_embedding_batch, sa_med2d_samples, slice_samples, ImageFolderSource,
+    batch_totals, folder_samples, make_batch, make_embedding_batch, sa_med2d_samples, slice_samples, ImageFolderSource,
     SaMed2dSource, SliceSample, VolumeSource,
 };
-use crate::embeddings::{split_embeddings, CacheReport, ImageEncoder, SplitEmbeddings};
+use crate::distributed::{DataParallel, DistributedError};
+use crate::embeddings::{split_embeddings, CacheReport, ImageEncoder, Share, SplitEmbeddings};
 use crate::error::TrainError;
 use crate::objective::Batch;
 use crate::run_config::{DataEntry, RunConfig};
@@ -56,7 +58,7 @@ pub struct RunSummary {
     pub final_loss: f64,
     /// Last validation loss, when validating.
     pub val_loss: Option<f64>,
-    /// The exported bundle.
+    /// The exported bundle (written by rank 0 of a data-parallel run).
     pub bundle: PathBuf,
     /// With a frozen image encoder: how many embeddings were reused and computed.
     pub embeddings: Option<CacheReport>,
@@ -164,9 +166,10 @@ fn describe(entry: &DataEntry) -> String {
     }
 }
 
-/// A run being carried out: its configuration, where it lives, its data.
+/// A run being carried out: its configuration, where it lives, its data, its ranks.
 struct RunContext<'a> {
     config_path: &'a Path,
+    parallel: &'a DataParallel,
     run: RunConfig,
     base: PathBuf,
     sam_config: SamConfig,
@@ -177,21 +180,23 @@ struct RunContext<'a> {
     embeddings: Option<SplitEmbeddings>,
 }
 
-/// Runs the training described by the configuration file at `config_path` on `device`.
+/// Runs the training described by the configuration file at `config_path` on `device`, in one process.
 pub fn run(config_path: &Path, device: Device, progress: impl FnMut(&Progress)) -> Result<RunSummary, TrainError> {
-    run_with_encoder(config_path, device, None, progress)
+    run_with_encoder(config_path, device, None, &DataParallel::Single, progress)
 }
 
-/// [`run`], with the frozen encoder's missing embeddings computed by `encoder` when given (see
-/// [`ImageEncoder`]).
+/// [`run`] as one rank of `parallel`, with the frozen encoder's missing embeddings computed by `encoder`
+/// when given (see [`ImageEncoder`]).
 pub fn run_with_encoder(
     config_path: &Path,
     device: Device,
     encoder: Option<&mut (dyn ImageEncoder + '_)>,
+    parallel: &DataParallel,
     mut progress: impl FnMut(&Progress),
 ) -> Result<RunSummary, TrainError> {
-    let mut context = prepare(config_path)?;
+    let mut context = prepare(config_path, parallel)?;
     let mut trainer = start_trainer(&context, device)?;
+    check_ranks_agree(&trainer.backend().named_params(), trainer.iteration(), parallel)?;
     let report = if context.run.freeze_image_encoder {
         let cache = (
             context.base.as_path(),
@@ -204,7 +209,7 @@ pub fn run_with_encoder(
             &context.sam_config,
             cache,
             samples,
-            encoder,
+            (encoder, parallel),
             &mut progress,
         )?;
         context.embeddings = Some(embeddings);
@@ -213,7 +218,11 @@ pub fn run_with_encoder(
         None
     };
     let (final_loss, val_loss) = train_loop(&mut trainer, &context, progress)?;
-    let bundle = export_result(&trainer, &context, final_loss, val_loss)?;
+    check_ranks_agree(&trainer.backend().named_params(), trainer.iteration(), parallel)?;
+    let bundle = match parallel.writes() {
+        true => export_result(&trainer, &context, final_loss, val_loss)?,
+        false => context.out.join("bundle"),
+    };
     Ok(RunSummary {
         out: context.out,
         final_loss,
@@ -224,13 +233,14 @@ pub fn run_with_encoder(
 }
 
 /// The frozen encoder's embeddings of a run's training and validation samples, from the cache folder its
-/// configuration names (relative to `base`; default `out/embeddings`) or computed and stored there.
+/// configuration names (relative to `base`; default `out/embeddings`) or computed and stored there; the
+/// ranks of a data-parallel run each compute their share first (see [`split_embeddings`]).
 pub(crate) fn frozen_embeddings(
     backend: &TchBackend,
     sam_config: &SamConfig,
     (base, configured, out): (&Path, Option<&Path>, &Path),
     samples: (&[SliceSample], &[SliceSample]),
-    encoder: Option<&mut (dyn ImageEncoder + '_)>,
+    (encoder, parallel): (Option<&mut (dyn ImageEncoder + '_)>, &DataParallel),
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(SplitEmbeddings, CacheReport), TrainError> {
     let root = match configured {
@@ -241,10 +251,39 @@ pub(crate) fn frozen_embeddings(
         &Sam::new(sam_config.clone()),
         backend,
         samples,
-        &root,
+        (
+            &root,
+            Share {
+                rank: parallel.rank(),
+                of: parallel.world_size(),
+            },
+        ),
         encoder,
         |done, total| progress(&Progress::Embeddings { done, total }),
     )
+}
+
+/// Fails unless every rank holds the same iteration and weights — at the start (not: one read a stale
+/// checkpoint, or another initialisation) and at the end (not: the ranks diverged): a checksum of the
+/// parameters compared over the ranks.
+pub(crate) fn check_ranks_agree(
+    parameters: &[(String, Tensor)],
+    iteration: u64,
+    parallel: &DataParallel,
+) -> Result<(), DistributedError> {
+    if parallel.world_size() == 1 {
+        return Ok(());
+    }
+    let (sum, absolute) = tch::no_grad(|| {
+        parameters.iter().fold((0.0, 0.0), |(sum, absolute), (_, p)| {
+            let p = p.to_kind(Kind::Double);
+            (
+                sum + p.sum(Kind::Double).double_value(&[]),
+                absolute + p.abs().sum(Kind::Double).double_value(&[]),
+            )
+        })
+    });
+    parallel.check_same("iteration and weights", &[iteration as f64, sum, absolute])
 }
 
 /// A run's `log.jsonl` in its output folder, appended to (a resumed run continues it), one JSON object per line.
@@ -302,9 +341,28 @@ pub(crate) fn model_and_output(base: &Path, model: &str, out: &Path) -> Result<(
     Ok((config, out))
 }
 
+/// Refuses a global batch with fewer images than ranks (a rank with nothing to do each step).
+pub(crate) fn check_batch_covers_ranks(
+    config_path: &Path,
+    batch_size: usize,
+    parallel: &DataParallel,
+) -> Result<(), TrainError> {
+    match batch_size >= parallel.world_size() {
+        true => Ok(()),
+        false => Err(TrainError::Config {
+            path: config_path.into(),
+            problem: format!(
+                "batch_size {batch_size} is the global batch and cannot be shared by {} ranks: at least one image each",
+                parallel.world_size()
+            ),
+        }),
+    }
+}
+
 /// The configuration read and checked, the architecture resolved, the output folder made, the data loaded.
-fn prepare(config_path: &Path) -> Result<RunContext<'_>, TrainError> {
+fn prepare<'a>(config_path: &'a Path, parallel: &'a DataParallel) -> Result<RunContext<'a>, TrainError> {
     let run = RunConfig::from_file(config_path)?;
+    check_batch_covers_ranks(config_path, run.batch_size, parallel)?;
     let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let (sam_config, out) = model_and_output(&base, &run.model, &run.out)?;
     let train = samples_of(&run.train, &base, &sam_config, run.min_object_pixels)?;
@@ -317,6 +375,7 @@ fn prepare(config_path: &Path) -> Result<RunContext<'_>, TrainError> {
     }
     Ok(RunContext {
         config_path,
+        parallel,
         run,
         base,
         sam_config,
@@ -369,61 +428,96 @@ fn start_trainer(context: &RunContext<'_>, device: Device) -> Result<Trainer, Tr
     ))
 }
 
-/// The micro-batches of step `step`, drawn from (seed, step) so that a resumed run sees the same batches.
+/// The generator of step `step`'s global batches in a run seeded with `seed`: which images, and their keys.
+pub(crate) fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed.wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)))
+}
+
+/// A global batch: the images chosen (indices into the samples) and the key of each, which seeds its
+/// objects and their clicks.
+pub(crate) struct GlobalBatch {
+    pub(crate) chosen: Vec<usize>,
+    pub(crate) keys: Vec<u64>,
+}
+
+impl GlobalBatch {
+    /// `size` of `count` samples drawn from `rng`, with their keys.
+    pub(crate) fn draw(count: usize, size: usize, rng: &mut ChaCha8Rng) -> Self {
+        let indices: Vec<usize> = (0..count).collect();
+        let chosen: Vec<usize> = indices.choose_multiple(rng, size).copied().collect();
+        let keys = chosen.iter().map(|_| rng.random()).collect();
+        Self { chosen, keys }
+    }
+}
+
+/// This rank's shards of the micro-batches of step `step`, drawn from (seed, step) so that a resumed run
+/// — and every rank — sees the same global batches.
 fn batches_for_step(context: &RunContext<'_>, step: u64) -> Vec<Batch> {
     let run = &context.run;
-    let mut rng = ChaCha8Rng::seed_from_u64(run.seed.wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)));
-    let indices: Vec<usize> = (0..context.train.len()).collect();
+    let mut rng = step_rng(run.seed, step);
     (0..run.accumulate)
         .map(|_| {
-            let chosen: Vec<usize> = indices.choose_multiple(&mut rng, run.batch_size).copied().collect();
+            let global = GlobalBatch::draw(context.train.len(), run.batch_size, &mut rng);
+            let shard = context.parallel.shard(global.chosen.len());
             let embeddings = context.embeddings.as_ref().map(|e| &e.train);
-            batch_of(&context.train, embeddings, &chosen, context, &mut rng)
+            let mut batch = batch_of(
+                &context.train,
+                embeddings,
+                (&global.chosen[shard.clone()], &global.keys[shard]),
+                context,
+            );
+            let all: Vec<&SliceSample> = global.chosen.iter().map(|&i| &context.train[i]).collect();
+            batch.totals = batch_totals(&all, run.objects_per_image);
+            batch
         })
         .collect()
 }
 
-/// The batch of samples `chosen` (indices into `samples`): their images, or their embeddings when given.
+/// The batch of samples `chosen` (indices into `samples`, with their keys): their images, or their
+/// embeddings when given.
 fn batch_of(
     samples: &[SliceSample],
     embeddings: Option<&Vec<Tensor>>,
-    chosen: &[usize],
+    (chosen, keys): (&[usize], &[u64]),
     context: &RunContext<'_>,
-    rng: &mut ChaCha8Rng,
 ) -> Batch {
     let refs: Vec<&SliceSample> = chosen.iter().map(|&i| &samples[i]).collect();
     let max_objects = context.run.objects_per_image;
     match embeddings {
         Some(all) => {
             let tensors: Vec<&Tensor> = chosen.iter().map(|&i| &all[i]).collect();
-            make_embedding_batch(&refs, &tensors, max_objects, rng)
+            make_embedding_batch(&refs, &tensors, keys, max_objects)
         }
-        None => make_batch(&refs, context.sam_config.img_size, max_objects, rng),
+        None => make_batch(&refs, keys, context.sam_config.img_size, max_objects),
     }
 }
 
 /// Validation batches evaluated each time.
 const VALIDATION_BATCHES: usize = 8;
 
-/// Mean loss over validation batches spread over the held-out samples, each with its own fixed clicks.
-fn validation_loss(trainer: &Trainer, context: &RunContext<'_>) -> f64 {
+/// Mean loss over validation batches spread over the held-out samples, each with its own fixed clicks; the
+/// ranks of a data-parallel run share the batches out and sum their losses.
+fn validation_loss(trainer: &Trainer, context: &RunContext<'_>) -> Result<f64, DistributedError> {
     let run = &context.run;
     // Evenly spread over the validation samples, so that every held-out volume and axis counts.
     let n = context.val.len();
     let wanted = (VALIDATION_BATCHES * run.batch_size).min(n);
     let indices: Vec<usize> = (0..wanted).map(|k| k * n / wanted).collect();
     let embeddings = context.embeddings.as_ref().map(|e| &e.val);
-    let losses: Vec<f64> = indices
-        .chunks(run.batch_size)
-        .take(VALIDATION_BATCHES)
+    let chunks: Vec<&[usize]> = indices.chunks(run.batch_size).take(VALIDATION_BATCHES).collect();
+    let parallel = context.parallel;
+    let mut total = [chunks
+        .iter()
         .enumerate()
+        .filter(|(i, _)| i % parallel.world_size() == parallel.rank())
         .map(|(i, chunk)| {
-            let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
-            let batch = batch_of(&context.val, embeddings, chunk, context, &mut rng);
+            let keys: Vec<u64> = chunk.iter().map(|&k| k as u64).collect();
+            let batch = batch_of(&context.val, embeddings, (chunk, &keys), context);
             trainer.evaluate(&batch, i as u64)
         })
-        .collect();
-    losses.iter().sum::<f64>() / losses.len() as f64
+        .sum::<f64>()];
+    parallel.sum_values(&mut total)?;
+    Ok(total[0] / chunks.len() as f64)
 }
 
 /// One line of `log.jsonl`.
@@ -447,16 +541,17 @@ fn train_loop(
     mut progress: impl FnMut(&Progress),
 ) -> Result<(f64, Option<f64>), TrainError> {
     let run = &context.run;
-    let mut log = RunLog::open(&context.out)?;
+    let parallel = context.parallel;
+    let mut log = parallel.writes().then(|| RunLog::open(&context.out)).transpose()?;
     let started = Instant::now();
     let first = trainer.iteration();
     let (mut final_loss, mut val_loss) = (f64::NAN, None);
     while trainer.iteration() < run.steps {
-        let report = trainer.step_accumulated(&batches_for_step(context, trainer.iteration()));
+        let report = trainer.step_accumulated(&batches_for_step(context, trainer.iteration()), parallel)?;
         final_loss = report.loss;
         let done = trainer.iteration();
         let validate = !context.val.is_empty() && (done.is_multiple_of(run.val_every) || done == run.steps);
-        let step_val_loss = validate.then(|| validation_loss(trainer, context));
+        let step_val_loss = validate.then(|| validation_loss(trainer, context)).transpose()?;
         val_loss = step_val_loss.or(val_loss);
         let entry = LogEntry {
             step: done,
@@ -465,6 +560,9 @@ fn train_loop(
             propagation_loss: report.propagation_loss,
             seconds: started.elapsed().as_secs_f64(),
             val_loss: step_val_loss,
+        };
+        let Some(log) = log.as_mut() else {
+            continue;
         };
         log.append(&entry)?;
         if done.is_multiple_of(run.checkpoint_every) || done == run.steps {

@@ -1,7 +1,8 @@
-//! One optimisation step of the objective — zero-grad → objective → backward → AdamW over every SAM parameter
-//! (the reference recipe freezes nothing) — plus checkpoints that resume exactly (parameters, AdamW moments,
-//! iteration and seed; the clicks of iteration `i` come from a generator seeded by (seed, i)) and the export
-//! of the SAM part as an official-format state dict.
+//! One optimisation step of the objective — zero-grad → objective → backward → (the ranks' gradients
+//! summed) → AdamW over every SAM parameter (the reference recipe freezes nothing) — plus checkpoints that
+//! resume exactly (parameters, AdamW moments, iteration and seed; the decisions a micro-batch shares come
+//! from a generator seeded by (seed, iteration, micro-batch), each object's clicks from its own) and the
+//! export of the SAM part as an official-format state dict.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +16,7 @@ use medico_io::atomic_output::{persist, temp_beside};
 
 use crate::adamw::AdamW;
 use crate::backend::TchBackend;
+use crate::distributed::{DataParallel, DistributedError};
 use crate::error::TrainError;
 use crate::objective::{objective_forward, Batch, ObjectiveConfig, ObjectiveOutput};
 
@@ -78,7 +80,7 @@ pub struct StepReport {
     pub round_losses: Vec<f64>,
     /// The propagation term (mean over the micro-batches that had derived objects).
     pub propagation_loss: Option<f64>,
-    /// Mask feedback per round after the first.
+    /// Mask feedback per round after the first, of every micro-batch this rank had objects of.
     pub mask_fed: Vec<bool>,
     /// Whether a fed-back mask carried gradients (it must not).
     pub feedback_required_grad: bool,
@@ -98,9 +100,12 @@ const ITERATION_KEY: &str = "trainer.iteration";
 const SEED_KEY: &str = "trainer.seed";
 const STEPS_KEY: &str = "trainer.adamw_steps";
 
-/// The click generator of iteration `iteration` of a run seeded with `seed`.
-fn iteration_rng(seed: u64, iteration: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+/// The generator of the decisions micro-batch `micro` of iteration `iteration` shares (mask feedback per
+/// round), in a run seeded with `seed`: every rank holding a shard of it draws the same.
+fn micro_batch_rng(seed: u64, iteration: u64, micro: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    rng.set_stream(micro as u64);
+    rng
 }
 
 impl Trainer {
@@ -161,47 +166,67 @@ impl Trainer {
         objective_forward(&self.sam, &self.backend, batch, self.objective, self.iteration, rng)
     }
 
-    /// One optimisation step on `batch`.
+    /// One optimisation step on `batch`, in a process of its own.
     pub fn step(&mut self, batch: &Batch) -> StepReport {
-        self.step_accumulated(std::slice::from_ref(batch))
+        self.step_accumulated(std::slice::from_ref(batch), &DataParallel::Single)
+            .expect("a single process exchanges nothing that could fail")
     }
 
     /// One optimisation step on the gradients of several micro-batches (gradient accumulation): each
     /// micro-batch's loss is scaled by `1 / batches.len()` and back-propagated before the single AdamW update,
-    /// so only one micro-batch's activations are alive at a time. The clicks of all micro-batches come from the
-    /// iteration's one random stream, in order; with one micro-batch this is exactly [`Self::step`].
-    pub fn step_accumulated(&mut self, batches: &[Batch]) -> StepReport {
+    /// so only one micro-batch's activations are alive at a time; with one micro-batch this is exactly
+    /// [`Self::step`]. In a data-parallel run each batch is this rank's shard of a global micro-batch
+    /// ([`crate::data::batch_totals`] its totals): the gradients are summed over the ranks before the update and
+    /// the report holds the global batch's values. Fails when another rank does (c10d's error).
+    pub fn step_accumulated(
+        &mut self,
+        batches: &[Batch],
+        parallel: &DataParallel,
+    ) -> Result<StepReport, DistributedError> {
         assert!(!batches.is_empty(), "a step needs at least one micro-batch");
-        let mut rng = iteration_rng(self.seed, self.iteration);
         self.optimizer.zero_grad();
         let scale = 1.0 / batches.len() as f64;
-        let mut report = StepReport {
-            loss: 0.0,
-            round_losses: Vec::new(),
-            propagation_loss: None,
-            mask_fed: Vec::new(),
-            feedback_required_grad: false,
-        };
-        let mut propagation = (0.0, 0usize);
-        for batch in batches {
+        let rounds = self.objective.decoding_rounds();
+        // Summed over the ranks: the loss, each round's, and each micro-batch's propagation term.
+        let mut values = vec![0.0; 1 + rounds + batches.len()];
+        let mut mask_fed = Vec::new();
+        let mut feedback_required_grad = false;
+        for (micro, batch) in batches.iter().enumerate() {
+            let mut rng = micro_batch_rng(self.seed, self.iteration, micro);
             let out = self.forward(batch, &mut rng);
             // With one micro-batch the scale is 1, an exact no-op on the loss and its gradients.
             (&out.loss * scale).backward();
-            report.loss += out.loss.double_value(&[]) * scale;
-            report.round_losses.resize(out.round_losses.len(), 0.0);
-            for (total, round) in report.round_losses.iter_mut().zip(&out.round_losses) {
+            values[0] += out.loss.double_value(&[]) * scale;
+            for (total, round) in values[1..=rounds].iter_mut().zip(&out.round_losses) {
                 *total += round * scale;
             }
-            if let Some(term) = out.propagation_loss {
-                propagation = (propagation.0 + term, propagation.1 + 1);
-            }
-            report.mask_fed.extend(out.mask_fed);
-            report.feedback_required_grad |= out.feedback_required_grad;
+            values[1 + rounds + micro] = out.propagation_loss.unwrap_or(0.0);
+            mask_fed.extend(out.mask_fed);
+            feedback_required_grad |= out.feedback_required_grad;
         }
-        report.propagation_loss = (propagation.1 > 0).then(|| propagation.0 / propagation.1 as f64);
+        parallel.sum_values(&mut values)?;
+        parallel.sum_gradients(&self.optimizer.parameters())?;
         self.optimizer.step();
         self.iteration += 1;
-        report
+        let with_objects = batches.iter().any(|b| b.totals.objects > 0);
+        let propagated: Vec<f64> = batches
+            .iter()
+            .zip(&values[1 + rounds..])
+            .filter(|(b, _)| b.totals.derived > 0)
+            .map(|(_, &v)| v)
+            .collect();
+        Ok(StepReport {
+            loss: values[0],
+            round_losses: if with_objects {
+                values[1..=rounds].to_vec()
+            } else {
+                Vec::new()
+            },
+            propagation_loss: (!propagated.is_empty())
+                .then(|| propagated.iter().sum::<f64>() / propagated.len() as f64),
+            mask_fed,
+            feedback_required_grad,
+        })
     }
 
     /// A copy of parameter `name`.

@@ -3,6 +3,10 @@
 //! `build.rs`), and the launcher's environment it is configured from (torchrun's RANK/WORLD_SIZE/
 //! MASTER_ADDR/MASTER_PORT, or Slurm's SLURM_PROCID/SLURM_NTASKS with the first node as master).
 
+mod data_parallel;
+
+pub use data_parallel::{shard_of, DataParallel};
+
 use std::ffi::{c_char, c_int, CString};
 use std::time::Duration;
 
@@ -20,6 +24,7 @@ extern "C" {
         world_size: c_int,
         master_addr: *const c_char,
         master_port: c_int,
+        host_store: c_int,
         timeout_ms: c_int,
         error: *mut c_char,
         error_capacity: usize,
@@ -56,8 +61,11 @@ pub struct Launch {
     pub local_rank: usize,
     /// Rank 0's address.
     pub master_addr: String,
-    /// Rank 0's store port.
+    /// The store's port.
     pub master_port: u16,
+    /// Whether the launcher hosts the store (torchrun's agent: `TORCHELASTIC_USE_AGENT_STORE=True`) rather
+    /// than rank 0.
+    pub launcher_store: bool,
 }
 
 impl Launch {
@@ -120,6 +128,7 @@ impl Launch {
             local_rank,
             master_addr,
             master_port,
+            launcher_store: var("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Some("True"),
         }))
     }
 }
@@ -134,6 +143,28 @@ fn first_host(list: &str) -> String {
         }
         None => first.to_string(),
     }
+}
+
+/// The largest all-reduce bucket (DDP's default `bucket_cap_mb`).
+pub const BUCKET_BYTES: usize = 25 << 20;
+
+/// Consecutive runs of tensors of one kind, each at most [`BUCKET_BYTES`] unless one tensor alone is larger.
+fn buckets(tensors: &[Tensor]) -> Vec<std::ops::Range<usize>> {
+    let mut buckets = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, tensor) in tensors.iter().enumerate() {
+        let size = tensor.numel() * tensor.kind().elt_size_in_bytes();
+        let same_kind = i == start || tensors[start].kind() == tensor.kind();
+        if i > start && (!same_kind || bytes + size > BUCKET_BYTES) {
+            buckets.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < tensors.len() {
+        buckets.push(start..tensors.len());
+    }
+    buckets
 }
 
 /// A Gloo process group of every rank of a run.
@@ -160,7 +191,7 @@ fn error_text(buffer: &[u8]) -> String {
 }
 
 impl ProcessGroup {
-    /// Joins the run `launch` describes; rank 0 hosts the store. Fails when the other ranks do not come
+    /// Joins the run `launch` describes; rank 0 hosts the store unless the launcher does. Fails when the other ranks do not come
     /// within `timeout` (which also bounds every later collective: a rank that dies makes the others fail
     /// instead of hanging).
     pub fn join(launch: &Launch, timeout: Duration) -> Result<Self, DistributedError> {
@@ -175,6 +206,7 @@ impl ProcessGroup {
                 launch.world_size as c_int,
                 addr.as_ptr(),
                 c_int::from(launch.master_port),
+                c_int::from(!launch.launcher_store),
                 timeout_ms,
                 error.as_mut_ptr().cast(),
                 error.len(),
@@ -201,21 +233,18 @@ impl ProcessGroup {
     }
 
     /// Sums `tensors` over every rank, in place (each rank passes tensors of the same shapes and kinds in the
-    /// same order). The tensors of one kind travel as one bucket: flattened into one buffer, all-reduced by
-    /// one collective, copied back.
+    /// same order). They travel in buckets, as DDP's: consecutive tensors of one kind flattened into one
+    /// buffer of at most [`BUCKET_BYTES`] (a larger tensor alone), one collective each, copied back.
     pub fn all_reduce_sum(&self, tensors: &mut [Tensor]) -> Result<(), DistributedError> {
-        let mut kinds: Vec<tch::Kind> = tensors.iter().map(Tensor::kind).collect();
-        kinds.dedup();
-        for kind in kinds {
-            let members: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].kind() == kind).collect();
-            let flat: Vec<Tensor> = members.iter().map(|&i| tensors[i].detach().flatten(0, -1)).collect();
-            let mut bucket = Tensor::cat(&flat, 0);
-            self.all_reduce_raw(&mut bucket)?;
+        for bucket in buckets(tensors) {
+            let flat: Vec<Tensor> = bucket.clone().map(|i| tensors[i].detach().flatten(0, -1)).collect();
+            let mut buffer = Tensor::cat(&flat, 0);
+            self.all_reduce_raw(&mut buffer)?;
             let mut offset = 0;
             tch::no_grad(|| {
-                for &i in &members {
+                for i in bucket {
                     let numel = tensors[i].numel() as i64;
-                    let part = bucket.narrow(0, offset, numel).view_as(&tensors[i]);
+                    let part = buffer.narrow(0, offset, numel).view_as(&tensors[i]);
                     tensors[i].copy_(&part);
                     offset += numel;
                 }
@@ -273,6 +302,21 @@ mod tests {
     }
 
     #[test]
+    fn buckets_hold_one_kind_and_at_most_the_cap() {
+        let big = (BUCKET_BYTES / 4) as i64;
+        let tensors = [
+            Tensor::zeros([big / 2], (tch::Kind::Float, tch::Device::Cpu)),
+            Tensor::zeros([big / 2], (tch::Kind::Float, tch::Device::Cpu)),
+            Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu)),
+            Tensor::zeros([1], (tch::Kind::Double, tch::Device::Cpu)),
+            Tensor::zeros([2 * big], (tch::Kind::Double, tch::Device::Cpu)),
+            Tensor::zeros([3], (tch::Kind::Double, tch::Device::Cpu)),
+        ];
+        assert_eq!(buckets(&tensors), vec![0..2, 2..3, 3..4, 4..5, 5..6]);
+        assert_eq!(buckets(&[]), Vec::<std::ops::Range<usize>>::new());
+    }
+
+    #[test]
     fn the_launch_comes_from_torchrun_or_slurm() {
         assert_eq!(Launch::from_vars(vars(&[])).unwrap(), None);
         let torchrun = [
@@ -281,12 +325,14 @@ mod tests {
             ("LOCAL_RANK", "1"),
             ("MASTER_ADDR", "10.0.0.1"),
             ("MASTER_PORT", "29400"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
         ];
         let launch = Launch::from_vars(vars(&torchrun)).unwrap().unwrap();
         assert_eq!(
             (launch.rank, launch.world_size, launch.local_rank, launch.master_port),
             (1, 2, 1, 29400)
         );
+        assert!(launch.launcher_store);
         let slurm = [
             ("SLURM_PROCID", "3"),
             ("SLURM_NTASKS", "8"),
@@ -298,6 +344,7 @@ mod tests {
             (launch.rank, launch.master_addr.as_str(), launch.master_port),
             (3, "gpu07", 29500)
         );
+        assert!(!launch.launcher_store, "srun: rank 0 hosts the store");
         assert!(Launch::from_vars(vars(&[("RANK", "2"), ("WORLD_SIZE", "2")])).is_err());
         assert!(
             Launch::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "2")])).is_err(),

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -20,16 +21,19 @@ static void copy_error(const std::exception& e, char* error, size_t capacity) {
   error[capacity - 1] = '\0';
 }
 
+// The store at master_addr:master_port is hosted by rank 0, or (host_store == 0) by the launcher (torchrun's
+// agent); the group's keys live under the prefix "medico" either way.
 extern "C" medico_process_group* medico_process_group_new(int rank, int world_size, const char* master_addr,
-                                                          int master_port, int timeout_ms, char* error,
-                                                          size_t error_capacity) {
+                                                          int master_port, int host_store, int timeout_ms,
+                                                          char* error, size_t error_capacity) {
   try {
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<uint16_t>(master_port);
-    store_options.isServer = rank == 0;
+    store_options.isServer = host_store != 0 && rank == 0;
     store_options.numWorkers = world_size;
     store_options.timeout = std::chrono::milliseconds(timeout_ms);
-    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(master_addr), store_options);
+    auto tcp_store = c10::make_intrusive<c10d::TCPStore>(std::string(master_addr), store_options);
+    auto store = c10::make_intrusive<c10d::PrefixStore>("medico", tcp_store);
     auto options = c10d::ProcessGroupGloo::Options::create(std::chrono::milliseconds(timeout_ms));
     // As torch.distributed: the interface GLOO_SOCKET_IFNAME names, else the one the host name resolves to.
     const char* interface = std::getenv("GLOO_SOCKET_IFNAME");

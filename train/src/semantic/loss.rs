@@ -5,6 +5,8 @@
 
 use tch::{Kind, Reduction, Tensor};
 
+use crate::distributed::{DataParallel, DistributedError};
+
 /// Weight of the Dice term (the cross-entropy gets the rest).
 pub const DICE_WEIGHT: f64 = 0.5;
 /// Smallest Dice denominator (torch-em's `eps`).
@@ -12,16 +14,30 @@ const DICE_EPS: f64 = 1e-7;
 
 /// The loss and its parts.
 pub struct SemanticLoss {
-    /// `DICE_WEIGHT · dice + (1 − DICE_WEIGHT) · cross_entropy`.
+    /// `DICE_WEIGHT · dice + (1 − DICE_WEIGHT) · cross_entropy` (of a shard: its part of the global batch's).
     pub loss: Tensor,
-    /// 1 − mean soft Dice over channels.
+    /// 1 − mean soft Dice over channels (of the global batch).
     pub dice: f64,
-    /// Mean cross-entropy per pixel.
+    /// Mean cross-entropy per pixel (of a shard: its pixels' sum over the global batch's pixel count).
     pub cross_entropy: f64,
 }
 
 /// The loss of `outputs` `[B, C, S, S]` against class maps `target` `[B, S, S]` (int64, values `0..C`).
 pub fn semantic_loss(outputs: &Tensor, target: &Tensor) -> SemanticLoss {
+    sharded_semantic_loss(outputs, target, &DataParallel::Single, target.numel())
+        .expect("a single process exchanges nothing that could fail")
+}
+
+/// The loss of one rank's shard (`outputs`, `target`) of a global batch of `global_pixels` pixels, such that
+/// the ranks' gradients add up to the global batch's: the Dice's per-channel sums are the global batch's
+/// (summed over the ranks; the gradient flows through this shard's own part), the cross-entropy is this
+/// shard's sum over the global pixel count.
+pub fn sharded_semantic_loss(
+    outputs: &Tensor,
+    target: &Tensor,
+    parallel: &DataParallel,
+    global_pixels: usize,
+) -> Result<SemanticLoss, DistributedError> {
     let channels = outputs.size()[1];
     let one_hot = target.one_hot(channels).permute([0, 3, 1, 2]).to_kind(outputs.kind());
     let soft = outputs.softmax(1, outputs.kind());
@@ -29,14 +45,20 @@ pub fn semantic_loss(outputs: &Tensor, target: &Tensor) -> SemanticLoss {
     let overlap = (&soft * &one_hot).sum_dim_intlist(axes, false, Kind::Float);
     let denominator = (&soft * &soft).sum_dim_intlist(axes, false, Kind::Float)
         + (&one_hot * &one_hot).sum_dim_intlist(axes, false, Kind::Float);
+    let global = |local: Tensor| -> Result<Tensor, DistributedError> {
+        let sum = parallel.sum_tensor(&local)?;
+        Ok(&local + (sum - local.detach()))
+    };
+    let (overlap, denominator) = (global(overlap)?, global(denominator)?);
     let dice: Tensor = 1.0 - (overlap * 2.0 / denominator.clamp_min(DICE_EPS)).mean(Kind::Float);
-    let cross_entropy = outputs.cross_entropy_loss::<Tensor>(target, None, Reduction::Mean, -100, 0.0);
+    let cross_entropy =
+        outputs.cross_entropy_loss::<Tensor>(target, None, Reduction::Sum, -100, 0.0) / global_pixels.max(1) as f64;
     let loss = &dice * DICE_WEIGHT + &cross_entropy * (1.0 - DICE_WEIGHT);
-    SemanticLoss {
+    Ok(SemanticLoss {
         dice: dice.double_value(&[]),
         cross_entropy: cross_entropy.double_value(&[]),
         loss,
-    }
+    })
 }
 
 /// Per class of predicted class maps and targets (both `[B, S, S]` int64): the pixels both give the class

@@ -1,7 +1,8 @@
 //! A semantic training run from its configuration: slices with class maps from the volumes, the SAM
 //! checkpoint and a fresh (or pretrained) decoder, cached embeddings when the encoder is frozen, the loop with
 //! validation, ReduceLROnPlateau and a JSON-lines log, and at the end `decoder.safetensors` (torch-em's keys)
-//! and a bundle whose `segmentation_decoder.onnx` and class list come from it.
+//! and a bundle whose `segmentation_decoder.onnx` and class list come from it. Data-parallel as the
+//! interactive run: each rank its shard of every global batch, rank 0 alone writes.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,19 +13,23 @@ use medico_io::IoError;
 use medico_models::checkpoint::shapes;
 use medico_models::unetr::UnetrConfig;
 use medico_models::{load_checkpoint, load_decoder_state, Sam, SamConfig, StateDict, UnetrDecoder};
-use rand::seq::{IndexedRandom, SliceRandom};
-use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
 use crate::data::{class_map, semantic_slice_samples, SemanticVolumeSource, SliceSample};
+use crate::distributed::DataParallel;
 use crate::embeddings::{CacheReport, SplitEmbeddings};
 use crate::error::TrainError;
 use crate::objective::BatchInput;
-use crate::run::{frozen_embeddings, model_and_output, provenance_extra, resolve, Progress, RunLog};
+use crate::run::{
+    check_batch_covers_ranks, check_ranks_agree, frozen_embeddings, model_and_output, provenance_extra, resolve,
+    step_rng, GlobalBatch, Progress, RunLog,
+};
 use crate::semantic::config::{SemanticRunConfig, SemanticVolumeEntry};
 use crate::semantic::trainer::{
-    random_decoder_state, SemanticBatch, SemanticSettings, SemanticTrainer, SemanticValidation,
+    random_decoder_state, SemanticBatch, SemanticSettings, SemanticTotals, SemanticTrainer, SemanticValidation,
 };
 use crate::trainer::write_atomically;
 
@@ -39,7 +44,7 @@ pub struct SemanticSummary {
     pub validation: Option<SemanticValidation>,
     /// The decoder's state dict (torch-em keys).
     pub decoder: PathBuf,
-    /// The exported bundle (with `segmentation_decoder.onnx`).
+    /// The exported bundle (with `segmentation_decoder.onnx`; written by rank 0 of a data-parallel run).
     pub bundle: PathBuf,
     /// With a frozen encoder: embeddings reused and computed.
     pub embeddings: Option<CacheReport>,
@@ -48,6 +53,7 @@ pub struct SemanticSummary {
 /// A run being carried out.
 struct Context<'a> {
     config_path: &'a Path,
+    parallel: &'a DataParallel,
     run: SemanticRunConfig,
     base: PathBuf,
     sam_config: SamConfig,
@@ -60,14 +66,17 @@ struct Context<'a> {
 /// Validation slices used each time (spread evenly over the held-out samples).
 const VALIDATION_SLICES: usize = 12;
 
-/// Runs the semantic training described by the configuration at `config_path` on `device`.
+/// Runs the semantic training described by the configuration at `config_path` on `device` as one rank of
+/// `parallel`.
 pub fn run_semantic(
     config_path: &Path,
     device: Device,
+    parallel: &DataParallel,
     mut progress: impl FnMut(&Progress),
 ) -> Result<SemanticSummary, TrainError> {
-    let mut context = prepare(config_path)?;
+    let mut context = prepare(config_path, parallel)?;
     let mut trainer = start(&context, device)?;
+    check_ranks_agree(&trainer.backend().named_params(), trainer.iteration(), parallel)?;
     let report = if context.run.freeze_image_encoder {
         let cache = (
             context.base.as_path(),
@@ -80,7 +89,7 @@ pub fn run_semantic(
             &context.sam_config,
             cache,
             samples,
-            None,
+            (None, parallel),
             &mut progress,
         )?;
         context.embeddings = Some(embeddings);
@@ -89,9 +98,15 @@ pub fn run_semantic(
         None
     };
     let (final_loss, validation) = train_loop(&mut trainer, &context, progress)?;
+    check_ranks_agree(&trainer.backend().named_params(), trainer.iteration(), parallel)?;
     let decoder = context.out.join("decoder.safetensors");
-    write_atomically(&decoder, &trainer.decoder_tensors())?;
-    let bundle = export(&trainer, &context, &decoder, final_loss, validation.as_ref())?;
+    let bundle = match parallel.writes() {
+        true => {
+            write_atomically(&decoder, &trainer.decoder_tensors())?;
+            export(&trainer, &context, &decoder, final_loss, validation.as_ref())?
+        }
+        false => context.out.join("bundle"),
+    };
     Ok(SemanticSummary {
         out: context.out,
         final_loss,
@@ -102,8 +117,9 @@ pub fn run_semantic(
     })
 }
 
-fn prepare(config_path: &Path) -> Result<Context<'_>, TrainError> {
+fn prepare<'a>(config_path: &'a Path, parallel: &'a DataParallel) -> Result<Context<'a>, TrainError> {
     let run = SemanticRunConfig::from_file(config_path)?;
+    check_batch_covers_ranks(config_path, run.batch_size, parallel)?;
     let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let (sam_config, out) = model_and_output(&base, &run.model, &run.out)?;
     let samples = |entries: &[SemanticVolumeEntry]| -> Result<Vec<SliceSample>, IoError> {
@@ -129,6 +145,7 @@ fn prepare(config_path: &Path) -> Result<Context<'_>, TrainError> {
     }
     Ok(Context {
         config_path,
+        parallel,
         run,
         base,
         sam_config,
@@ -184,14 +201,37 @@ fn start(context: &Context<'_>, device: Device) -> Result<SemanticTrainer, Train
     Ok(SemanticTrainer::new(sam, decoder, &state, device, settings, run.seed))
 }
 
-/// The batch of samples `chosen`: embeddings (frozen encoder) or images, class maps, and for the joint mode
-/// up to `objects_per_image` classes large enough to click on.
+/// The joint mode's candidate objects of a sample: its classes large enough to click on.
+fn clickable<'s>(sample: &'s SliceSample, context: &Context<'_>) -> Vec<&'s Vec<bool>> {
+    match context.run.joint {
+        true => sample
+            .objects
+            .iter()
+            .filter(|m| m.iter().filter(|&&v| v).count() >= context.run.min_class_pixels)
+            .collect(),
+        false => Vec::new(),
+    }
+}
+
+/// The size of the global batch of samples `chosen`.
+fn totals_of(samples: &[SliceSample], chosen: &[usize], context: &Context<'_>) -> SemanticTotals {
+    SemanticTotals {
+        images: chosen.len(),
+        objects: chosen
+            .iter()
+            .map(|&i| clickable(&samples[i], context).len().min(context.run.objects_per_image))
+            .sum(),
+    }
+}
+
+/// The batch of samples `chosen` (with their keys): embeddings (frozen encoder) or images, class maps, and
+/// for the joint mode up to `objects_per_image` classes large enough to click on, picked (and their clicks
+/// seeded) by each sample's key. Its totals are its own; a shard's are set by the caller.
 fn batch_of(
     samples: &[SliceSample],
     embeddings: Option<&Vec<Tensor>>,
-    chosen: &[usize],
+    (chosen, keys): (&[usize], &[u64]),
     context: &Context<'_>,
-    rng: &mut ChaCha8Rng,
 ) -> SemanticBatch {
     let side = context.sam_config.img_size as i64;
     let n = chosen.len() as i64;
@@ -203,27 +243,22 @@ fn batch_of(
         }
     };
     let maps: Vec<i64> = chosen.iter().flat_map(|&i| class_map(&samples[i])).collect();
-    let mut objects = Vec::new();
-    if context.run.joint {
-        for (b, &i) in chosen.iter().enumerate() {
-            let mut present: Vec<&Vec<bool>> = samples[i]
-                .objects
-                .iter()
-                .filter(|m| m.iter().filter(|&&v| v).count() >= context.run.min_class_pixels)
-                .collect();
-            present.shuffle(rng);
-            objects.extend(
-                present
-                    .into_iter()
-                    .take(context.run.objects_per_image)
-                    .map(|m| (b, m.clone())),
-            );
+    let (mut objects, mut object_seeds) = (Vec::new(), Vec::new());
+    for (b, (&i, &key)) in chosen.iter().zip(keys).enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(key);
+        let mut present = clickable(&samples[i], context);
+        present.shuffle(&mut rng);
+        for mask in present.into_iter().take(context.run.objects_per_image) {
+            objects.push((b, mask.clone()));
+            object_seeds.push(rng.random());
         }
     }
     SemanticBatch {
         input,
         target: Tensor::from_slice(&maps).reshape([n, side, side]),
         objects,
+        object_seeds,
+        totals: totals_of(samples, chosen, context),
     }
 }
 
@@ -249,10 +284,12 @@ fn validation_batches(context: &Context<'_>) -> Vec<SemanticBatch> {
     let wanted = VALIDATION_SLICES.min(n);
     let indices: Vec<usize> = (0..wanted).map(|k| k * n / wanted).collect();
     let embeddings = context.embeddings.as_ref().map(|e| &e.val);
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
     indices
         .chunks(context.run.batch_size)
-        .map(|chunk| batch_of(&context.val, embeddings, chunk, context, &mut rng))
+        .map(|chunk| {
+            let keys: Vec<u64> = chunk.iter().map(|&k| k as u64).collect();
+            batch_of(&context.val, embeddings, (chunk, &keys), context)
+        })
         .collect()
 }
 
@@ -262,22 +299,29 @@ fn train_loop(
     mut progress: impl FnMut(&Progress),
 ) -> Result<(f64, Option<SemanticValidation>), TrainError> {
     let run = &context.run;
-    let mut log = RunLog::open(&context.out)?;
+    let parallel = context.parallel;
+    let mut log = parallel.writes().then(|| RunLog::open(&context.out)).transpose()?;
     let validation = validation_batches(context);
-    let indices: Vec<usize> = (0..context.train.len()).collect();
     let embeddings = context.embeddings.as_ref().map(|e| &e.train);
     let started = Instant::now();
     let first = trainer.iteration();
     let (mut final_loss, mut last) = (f64::NAN, None);
     while trainer.iteration() < run.steps {
-        let step = trainer.iteration();
-        let mut rng = ChaCha8Rng::seed_from_u64(run.seed.wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03)));
-        let chosen: Vec<usize> = indices.choose_multiple(&mut rng, run.batch_size).copied().collect();
-        let report = trainer.step(&batch_of(&context.train, embeddings, &chosen, context, &mut rng));
+        let mut rng = step_rng(run.seed, trainer.iteration());
+        let global = GlobalBatch::draw(context.train.len(), run.batch_size, &mut rng);
+        let shard = parallel.shard(global.chosen.len());
+        let mut batch = batch_of(
+            &context.train,
+            embeddings,
+            (&global.chosen[shard.clone()], &global.keys[shard]),
+            context,
+        );
+        batch.totals = totals_of(&context.train, &global.chosen, context);
+        let report = trainer.step_sharded(&batch, parallel)?;
         final_loss = report.loss;
         let done = trainer.iteration();
         let validate = !validation.is_empty() && (done.is_multiple_of(run.val_every) || done == run.steps);
-        let checked = validate.then(|| trainer.validate(&validation));
+        let checked = validate.then(|| trainer.validate(&validation, parallel)).transpose()?;
         let entry = LogEntry {
             step: done,
             loss: report.loss,
@@ -289,8 +333,11 @@ fn train_loop(
             val_dice: checked.as_ref().map(|v| v.dice.clone()),
             lr: trainer.lr(),
         };
-        log.append(&entry)?;
         last = checked.or(last);
+        let Some(log) = log.as_mut() else {
+            continue;
+        };
+        log.append(&entry)?;
         if done.is_multiple_of(run.checkpoint_every) || done == run.steps {
             trainer.save_checkpoint(&checkpoint_path(context))?;
         }

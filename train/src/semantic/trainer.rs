@@ -14,13 +14,15 @@ use tch::{Device, Kind, Tensor};
 
 use crate::adamw::AdamW;
 use crate::backend::TchBackend;
+use crate::distributed::{DataParallel, DistributedError};
 use crate::error::TrainError;
-use crate::objective::{objective_forward, Batch, BatchInput, ObjectiveConfig};
-use crate::semantic::loss::{class_overlaps, dice_of, semantic_loss};
+use crate::objective::{objective_forward, Batch, BatchInput, BatchTotals, ObjectiveConfig};
+use crate::semantic::loss::{class_overlaps, dice_of, semantic_loss, sharded_semantic_loss, DICE_WEIGHT};
 use crate::semantic::plateau::Plateau;
 use crate::trainer::{write_atomically, IMAGE_ENCODER_PREFIX};
 
-/// Slices with their class maps (and, for the joint mode, their objects for the interactive objective).
+/// Slices with their class maps (and, for the joint mode, their objects for the interactive objective):
+/// a whole batch, or one rank's shard of a global batch.
 pub struct SemanticBatch {
     /// Images `[B, 3, S, S]` or embeddings `[B, C, g, g]`.
     pub input: BatchInput,
@@ -28,6 +30,36 @@ pub struct SemanticBatch {
     pub target: Tensor,
     /// Objects (image index, `S x S` mask) for the interactive objective of the joint mode.
     pub objects: Vec<(usize, Vec<bool>)>,
+    /// The seed of each object's clicks.
+    pub object_seeds: Vec<u64>,
+    /// The global batch's images and objects.
+    pub totals: SemanticTotals,
+}
+
+/// The size of a global semantic batch, which its losses are divided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemanticTotals {
+    /// Slices.
+    pub images: usize,
+    /// The joint mode's objects.
+    pub objects: usize,
+}
+
+impl SemanticBatch {
+    /// A whole batch (not a shard): its own totals, its objects' clicks seeded by their positions.
+    pub fn new(input: BatchInput, target: Tensor, objects: Vec<(usize, Vec<bool>)>) -> Self {
+        let totals = SemanticTotals {
+            images: target.size()[0] as usize,
+            objects: objects.len(),
+        };
+        Self {
+            input,
+            target,
+            object_seeds: (0..objects.len() as u64).collect(),
+            objects,
+            totals,
+        }
+    }
 }
 
 /// What the trainer updates and how.
@@ -263,78 +295,123 @@ impl SemanticTrainer {
             .0
     }
 
-    /// One step: the interactive objective's (joint mode), then the decoder loss's.
+    /// One step in a process of its own: the interactive objective's (joint mode), then the decoder loss's.
     pub fn step(&mut self, batch: &SemanticBatch) -> SemanticStep {
-        let interactive_loss = self.interactive_step(batch);
-        self.optimizer.zero_grad();
-        let target = batch.target.to_device(self.backend.device());
-        let loss = semantic_loss(&self.outputs(&batch.input), &target);
-        loss.loss.backward();
-        self.optimizer.step();
-        self.iteration += 1;
-        SemanticStep {
-            loss: loss.loss.double_value(&[]),
-            dice: loss.dice,
-            cross_entropy: loss.cross_entropy,
-            interactive_loss,
-        }
+        self.step_sharded(batch, &DataParallel::Single)
+            .expect("a single process exchanges nothing that could fail")
     }
 
-    /// The joint mode's interactive step on the batch's images and objects (its own AdamW step).
-    fn interactive_step(&mut self, batch: &SemanticBatch) -> Option<f64> {
-        let interactive = self.interactive.as_mut()?;
-        let BatchInput::Images(images) = &batch.input else {
-            return None;
+    /// One step on this rank's shard of a global batch: each loss divided by the global batch's size, the
+    /// gradients summed over the ranks before each update, the report the global batch's. Fails when another
+    /// rank does (c10d's error).
+    pub fn step_sharded(
+        &mut self,
+        batch: &SemanticBatch,
+        parallel: &DataParallel,
+    ) -> Result<SemanticStep, DistributedError> {
+        let interactive_loss = self.interactive_step(batch, parallel)?;
+        self.optimizer.zero_grad();
+        let target = batch.target.to_device(self.backend.device());
+        let pixels = batch.totals.images * (target.numel() / batch.target.size()[0].max(1) as usize);
+        let loss = sharded_semantic_loss(&self.outputs(&batch.input), &target, parallel, pixels)?;
+        loss.loss.backward();
+        parallel.sum_gradients(&self.optimizer.parameters())?;
+        self.optimizer.step();
+        self.iteration += 1;
+        let mut cross_entropy = [loss.cross_entropy];
+        parallel.sum_values(&mut cross_entropy)?;
+        let [cross_entropy] = cross_entropy;
+        Ok(SemanticStep {
+            loss: loss.dice * DICE_WEIGHT + cross_entropy * (1.0 - DICE_WEIGHT),
+            dice: loss.dice,
+            cross_entropy,
+            interactive_loss,
+        })
+    }
+
+    /// The joint mode's interactive step on the batch's images and objects (its own AdamW step); a rank whose
+    /// shard has no objects still takes part in the gradient sum when another's has.
+    fn interactive_step(
+        &mut self,
+        batch: &SemanticBatch,
+        parallel: &DataParallel,
+    ) -> Result<Option<f64>, DistributedError> {
+        let Some(interactive) = self.interactive.as_mut() else {
+            return Ok(None);
         };
-        if batch.objects.is_empty() {
-            return None;
+        let BatchInput::Images(images) = &batch.input else {
+            return Ok(None);
+        };
+        if batch.totals.objects == 0 {
+            return Ok(None);
         }
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ self.iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         interactive.optimizer.zero_grad();
-        let sam_batch = Batch {
-            input: BatchInput::Images(images.shallow_clone()),
-            objects: batch.objects.clone(),
-            derived: Vec::new(),
-        };
-        let out = objective_forward(
-            &self.sam,
-            &self.backend,
-            &sam_batch,
-            interactive.objective,
-            self.iteration,
-            &mut rng,
-        );
-        out.loss.backward();
+        let mut loss = [0.0];
+        if !batch.objects.is_empty() {
+            let sam_batch = Batch {
+                input: BatchInput::Images(images.shallow_clone()),
+                objects: batch.objects.clone(),
+                derived: Vec::new(),
+                object_seeds: batch.object_seeds.clone(),
+                totals: BatchTotals {
+                    objects: batch.totals.objects,
+                    derived: 0,
+                },
+            };
+            let out = objective_forward(
+                &self.sam,
+                &self.backend,
+                &sam_batch,
+                interactive.objective,
+                self.iteration,
+                &mut rng,
+            );
+            out.loss.backward();
+            loss[0] = out.loss.double_value(&[]);
+        }
+        parallel.sum_gradients(&interactive.optimizer.parameters())?;
         interactive.optimizer.step();
-        Some(out.loss.double_value(&[]))
+        parallel.sum_values(&mut loss)?;
+        Ok(Some(loss[0]))
     }
 
     /// Mean loss and hard Dice per class over `batches` without updating; the loss then drives
-    /// ReduceLROnPlateau.
-    pub fn validate(&mut self, batches: &[SemanticBatch]) -> SemanticValidation {
-        let classes = self.decoder.config.out_channels as i64;
-        let mut loss = 0.0;
-        let mut overlaps = vec![(0.0, 0.0); classes as usize];
+    /// ReduceLROnPlateau. The ranks of a data-parallel run share the batches out and sum the results, so every
+    /// rank sees the same loss and keeps the same learning rate.
+    pub fn validate(
+        &mut self,
+        batches: &[SemanticBatch],
+        parallel: &DataParallel,
+    ) -> Result<SemanticValidation, DistributedError> {
+        let classes = self.decoder.config.out_channels;
+        // The loss, then per class the pixels both give it and the pixels either gives it.
+        let mut sums = vec![0.0; 1 + 2 * classes];
         tch::no_grad(|| {
-            for batch in batches {
+            let mine = batches
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % parallel.world_size() == parallel.rank());
+            for (_, batch) in mine {
                 let target = batch.target.to_device(self.backend.device());
                 let outputs = self.outputs(&batch.input);
-                loss += semantic_loss(&outputs, &target).loss.double_value(&[]);
-                let found = class_overlaps(&outputs.argmax(1, false), &target, classes);
-                for (sum, (both, sizes)) in overlaps.iter_mut().zip(found) {
-                    sum.0 += both;
-                    sum.1 += sizes;
+                sums[0] += semantic_loss(&outputs, &target).loss.double_value(&[]);
+                let found = class_overlaps(&outputs.argmax(1, false), &target, classes as i64);
+                for (c, (both, sizes)) in found.into_iter().enumerate() {
+                    sums[1 + 2 * c] += both;
+                    sums[2 + 2 * c] += sizes;
                 }
             }
         });
-        let loss = loss / batches.len().max(1) as f64;
+        parallel.sum_values(&mut sums)?;
+        let loss = sums[0] / batches.len().max(1) as f64;
+        let overlaps: Vec<(f64, f64)> = sums[1..].chunks(2).map(|pair| (pair[0], pair[1])).collect();
         self.optimizer.lr = self.plateau.check(loss, self.optimizer.lr);
-        let dice = dice_of(&overlaps);
-        SemanticValidation {
+        Ok(SemanticValidation {
             loss,
-            dice,
+            dice: dice_of(&overlaps),
             lr: self.optimizer.lr,
-        }
+        })
     }
 
     /// The decoder's tensors under torch-em's keys (BatchNorm statistics included), f32 on the CPU.

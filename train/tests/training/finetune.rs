@@ -9,13 +9,11 @@ use medico_models::{EncoderConfig, Sam, SamConfig};
 use medico_tests::shared_dir as shared;
 use medico_train::backend::TchBackend;
 use medico_train::data::{make_batch, make_embedding_batch, slice_samples, SliceSample};
-use medico_train::embeddings::{encoder_cache_dir, sample_embeddings, ImageEncoder};
+use medico_train::embeddings::{encoder_cache_dir, sample_embeddings, ImageEncoder, Share};
 use medico_train::objective::{Batch, Objective, ObjectiveConfig};
 use medico_train::run::{random_state, run};
 use medico_train::trainer::{OptimizerConfig, TrainableParts, Trainer};
 use ndarray::{ArrayD, IxDyn};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
 use crate::data::mni_tissue_axial;
@@ -96,8 +94,17 @@ fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
 
     let cache = tempfile::tempdir().unwrap();
     let encoder_dir = encoder_cache_dir(cache.path(), trainer.backend());
-    let (embeddings, first) =
-        sample_embeddings(&sam(), trainer.backend(), &samples, &encoder_dir, None, |_| {}).unwrap();
+    let embed = || {
+        sample_embeddings(
+            &sam(),
+            trainer.backend(),
+            &samples,
+            (&encoder_dir, Share::ALL),
+            None,
+            |_| {},
+        )
+    };
+    let (embeddings, first) = embed().unwrap();
     assert_eq!((first.computed, first.reused), (samples.len(), 0));
     assert_eq!(embeddings[0].size(), [32, 64, 64]);
     // A second pass reads every embedding back; a damaged file is recomputed, not trusted.
@@ -109,7 +116,7 @@ fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
         .next()
         .unwrap();
     std::fs::write(&damaged, b"not an embedding").unwrap();
-    let (again, second) = sample_embeddings(&sam(), trainer.backend(), &samples, &encoder_dir, None, |_| {}).unwrap();
+    let (again, second) = embed().unwrap();
     assert_eq!((second.computed, second.reused), (1, samples.len() - 1));
     for (a, b) in embeddings.iter().zip(&again) {
         assert_eq!(max_difference(a, b), 0.0);
@@ -118,8 +125,8 @@ fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
     // The objective on cached embeddings is the objective on the images.
     let chosen: Vec<&SliceSample> = samples.iter().take(2).collect();
     let tensors: Vec<&Tensor> = embeddings.iter().take(2).collect();
-    let batch = make_embedding_batch(&chosen, &tensors, 2, &mut ChaCha8Rng::seed_from_u64(1));
-    let from_images = make_batch(&chosen, config.img_size, 2, &mut ChaCha8Rng::seed_from_u64(1));
+    let batch = make_embedding_batch(&chosen, &tensors, &[1, 2], 2);
+    let from_images = make_batch(&chosen, &[1, 2], config.img_size, 2);
     let (a, b) = (trainer.evaluate(&batch, 9), trainer.evaluate(&from_images, 9));
     assert!((a - b).abs() < 1e-5, "{a} vs {b}");
 
@@ -142,7 +149,7 @@ fn an_iou_head_finetune_changes_only_the_head_and_lowers_its_error() {
     let mut trainer = small_trainer(TrainableParts::IouHead);
     let samples = samples(&config);
     let chosen: Vec<&SliceSample> = samples.iter().take(2).collect();
-    let batch = make_batch(&chosen, config.img_size, 2, &mut ChaCha8Rng::seed_from_u64(1));
+    let batch = make_batch(&chosen, &[1, 2], config.img_size, 2);
     let watched = [
         ("mask_decoder.iou_prediction_head.layers.2.weight", true),
         ("mask_decoder.iou_prediction_head.layers.0.bias", true),
@@ -253,7 +260,7 @@ fn another_engine_fills_the_cache_only_when_it_matches_the_frozen_encoder() {
         &Sam::new(config.clone()),
         trainer.backend(),
         &samples,
-        &encoder_dir,
+        (&encoder_dir, Share::ALL),
         Some(&mut wrong),
         |_| {},
     )
@@ -273,7 +280,7 @@ fn another_engine_fills_the_cache_only_when_it_matches_the_frozen_encoder() {
         &Sam::new(config.clone()),
         trainer.backend(),
         &samples,
-        &encoder_dir,
+        (&encoder_dir, Share::ALL),
         Some(&mut close),
         |_| {},
     )
@@ -283,7 +290,7 @@ fn another_engine_fills_the_cache_only_when_it_matches_the_frozen_encoder() {
         &Sam::new(config),
         trainer.backend(),
         &samples,
-        &tempfile::tempdir().unwrap().path().join("e"),
+        (&tempfile::tempdir().unwrap().path().join("e"), Share::ALL),
         None,
         |_| {},
     )

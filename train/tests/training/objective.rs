@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use medico_models::{load_checkpoint, Sam, SamConfig};
+use medico_train::distributed::DataParallel;
 use medico_train::objective::{Batch, BatchInput, Objective, ObjectiveConfig};
 use medico_train::trainer::{OptimizerConfig, Trainer};
 use tch::{Device, Tensor};
@@ -39,11 +40,11 @@ fn batch(side: usize) -> Batch {
         }
         objects.push((i, mask));
     }
-    Batch {
-        input: BatchInput::Images(Tensor::from_slice(&pixels).reshape([2, 3, side as i64, side as i64])),
+    Batch::new(
+        BatchInput::Images(Tensor::from_slice(&pixels).reshape([2, 3, side as i64, side as i64])),
         objects,
-        derived: Vec::new(),
-    }
+        Vec::new(),
+    )
 }
 
 fn trainer(objective: Objective, lr: f64) -> Trainer {
@@ -182,7 +183,7 @@ fn gradient_accumulation_makes_one_update_from_several_micro_batches() {
     // One micro-batch is exactly a plain step.
     let (mut plain, mut single) = (trainer(Objective::MedicoSam, 1e-3), trainer(Objective::MedicoSam, 1e-3));
     let a = plain.step(&batch(256));
-    let b = single.step_accumulated(&[batch(256)]);
+    let b = single.step_accumulated(&[batch(256)], &DataParallel::Single).unwrap();
     assert_eq!(a.loss.to_bits(), b.loss.to_bits());
     let gap = (plain.parameter(key) - single.parameter(key))
         .abs()
@@ -193,7 +194,9 @@ fn gradient_accumulation_makes_one_update_from_several_micro_batches() {
     // Three micro-batches: one update, the mean loss, every micro-batch's rounds and feedback draws.
     let mut accumulated = trainer(Objective::MedicoSam, 1e-3);
     let before = accumulated.parameter(key);
-    let report = accumulated.step_accumulated(&[batch(256), batch(256), batch(256)]);
+    let report = accumulated
+        .step_accumulated(&[batch(256), batch(256), batch(256)], &DataParallel::Single)
+        .unwrap();
     assert_eq!(accumulated.iteration(), 1, "one optimizer step");
     assert_eq!(report.round_losses.len(), 4);
     assert_eq!(
@@ -269,9 +272,7 @@ fn the_propagation_term_teaches_an_empty_mask_past_the_object() {
     use medico_train::data::DerivedObject;
     let side = 256;
     // Derived boxes only, over a dark region where the object has ended: the target is empty.
-    let mut data = batch(side);
-    data.objects.clear();
-    data.derived = (0..2)
+    let derived = (0..2)
         .map(|i| {
             let prompt = BoxPrompt {
                 x0: 30.0,
@@ -283,6 +284,7 @@ fn the_propagation_term_teaches_an_empty_mask_past_the_object() {
             (i, DerivedObject { prompt, target })
         })
         .collect();
+    let data = Batch::new(batch(side).input, Vec::new(), derived);
     let mut trainer = trainer(Objective::MedicoSam, 1e-3);
     let initial = trainer.evaluate(&data, 3);
     for _ in 0..8 {

@@ -11,10 +11,13 @@ use medico_models::unetr::{UnetrConfig, Upsampler};
 use medico_models::{load_decoder_state, Sam, StateDict, UnetrDecoder};
 use medico_tests::shared_dir as shared;
 use medico_train::data::{class_map, semantic_slice_samples, SemanticVolumeSource, SliceSample};
+use medico_train::distributed::DataParallel;
 use medico_train::objective::{BatchInput, ObjectiveConfig};
 use medico_train::run::random_state;
+use medico_train::semantic::run::SemanticSummary;
 use medico_train::semantic::run_semantic;
 use medico_train::semantic::trainer::{random_decoder_state, SemanticBatch, SemanticSettings, SemanticTrainer};
+use medico_train::TrainError;
 use tch::{Device, Tensor};
 
 use crate::finetune::small_tiny_vit;
@@ -62,11 +65,11 @@ fn image_batch(samples: &[SliceSample]) -> SemanticBatch {
                 .map(move |m| (i, m.clone()))
         })
         .collect();
-    SemanticBatch {
-        input: BatchInput::Images(Tensor::from_slice(&pixels).reshape([2, 3, side, side])),
-        target: Tensor::from_slice(&maps).reshape([2, side, side]),
+    SemanticBatch::new(
+        BatchInput::Images(Tensor::from_slice(&pixels).reshape([2, 3, side, side])),
+        Tensor::from_slice(&maps).reshape([2, side, side]),
         objects,
-    }
+    )
 }
 
 fn settings(train_encoder: bool, joint: bool) -> SemanticSettings {
@@ -153,7 +156,7 @@ fn the_joint_mode_updates_the_shared_encoder_with_both_objectives() {
 
 /// Writes the small model's configuration, its random initial weights and a semantic `train.json` for `steps`
 /// steps with output folder `out` into `dir`; returns the configuration's path.
-fn write_semantic_run(dir: &Path, out: &str, steps: u64) -> PathBuf {
+pub(crate) fn write_semantic_run(dir: &Path, out: &str, steps: u64) -> PathBuf {
     let sam = Sam::new(small_tiny_vit());
     std::fs::write(
         dir.join("config.json"),
@@ -190,10 +193,15 @@ fn sorted_tensors(path: &Path) -> Vec<(String, Tensor)> {
     tensors
 }
 
+/// A semantic run in a process of its own.
+fn run_alone(config: &Path) -> Result<SemanticSummary, TrainError> {
+    run_semantic(config, Device::Cpu, &DataParallel::Single, |_| {})
+}
+
 #[test]
 fn a_semantic_run_writes_torch_em_keys_and_a_bundle_with_its_classes() {
     let dir = tempfile::tempdir().unwrap();
-    let summary = run_semantic(&write_semantic_run(dir.path(), "out", 4), Device::Cpu, |_| {}).unwrap();
+    let summary = run_alone(&write_semantic_run(dir.path(), "out", 4)).unwrap();
 
     let log = std::fs::read_to_string(summary.out.join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 4);
@@ -221,9 +229,9 @@ fn a_semantic_run_writes_torch_em_keys_and_a_bundle_with_its_classes() {
 #[test]
 fn a_semantic_run_resumes_exactly_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let straight = run_semantic(&write_semantic_run(dir.path(), "straight", 4), Device::Cpu, |_| {}).unwrap();
-    run_semantic(&write_semantic_run(dir.path(), "resumed", 2), Device::Cpu, |_| {}).unwrap();
-    let resumed = run_semantic(&write_semantic_run(dir.path(), "resumed", 4), Device::Cpu, |_| {}).unwrap();
+    let straight = run_alone(&write_semantic_run(dir.path(), "straight", 4)).unwrap();
+    run_alone(&write_semantic_run(dir.path(), "resumed", 2)).unwrap();
+    let resumed = run_alone(&write_semantic_run(dir.path(), "resumed", 4)).unwrap();
     let log = std::fs::read_to_string(resumed.out.join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 4, "the second run appended steps 3 and 4");
     let (a, b) = (sorted_tensors(&straight.decoder), sorted_tensors(&resumed.decoder));
@@ -244,6 +252,6 @@ fn a_semantic_configuration_that_cannot_train_is_refused_by_name() {
         "train": [{"image": "i.nii.gz", "labels": "l.nii.gz", "classes": [[1], [2]]}], "steps": 1, "out": "o"
     });
     std::fs::write(&path, config.to_string()).unwrap();
-    let error = run_semantic(&path, Device::Cpu, |_| {}).unwrap_err().to_string();
+    let error = run_alone(&path).unwrap_err().to_string();
     assert!(error.contains("bad.json") && error.contains("every class"), "{error}");
 }
