@@ -151,6 +151,9 @@ pub struct InteractionDefaults {
     /// Keep first the outputs that agree with the most clicks.
     #[serde(default)]
     pub respect_clicks: bool,
+    /// A correction removes only the regions of the mask it clicked.
+    #[serde(default)]
+    pub local_removals: bool,
     /// Where the choice was measured (a document or a command), for the reader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured: Option<String>,

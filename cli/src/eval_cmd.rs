@@ -56,6 +56,9 @@ pub struct CompositionArgs {
     /// Among several outputs keep those agreeing with the most clicks first.
     #[arg(long, value_name = "BOOL")]
     respect_clicks: Option<bool>,
+    /// A correction removes only the regions of the mask it clicked.
+    #[arg(long, value_name = "BOOL")]
+    local_removals: Option<bool>,
 }
 
 impl CompositionArgs {
@@ -67,6 +70,7 @@ impl CompositionArgs {
             multimask_corrections: self.multimask_corrections.unwrap_or(shipped.multimask_corrections),
             choice: self.choose.unwrap_or(shipped.choice),
             respect_clicks: self.respect_clicks.unwrap_or(shipped.respect_clicks),
+            local_removals: self.local_removals.unwrap_or(shipped.local_removals),
         }
     }
 }

@@ -234,9 +234,10 @@ fn medico_lite_entry() -> RegistryEntry {
             multimask_corrections: false,
             choose: "stability".into(),
             respect_clicks: false,
+            local_removals: true,
             measured: Some(
                 "docs/corrections.md (medico-cli eval interactive --keep-box/--feed-mask/--multimask-corrections/\
-                 --choose/--respect-clicks on the 21 shared 2D cases)"
+                 --choose/--respect-clicks/--local-removals on the 21 shared 2D cases)"
                     .into(),
             ),
         }),

@@ -16,18 +16,10 @@ pub fn components(mask: &[bool], (h, w): (usize, usize), min_pixels: usize) -> V
         let mut pixels = Vec::new();
         while let Some(i) = stack.pop() {
             pixels.push(i);
-            let (y, x) = ((i / w) as i64, (i % w) as i64);
-            for dy in -1..=1 {
-                for dx in -1..=1 {
-                    let (ny, nx) = (y + dy, x + dx);
-                    if ny < 0 || nx < 0 || ny >= h as i64 || nx >= w as i64 {
-                        continue;
-                    }
-                    let j = ny as usize * w + nx as usize;
-                    if mask[j] && label[j] == 0 {
-                        label[j] = next;
-                        stack.push(j);
-                    }
+            for j in neighbours(i, (h, w)) {
+                if mask[j] && label[j] == 0 {
+                    label[j] = next;
+                    stack.push(j);
                 }
             }
         }
@@ -42,9 +34,51 @@ pub fn components(mask: &[bool], (h, w): (usize, usize), min_pixels: usize) -> V
     objects
 }
 
+/// The pixels of `mask` 8-connected to any of `seeds` (row-major indices; a seed outside the mask reaches
+/// nothing): the union of the components that contain a seed.
+pub fn reached(mask: &[bool], (h, w): (usize, usize), seeds: &[usize]) -> Vec<bool> {
+    let mut out = vec![false; h * w];
+    let mut stack: Vec<usize> = seeds.iter().copied().filter(|&i| i < h * w && mask[i]).collect();
+    for &i in &stack {
+        out[i] = true;
+    }
+    while let Some(i) = stack.pop() {
+        for j in neighbours(i, (h, w)) {
+            if mask[j] && !out[j] {
+                out[j] = true;
+                stack.push(j);
+            }
+        }
+    }
+    out
+}
+
+/// The 8-connected neighbours of pixel `i` (row-major) inside an `h x w` image.
+fn neighbours(i: usize, (h, w): (usize, usize)) -> impl Iterator<Item = usize> {
+    let (y, x) = ((i / w) as i64, (i % w) as i64);
+    (-1..=1)
+        .flat_map(move |dy| (-1..=1).map(move |dx| (y + dy, x + dx)))
+        .filter(move |&(ny, nx)| (ny, nx) != (y, x) && ny >= 0 && nx >= 0 && ny < h as i64 && nx < w as i64)
+        .map(move |(ny, nx)| ny as usize * w + nx as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reached_pixels_are_the_components_holding_a_seed() {
+        // Two separate squares; a seed in the first reaches it only, a seed outside the mask nothing.
+        let hw = (10, 10);
+        let mask: Vec<bool> = (0..100)
+            .map(|i| (i / 10 < 3 && i % 10 < 3) || (i / 10 > 6 && i % 10 > 6))
+            .collect();
+        let first = reached(&mask, hw, &[11]);
+        assert_eq!(first.iter().filter(|&&v| v).count(), 9);
+        assert!(first[0] && !first[99]);
+        assert!(reached(&mask, hw, &[55]).iter().all(|&v| !v));
+        assert_eq!(reached(&mask, hw, &[0, 99]).iter().filter(|&&v| v).count(), 18);
+    }
 
     #[test]
     fn components_are_8_connected_and_small_ones_dropped() {

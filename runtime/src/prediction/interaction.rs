@@ -6,6 +6,7 @@
 
 use medico_bundle::Bundle;
 use medico_models::clicks::box_prompt;
+use medico_models::objects::reached;
 use medico_models::prompt::{is_single_click, BoxPrompt, Point};
 use ndarray::Array2;
 
@@ -49,6 +50,12 @@ pub struct Composition {
     /// Among several outputs, keep only those that agree with the most clicks (positive inside, negative
     /// outside) before applying `choice`.
     pub respect_clicks: bool,
+    /// After a box (or an existing mask) started the object, a correction removes only what it clicked: a
+    /// region of the previous mask that the decoder's new mask drops is dropped only when it holds one of the
+    /// round's clicks (additions are taken wherever the decoder makes them), so a correction cannot collapse
+    /// the mask far from where the user clicked. After a lone click, whose first mask may be any of the
+    /// nested structures under it, the decoder's whole new mask is taken.
+    pub local_removals: bool,
 }
 
 impl Default for Composition {
@@ -61,6 +68,7 @@ impl Default for Composition {
             multimask_corrections: false,
             choice: Choice::PredictedIou,
             respect_clicks: false,
+            local_removals: false,
         }
     }
 }
@@ -78,6 +86,7 @@ impl Composition {
                 // Validated when the bundle was opened.
                 choice: declared.choose.parse().unwrap_or(Choice::PredictedIou),
                 respect_clicks: declared.respect_clicks,
+                local_removals: declared.local_removals,
             },
         }
     }
@@ -156,6 +165,8 @@ pub struct Interaction {
     bbox: Option<BoxPrompt>,
     points: Vec<Point>,
     feedback: Option<Array2<f32>>,
+    /// The last round's mask and its `(rows, columns)`.
+    shown: Option<(Vec<bool>, (usize, usize))>,
     rounds: usize,
     /// Decoder calls made, all rounds and replays included.
     calls: usize,
@@ -169,6 +180,7 @@ impl Interaction {
             bbox: None,
             points: Vec::new(),
             feedback: None,
+            shown: None,
             rounds: 0,
             calls: 0,
         }
@@ -190,7 +202,14 @@ impl Interaction {
         self.points.extend_from_slice(clicks);
         let bbox = self.bbox.filter(|_| self.composition.keep_box);
         let multimask = self.composition.multimask_corrections;
-        self.decode(predictor, bbox, multimask)
+        let previous = self.shown.take();
+        let mut round = self.decode(predictor, bbox, multimask)?;
+        let local = self.composition.local_removals && self.bbox.is_some();
+        if let (true, Some((before, hw))) = (local, previous) {
+            round.mask = removed_only_where_clicked(&before, &round.mask, hw, clicks);
+            self.shown = Some((round.mask.clone(), hw));
+        }
+        Ok(round)
     }
 
     /// Replays prompts given at once in the order a user gave them: the box (or, without one, the first
@@ -221,6 +240,7 @@ impl Interaction {
         let bbox = box_prompt(mask, hw.1).ok_or(PromptError::Empty)?;
         self.begin(&[], Some(&bbox));
         self.feedback = Some(mask_logits(mask, hw, predictor.config().low_res_size()));
+        self.shown = Some((mask.to_vec(), hw));
         self.rounds = 1;
         Ok(())
     }
@@ -261,6 +281,7 @@ impl Interaction {
         self.bbox = bbox.copied();
         self.points = points.to_vec();
         self.feedback = None;
+        self.shown = None;
         self.rounds = 0;
     }
 
@@ -291,12 +312,34 @@ impl Interaction {
         self.feedback = Some(low_res.swap_remove(chosen));
         self.rounds += 1;
         self.calls += 1;
+        let logits = logits.swap_remove(chosen);
+        let mask: Vec<bool> = logits.iter().map(|&l| l > threshold).collect();
+        self.shown = Some((mask.clone(), logits.dim()));
         Ok(RoundMask {
-            mask: logits.swap_remove(chosen).iter().map(|&l| l > threshold).collect(),
+            mask,
             predicted_iou: iou[chosen],
             output: if multimask { chosen + 1 } else { 0 },
         })
     }
+}
+
+/// `after`, except that the regions of `before` it drops stay unless they hold one of `clicks` (masks
+/// `(rows, columns)` row-major; a click outside the image is ignored).
+fn removed_only_where_clicked(before: &[bool], after: &[bool], (h, w): (usize, usize), clicks: &[Point]) -> Vec<bool> {
+    let removed: Vec<bool> = before.iter().zip(after).map(|(&b, &a)| b && !a).collect();
+    let seeds: Vec<usize> = clicks
+        .iter()
+        .filter_map(|p| {
+            let (x, y) = (p.x.round(), p.y.round());
+            (x >= 0.0 && y >= 0.0 && (x as usize) < w && (y as usize) < h).then(|| y as usize * w + x as usize)
+        })
+        .collect();
+    let clicked = reached(&removed, (h, w), &seeds);
+    after
+        .iter()
+        .zip(removed.iter().zip(&clicked))
+        .map(|(&a, (&r, &c))| a || (r && !c))
+        .collect()
 }
 
 #[cfg(test)]
@@ -353,5 +396,20 @@ mod tests {
         };
         assert_eq!(respecting.choose(&p, &[click], 0.0), 0);
         assert_eq!(by_iou.choose(&p, &[click], 0.0), 1);
+    }
+
+    #[test]
+    fn a_correction_removes_only_the_regions_it_clicked() {
+        // Before: two blobs (columns 0-1 and 4-5 of a 2 x 6 image). After: the decoder dropped both and
+        // added column 3. A negative click on the second blob removes it; the first stays; the addition is kept.
+        let row = |cols: &[usize]| -> Vec<bool> { (0..6).map(|c| cols.contains(&c)).collect() };
+        let before = [row(&[0, 1, 4, 5]), row(&[0, 1, 4, 5])].concat();
+        let after = [row(&[3]), row(&[3])].concat();
+        let click = |x: f64, positive: bool| Point { x, y: 1.0, positive };
+        let kept = removed_only_where_clicked(&before, &after, (2, 6), &[click(5.0, false)]);
+        assert_eq!(kept, [row(&[0, 1, 3]), row(&[0, 1, 3])].concat());
+        // A click elsewhere (or outside the image) removes nothing.
+        let unclicked = removed_only_where_clicked(&before, &after, (2, 6), &[click(3.0, true), click(9.0, false)]);
+        assert_eq!(unclicked, [row(&[0, 1, 3, 4, 5]), row(&[0, 1, 3, 4, 5])].concat());
     }
 }

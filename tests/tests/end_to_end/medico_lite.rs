@@ -107,8 +107,8 @@ fn medico_lite_installs_over_lite_medsam_and_segments_from_a_click() {
     assert!(lite_dice < 0.1, "LiteMedSAM from a click: {lite_dice}");
 }
 
-/// Mean Dice after 7 correction rounds from a point start, over the 9 shared brain cases, with `composition`.
-fn corrected_point_dice(bundle: &Bundle, composition: Composition) -> f64 {
+/// Mean Dice after 7 correction rounds from `start`, over the 9 shared brain cases, with `composition`.
+fn corrected_dice(bundle: &Bundle, start: Start, composition: Composition) -> f64 {
     let data = shared_dir().join("data");
     let cases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(data.join("cases.json")).unwrap()).unwrap();
@@ -130,7 +130,7 @@ fn corrected_point_dice(bundle: &Bundle, composition: Composition) -> f64 {
             .map(|&v| v > 127.0)
             .collect();
         predictor.set_image(&rgb.pixels, rgb.hw).unwrap();
-        let per_round = evaluate_class(&mut predictor, &truth, rgb.hw, Start::Point, options)
+        let per_round = evaluate_class(&mut predictor, &truth, rgb.hw, start, options)
             .unwrap()
             .unwrap();
         finals.push(per_round[7]);
@@ -139,9 +139,10 @@ fn corrected_point_dice(bundle: &Bundle, composition: Composition) -> f64 {
 }
 
 /// The composition `segment`, the server and the evaluation share (the previous round's mask fed back, a
-/// lone click's outputs chosen by stability) makes medico-lite's corrections count: after a click and 7
-/// correction rounds on the shared brain cases it reaches 0.695 where SAM's usual composition (clicks
-/// alone, predicted IoU) reaches 0.641 (docs/corrections.md).
+/// lone click's outputs chosen by stability, removals only where clicked after a box) makes medico-lite's
+/// corrections count: after a click and 7 correction rounds on the shared brain cases it reaches 0.695 where
+/// SAM's usual composition (clicks alone, predicted IoU) reaches 0.641; after a box, 0.748 where the same
+/// composition taking every removal reaches 0.724 (docs/corrections.md).
 #[test]
 fn the_shared_composition_makes_corrections_count() {
     let scratch = scratch_dir("medico-lite-composition");
@@ -161,10 +162,22 @@ fn the_shared_composition_makes_corrections_count() {
         (true, Choice::Stability),
         "medico-lite declares its composition"
     );
-    let shipped = corrected_point_dice(&bundle, declared);
-    let usual = corrected_point_dice(&bundle, Composition::default());
+    let shipped = corrected_dice(&bundle, Start::Point, declared);
+    let usual = corrected_dice(&bundle, Start::Point, Composition::default());
     println!("point start + 7 corrections, brain cases: shipped composition {shipped:.3}, clicks alone {usual:.3}");
     assert!(shipped > usual + 0.03, "shipped {shipped:.3}, clicks alone {usual:.3}");
+    assert!(declared.local_removals, "medico-lite declares local removals");
+    let from_box = corrected_dice(&bundle, Start::Box, declared);
+    let every_removal = Composition {
+        local_removals: false,
+        ..declared
+    };
+    let unprotected = corrected_dice(&bundle, Start::Box, every_removal);
+    println!("box start + 7 corrections, brain cases: local removals {from_box:.3}, every removal {unprotected:.3}");
+    assert!(
+        from_box > unprotected + 0.01,
+        "local removals {from_box:.3}, every removal {unprotected:.3}"
+    );
 }
 
 /// Dice the shipped head must reach on the three held-out slices (measured 0.812 and 0.694, ORT, 2 threads;
