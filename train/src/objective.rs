@@ -85,6 +85,11 @@ pub struct ObjectiveConfig {
     /// Weight of the propagation term (batches with [`Batch::derived`] objects): one decoding of each derived
     /// box, loss = Dice + BCE (weight 1: Dice alone has no gradient towards an empty mask) + IoU MSE.
     pub propagation_weight: f64,
+    /// Weight of a click term added to each round's loss (0: the paper's loss): the binary cross-entropy of
+    /// the best output's logit at every click so far against the click's label, each object's clicks
+    /// averaged — a decoder that ignores a correction at the very pixel clicked pays for it. Training only:
+    /// validation leaves it out, so stages stay comparable.
+    pub click_weight: f64,
 }
 
 impl Default for ObjectiveConfig {
@@ -97,6 +102,7 @@ impl Default for ObjectiveConfig {
             iou_weight: 1.0,
             point_start: PointStart::Uniform,
             propagation_weight: 1.0,
+            click_weight: 0.0,
         }
     }
 }
@@ -242,7 +248,7 @@ fn propagation_term(
         bce_weight: config.bce_weight.max(1.0),
         ..config
     };
-    round_loss(&logits, &predicted_iou, &target, config, batch.totals.derived)
+    round_loss(&logits, &predicted_iou, &target, config, batch.totals.derived).0
 }
 
 /// Whether this iteration starts from boxes, and how many rounds it decodes.
@@ -314,14 +320,15 @@ fn true_iou(probabilities: &Tensor, target: &Tensor) -> Tensor {
 
 /// One round's loss: Dice of the best output per object, MSE of the predicted IoUs against the true ones
 /// (weighted by `iou_weight`), and optionally a BCE on the best output's logits; each a sum over this
-/// batch's objects divided by the `total` objects of the global batch (the mean when unsharded).
+/// batch's objects divided by the `total` objects of the global batch (the mean when unsharded). Also the
+/// best output of each object.
 fn round_loss(
     logits: &Tensor,
     predicted_iou: &Tensor,
     target: &Tensor,
     config: ObjectiveConfig,
     total: usize,
-) -> Tensor {
+) -> (Tensor, Tensor) {
     let probabilities = logits.sigmoid();
     let (best_dice, best_output) = dice_loss(&probabilities, target).min_dim(1, false);
     let size = logits.size();
@@ -340,7 +347,38 @@ fn round_loss(
             / (total * (size[2] * size[3]) as f64);
         loss += bce * config.bce_weight;
     }
-    loss
+    (loss, best_output)
+}
+
+/// The click term: per object, the mean binary cross-entropy of its `best` output's logit at each of its
+/// clicks against the click's label; summed over the objects and divided by the global batch's `total`.
+fn click_term(logits: &Tensor, best: &Tensor, points: &[Vec<Point>], total: usize) -> Option<Tensor> {
+    let size = logits.size();
+    let (outputs, side) = (size[1], size[2]);
+    let best = Vec::<i64>::try_from(best.to_device(tch::Device::Cpu)).unwrap_or_default();
+    let (mut index, mut labels, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, (clicks, &output)) in points.iter().zip(&best).enumerate() {
+        for p in clicks {
+            let (x, y) = (
+                (p.x.round() as i64).clamp(0, side - 1),
+                (p.y.round() as i64).clamp(0, side - 1),
+            );
+            index.push(((k as i64 * outputs + output) * side + y) * side + x);
+            labels.push(f32::from(u8::from(p.positive)));
+            weights.push(1.0 / clicks.len() as f32);
+        }
+    }
+    if index.is_empty() {
+        return None;
+    }
+    let device = logits.device();
+    let at_clicks = logits
+        .flatten(0, -1)
+        .index_select(0, &Tensor::from_slice(&index).to_device(device));
+    let labels = Tensor::from_slice(&labels).to_device(device);
+    let weights = Tensor::from_slice(&weights).to_device(device);
+    let bce = at_clicks.binary_cross_entropy_with_logits(&labels, Some(weights), None::<Tensor>, tch::Reduction::Sum);
+    Some(bce / total.max(1) as f64)
 }
 
 /// After a round (not differentiated): per object the output with the best predicted IoU, binarised at 0,
@@ -438,7 +476,12 @@ pub fn objective_forward(
         let low_res = selected.masks.0.to_kind(Kind::Float);
         let predicted_iou = selected.iou_predictions.0.to_kind(Kind::Float);
         let logits = low_res.upsample_bilinear2d([side as i64, side as i64], false, None, None);
-        let loss = round_loss(&logits, &predicted_iou, &target, config, batch.totals.objects);
+        let (mut loss, best) = round_loss(&logits, &predicted_iou, &target, config, batch.totals.objects);
+        if config.click_weight > 0.0 {
+            if let Some(term) = click_term(&logits, &best, &prompts.points, batch.totals.objects) {
+                loss += term * config.click_weight;
+            }
+        }
         round_losses.push(loss.double_value(&[]));
         losses.push(loss);
         if round + 1 == rounds {

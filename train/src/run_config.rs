@@ -111,6 +111,8 @@ pub struct RunConfig {
     pub point_start: PointStart,
     /// Weight of the propagation term (volumes with `"propagation": true`; default 1).
     pub propagation_weight: f64,
+    /// Weight of the click term (default 0: the paper's loss).
+    pub click_weight: f64,
     /// An overlay (`checkpoint diff`'s output) applied over `init` before training: a shipped finetune
     /// trained further from the files in the repository.
     pub init_overlay: Option<PathBuf>,
@@ -165,6 +167,7 @@ impl Default for RunConfig {
             iou_weight: objective.iou_weight,
             point_start: objective.point_start,
             propagation_weight: objective.propagation_weight,
+            click_weight: objective.click_weight,
             init_overlay: None,
             steps: 0,
             batch_size: 2,
@@ -212,11 +215,16 @@ impl RunConfig {
             .any(|entry| matches!(entry, DataEntry::Volume(v) if v.groups.is_some() && v.values.is_some()))
         {
             Some("a volume entry takes `values` or `groups`, not both")
-        } else if ![self.bce_weight, self.iou_weight, self.propagation_weight]
-            .iter()
-            .all(|w| w.is_finite() && *w >= 0.0)
+        } else if ![
+            self.bce_weight,
+            self.iou_weight,
+            self.propagation_weight,
+            self.click_weight,
+        ]
+        .iter()
+        .all(|w| w.is_finite() && *w >= 0.0)
         {
-            Some("the loss weights (bce_weight, iou_weight, propagation_weight) must be finite and not negative")
+            Some("the loss weights (bce_weight, iou_weight, propagation_weight, click_weight) must be finite and not negative")
         } else if self.train_only_iou_head && !self.freeze_image_encoder {
             Some("train_only_iou_head needs freeze_image_encoder (the embeddings are computed once)")
         } else {
@@ -241,6 +249,7 @@ impl RunConfig {
             iou_weight: self.iou_weight,
             point_start: self.point_start,
             propagation_weight: self.propagation_weight,
+            click_weight: self.click_weight,
         }
     }
 

@@ -155,10 +155,16 @@ impl Trainer {
         self.iteration
     }
 
-    /// The loss of the objective on `batch` with clicks from `seed`, without updating anything.
+    /// The loss of the objective on `batch` with clicks from `seed`, without updating anything (the click
+    /// term, a training aid, left out).
     pub fn evaluate(&self, batch: &Batch, seed: u64) -> f64 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        tch::no_grad(|| self.forward(batch, &mut rng).loss).double_value(&[])
+        let objective = ObjectiveConfig {
+            click_weight: 0.0,
+            ..self.objective
+        };
+        tch::no_grad(|| objective_forward(&self.sam, &self.backend, batch, objective, self.iteration, &mut rng).loss)
+            .double_value(&[])
     }
 
     /// The objective on `batch` at the current iteration.

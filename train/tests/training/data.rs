@@ -74,6 +74,7 @@ fn mni_slices_become_batches_the_trainer_steps_on() {
         iou_weight: 1.0,
         point_start: Default::default(),
         propagation_weight: 1.0,
+        click_weight: 0.0,
     };
     let mut trainer = Trainer::new(sam, &state, Device::Cpu, objective, OptimizerConfig::default(), 0);
     let report = trainer.step(&batch);

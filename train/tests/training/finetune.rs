@@ -49,6 +49,7 @@ fn objective() -> ObjectiveConfig {
         iou_weight: 1.0,
         point_start: Default::default(),
         propagation_weight: 1.0,
+        click_weight: 0.0,
     }
 }
 

@@ -47,6 +47,13 @@ fn batch(side: usize) -> Batch {
     )
 }
 
+/// A MedicoSAM trainer (learning rate 1e-3) with one setting changed by `change`.
+fn medicosam_with(change: impl FnOnce(&mut ObjectiveConfig)) -> Trainer {
+    let mut objective = config(Objective::MedicoSam);
+    change(&mut objective);
+    trainer_with(objective, 1e-3)
+}
+
 fn trainer(objective: Objective, lr: f64) -> Trainer {
     trainer_with(config(objective), lr)
 }
@@ -71,6 +78,7 @@ fn config(objective: Objective) -> ObjectiveConfig {
         iou_weight: 1.0,
         point_start: Default::default(),
         propagation_weight: 1.0,
+        click_weight: 0.0,
     }
 }
 
@@ -217,15 +225,7 @@ fn gradient_accumulation_makes_one_update_from_several_micro_batches() {
 
 #[test]
 fn the_optional_bce_term_raises_the_loss_only_when_weighted() {
-    let make = |bce_weight: f64| {
-        trainer_with(
-            ObjectiveConfig {
-                bce_weight,
-                ..config(Objective::MedicoSam)
-            },
-            1e-3,
-        )
-    };
+    let make = |bce_weight: f64| medicosam_with(|c| c.bce_weight = bce_weight);
     let data = batch(256);
     let plain = make(0.0).evaluate(&data, 3);
     let again = trainer(Objective::MedicoSam, 1e-3).evaluate(&data, 3);
@@ -242,15 +242,7 @@ fn the_optional_bce_term_raises_the_loss_only_when_weighted() {
 
 #[test]
 fn the_iou_term_scales_with_its_weight() {
-    let make = |iou_weight: f64| {
-        trainer_with(
-            ObjectiveConfig {
-                iou_weight,
-                ..config(Objective::MedicoSam)
-            },
-            1e-3,
-        )
-    };
+    let make = |iou_weight: f64| medicosam_with(|c| c.iou_weight = iou_weight);
     let data = batch(256);
     let dice_only = make(0.0).evaluate(&data, 3);
     let paper = make(1.0).evaluate(&data, 3);
@@ -313,6 +305,7 @@ fn the_propagation_weight_scales_the_term_added_to_the_rounds() {
     let loss = |weight: f64| {
         let config = ObjectiveConfig {
             propagation_weight: weight,
+            click_weight: 0.0,
             ..config(Objective::MedicoSam)
         };
         trainer_with(config, 1e-3).evaluate(&data, 5)
@@ -324,4 +317,17 @@ fn the_propagation_weight_scales_the_term_added_to_the_rounds() {
         ((twice - without) - 2.0 * term).abs() < 1e-4 * (1.0 + twice.abs()),
         "{without} {once} {twice}"
     );
+}
+
+#[test]
+fn the_click_term_weighs_the_logits_at_the_clicks_in_training_only() {
+    let make = |click_weight: f64| medicosam_with(|c| c.click_weight = click_weight);
+    let data = batch(256);
+    let (mut plain, mut clicked) = (make(0.0), make(1.0));
+    // Validation leaves the term out: the same loss for the same weights and clicks.
+    assert_eq!(plain.evaluate(&data, 3).to_bits(), clicked.evaluate(&data, 3).to_bits());
+    // Training adds it: an untrained decoder's logits at the clicks are far from confident.
+    let (a, b) = (plain.step(&data), clicked.step(&data));
+    assert!(b.loss > a.loss + 0.05, "{} vs {}", b.loss, a.loss);
+    assert!(b.round_losses.iter().zip(&a.round_losses).all(|(x, y)| x > y));
 }
