@@ -86,9 +86,8 @@ impl std::ops::Add for CacheReport {
     }
 }
 
-/// Which share of the missing embeddings a process computes first: rank `rank` of `of` processes filling one
-/// cache takes samples `rank, rank + of, ...`, then reads (or, when the other has not stored it yet,
-/// computes) the rest, so that the ranks of a run share the work without waiting for each other.
+/// Which samples a process computes when several fill one cache: rank `rank` of `of` takes samples
+/// `rank, rank + of, ...` ([`fill_share`]); the others come from the other processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Share {
     /// This process's place.
@@ -97,91 +96,110 @@ pub struct Share {
     pub of: usize,
 }
 
-impl Share {
-    /// A process alone.
-    pub const ALL: Share = Share { rank: 0, of: 1 };
-
-    /// `missing` (sample indices) in the order this process computes them: its own share first.
-    fn order(self, mut missing: Vec<usize>) -> Vec<usize> {
-        let of = self.of.max(1);
-        missing.sort_by_key(|&i| ((i % of + of - self.rank % of) % of, i));
-        missing
-    }
-}
-
 /// The embedding of every sample (`[C, 64, 64]` f32 on the CPU, in order), read from the encoder's cache
-/// folder `encoder_dir` ([`encoder_cache_dir`]) or computed and stored there, `share` first: with `external`
-/// when given (its first embedding checked against `sam`'s image encoder on `backend`), else with that
-/// encoder. `progress` is told the number of samples done.
+/// folder `encoder_dir` ([`encoder_cache_dir`]) or computed and stored there: with `external` when given
+/// (its first embedding checked against `sam`'s image encoder on `backend`), else with that encoder.
+/// `progress` is told the number of samples done.
 pub fn sample_embeddings(
     sam: &Sam,
     backend: &TchBackend,
     samples: &[SliceSample],
-    (encoder_dir, share): (&Path, Share),
-    mut external: Option<&mut (dyn ImageEncoder + '_)>,
+    encoder_dir: &Path,
+    external: Option<&mut (dyn ImageEncoder + '_)>,
     mut progress: impl FnMut(usize),
 ) -> Result<(Vec<Tensor>, CacheReport), TrainError> {
-    let cache_of = |sample: &SliceSample| EmbeddingCache::new(encoder_dir, &sample.id.source);
-    let cached = |sample: &SliceSample| match cache_of(sample).load(sample.id.slice) {
-        Lookup::Hit(array) => Some(to_tensor(&array)),
-        Lookup::Miss | Lookup::Corrupt { .. } => None,
-    };
-    let mut embeddings: Vec<Option<Tensor>> = samples.iter().map(cached).collect();
-    let mut report = CacheReport {
-        reused: embeddings.iter().filter(|e| e.is_some()).count(),
-        ..CacheReport::default()
-    };
-    let missing = share.order((0..samples.len()).filter(|&i| embeddings[i].is_none()).collect());
-    let chunk_size = if external.is_some() { 1 } else { ENCODE_CHUNK };
+    let mut embeddings: Vec<Option<Tensor>> = samples.iter().map(|s| cached(encoder_dir, s)).collect();
+    let reused = embeddings.iter().filter(|e| e.is_some()).count();
+    let missing: Vec<usize> = (0..samples.len()).filter(|&i| embeddings[i].is_none()).collect();
     let started = std::time::Instant::now();
-    for chunk in missing.chunks(chunk_size) {
-        // Another process may have stored some meanwhile.
-        let mut to_compute = Vec::new();
-        for &i in chunk {
-            match cached(&samples[i]) {
-                Some(embedding) => {
-                    embeddings[i] = Some(embedding);
-                    report.reused += 1;
-                }
-                None => to_compute.push(i),
-            }
-        }
-        match external.as_deref_mut() {
-            Some(engine) => {
-                for &i in &to_compute {
-                    let array = engine
-                        .encode(&samples[i].input)
-                        .map_err(|problem| TrainError::Encoder {
-                            engine: engine.name(),
-                            problem,
-                        })?;
-                    if report.computed == 0 {
-                        check_against_libtorch(sam, backend, &samples[i], &array, &engine.name())?;
-                    }
-                    cache_of(&samples[i]).store(samples[i].id.slice, &array)?;
-                    embeddings[i] = Some(to_tensor(&array));
-                    report.computed += 1;
-                }
-            }
-            None if !to_compute.is_empty() => {
-                let encoded = encode(sam, backend, to_compute.iter().map(|&i| &samples[i]));
-                for (k, &i) in to_compute.iter().enumerate() {
-                    let embedding = encoded.get(k as i64);
-                    cache_of(&samples[i]).store(samples[i].id.slice, &to_array(&embedding))?;
-                    embeddings[i] = Some(embedding);
-                }
-                report.computed += to_compute.len();
-            }
-            None => {}
-        }
-        progress(report.reused + report.computed);
-    }
-    report.encoder_seconds = started.elapsed().as_secs_f64();
+    let computed = compute_into_cache(
+        (sam, backend, external),
+        samples,
+        &missing,
+        encoder_dir,
+        |i, embedding, done| {
+            embeddings[i] = Some(embedding);
+            progress(reused + done);
+        },
+    )?;
+    let report = CacheReport {
+        reused,
+        computed,
+        encoder_seconds: started.elapsed().as_secs_f64(),
+    };
     let embeddings = embeddings
         .into_iter()
         .map(|e| e.expect("every sample encoded"))
         .collect();
     Ok((embeddings, report))
+}
+
+/// Computes and stores the embeddings of `share`'s samples that the cache lacks (the rest is left to the
+/// other processes); how many it computed.
+pub fn fill_share(
+    sam: &Sam,
+    backend: &TchBackend,
+    samples: &[SliceSample],
+    (encoder_dir, share): (&Path, Share),
+    external: Option<&mut (dyn ImageEncoder + '_)>,
+) -> Result<usize, TrainError> {
+    let mine: Vec<usize> = (share.rank..samples.len())
+        .step_by(share.of.max(1))
+        .filter(|&i| cached(encoder_dir, &samples[i]).is_none())
+        .collect();
+    compute_into_cache((sam, backend, external), samples, &mine, encoder_dir, |_, _, _| {})
+}
+
+/// A sample's embedding from the cache, when it holds a sound one.
+fn cached(encoder_dir: &Path, sample: &SliceSample) -> Option<Tensor> {
+    match EmbeddingCache::new(encoder_dir, &sample.id.source).load(sample.id.slice) {
+        Lookup::Hit(array) => Some(to_tensor(&array)),
+        Lookup::Miss | Lookup::Corrupt { .. } => None,
+    }
+}
+
+/// Computes the embeddings of `samples[indices]` (with the external engine when given, its first embedding
+/// checked against libtorch's), stores each in the cache and hands it to `done(index, embedding, computed so
+/// far)`; how many it computed.
+fn compute_into_cache(
+    (sam, backend, external): (&Sam, &TchBackend, Option<&mut (dyn ImageEncoder + '_)>),
+    samples: &[SliceSample],
+    indices: &[usize],
+    encoder_dir: &Path,
+    mut done: impl FnMut(usize, Tensor, usize),
+) -> Result<usize, TrainError> {
+    let cache_of = |sample: &SliceSample| EmbeddingCache::new(encoder_dir, &sample.id.source);
+    let mut computed = 0;
+    match external {
+        Some(engine) => {
+            for &i in indices {
+                let array = engine
+                    .encode(&samples[i].input)
+                    .map_err(|problem| TrainError::Encoder {
+                        engine: engine.name(),
+                        problem,
+                    })?;
+                if computed == 0 {
+                    check_against_libtorch(sam, backend, &samples[i], &array, &engine.name())?;
+                }
+                cache_of(&samples[i]).store(samples[i].id.slice, &array)?;
+                computed += 1;
+                done(i, to_tensor(&array), computed);
+            }
+        }
+        None => {
+            for chunk in indices.chunks(ENCODE_CHUNK) {
+                let encoded = encode(sam, backend, chunk.iter().map(|&i| &samples[i]));
+                for (k, &i) in chunk.iter().enumerate() {
+                    let embedding = encoded.get(k as i64);
+                    cache_of(&samples[i]).store(samples[i].id.slice, &to_array(&embedding))?;
+                    computed += 1;
+                    done(i, embedding, computed);
+                }
+            }
+        }
+    }
+    Ok(computed)
 }
 
 /// Refuses another engine's embedding of `sample` unless it matches libtorch's within [`ENCODER_TOLERANCE`]
@@ -229,23 +247,22 @@ pub struct SplitEmbeddings {
 }
 
 /// [`sample_embeddings`] of a run's training and then validation samples under the cache folder `root` (one
-/// folder per encoder inside it), `share` first, with `external` when given; `progress` is told the samples done and the
+/// folder per encoder inside it), with `external` when given; `progress` is told the samples done and the
 /// total.
 pub fn split_embeddings(
     sam: &Sam,
     backend: &TchBackend,
     (train, val): (&[SliceSample], &[SliceSample]),
-    (root, share): (&Path, Share),
+    root: &Path,
     mut external: Option<&mut (dyn ImageEncoder + '_)>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(SplitEmbeddings, CacheReport), TrainError> {
     let dir = encoder_cache_dir(root, backend);
     let total = train.len() + val.len();
-    let (train_embeddings, a) =
-        sample_embeddings(sam, backend, train, (&dir, share), external.as_deref_mut(), |done| {
-            progress(done, total)
-        })?;
-    let (val_embeddings, b) = sample_embeddings(sam, backend, val, (&dir, share), external, |done| {
+    let (train_embeddings, a) = sample_embeddings(sam, backend, train, &dir, external.as_deref_mut(), |done| {
+        progress(done, total)
+    })?;
+    let (val_embeddings, b) = sample_embeddings(sam, backend, val, &dir, external, |done| {
         progress(train.len() + done, total)
     })?;
     let embeddings = SplitEmbeddings {

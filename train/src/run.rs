@@ -23,7 +23,9 @@ use crate::data::{
     SaMed2dSource, SliceSample, VolumeSource,
 };
 use crate::distributed::{DataParallel, DistributedError};
-use crate::embeddings::{split_embeddings, CacheReport, ImageEncoder, Share, SplitEmbeddings};
+use crate::embeddings::{
+    encoder_cache_dir, fill_share, split_embeddings, CacheReport, ImageEncoder, Share, SplitEmbeddings,
+};
 use crate::error::TrainError;
 use crate::objective::Batch;
 use crate::run_config::{DataEntry, RunConfig};
@@ -234,7 +236,8 @@ pub fn run_with_encoder(
 
 /// The frozen encoder's embeddings of a run's training and validation samples, from the cache folder its
 /// configuration names (relative to `base`; default `out/embeddings`) or computed and stored there; the
-/// ranks of a data-parallel run each compute their share first (see [`split_embeddings`]).
+/// ranks of a data-parallel run each compute their share of the missing ones, wait for each other, then
+/// read them all.
 pub(crate) fn frozen_embeddings(
     backend: &TchBackend,
     sam_config: &SamConfig,
@@ -247,20 +250,31 @@ pub(crate) fn frozen_embeddings(
         Some(path) => resolve(base, path),
         None => out.join("embeddings"),
     };
-    split_embeddings(
-        &Sam::new(sam_config.clone()),
-        backend,
-        samples,
-        (
-            &root,
-            Share {
-                rank: parallel.rank(),
-                of: parallel.world_size(),
-            },
-        ),
-        encoder,
-        |done, total| progress(&Progress::Embeddings { done, total }),
-    )
+    let sam = Sam::new(sam_config.clone());
+    let mut encoder = encoder;
+    let started = Instant::now();
+    let mut shared = 0;
+    if parallel.world_size() > 1 {
+        let share = Share {
+            rank: parallel.rank(),
+            of: parallel.world_size(),
+        };
+        let dir = encoder_cache_dir(&root, backend);
+        for part in [samples.0, samples.1] {
+            shared += fill_share(&sam, backend, part, (&dir, share), encoder.as_deref_mut())?;
+        }
+        parallel.barrier()?;
+    }
+    let share_seconds = started.elapsed().as_secs_f64();
+    let (embeddings, report) = split_embeddings(&sam, backend, samples, &root, encoder, |done, total| {
+        progress(&Progress::Embeddings { done, total })
+    })?;
+    let report = CacheReport {
+        reused: report.reused - shared.min(report.reused),
+        computed: report.computed + shared,
+        encoder_seconds: report.encoder_seconds + share_seconds,
+    };
+    Ok((embeddings, report))
 }
 
 /// Fails unless every rank holds the same iteration and weights — at the start (not: one read a stale

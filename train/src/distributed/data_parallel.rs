@@ -63,6 +63,11 @@ impl DataParallel {
         Ok(())
     }
 
+    /// Returns once every rank has called it (a collective: bounded by the group's timeout).
+    pub fn barrier(&self) -> Result<(), DistributedError> {
+        self.sum_values(&mut [0.0])
+    }
+
     /// Sums detached `tensor` over every rank (on its device), returning the sum.
     pub fn sum_tensor(&self, tensor: &Tensor) -> Result<Tensor, DistributedError> {
         let mut tensors = [tensor.detach().copy()];

@@ -13,7 +13,7 @@ use medico_train::semantic::loss::sharded_semantic_loss;
 use medico_train::semantic::run_semantic;
 use tch::{Device, Tensor};
 
-use crate::finetune::small_tiny_vit;
+use crate::finetune::{small_tiny_vit, write_run};
 use crate::semantic::write_semantic_run;
 
 fn launch(rank: usize, world_size: usize, port: u16) -> Launch {
@@ -236,6 +236,33 @@ fn two_ranks_train_the_semantic_model_one_process_trains() {
     assert_same_training(&alone.out, &ranks[0].out, "sam.safetensors", 2.0 * 3.0 * 1e-3);
     let (a, b) = (alone.validation.unwrap(), ranks[1].validation.clone().unwrap());
     assert!((a.loss - b.loss).abs() < 1e-4 && a.lr == b.lr, "{a:?} vs {b:?}");
+}
+
+#[test]
+fn two_ranks_share_the_frozen_encoders_embeddings_and_train_as_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each rank computes its share of the embeddings into the one cache and reads the other's.
+    let shared_cache = write_run(dir.path(), "ranks", 3);
+    let ranks = as_ranks(2, 29618, |group| {
+        run_with_encoder(&shared_cache, Device::Cpu, None, &group, |_| {}).unwrap()
+    });
+    let reports: Vec<_> = ranks.iter().map(|r| r.embeddings.unwrap()).collect();
+    let samples = reports[0].computed + reports[0].reused;
+    assert!(reports.iter().all(|r| r.computed + r.reused == samples));
+    assert!(
+        reports.iter().all(|r| r.computed > 0),
+        "both ranks computed a share: {reports:?}"
+    );
+    assert_eq!(
+        reports[0].computed + reports[1].computed,
+        samples,
+        "each sample once: {reports:?}"
+    );
+    // One process on the cache the ranks filled: nothing to compute, the same model.
+    let single = variant(&shared_cache, "single", serde_json::json!({}));
+    let alone = run(&single, Device::Cpu, |_| {}).unwrap();
+    assert_eq!(alone.embeddings.unwrap().computed, 0);
+    assert_same_training(&alone.out, &ranks[0].out, "sam.safetensors", 1e-5);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use medico_models::{EncoderConfig, Sam, SamConfig};
 use medico_tests::shared_dir as shared;
 use medico_train::backend::TchBackend;
 use medico_train::data::{make_batch, make_embedding_batch, slice_samples, SliceSample};
-use medico_train::embeddings::{encoder_cache_dir, sample_embeddings, ImageEncoder, Share};
+use medico_train::embeddings::{encoder_cache_dir, sample_embeddings, ImageEncoder};
 use medico_train::objective::{Batch, Objective, ObjectiveConfig};
 use medico_train::run::{random_state, run};
 use medico_train::trainer::{OptimizerConfig, TrainableParts, Trainer};
@@ -95,16 +95,7 @@ fn a_frozen_encoder_finetune_lowers_the_loss_and_changes_only_the_decoder() {
 
     let cache = tempfile::tempdir().unwrap();
     let encoder_dir = encoder_cache_dir(cache.path(), trainer.backend());
-    let embed = || {
-        sample_embeddings(
-            &sam(),
-            trainer.backend(),
-            &samples,
-            (&encoder_dir, Share::ALL),
-            None,
-            |_| {},
-        )
-    };
+    let embed = || sample_embeddings(&sam(), trainer.backend(), &samples, &encoder_dir, None, |_| {});
     let (embeddings, first) = embed().unwrap();
     assert_eq!((first.computed, first.reused), (samples.len(), 0));
     assert_eq!(embeddings[0].size(), [32, 64, 64]);
@@ -165,7 +156,7 @@ fn an_iou_head_finetune_changes_only_the_head_and_lowers_its_error() {
 }
 
 /// Writes the small model's configuration and a frozen-encoder `train.json` for `steps` steps into `dir`.
-fn write_run(dir: &Path, out: &str, steps: u64) -> PathBuf {
+pub(crate) fn write_run(dir: &Path, out: &str, steps: u64) -> PathBuf {
     let config_path = dir.join("config.json");
     std::fs::write(&config_path, serde_json::to_string(&small_tiny_vit()).unwrap()).unwrap();
     let volumes = shared().join("data/volumes");
@@ -261,7 +252,7 @@ fn another_engine_fills_the_cache_only_when_it_matches_the_frozen_encoder() {
         &Sam::new(config.clone()),
         trainer.backend(),
         &samples,
-        (&encoder_dir, Share::ALL),
+        &encoder_dir,
         Some(&mut wrong),
         |_| {},
     )
@@ -281,7 +272,7 @@ fn another_engine_fills_the_cache_only_when_it_matches_the_frozen_encoder() {
         &Sam::new(config.clone()),
         trainer.backend(),
         &samples,
-        (&encoder_dir, Share::ALL),
+        &encoder_dir,
         Some(&mut close),
         |_| {},
     )
@@ -291,7 +282,7 @@ fn another_engine_fills_the_cache_only_when_it_matches_the_frozen_encoder() {
         &Sam::new(config),
         trainer.backend(),
         &samples,
-        (&tempfile::tempdir().unwrap().path().join("e"), Share::ALL),
+        &tempfile::tempdir().unwrap().path().join("e"),
         None,
         |_| {},
     )
