@@ -1,7 +1,8 @@
 //! Data-parallel training's communication: libtorch's own c10d Gloo process group (the one PyTorch DDP uses
 //! on CPU), reached through a small C++ shim compiled against the libtorch `tch` links (`shim.cpp`,
 //! `build.rs`), and the launcher's environment it is configured from (torchrun's RANK/WORLD_SIZE/
-//! MASTER_ADDR/MASTER_PORT, or Slurm's SLURM_PROCID/SLURM_NTASKS with the first node as master).
+//! MASTER_ADDR/MASTER_PORT, or a Slurm job step's SLURM_PROCID/SLURM_STEP_NUM_TASKS with the first node as
+//! master).
 
 mod data_parallel;
 
@@ -70,8 +71,9 @@ pub struct Launch {
 
 impl Launch {
     /// From the environment a launcher sets: torchrun's (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
-    /// MASTER_PORT), else Slurm's (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, the first host of
-    /// SLURM_STEP_NODELIST or SLURM_JOB_NODELIST unless MASTER_ADDR is set, MASTER_PORT or 29500). `None`
+    /// MASTER_PORT), else those of a Slurm job step, which `srun` starts (SLURM_PROCID, SLURM_STEP_NUM_TASKS,
+    /// SLURM_LOCALID, the first host of SLURM_STEP_NODELIST or SLURM_JOB_NODELIST unless MASTER_ADDR is set,
+    /// MASTER_PORT or 29500; a batch script itself, with no SLURM_STEP_ID, is one process). `None`
     /// when no launcher started this process (a one-process run).
     pub fn from_env() -> Result<Option<Self>, DistributedError> {
         Self::from_vars(|name| std::env::var(name).ok())
@@ -90,7 +92,8 @@ impl Launch {
         };
         let (rank, world_size, local_rank, slurm) = match (number("RANK")?, number("WORLD_SIZE")?) {
             (Some(rank), Some(world)) => (rank, world, number("LOCAL_RANK")?.unwrap_or(0), false),
-            _ => match (number("SLURM_PROCID")?, number("SLURM_NTASKS")?) {
+            _ if var("SLURM_STEP_ID").is_none() => return Ok(None),
+            _ => match (number("SLURM_PROCID")?, number("SLURM_STEP_NUM_TASKS")?) {
                 (Some(rank), Some(world)) => (rank, world, number("SLURM_LOCALID")?.unwrap_or(0), true),
                 _ => return Ok(None),
             },
@@ -335,7 +338,9 @@ mod tests {
         assert!(launch.launcher_store);
         let slurm = [
             ("SLURM_PROCID", "3"),
-            ("SLURM_NTASKS", "8"),
+            ("SLURM_NTASKS", "16"),
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_STEP_NUM_TASKS", "8"),
             ("SLURM_LOCALID", "1"),
             ("SLURM_JOB_NODELIST", "gpu[07-08],cpu1"),
         ];
@@ -345,6 +350,14 @@ mod tests {
             (3, "gpu07", 29500)
         );
         assert!(!launch.launcher_store, "srun: rank 0 hosts the store");
+        assert_eq!(launch.world_size, 8, "the step's tasks, not the job's");
+        // A batch script itself (no job step) is one process, whatever the allocation's task count.
+        let batch_script = [
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_JOB_NODELIST", "cpu1"),
+        ];
+        assert_eq!(Launch::from_vars(vars(&batch_script)).unwrap(), None);
         assert!(Launch::from_vars(vars(&[("RANK", "2"), ("WORLD_SIZE", "2")])).is_err());
         assert!(
             Launch::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "2")])).is_err(),
