@@ -33,7 +33,7 @@ PY
 )
 export LD_LIBRARY_PATH="$torch_lib:$nvidia_libs:${LD_LIBRARY_PATH:-}"
 gpus=$("$PY" -c 'import torch; print(torch.cuda.device_count())')
-note "GPUs: $gpus ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)); torch $("$PY" -c 'import torch; print(torch.__version__)')"
+note "GPUs: $gpus ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)); torch $("$PY" -c 'import torch; print(torch.__version__)')"
 VOLUMES=$(cd "$ROOT/../shared/data/volumes" && pwd)
 
 write_run() { # NAME MODEL STEPS BATCH ROUNDS
@@ -48,20 +48,33 @@ JSON
 
 compare() { # FIRST SECOND TOLERANCE
   "$PY" - "$OUT" "$1" "$2" "$3" <<'PY'
-import sys
-from safetensors.torch import load_file
+import array, json, os, struct, sys
 out, first, second, tolerance = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-a, b = load_file(f"{out}/{first}/sam.safetensors"), load_file(f"{out}/{second}/sam.safetensors")
-largest = max((a[k] - b[k]).abs().max().item() for k in a)
+missing = [run for run in (first, second) if not os.path.exists(f"{out}/{run}/sam.safetensors")]
+if missing:
+    sys.exit(print(f"{second} vs {first}: no weights from {', '.join(missing)} (its log says why)"))
+
+def tensors(path):  # float32 safetensors, read with the standard library
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        data = f.read()
+    header.pop("__metadata__", None)
+    return {k: array.array("f", data[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in header.items()}
+
+a, b = tensors(f"{out}/{first}/sam.safetensors"), tensors(f"{out}/{second}/sam.safetensors")
+largest = max(max((abs(x - y) for x, y in zip(a[k], b[k])), default=0.0) for k in a)
 verdict = "ok" if largest <= tolerance else "DIFFERENT"
 print(f"{second} vs {first}: largest weight difference {largest:.2e} (tolerance {tolerance:.0e}): {verdict}")
 PY
 }
 
 step_seconds() { # RUN: mean seconds per step after the first
-  "$PY" -c 'import json, sys
+  "$PY" -c 'import json, os, sys
+if not os.path.exists(sys.argv[1]):
+    sys.exit(print("(no log: the run failed)"))
 t = [json.loads(l)["seconds"] for l in open(sys.argv[1])]
-print(f"{(t[-1] - t[0]) / max(1, len(t) - 1):.3f}")' "$OUT/$1/log.jsonl"
+print(f"{(t[-1] - t[0]) / max(1, len(t) - 1):.3f} s")' "$OUT/$1/log.jsonl"
 }
 
 tiny="$ROOT/models/medico-tiny/config.json"
@@ -77,13 +90,13 @@ if [ "$gpus" -ge 2 ]; then
     >"$OUT/cuda-ranks.log" 2>&1 || note "torchrun on CUDA failed: $(tail -n 3 "$OUT/cuda-ranks.log")"
   note "$(compare cuda cuda-ranks 1e-4)"
 else
-  note "one GPU: no 2-GPU run"
+  note "fewer than two GPUs: no 2-GPU run"
 fi
 
 # Step time, ViT-B at 1024 px: medico, then PyTorch eager on the same shapes.
 write_run vitb vit_b 6 2 8
 "$CLI" train --config "$OUT/vitb.json" --device cuda >"$OUT/vitb.log" 2>&1 || note "ViT-B run failed: $(tail -n 3 "$OUT/vitb.log")"
-note "medico ViT-B training step (batch 2, 2 objects each, 8 rounds): $(step_seconds vitb) s"
+note "medico ViT-B training step (batch 2, 2 objects each, 8 rounds): $(step_seconds vitb)"
 "$PY" - >>"$summary" 2>"$OUT/eager.log" <<'PY' || note "PyTorch eager reference failed: $(tail -n 2 "$OUT/eager.log")"
 # The same step in PyTorch eager: image encoder on 2 images, 8 decoding rounds of 4 objects with one more
 # positive click each round and the previous logits fed back, soft Dice + IoU MSE, backward, AdamW.
