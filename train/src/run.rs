@@ -116,15 +116,19 @@ pub fn random_state(sam: &Sam, seed: u64) -> StateDict {
         .collect()
 }
 
-/// The samples of every entry, paths relative to `base`.
+/// The samples of every entry, paths relative to `base`, and each sample's drawing weight (its entry's).
 fn samples_of(
     entries: &[DataEntry],
     base: &Path,
     config: &SamConfig,
     min_pixels: usize,
-) -> Result<Vec<SliceSample>, IoError> {
-    let mut all = Vec::new();
+) -> Result<(Vec<SliceSample>, Vec<f64>), IoError> {
+    let (mut all, mut weights) = (Vec::new(), Vec::new());
     for entry in entries {
+        let weight = match entry {
+            DataEntry::Volume(e) => e.weight,
+            DataEntry::Folder(_) | DataEntry::SaMed2d(_) => 1.0,
+        };
         let samples = match entry {
             DataEntry::Volume(e) => {
                 let source = VolumeSource {
@@ -154,9 +158,10 @@ fn samples_of(
                 sa_med2d_samples(&source, config, min_pixels)?
             }
         };
+        weights.extend(std::iter::repeat_n(weight, samples.len()));
         all.extend(samples);
     }
-    Ok(all)
+    Ok((all, weights))
 }
 
 /// A short description of a data entry for the bundle's provenance.
@@ -177,6 +182,8 @@ struct RunContext<'a> {
     sam_config: SamConfig,
     out: PathBuf,
     train: Vec<SliceSample>,
+    /// Each training sample's drawing weight, when the entries weigh differently (else uniform).
+    train_weights: Option<Vec<f64>>,
     val: Vec<SliceSample>,
     /// The frozen encoder's embeddings of `train` and `val`, in order (frozen encoder only).
     embeddings: Option<SplitEmbeddings>,
@@ -379,8 +386,9 @@ fn prepare<'a>(config_path: &'a Path, parallel: &'a DataParallel) -> Result<RunC
     check_batch_covers_ranks(config_path, run.batch_size, parallel)?;
     let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let (sam_config, out) = model_and_output(&base, &run.model, &run.out)?;
-    let train = samples_of(&run.train, &base, &sam_config, run.min_object_pixels)?;
-    let val = samples_of(&run.val, &base, &sam_config, run.min_object_pixels)?;
+    let (train, weights) = samples_of(&run.train, &base, &sam_config, run.min_object_pixels)?;
+    let (val, _) = samples_of(&run.val, &base, &sam_config, run.min_object_pixels)?;
+    let train_weights = weights.iter().any(|&w| w != 1.0).then_some(weights);
     if train.is_empty() {
         return Err(TrainError::Config {
             path: config_path.into(),
@@ -395,6 +403,7 @@ fn prepare<'a>(config_path: &'a Path, parallel: &'a DataParallel) -> Result<RunC
         sam_config,
         out,
         train,
+        train_weights,
         val,
         embeddings: None,
     })
@@ -455,10 +464,15 @@ pub(crate) struct GlobalBatch {
 }
 
 impl GlobalBatch {
-    /// `size` of `count` samples drawn from `rng`, with their keys.
-    pub(crate) fn draw(count: usize, size: usize, rng: &mut ChaCha8Rng) -> Self {
+    /// `size` of `count` samples drawn from `rng` without replacement — uniformly, or in proportion to
+    /// `weights` — with their keys.
+    pub(crate) fn draw(count: usize, size: usize, weights: Option<&[f64]>, rng: &mut ChaCha8Rng) -> Self {
         let indices: Vec<usize> = (0..count).collect();
-        let chosen: Vec<usize> = indices.choose_multiple(rng, size).copied().collect();
+        let weighted = weights.and_then(|w| indices.choose_multiple_weighted(rng, size, |&i| w[i]).ok());
+        let chosen: Vec<usize> = match weighted {
+            Some(picked) => picked.copied().collect(),
+            None => indices.choose_multiple(rng, size).copied().collect(),
+        };
         let keys = chosen.iter().map(|_| rng.random()).collect();
         Self { chosen, keys }
     }
@@ -471,7 +485,8 @@ fn batches_for_step(context: &RunContext<'_>, step: u64) -> Vec<Batch> {
     let mut rng = step_rng(run.seed, step);
     (0..run.accumulate)
         .map(|_| {
-            let global = GlobalBatch::draw(context.train.len(), run.batch_size, &mut rng);
+            let weights = context.train_weights.as_deref();
+            let global = GlobalBatch::draw(context.train.len(), run.batch_size, weights, &mut rng);
             let shard = context.parallel.shard(global.chosen.len());
             let embeddings = context.embeddings.as_ref().map(|e| &e.train);
             let mut batch = batch_of(
@@ -622,4 +637,30 @@ fn export_result(
         interaction: None,
     })?;
     Ok(bundle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_batches_are_drawn_uniformly_or_by_weight() {
+        let weights = [1.0, 1.0, 1000.0, 1.0];
+        let heavy = (0..200)
+            .filter(|&seed| {
+                let mut rng = step_rng(seed, 0);
+                GlobalBatch::draw(4, 1, Some(&weights), &mut rng).chosen == [2]
+            })
+            .count();
+        assert!(heavy > 190, "the heavy sample drawn {heavy} times of 200");
+        let uniform = (0..200)
+            .filter(|&seed| GlobalBatch::draw(4, 1, None, &mut step_rng(seed, 0)).chosen == [2])
+            .count();
+        assert!((25..80).contains(&uniform), "{uniform} of 200");
+        // Without replacement, a key per image.
+        let batch = GlobalBatch::draw(4, 4, Some(&weights), &mut step_rng(1, 0));
+        let mut chosen = batch.chosen.clone();
+        chosen.sort_unstable();
+        assert_eq!((chosen, batch.keys.len()), (vec![0, 1, 2, 3], 4));
+    }
 }

@@ -74,10 +74,18 @@ pub struct VolumeEntry {
     /// value, targets this slice's (empty past the object's end); default false.
     #[serde(default)]
     pub propagation: bool,
+    /// How likely each of this volume's slices is to be drawn into a batch, relative to the other entries'
+    /// slices (default 1): a small CT series among large brain volumes can weigh as much as they do.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
 }
 
 fn default_slice_step() -> usize {
     1
+}
+
+fn default_weight() -> f64 {
+    1.0
 }
 
 fn default_axis() -> usize {
@@ -225,6 +233,12 @@ impl RunConfig {
         .all(|w| w.is_finite() && *w >= 0.0)
         {
             Some("the loss weights (bce_weight, iou_weight, propagation_weight, click_weight) must be finite and not negative")
+        } else if self
+            .train
+            .iter()
+            .any(|entry| matches!(entry, DataEntry::Volume(v) if !(v.weight.is_finite() && v.weight > 0.0)))
+        {
+            Some("a volume entry's weight must be a positive number")
         } else if self.train_only_iou_head && !self.freeze_image_encoder {
             Some("train_only_iou_head needs freeze_image_encoder (the embeddings are computed once)")
         } else {
@@ -300,6 +314,24 @@ mod tests {
             panic!("a volume entry")
         };
         assert_eq!((entry.objects, entry.groups.is_none()), (ObjectRule::Labels, true));
+    }
+
+    #[test]
+    fn a_volume_weighs_one_unless_given_a_positive_weight() {
+        let DataEntry::Volume(entry) = &with_volume_fields(r#""weight": 12.5"#).unwrap().train[0] else {
+            panic!("a volume entry")
+        };
+        assert_eq!(entry.weight, 12.5);
+        let DataEntry::Volume(entry) = &with_volume_fields(r#""axis": 2"#).unwrap().train[0] else {
+            panic!("a volume entry")
+        };
+        assert_eq!(entry.weight, 1.0);
+        for bad in ["0", "-1"] {
+            let error = with_volume_fields(&format!(r#""weight": {bad}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("weight must be a positive number"), "{error}");
+        }
     }
 
     #[test]

@@ -308,7 +308,7 @@ fn train_loop(
     let (mut final_loss, mut last) = (f64::NAN, None);
     while trainer.iteration() < run.steps {
         let mut rng = step_rng(run.seed, trainer.iteration());
-        let global = GlobalBatch::draw(context.train.len(), run.batch_size, &mut rng);
+        let global = GlobalBatch::draw(context.train.len(), run.batch_size, None, &mut rng);
         let shard = parallel.shard(global.chosen.len());
         let mut batch = batch_of(
             &context.train,
