@@ -108,17 +108,16 @@ pub fn stability_score(logits: &Array2<f32>, threshold: f32) -> f32 {
 
 /// How many clicks a mask's logits agree with (positive clicks inside, negative clicks outside).
 fn agreeing_clicks(logits: &Array2<f32>, points: &[Point], threshold: f32) -> usize {
-    let (h, w) = logits.dim();
     points
         .iter()
-        .filter(|p| {
-            let (x, y) = (p.x.round(), p.y.round());
-            if x < 0.0 || y < 0.0 || x as usize >= w || y as usize >= h {
-                return false;
-            }
-            (logits[[y as usize, x as usize]] > threshold) == p.positive
-        })
+        .filter(|p| pixel_of(p, logits.dim()).is_some_and(|(y, x)| (logits[[y, x]] > threshold) == p.positive))
         .count()
+}
+
+/// The `(row, column)` of the pixel a click lies on in an image of `(rows, columns)`, if inside.
+fn pixel_of(p: &Point, (h, w): (usize, usize)) -> Option<(usize, usize)> {
+    let (x, y) = (p.x.round(), p.y.round());
+    (x >= 0.0 && y >= 0.0 && (x as usize) < w && (y as usize) < h).then_some((y as usize, x as usize))
 }
 
 impl Composition {
@@ -165,7 +164,7 @@ pub struct Interaction {
     bbox: Option<BoxPrompt>,
     points: Vec<Point>,
     feedback: Option<Array2<f32>>,
-    /// The last round's mask and its `(rows, columns)`.
+    /// The last round's mask and its `(rows, columns)`, kept when the composition's local removals need it.
     shown: Option<(Vec<bool>, (usize, usize))>,
     rounds: usize,
     /// Decoder calls made, all rounds and replays included.
@@ -240,7 +239,9 @@ impl Interaction {
         let bbox = box_prompt(mask, hw.1).ok_or(PromptError::Empty)?;
         self.begin(&[], Some(&bbox));
         self.feedback = Some(mask_logits(mask, hw, predictor.config().low_res_size()));
-        self.shown = Some((mask.to_vec(), hw));
+        if self.composition.local_removals {
+            self.shown = Some((mask.to_vec(), hw));
+        }
         self.rounds = 1;
         Ok(())
     }
@@ -314,7 +315,9 @@ impl Interaction {
         self.calls += 1;
         let logits = logits.swap_remove(chosen);
         let mask: Vec<bool> = logits.iter().map(|&l| l > threshold).collect();
-        self.shown = Some((mask.clone(), logits.dim()));
+        if self.composition.local_removals {
+            self.shown = Some((mask.clone(), logits.dim()));
+        }
         Ok(RoundMask {
             mask,
             predicted_iou: iou[chosen],
@@ -329,10 +332,7 @@ fn removed_only_where_clicked(before: &[bool], after: &[bool], (h, w): (usize, u
     let removed: Vec<bool> = before.iter().zip(after).map(|(&b, &a)| b && !a).collect();
     let seeds: Vec<usize> = clicks
         .iter()
-        .filter_map(|p| {
-            let (x, y) = (p.x.round(), p.y.round());
-            (x >= 0.0 && y >= 0.0 && (x as usize) < w && (y as usize) < h).then(|| y as usize * w + x as usize)
-        })
+        .filter_map(|p| pixel_of(p, (h, w)).map(|(y, x)| y * w + x))
         .collect();
     let clicked = reached(&removed, (h, w), &seeds);
     after
