@@ -43,6 +43,13 @@ pub enum GraphRole {
     /// The semantic segmentation head (torch-em's UNETR decoder): embeddings → class probabilities at the
     /// encoder's input size (optional; see [`SemanticHead`]).
     SegmentationDecoder,
+    /// The walk's own decoder, low-resolution logits (optional; see [`PropagationDefaults::decoder_blend`]):
+    /// propagation prompts each slice with it instead of the interactive decoder.
+    PropagationDecoderLowres,
+    /// The walk's own decoder, image-only part (with `propagation_decoder_prompt`, optional).
+    PropagationDecoderPrepare,
+    /// The walk's own decoder, per-prompt part without a mask prompt (optional).
+    PropagationDecoderPrompt,
 }
 
 impl GraphRole {
@@ -56,6 +63,9 @@ impl GraphRole {
             GraphRole::DecoderPrepare => "decoder_prepare",
             GraphRole::DecoderPrompt => "decoder_prompt",
             GraphRole::SegmentationDecoder => "segmentation_decoder",
+            GraphRole::PropagationDecoderLowres => "propagation_decoder_lowres",
+            GraphRole::PropagationDecoderPrepare => "propagation_decoder_prepare",
+            GraphRole::PropagationDecoderPrompt => "propagation_decoder_prompt",
         }
     }
 }
@@ -188,6 +198,11 @@ pub struct PropagationDefaults {
     pub box_extension: f64,
     /// When a walk away from the annotated slices stops.
     pub stop: medico_models::stop_rule::StopRule,
+    /// The walk's own decoder: the base checkpoint's prompt encoder and mask decoder moved this fraction of
+    /// the way to the finetune's (weight-space ensembling, WiSE-FT; 0 is the base, 1 the finetune), exported
+    /// as the `propagation_decoder_*` graphs. Absent: walks prompt with the interactive decoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_blend: Option<f64>,
     /// Where the choice was measured (a document or a command), for the reader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured: Option<String>,
@@ -206,6 +221,11 @@ impl PropagationDefaults {
                 self.box_extension
             )
             .into());
+        }
+        if let Some(blend) = self.decoder_blend {
+            if !(0.0..=1.0).contains(&blend) {
+                return Err(format!("propagation.decoder_blend must be within [0, 1] (got {blend})").into());
+            }
         }
         self.stop.validate().map_err(|p| format!("propagation.stop.{p}").into())
     }
@@ -277,6 +297,9 @@ mod tests {
             GraphRole::DecoderPrepare,
             GraphRole::DecoderPrompt,
             GraphRole::SegmentationDecoder,
+            GraphRole::PropagationDecoderLowres,
+            GraphRole::PropagationDecoderPrepare,
+            GraphRole::PropagationDecoderPrompt,
         ] {
             let json = serde_json::to_string(&role).unwrap();
             assert_eq!(json, format!("\"{}\"", role.name()));
@@ -308,9 +331,14 @@ mod tests {
             .contains("propagation.stop.min_predicted_iou"));
         let negative = PropagationDefaults {
             box_extension: -1.0,
-            ..declared
+            ..declared.clone()
         };
         assert!(negative.validate().unwrap_err().0.contains("box_extension"));
+        let blended = PropagationDefaults {
+            decoder_blend: Some(1.5),
+            ..declared.clone()
+        };
+        assert!(blended.validate().unwrap_err().0.contains("decoder_blend"));
         assert!(
             serde_json::from_str::<PropagationDefaults>(r#"{"projection": "box", "stop": {"stop_after": 3}}"#).is_err()
         );

@@ -3,7 +3,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::checksum::sha256_file;
-use crate::manifest::{GraphRole, Manifest, FORMAT, MANIFEST};
+use crate::manifest::{GraphRole, Manifest, PropagationDefaults, FORMAT, MANIFEST};
+use medico_models::Problem;
 
 /// Why a bundle cannot be trusted; each names the file involved.
 #[derive(Debug, thiserror::Error)]
@@ -130,10 +131,13 @@ fn read_manifest(path: &Path) -> Result<Manifest, BundleError> {
         })?;
     }
     if let Some(propagation) = &manifest.propagation {
-        propagation.validate().map_err(|source| BundleError::Config {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        propagation
+            .validate()
+            .and_then(|()| walk_decoder_present(&manifest, propagation))
+            .map_err(|source| BundleError::Config {
+                path: path.to_path_buf(),
+                source,
+            })?;
     }
     if let Some(interaction) = &manifest.interaction {
         interaction.validate().map_err(|source| BundleError::Config {
@@ -142,6 +146,20 @@ fn read_manifest(path: &Path) -> Result<Manifest, BundleError> {
         })?;
     }
     Ok(manifest)
+}
+
+/// A declared walk decoder needs its low-res graph (the per-click pair is optional, as for the interactive
+/// decoder).
+fn walk_decoder_present(manifest: &Manifest, propagation: &PropagationDefaults) -> Result<(), Problem> {
+    let has_graph = manifest.graphs.contains_key(&GraphRole::PropagationDecoderLowres);
+    match propagation.decoder_blend {
+        Some(blend) if !has_graph => Err(format!(
+            "propagation.decoder_blend is {blend} but the bundle has no '{}' graph",
+            GraphRole::PropagationDecoderLowres
+        )
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// Every file the manifest names must be a plain name in the bundle folder (no `..`, no absolute path), so a

@@ -709,16 +709,25 @@ impl ModelResult<'_> {
                 })
                 .collect(),
             propagation_3d: Propagation3d {
-                settings: self.config.declared(),
+                settings: self.declared_propagation(),
                 note: "fixed for every volume (the reference reports the best of a per-volume grid search)",
             },
+        }
+    }
+
+    /// The propagation the walks ran with, the bundle's walk decoder named.
+    fn declared_propagation(&self) -> PropagationDefaults {
+        let manifest = &self.model.bundle.manifest;
+        PropagationDefaults {
+            decoder_blend: manifest.propagation.as_ref().and_then(|p| p.decoder_blend),
+            ..self.config.declared()
         }
     }
 
     fn traces(&self) -> ModelTraces {
         ModelTraces {
             label: self.model.label.clone(),
-            propagation: self.config.declared(),
+            propagation: self.declared_propagation(),
             objects: self
                 .rows_3d
                 .iter()
@@ -915,8 +924,12 @@ fn print_model(result: &ModelResult<'_>, iterations: usize) {
         }
     }
     if !result.rows_3d.is_empty() {
+        let walker = match result.declared_propagation().decoder_blend {
+            Some(blend) => format!("walk decoder blended {blend} of the way to the finetune"),
+            None => "the interactive decoder".to_string(),
+        };
         println!(
-            "  3D, propagated ({}, stop: {}): mean Dice box / point",
+            "  3D, propagated ({}, {walker}, stop: {}): mean Dice box / point",
             result.config.projection, result.config.stop
         );
         for mean in result.mean_dice_3d() {

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use medico_bundle::cache::default_cache_dir;
 use medico_bundle::checksum::sha256_file;
-use medico_bundle::Provenance;
+use medico_bundle::{PropagationDefaults, Provenance};
 use medico_export::bundle::{export_bundle, ExportError, ExportRequest, SemanticExport};
 use medico_export::overlay::Overlay;
 use medico_export::registry::{active_registry, pull, RegistryEntry, RegistryError};
 use medico_models::{load_checkpoint, SamConfig};
+use medico_runtime::volume::propagation::PropagationConfig;
 
 use crate::Failure;
 
@@ -44,6 +45,11 @@ pub struct ExportArgs {
     /// 1`, `class 2`, ...).
     #[arg(long, value_name = "NAMES", requires = "segmentation_decoder", value_delimiter = ',')]
     classes: Vec<String>,
+    /// Give propagation its own decoder: the checkpoint's prompt encoder and mask decoder moved WEIGHT of the
+    /// way (0 to 1) to the overlay's (weight-space ensembling, WiSE-FT), as `propagation_decoder_*` graphs;
+    /// the architecture's default propagation settings are recorded with it.
+    #[arg(long, value_name = "WEIGHT", requires = "overlay")]
+    propagation_blend: Option<f64>,
 }
 
 fn export_failure(e: ExportError) -> Failure {
@@ -62,6 +68,32 @@ fn semantic_export(path: &std::path::Path, classes: &[String]) -> Result<Semanti
         export.classes = (1..channels).map(|k| format!("class {k}")).collect();
     }
     Ok(export)
+}
+
+/// The architecture's default propagation settings with a walk decoder blended `blend` of the way to the
+/// overlay.
+fn blended_walk(
+    checkpoint: &std::path::Path,
+    config: Option<&SamConfig>,
+    blend: f64,
+) -> Result<PropagationDefaults, Failure> {
+    let architecture = match config {
+        Some(config) => config.architecture_name().to_string(),
+        None => {
+            let state = load_checkpoint(checkpoint).map_err(Failure::model)?;
+            let shapes = medico_models::checkpoint::shapes(&state);
+            let inferred = SamConfig::infer_from_shapes(&shapes, None).map_err(Failure::model)?;
+            inferred.architecture_name().to_string()
+        }
+    };
+    let declared = PropagationDefaults {
+        decoder_blend: Some(blend),
+        ..PropagationConfig::for_architecture(&architecture).declared()
+    };
+    declared
+        .validate()
+        .map_err(|problem| Failure::usage(anyhow::anyhow!("--propagation-blend: {}", problem.0)))?;
+    Ok(declared)
 }
 
 pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
@@ -89,6 +121,10 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         Some(path) => Some(semantic_export(path, &args.classes).map_err(export_failure)?),
         None => None,
     };
+    let propagation = match args.propagation_blend {
+        Some(blend) => Some(blended_walk(&args.checkpoint, config.as_ref(), blend)?),
+        None => None,
+    };
     let manifest = export_bundle(&ExportRequest {
         checkpoint: &args.checkpoint,
         config,
@@ -97,7 +133,7 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         provenance,
         overlay: overlay.as_ref().map(|(origin, tensors)| Overlay { origin, tensors }),
         semantic,
-        propagation: None,
+        propagation,
         interaction: None,
     })
     .map_err(export_failure)?;

@@ -20,7 +20,7 @@ use crate::graphs::{
 
 /// File name of the semantic segmentation decoder in a bundle.
 pub const SEGMENTATION_DECODER_FILE: &str = "segmentation_decoder.onnx";
-use crate::overlay::{apply_overlay, Overlay};
+use crate::overlay::{apply_overlay, blended_overlay, Overlay};
 use crate::pb::ModelProto;
 use crate::to_bytes;
 
@@ -70,6 +70,12 @@ pub enum ExportError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A walk decoder blended toward a finetune was asked for without the finetune (an overlay).
+    #[error("{}: propagation.decoder_blend needs an overlay (the finetune to blend the checkpoint toward)", path.display())]
+    BlendWithoutOverlay {
+        /// The checkpoint.
+        path: PathBuf,
     },
     /// An exported graph failed the structural check (a bug of the exporter, not of the input).
     #[error("{file}: exported graph is malformed: {}", problems.join("; "))]
@@ -140,7 +146,7 @@ pub fn export_bundle(request: &ExportRequest<'_>) -> Result<Manifest, ExportErro
     if !request.force && is_non_empty_dir(out) {
         return Err(ExportError::Exists { path: out.into() });
     }
-    let (sam, state) = load_model(request)?;
+    let (sam, state, walk_state) = load_model(request)?;
     let semantic = request
         .semantic
         .as_ref()
@@ -155,7 +161,11 @@ pub fn export_bundle(request: &ExportRequest<'_>) -> Result<Manifest, ExportErro
         source,
     };
     let staging = StagedDir::beside(out).map_err(write_error)?;
-    let manifest = write_bundle(&sam, &state, semantic, staging.path(), request, checkpoint_sha)?;
+    let states = States {
+        interactive: &state,
+        walk: walk_state.as_ref(),
+    };
+    let manifest = write_bundle(&sam, states, semantic, staging.path(), request, checkpoint_sha)?;
     let existing = if request.force {
         Existing::Replace
     } else {
@@ -169,14 +179,33 @@ fn is_non_empty_dir(path: &Path) -> bool {
     path.exists() && std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(true)
 }
 
-/// The checkpoint read and checked against its architecture (given, or inferred from its shapes).
-fn load_model(request: &ExportRequest<'_>) -> Result<(Sam, StateDict), ExportError> {
-    let mut state = load_checkpoint(request.checkpoint)?;
+/// The checkpoint read and checked against its architecture (given, or inferred from its shapes), with the
+/// overlay applied; and the walk decoder's state when the request declares a blend.
+fn load_model(request: &ExportRequest<'_>) -> Result<(Sam, StateDict, Option<StateDict>), ExportError> {
+    let base = load_checkpoint(request.checkpoint)?;
+    let overlay_error = |origin: &Path, source| ExportError::Overlay {
+        path: origin.into(),
+        source,
+    };
+    let blend = request.propagation.as_ref().and_then(|p| p.decoder_blend);
+    let walk_state = match (blend, &request.overlay) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ExportError::BlendWithoutOverlay {
+                path: request.checkpoint.into(),
+            })
+        }
+        (Some(weight), Some(overlay)) => {
+            let blended =
+                blended_overlay(&base, overlay.tensors, weight as f32).map_err(|e| overlay_error(overlay.origin, e))?;
+            let mut walk = base.clone();
+            apply_overlay(&mut walk, &blended).map_err(|e| overlay_error(overlay.origin, e))?;
+            Some(walk)
+        }
+    };
+    let mut state = base;
     if let Some(overlay) = &request.overlay {
-        apply_overlay(&mut state, overlay.tensors).map_err(|source| ExportError::Overlay {
-            path: overlay.origin.into(),
-            source,
-        })?;
+        apply_overlay(&mut state, overlay.tensors).map_err(|e| overlay_error(overlay.origin, e))?;
     }
     let config = match &request.config {
         Some(c) => c.clone(),
@@ -189,7 +218,7 @@ fn load_model(request: &ExportRequest<'_>) -> Result<(Sam, StateDict), ExportErr
             path: request.checkpoint.into(),
             problem: e.to_string(),
         })?;
-    Ok((sam, state))
+    Ok((sam, state, walk_state))
 }
 
 /// A semantic decoder checked against the SAM model it runs on and its class list: its head for
@@ -221,8 +250,18 @@ fn semantic_head(sam: &Sam, semantic: &SemanticExport) -> Result<(SemanticHead, 
     Ok((head, decoder))
 }
 
+/// The parameters a bundle's graphs are exported from.
+#[derive(Clone, Copy)]
+struct States<'a> {
+    /// The model's: encoder and the interactive decoder.
+    interactive: &'a StateDict,
+    /// The walk decoder's, when the bundle has one.
+    walk: Option<&'a StateDict>,
+}
+
 /// The graphs of a bundle, by role, with their file names.
-fn bundle_graphs(sam: &Sam, state: &StateDict) -> Vec<(GraphRole, &'static str, ModelProto)> {
+fn bundle_graphs(sam: &Sam, states: States<'_>) -> Vec<(GraphRole, &'static str, ModelProto)> {
+    let state = states.interactive;
     let mut graphs = vec![(GraphRole::Encoder, "encoder.onnx", encoder_model(sam, state))];
     for (role, variant) in [
         (GraphRole::Decoder, DecoderVariant::Official),
@@ -241,6 +280,23 @@ fn bundle_graphs(sam: &Sam, state: &StateDict) -> Vec<(GraphRole, &'static str, 
         "decoder_prompt.onnx",
         decoder_prompt_model(sam, state),
     ));
+    if let Some(walk) = states.walk {
+        graphs.push((
+            GraphRole::PropagationDecoderLowres,
+            "propagation_decoder_lowres.onnx",
+            decoder_model(sam, walk, DecoderVariant::LowRes),
+        ));
+        graphs.push((
+            GraphRole::PropagationDecoderPrepare,
+            "propagation_decoder_prepare.onnx",
+            decoder_prepare_model(sam, walk),
+        ));
+        graphs.push((
+            GraphRole::PropagationDecoderPrompt,
+            "propagation_decoder_prompt.onnx",
+            decoder_prompt_model(sam, walk),
+        ));
+    }
     graphs
 }
 
@@ -253,7 +309,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
 
 fn write_bundle(
     sam: &Sam,
-    state: &StateDict,
+    states: States<'_>,
     semantic: Option<(SemanticHead, UnetrDecoder)>,
     dir: &Path,
     request: &ExportRequest<'_>,
@@ -261,7 +317,7 @@ fn write_bundle(
 ) -> Result<Manifest, ExportError> {
     let mut graphs = BTreeMap::new();
     let mut files = BTreeMap::new();
-    let mut models = bundle_graphs(sam, state);
+    let mut models = bundle_graphs(sam, states);
     if let (Some((_, decoder)), Some(export)) = (&semantic, &request.semantic) {
         let model =
             segmentation_decoder_model(decoder, &export.state, sam.config.embedding_size(), sam.config.img_size);

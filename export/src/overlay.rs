@@ -80,6 +80,30 @@ pub fn changed_tensors(base: &StateDict, finetuned: &StateDict) -> Result<StateD
     Ok(changed)
 }
 
+/// `base`'s tensors moved `weight` of the way to `overlay`'s (`base + weight * (overlay - base)`, for every
+/// key of the overlay): weight-space ensembling of a finetune with the checkpoint it started from (WiSE-FT).
+/// 0 gives `base`'s values, 1 the overlay's.
+pub fn blended_overlay(base: &StateDict, overlay: &StateDict, weight: f32) -> Result<StateDict, OverlayMismatch> {
+    let changed = changed_tensors(base, overlay)?;
+    Ok(changed
+        .into_iter()
+        .map(|(key, tuned)| {
+            let old = &base[&key];
+            let data = old
+                .data
+                .iter()
+                .zip(&tuned.data)
+                .map(|(&b, &t)| b + weight * (t - b))
+                .collect();
+            let blended = medico_models::HostTensor {
+                shape: tuned.shape,
+                data,
+            };
+            (key, blended)
+        })
+        .collect())
+}
+
 /// How an overlay stores its values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverlayPrecision {
@@ -179,6 +203,10 @@ mod tests {
                 base_shape: base["a"].shape.clone(),
             }
         );
+        let halfway = blended_overlay(&base, &finetuned, 0.5).unwrap();
+        assert_eq!(halfway, StateDict::from([("b".into(), tensor(&[3.25]))]));
+        assert_eq!(blended_overlay(&base, &finetuned, 1.0).unwrap()["b"], finetuned["b"]);
+        assert_eq!(blended_overlay(&base, &finetuned, 0.0).unwrap()["b"], base["b"]);
         let unknown = StateDict::from([("c".into(), tensor(&[1.0]))]);
         assert_eq!(
             changed_tensors(&base, &unknown).unwrap_err(),

@@ -9,6 +9,7 @@ use medico_io::intensity::Intensity;
 use medico_io::volume::Volume;
 use medico_models::prompt::{BoxPrompt, Point};
 use medico_runtime::prediction::interaction::Interaction;
+use medico_runtime::prediction::predictor::DecoderUse;
 use medico_runtime::volume::mask_prompts::SlicePrompt;
 use medico_runtime::volume::propagation::{propagate, PropagationConfig, SliceMask, SliceSegmenter};
 use medico_runtime::RuntimeError;
@@ -273,7 +274,7 @@ impl WorkerSlices<'_> {
     ) -> Result<SliceMask, RuntimeError> {
         self.load(index)?;
         let predictor = &mut self.slot.predictor;
-        let prediction = predictor.predict(points, bbox, mask_logits, false)?;
+        let prediction = predictor.predict_with(DecoderUse::Propagation, points, bbox, mask_logits, false)?;
         self.score.get_or_insert(prediction.iou[0]);
         let threshold = predictor.config().mask_threshold as f32;
         Ok(SliceMask {

@@ -347,3 +347,70 @@ fn registry_reads_checkpoints_out_of_wheels_and_installs_from_local_copies() {
         "no temporary files left"
     );
 }
+
+#[test]
+fn a_walk_decoder_is_exported_beside_the_interactive_one_and_checked() {
+    let dir = scratch("walk-decoder");
+    let tiny = shared().join("reference/tiny");
+    let checkpoint = tiny.join("weights.safetensors");
+    let out = dir.join("bundle");
+    let export = |blend: &str, overlay: bool| {
+        let mut args = vec![
+            "export".to_string(),
+            "--checkpoint".into(),
+            checkpoint.display().to_string(),
+            "--config".into(),
+            tiny.join("config.json").display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--force".into(),
+            "--propagation-blend".into(),
+            blend.into(),
+        ];
+        if overlay {
+            args.extend(["--overlay".into(), checkpoint.display().to_string()]);
+        }
+        medico(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let run = export("0.5", true);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let bundle = Bundle::open(&out).unwrap();
+    let declared = bundle.manifest.propagation.as_ref().expect("propagation recorded");
+    assert_eq!(declared.decoder_blend, Some(0.5));
+    for graph in [
+        "propagation_decoder_lowres.onnx",
+        "propagation_decoder_prepare.onnx",
+        "propagation_decoder_prompt.onnx",
+    ] {
+        assert!(entries(&out).contains(&graph.to_string()), "{:?}", entries(&out));
+    }
+
+    // Out of range, or without the finetune to blend toward: refused, the bundle left as it was.
+    let before = std::fs::read(out.join("model.json")).unwrap();
+    let run = export("1.5", true);
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("decoder_blend must be within [0, 1]"),
+        "{}",
+        text(&run.stderr)
+    );
+    let run = export("0.5", false);
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
+    assert!(text(&run.stderr).contains("--overlay"), "{}", text(&run.stderr));
+    assert_eq!(std::fs::read(out.join("model.json")).unwrap(), before);
+
+    // A manifest that declares a blend but lists no walk graph is refused on load, naming the field.
+    let mut manifest: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    manifest["graphs"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|role, _| !role.starts_with("propagation_decoder"));
+    std::fs::write(out.join("model.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let err = Bundle::open(&out).unwrap_err().to_string();
+    let cause = format!("{:?}", Bundle::open(&out).unwrap_err());
+    assert!(
+        err.contains("model.json")
+            && cause.contains("decoder_blend is 0.5 but the bundle has no 'propagation_decoder_lowres' graph"),
+        "{err}: {cause}"
+    );
+}

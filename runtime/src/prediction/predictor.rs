@@ -34,13 +34,25 @@ impl Prediction {
     }
 }
 
+/// Which of a bundle's decoders answers a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecoderUse {
+    /// A user's prompts: boxes, clicks and correction rounds.
+    Interactive,
+    /// Prompts a propagation derived from a neighbouring slice's mask: the bundle's walk decoder
+    /// (`propagation_decoder_*` graphs) when it has one, else the interactive decoder.
+    Propagation,
+}
+
 struct ImageState {
     embedding: ArrayD<f32>,
     original_hw: (usize, usize),
     resized_hw: (usize, usize),
-    /// The decoder's image-only tensors (`decoder_prepare` outputs), computed at the first click without a
-    /// mask prompt.
+    /// The interactive decoder's image-only tensors (`decoder_prepare` outputs), computed at the first click
+    /// without a mask prompt.
     prepared: Option<Outputs>,
+    /// The walk decoder's, likewise.
+    walk_prepared: Option<Outputs>,
 }
 
 /// The per-click decoder of bundles that have one: `decoder_prepare` once per image, then
@@ -68,28 +80,42 @@ impl LowResDecoder {
     }
 }
 
-/// A bundle's encoder and decoders on one engine.
-pub struct Predictor {
-    config: SamConfig,
-    /// How the bundle's model composes correction rounds.
-    composition: Composition,
-    preprocessing: Preprocessing,
-    encoder: Box<dyn Engine>,
-    /// The low-res decoder: every prompt, a mask prompt included.
-    decoder: LowResDecoder,
-    click_decoder: Option<ClickDecoder>,
-    image: Option<ImageState>,
+/// The graph roles of one decoder.
+struct DecoderRoles {
+    lowres: GraphRole,
+    prepare: GraphRole,
+    prompt: GraphRole,
 }
 
-impl Predictor {
-    /// Opens a verified bundle on `backend` with `threads` threads.
-    pub fn open(bundle: &Bundle, backend: BackendChoice, threads: usize) -> Result<Self, RuntimeError> {
-        let graph = |role| required_graph(bundle, role);
-        let lowres = graph(GraphRole::DecoderLowres)?;
-        let click_decoder = match (
-            bundle.graph(GraphRole::DecoderPrepare),
-            bundle.graph(GraphRole::DecoderPrompt),
-        ) {
+const INTERACTIVE_ROLES: DecoderRoles = DecoderRoles {
+    lowres: GraphRole::DecoderLowres,
+    prepare: GraphRole::DecoderPrepare,
+    prompt: GraphRole::DecoderPrompt,
+};
+
+const WALK_ROLES: DecoderRoles = DecoderRoles {
+    lowres: GraphRole::PropagationDecoderLowres,
+    prepare: GraphRole::PropagationDecoderPrepare,
+    prompt: GraphRole::PropagationDecoderPrompt,
+};
+
+/// One decoder's engines: the low-res graph for every prompt (a mask prompt included) and, when the bundle
+/// has the pair, the per-click graphs for prompts without a mask.
+struct Decoder {
+    lowres: LowResDecoder,
+    click: Option<ClickDecoder>,
+}
+
+impl Decoder {
+    /// Opens the decoder with `roles` (the low-res graph is required).
+    fn open(
+        bundle: &Bundle,
+        roles: &DecoderRoles,
+        backend: BackendChoice,
+        threads: usize,
+    ) -> Result<Self, RuntimeError> {
+        let lowres = required_graph(bundle, roles.lowres)?;
+        let click = match (bundle.graph(roles.prepare), bundle.graph(roles.prompt)) {
             (Some(prepare), Some(prompt)) => Some(ClickDecoder {
                 prepare: open_engine(backend, &prepare, threads)?,
                 prompt: open_engine(backend, &prompt, threads)?,
@@ -97,12 +123,8 @@ impl Predictor {
             _ => None,
         };
         Ok(Self {
-            config: bundle.manifest.config.clone(),
-            composition: Composition::for_bundle(bundle),
-            preprocessing: bundle.manifest.preprocessing,
-            encoder: open_engine(backend, &graph(GraphRole::Encoder)?, threads)?,
-            decoder: LowResDecoder {
-                engine: match click_decoder {
+            lowres: LowResDecoder {
+                engine: match click {
                     Some(_) => None,
                     None => Some(open_engine(backend, &lowres, threads)?),
                 },
@@ -110,9 +132,65 @@ impl Predictor {
                 backend,
                 threads,
             },
-            click_decoder,
+            click,
+        })
+    }
+}
+
+/// A bundle's walk decoder, opened at the first propagated prompt (a 2D session never pays for it).
+struct WalkDecoder {
+    bundle: Bundle,
+    backend: BackendChoice,
+    threads: usize,
+    decoder: Option<Decoder>,
+}
+
+impl WalkDecoder {
+    fn decoder(&mut self) -> Result<&mut Decoder, RuntimeError> {
+        if self.decoder.is_none() {
+            self.decoder = Some(Decoder::open(&self.bundle, &WALK_ROLES, self.backend, self.threads)?);
+        }
+        Ok(self.decoder.as_mut().expect("opened above"))
+    }
+}
+
+/// A bundle's encoder and decoders on one engine.
+pub struct Predictor {
+    config: SamConfig,
+    /// How the bundle's model composes correction rounds.
+    composition: Composition,
+    preprocessing: Preprocessing,
+    encoder: Box<dyn Engine>,
+    /// The decoder of a user's prompts.
+    decoder: Decoder,
+    /// The decoder of propagated prompts, when the bundle has its own.
+    walk: Option<WalkDecoder>,
+    image: Option<ImageState>,
+}
+
+impl Predictor {
+    /// Opens a verified bundle on `backend` with `threads` threads.
+    pub fn open(bundle: &Bundle, backend: BackendChoice, threads: usize) -> Result<Self, RuntimeError> {
+        let walk = bundle.graph(WALK_ROLES.lowres).is_some().then(|| WalkDecoder {
+            bundle: bundle.clone(),
+            backend,
+            threads,
+            decoder: None,
+        });
+        Ok(Self {
+            config: bundle.manifest.config.clone(),
+            composition: Composition::for_bundle(bundle),
+            preprocessing: bundle.manifest.preprocessing,
+            encoder: open_engine(backend, &required_graph(bundle, GraphRole::Encoder)?, threads)?,
+            decoder: Decoder::open(bundle, &INTERACTIVE_ROLES, backend, threads)?,
+            walk,
             image: None,
         })
+    }
+
+    /// Whether propagated prompts have a decoder of their own (see [`DecoderUse::Propagation`]).
+    pub fn has_walk_decoder(&self) -> bool {
+        self.walk.is_some()
     }
 
     /// The engine in use (`ort` or `tract`).
@@ -149,6 +227,7 @@ impl Predictor {
             original_hw,
             resized_hw,
             prepared: None,
+            walk_prepared: None,
         });
         Ok(())
     }
@@ -161,6 +240,7 @@ impl Predictor {
             original_hw,
             resized_hw,
             prepared: None,
+            walk_prepared: None,
         });
     }
 
@@ -173,14 +253,14 @@ impl Predictor {
     /// mask prompt does). Returns whether the bundle has a per-click decoder.
     pub fn prepare_clicks(&mut self) -> Result<bool, RuntimeError> {
         let image = self.image.as_mut().ok_or(PromptError::NoImage)?;
-        match &mut self.click_decoder {
-            Some(click) => prepared_image(image, click).map(|_| true),
+        match &mut self.decoder.click {
+            Some(click) => prepared_image(&image.embedding, &mut image.prepared, click).map(|_| true),
             None => Ok(false),
         }
     }
 
-    /// Predicts masks for points and/or a box (original pixels) and an optional previous low-res mask.
-    /// `multimask` returns the three multimask outputs, else the single-mask output.
+    /// Predicts masks for points and/or a box (original pixels) and an optional previous low-res mask, with
+    /// the interactive decoder. `multimask` returns the three multimask outputs, else the single-mask output.
     pub fn predict(
         &mut self,
         points: &[Point],
@@ -188,16 +268,32 @@ impl Predictor {
         mask_input: Option<&Array2<f32>>,
         multimask: bool,
     ) -> Result<Prediction, RuntimeError> {
+        self.predict_with(DecoderUse::Interactive, points, bbox, mask_input, multimask)
+    }
+
+    /// [`Self::predict`] with the decoder for `usage`.
+    pub fn predict_with(
+        &mut self,
+        usage: DecoderUse,
+        points: &[Point],
+        bbox: Option<&BoxPrompt>,
+        mask_input: Option<&Array2<f32>>,
+        multimask: bool,
+    ) -> Result<Prediction, RuntimeError> {
         let image = self.image.as_mut().ok_or(PromptError::NoImage)?;
+        let (decoder, prepared) = match (usage, &mut self.walk) {
+            (DecoderUse::Propagation, Some(walk)) => (walk.decoder()?, &mut image.walk_prepared),
+            _ => (&mut self.decoder, &mut image.prepared),
+        };
         let map = CoordinateMap::new(image.original_hw, self.config.img_size);
         let (coords, labels) = sparse_prompt(points, bbox, &map).ok_or(PromptError::Empty)?;
         let n = labels.len();
         let coords = ArrayD::from_shape_vec(IxDyn(&[1, n, 2]), coords).expect("2 per point");
         let labels = ArrayD::from_shape_vec(IxDyn(&[1, n]), labels).expect("1 per point");
         let low = self.config.low_res_size();
-        let out = match (mask_input, &mut self.click_decoder) {
+        let out = match (mask_input, &mut decoder.click) {
             (None, Some(click)) => {
-                let prepared = prepared_image(image, click)?;
+                let prepared = prepared_image(&image.embedding, prepared, click)?;
                 let mut feeds = vec![("point_coords", coords.view()), ("point_labels", labels.view())];
                 for name in PreparedImage::NAMES {
                     let tensor = prepared.get(name).ok_or_else(|| missing_output(name))?;
@@ -232,7 +328,7 @@ impl Predictor {
                     ("mask_input", mask.view()),
                     ("has_mask_input", has_mask.view()),
                 ];
-                self.decoder.engine()?.run_views(&feeds)?
+                decoder.lowres.engine()?.run_views(&feeds)?
             }
         };
         let get = |name: &str| out.get(name).ok_or_else(|| missing_output(name));
@@ -275,13 +371,17 @@ pub fn required_graph(bundle: &Bundle, role: GraphRole) -> Result<std::path::Pat
     })
 }
 
-/// The image's prepared decoder tensors, computed on first use.
-fn prepared_image<'a>(image: &'a mut ImageState, click: &mut ClickDecoder) -> Result<&'a Outputs, RuntimeError> {
-    if image.prepared.is_none() {
-        let feeds = [("image_embeddings", image.embedding.view())];
-        image.prepared = Some(click.prepare.run_views(&feeds)?);
+/// The image's prepared tensors for one decoder, computed on first use.
+fn prepared_image<'a>(
+    embedding: &ArrayD<f32>,
+    prepared: &'a mut Option<Outputs>,
+    click: &mut ClickDecoder,
+) -> Result<&'a Outputs, RuntimeError> {
+    if prepared.is_none() {
+        let feeds = [("image_embeddings", embedding.view())];
+        *prepared = Some(click.prepare.run_views(&feeds)?);
     }
-    Ok(image.prepared.as_ref().expect("prepared above"))
+    Ok(prepared.as_ref().expect("prepared above"))
 }
 
 fn missing_output(name: &str) -> RuntimeError {

@@ -103,6 +103,7 @@ impl PropagationConfig {
             projection: self.projection.to_string(),
             box_extension: self.box_extension,
             stop: self.stop,
+            decoder_blend: None,
             measured: None,
         }
     }

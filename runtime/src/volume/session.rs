@@ -12,7 +12,7 @@ use ndarray::Array2;
 
 use crate::engines::BackendChoice;
 use crate::prediction::interaction::Interaction;
-use crate::prediction::predictor::{Prediction, Predictor};
+use crate::prediction::predictor::{DecoderUse, Prediction, Predictor};
 use crate::volume::mask_prompts::SlicePrompt;
 use crate::volume::propagation::{propagate_touching, Propagation, PropagationConfig, SliceMask, SliceSegmenter};
 use crate::{PromptError, RuntimeError};
@@ -184,7 +184,7 @@ impl VolumeSession {
         Ok(())
     }
 
-    /// Prompts slice `index`; single-mask output unless `multimask`.
+    /// Prompts slice `index` with the interactive decoder; single-mask output unless `multimask`.
     pub fn segment_slice(
         &mut self,
         index: usize,
@@ -193,9 +193,24 @@ impl VolumeSession {
         mask_logits: Option<&Array2<f32>>,
         multimask: bool,
     ) -> Result<Prediction, RuntimeError> {
+        self.decode(index, DecoderUse::Interactive, points, bbox, mask_logits, multimask)
+    }
+
+    /// Runs `usage`'s decoder on slice `index`.
+    fn decode(
+        &mut self,
+        index: usize,
+        usage: DecoderUse,
+        points: &[Point],
+        bbox: Option<&BoxPrompt>,
+        mask_logits: Option<&Array2<f32>>,
+        multimask: bool,
+    ) -> Result<Prediction, RuntimeError> {
         self.load_slice(index)?;
         let start = Instant::now();
-        let prediction = self.predictor.predict(points, bbox, mask_logits, multimask)?;
+        let prediction = self
+            .predictor
+            .predict_with(usage, points, bbox, mask_logits, multimask)?;
         self.stats.decoder_time += start.elapsed();
         self.stats.decoder_runs += 1;
         Ok(prediction)
@@ -293,9 +308,11 @@ impl SliceSegmenter for VolumeSession {
         self.volume.slice_is_constant(self.axis, index)
     }
 
+    /// A propagated slice: the bundle's walk decoder, single-mask output.
     fn segment(&mut self, index: usize, prompt: &SlicePrompt) -> Result<SliceMask, RuntimeError> {
-        let prediction = self.segment_slice(
+        let prediction = self.decode(
             index,
+            DecoderUse::Propagation,
             &prompt.points,
             prompt.bbox.as_ref(),
             prompt.mask_logits.as_ref(),
