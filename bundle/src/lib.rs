@@ -10,7 +10,7 @@ mod open;
 pub mod staging;
 
 pub use manifest::{
-    default_intensity, FileEntry, GraphRole, InteractionDefaults, Manifest, PropagationDefaults, Provenance,
-    SemanticHead, SourceCheckpoint, DEFAULT_INTENSITY, FORMAT, LITE_MEDSAM_INTENSITY, MANIFEST,
+    default_intensity, FileEntry, GraphRole, InteractionDefaults, Manifest, MaskDefaults, PropagationDefaults,
+    Provenance, SemanticHead, SourceCheckpoint, DEFAULT_INTENSITY, FORMAT, LITE_MEDSAM_INTENSITY, MANIFEST,
 };
 pub use open::{Bundle, BundleError};

@@ -140,6 +140,23 @@ pub struct Manifest {
     /// model (bundles without it get SAM's: every prompt at once, the best predicted IoU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interaction: Option<InteractionDefaults>,
+    /// What is done to every binary mask the model returns, when measured for this model (bundles without it:
+    /// nothing, as SAM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masks: Option<MaskDefaults>,
+}
+
+/// A model's own treatment of its binary masks (`segment`, the server, propagation, `eval interactive`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MaskDefaults {
+    /// Fill holes: the background regions of a mask that the image border does not reach become mask (an
+    /// object's interior, such as the ventricles of a whole-brain mask, is the object's).
+    #[serde(default)]
+    pub fill_holes: bool,
+    /// Where the choice was measured (a document or a command), for the reader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
 }
 
 /// A model's own composition of correction rounds (`segment`, the server, `eval interactive`).

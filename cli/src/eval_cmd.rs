@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
-use medico_bundle::{Bundle, PropagationDefaults};
+use medico_bundle::{Bundle, MaskDefaults, PropagationDefaults};
 use medico_io::image2d::read_image;
 use medico_io::input::{open_scan, Scan};
 use medico_io::intensity::Intensity;
@@ -59,9 +59,21 @@ pub struct CompositionArgs {
     /// A correction removes only the regions of the mask it clicked.
     #[arg(long, value_name = "BOOL")]
     local_removals: Option<bool>,
+    /// Fill the holes of every mask the model returns (2D rounds and 3D walks alike).
+    #[arg(long, value_name = "BOOL")]
+    fill_holes: Option<bool>,
 }
 
 impl CompositionArgs {
+    /// `model` with its declared treatment of masks overridden as asked.
+    fn with_masks(&self, mut model: Model) -> Model {
+        if let Some(fill_holes) = self.fill_holes {
+            let declared = model.bundle.manifest.masks.take().unwrap_or_default();
+            model.bundle.manifest.masks = Some(MaskDefaults { fill_holes, ..declared });
+        }
+        model
+    }
+
     /// A model's own composition with the given overrides.
     fn resolve(&self, shipped: Composition) -> Composition {
         Composition {
@@ -565,6 +577,8 @@ struct ModelSummary {
     backend: &'static str,
     /// How its correction rounds were composed.
     composition: String,
+    /// Whether its masks' holes were filled.
+    fill_holes: bool,
     mean_dice_2d: MeanDice2d,
     /// The same per group of cases (set and modality).
     mean_dice_2d_by_group: std::collections::BTreeMap<String, MeanDice2d>,
@@ -671,6 +685,7 @@ impl ModelResult<'_> {
             model: self.model.path.display().to_string(),
             backend: self.engine,
             composition: format!("{:?}", self.composition),
+            fill_holes: self.fills_holes(),
             mean_dice_2d: MeanDice2d {
                 bbox: mean_per_iteration(rows, "box", iterations),
                 point: mean_per_iteration(rows, "point", iterations),
@@ -713,6 +728,11 @@ impl ModelResult<'_> {
                 note: "fixed for every volume (the reference reports the best of a per-volume grid search)",
             },
         }
+    }
+
+    /// Whether the model's masks had their holes filled.
+    fn fills_holes(&self) -> bool {
+        self.model.bundle.manifest.masks.as_ref().is_some_and(|m| m.fill_holes)
     }
 
     /// The propagation the walks ran with, the bundle's walk decoder named.
@@ -798,7 +818,7 @@ fn interactive(args: InteractiveArgs) -> Result<(), Failure> {
     let models = args
         .model
         .iter()
-        .map(|m| Model::open(m))
+        .map(|m| Model::open(m).map(|model| args.composition.with_masks(model)))
         .collect::<Result<Vec<_>, _>>()?;
     let temporary = tempfile::Builder::new()
         .prefix("medico-eval-embeddings-")
@@ -894,6 +914,10 @@ fn print_model(result: &ModelResult<'_>, iterations: usize) {
     let (model, rows) = (result.model, &result.rows);
     println!("{} ({}, {}):", model.label, model.path.display(), result.engine);
     println!("  corrections: {:?}", result.composition);
+    println!(
+        "  masks: holes {}",
+        if result.fills_holes() { "filled" } else { "kept" }
+    );
     if !rows.is_empty() {
         let header: Vec<String> = (0..iterations).map(|i| format!("{:>6}", format!("it{i}"))).collect();
         println!("  2D mean Dice over {} cases", rows.len() / STARTS.len());

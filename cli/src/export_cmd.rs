@@ -135,6 +135,7 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         semantic,
         propagation,
         interaction: None,
+        masks: None,
     })
     .map_err(export_failure)?;
     println!(

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use medico_bundle::checksum::{sha256_bytes, sha256_file};
 use medico_bundle::staging::{Existing, StagedDir};
 use medico_bundle::{
-    default_intensity, FileEntry, GraphRole, InteractionDefaults, Manifest, PropagationDefaults, Provenance,
-    SemanticHead, SourceCheckpoint, FORMAT, MANIFEST,
+    default_intensity, FileEntry, GraphRole, InteractionDefaults, Manifest, MaskDefaults, PropagationDefaults,
+    Provenance, SemanticHead, SourceCheckpoint, FORMAT, MANIFEST,
 };
 use medico_models::checkpoint::{load_checkpoint, shapes};
 use medico_models::{load_decoder_state, Preprocessing, Sam, SamConfig, StateDict, UnetrConfig, UnetrDecoder};
@@ -107,6 +107,8 @@ pub struct ExportRequest<'a> {
     pub propagation: Option<PropagationDefaults>,
     /// The composition of correction rounds measured for this model, recorded in `model.json`.
     pub interaction: Option<InteractionDefaults>,
+    /// The treatment of binary masks measured for this model, recorded in `model.json`.
+    pub masks: Option<MaskDefaults>,
 }
 
 /// A UNETR decoder state (torch-em keys) with the names of its classes, for [`ExportRequest::semantic`].
@@ -362,6 +364,7 @@ fn write_bundle(
         semantic: semantic.map(|(head, _)| head),
         propagation: request.propagation.clone(),
         interaction: request.interaction.clone(),
+        masks: request.masks.clone(),
     };
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     write_file(&dir.join(MANIFEST), text.as_bytes())?;

@@ -53,6 +53,41 @@ pub fn reached(mask: &[bool], (h, w): (usize, usize), seeds: &[usize]) -> Vec<bo
     out
 }
 
+/// `mask` with its holes filled: the background regions the image border does not reach. Background is
+/// connected through edges only, so a diagonal step in an 8-connected outline still closes a hole.
+pub fn fill_holes(mask: &[bool], (h, w): (usize, usize)) -> Vec<bool> {
+    let background: Vec<bool> = mask.iter().map(|&m| !m).collect();
+    let border: Vec<usize> = (0..w)
+        .chain(h.saturating_sub(1) * w..h * w)
+        .chain((0..h).flat_map(|y| [y * w, y * w + w - 1]))
+        .collect();
+    let outside = reached_4(&background, (h, w), &border);
+    outside.iter().map(|&o| !o).collect()
+}
+
+/// The pixels of `mask` 4-connected to any of `seeds`.
+fn reached_4(mask: &[bool], (h, w): (usize, usize), seeds: &[usize]) -> Vec<bool> {
+    let mut out = vec![false; h * w];
+    let mut stack: Vec<usize> = seeds.iter().copied().filter(|&i| i < h * w && mask[i]).collect();
+    for &i in &stack {
+        out[i] = true;
+    }
+    while let Some(i) = stack.pop() {
+        let (y, x) = (i / w, i % w);
+        let up = (y > 0).then(|| i - w);
+        let down = (y + 1 < h).then(|| i + w);
+        let left = (x > 0).then(|| i - 1);
+        let right = (x + 1 < w).then(|| i + 1);
+        for j in [up, down, left, right].into_iter().flatten() {
+            if mask[j] && !out[j] {
+                out[j] = true;
+                stack.push(j);
+            }
+        }
+    }
+    out
+}
+
 /// The 8-connected neighbours of pixel `i` (row-major) inside an `h x w` image.
 fn neighbours(i: usize, (h, w): (usize, usize)) -> impl Iterator<Item = usize> {
     let (y, x) = ((i / w) as i64, (i % w) as i64);
@@ -65,6 +100,30 @@ fn neighbours(i: usize, (h, w): (usize, usize)) -> impl Iterator<Item = usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holes_are_filled_and_openings_to_the_border_are_not() {
+        // A ring with a hole, a C open to the right, on a 7 x 9 image.
+        let picture = [
+            ".........",
+            ".###.###.",
+            ".#.#.#...",
+            ".###.#...",
+            ".....###.",
+            "#........",
+            ".#.......",
+        ];
+        let (h, w) = (picture.len(), picture[0].len());
+        let mask: Vec<bool> = picture.iter().flat_map(|row| row.chars().map(|c| c == '#')).collect();
+        let filled = fill_holes(&mask, (h, w));
+        let changed: Vec<usize> = (0..h * w).filter(|&i| filled[i] != mask[i]).collect();
+        assert_eq!(changed, [2 * w + 2], "only the ring's hole");
+        // A hole closed only diagonally is still a hole (background is 4-connected).
+        let diagonal = [".#.", "#.#", ".#."];
+        let mask: Vec<bool> = diagonal.iter().flat_map(|row| row.chars().map(|c| c == '#')).collect();
+        assert!(fill_holes(&mask, (3, 3))[4]);
+        assert_eq!(fill_holes(&[], (0, 0)), Vec::<bool>::new());
+    }
 
     #[test]
     fn reached_pixels_are_the_components_holding_a_seed() {

@@ -276,9 +276,8 @@ impl WorkerSlices<'_> {
         let predictor = &mut self.slot.predictor;
         let prediction = predictor.predict_with(DecoderUse::Propagation, points, bbox, mask_logits, false)?;
         self.score.get_or_insert(prediction.iou[0]);
-        let threshold = predictor.config().mask_threshold as f32;
         Ok(SliceMask {
-            mask: prediction.logits[0].iter().map(|&l| l > threshold).collect(),
+            mask: predictor.binary_mask(&prediction.logits[0]),
             predicted_iou: prediction.iou[0],
         })
     }

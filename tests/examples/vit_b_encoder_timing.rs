@@ -82,6 +82,7 @@ fn main() {
         semantic: None,
         propagation: None,
         interaction: None,
+        masks: None,
     })
     .unwrap();
     println!("export: {:.1} s", started.elapsed().as_secs_f64());

@@ -635,6 +635,7 @@ fn export_result(
         semantic: None,
         propagation: None,
         interaction: None,
+        masks: None,
     })?;
     Ok(bundle)
 }

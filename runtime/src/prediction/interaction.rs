@@ -314,7 +314,7 @@ impl Interaction {
         self.rounds += 1;
         self.calls += 1;
         let logits = logits.swap_remove(chosen);
-        let mask: Vec<bool> = logits.iter().map(|&l| l > threshold).collect();
+        let mask = predictor.binary_mask(&logits);
         if self.composition.local_removals {
             self.shown = Some((mask.clone(), logits.dim()));
         }

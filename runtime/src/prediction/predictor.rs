@@ -2,6 +2,7 @@
 //! points, a box and/or the previous low-res mask; the same results as the official `SamPredictor`.
 
 use medico_bundle::{Bundle, GraphRole};
+use medico_models::objects::fill_holes;
 use medico_models::prepared_decoder::PreparedImage;
 use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
 use medico_models::{Preprocessing, SamConfig};
@@ -157,6 +158,8 @@ impl WalkDecoder {
 /// A bundle's encoder and decoders on one engine.
 pub struct Predictor {
     config: SamConfig,
+    /// Fill the holes of every binary mask (the bundle's `masks.fill_holes`).
+    fill_holes: bool,
     /// How the bundle's model composes correction rounds.
     composition: Composition,
     preprocessing: Preprocessing,
@@ -179,6 +182,7 @@ impl Predictor {
         });
         Ok(Self {
             config: bundle.manifest.config.clone(),
+            fill_holes: bundle.manifest.masks.as_ref().is_some_and(|m| m.fill_holes),
             composition: Composition::for_bundle(bundle),
             preprocessing: bundle.manifest.preprocessing,
             encoder: open_engine(backend, &required_graph(bundle, GraphRole::Encoder)?, threads)?,
@@ -206,6 +210,18 @@ impl Predictor {
     /// The composition of correction rounds the bundle declares (SAM's when it declares none).
     pub fn composition(&self) -> Composition {
         self.composition
+    }
+
+    /// The binary mask of `logits` (at the image's size) as the model returns masks: above the mask
+    /// threshold, holes filled when the bundle declares it.
+    pub fn binary_mask(&self, logits: &Array2<f32>) -> Vec<bool> {
+        let threshold = self.config.mask_threshold as f32;
+        let mask: Vec<bool> = logits.iter().map(|&l| l > threshold).collect();
+        if self.fill_holes {
+            fill_holes(&mask, logits.dim())
+        } else {
+            mask
+        }
     }
 
     /// Encodes an RGB image (`[h, w, 3]` row-major 8-bit) and keeps its embedding.

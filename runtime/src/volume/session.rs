@@ -218,11 +218,7 @@ impl VolumeSession {
 
     /// The binary mask of the best output of a prediction.
     fn binary(&self, prediction: &Prediction) -> Vec<bool> {
-        let threshold = self.predictor.config().mask_threshold as f32;
-        prediction.logits[prediction.best()]
-            .iter()
-            .map(|&l| l > threshold)
-            .collect()
+        self.predictor.binary_mask(&prediction.logits[prediction.best()])
     }
 
     /// Segments slice `index` from a user's prompts, in the order given (the box or first click, then each

@@ -50,6 +50,7 @@ fn export() -> (Scratch, Bundle) {
         semantic: None,
         propagation: None,
         interaction: None,
+        masks: None,
     })
     .expect("export LiteMedSAM with the architecture inferred from the checkpoint");
     assert_eq!(manifest.architecture, "lite_medsam");

@@ -25,6 +25,7 @@ fn check(name: &str, backend: BackendChoice) {
         semantic: None,
         propagation: None,
         interaction: None,
+        masks: None,
     })
     .unwrap();
     let bundle = Bundle::open(&out).unwrap();

@@ -40,6 +40,7 @@ fn tiny_bundle_with(out: &Path, overlay: Option<&StateDict>, propagation: Option
         semantic: None,
         propagation,
         interaction: None,
+        masks: None,
     })
     .unwrap();
     Bundle::open(out).unwrap()
@@ -231,6 +232,7 @@ fn a_walk_decoder_answers_propagated_prompts_and_only_those() {
         semantic: None,
         propagation: Some(walk(0.5)),
         interaction: None,
+        masks: None,
     })
     .unwrap_err();
     assert!(matches!(refused, ExportError::BlendWithoutOverlay { .. }), "{refused}");

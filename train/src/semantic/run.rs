@@ -389,6 +389,7 @@ fn export(
         semantic: Some(SemanticExport::from_file(decoder, run.classes.clone())?),
         propagation: None,
         interaction: None,
+        masks: None,
     })?;
     Ok(bundle)
 }
