@@ -56,9 +56,12 @@ pub fn reached(mask: &[bool], (h, w): (usize, usize), seeds: &[usize]) -> Vec<bo
 /// `mask` with its holes filled: the background regions the image border does not reach. Background is
 /// connected through edges only, so a diagonal step in an 8-connected outline still closes a hole.
 pub fn fill_holes(mask: &[bool], (h, w): (usize, usize)) -> Vec<bool> {
+    if h == 0 || w == 0 {
+        return mask.to_vec();
+    }
     let background: Vec<bool> = mask.iter().map(|&m| !m).collect();
     let border: Vec<usize> = (0..w)
-        .chain(h.saturating_sub(1) * w..h * w)
+        .chain((h - 1) * w..h * w)
         .chain((0..h).flat_map(|y| [y * w, y * w + w - 1]))
         .collect();
     let outside = reached_4(&background, (h, w), &border);
@@ -123,6 +126,12 @@ mod tests {
         let mask: Vec<bool> = diagonal.iter().flat_map(|row| row.chars().map(|c| c == '#')).collect();
         assert!(fill_holes(&mask, (3, 3))[4]);
         assert_eq!(fill_holes(&[], (0, 0)), Vec::<bool>::new());
+        assert_eq!(fill_holes(&[], (3, 0)), Vec::<bool>::new());
+        assert_eq!(
+            fill_holes(&[true, false, true], (1, 3)),
+            [true, false, true],
+            "a one-row image has no hole"
+        );
     }
 
     #[test]
