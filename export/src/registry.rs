@@ -271,7 +271,8 @@ fn medico_lite_stage2_walk_entry() -> RegistryEntry {
     let current = medico_lite_entry();
     RegistryEntry {
         name: "medico-lite-stage2-walk".into(),
-        description: "medico-lite walking with its own finetuned decoder (before the walk decoder), 256 x 256".into(),
+        description: "medico-lite as shipped until 2026-12-08: walks with its finetuned decoder, masks keep their holes, 256 x 256"
+            .into(),
         propagation: Some(box_propagation(StopRule {
             min_iou_with_previous: 0.7,
             max_area_growth: Some(1.2),
