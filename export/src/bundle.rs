@@ -261,45 +261,51 @@ struct States<'a> {
     walk: Option<&'a StateDict>,
 }
 
+/// A graph of the bundle: its role, file name and model.
+type BundleGraph = (GraphRole, &'static str, ModelProto);
+
 /// The graphs of a bundle, by role, with their file names.
-fn bundle_graphs(sam: &Sam, states: States<'_>) -> Vec<(GraphRole, &'static str, ModelProto)> {
+fn bundle_graphs(sam: &Sam, states: States<'_>) -> Vec<BundleGraph> {
     let state = states.interactive;
     let mut graphs = vec![(GraphRole::Encoder, "encoder.onnx", encoder_model(sam, state))];
     for (role, variant) in [
         (GraphRole::Decoder, DecoderVariant::Official),
         (GraphRole::DecoderSingle, DecoderVariant::OfficialSingle),
-        (GraphRole::DecoderLowres, DecoderVariant::LowRes),
     ] {
         graphs.push((role, variant.file_name(), decoder_model(sam, state, variant)));
     }
-    graphs.push((
-        GraphRole::DecoderPrepare,
-        "decoder_prepare.onnx",
-        decoder_prepare_model(sam, state),
-    ));
-    graphs.push((
-        GraphRole::DecoderPrompt,
-        "decoder_prompt.onnx",
-        decoder_prompt_model(sam, state),
+    graphs.extend(prompt_decoder_graphs(
+        sam,
+        state,
+        [
+            (GraphRole::DecoderLowres, DecoderVariant::LowRes.file_name()),
+            (GraphRole::DecoderPrepare, "decoder_prepare.onnx"),
+            (GraphRole::DecoderPrompt, "decoder_prompt.onnx"),
+        ],
     ));
     if let Some(walk) = states.walk {
-        graphs.push((
-            GraphRole::PropagationDecoderLowres,
-            "propagation_decoder_lowres.onnx",
-            decoder_model(sam, walk, DecoderVariant::LowRes),
-        ));
-        graphs.push((
-            GraphRole::PropagationDecoderPrepare,
-            "propagation_decoder_prepare.onnx",
-            decoder_prepare_model(sam, walk),
-        ));
-        graphs.push((
-            GraphRole::PropagationDecoderPrompt,
-            "propagation_decoder_prompt.onnx",
-            decoder_prompt_model(sam, walk),
+        graphs.extend(prompt_decoder_graphs(
+            sam,
+            walk,
+            [
+                (GraphRole::PropagationDecoderLowres, "propagation_decoder_lowres.onnx"),
+                (GraphRole::PropagationDecoderPrepare, "propagation_decoder_prepare.onnx"),
+                (GraphRole::PropagationDecoderPrompt, "propagation_decoder_prompt.onnx"),
+            ],
         ));
     }
     graphs
+}
+
+/// The graphs the runtime prompts one decoder with: low-res logits for every prompt, and the per-click pair
+/// (image-only part, per-prompt part), under `names` in that order.
+fn prompt_decoder_graphs(sam: &Sam, state: &StateDict, names: [(GraphRole, &'static str); 3]) -> [BundleGraph; 3] {
+    let [(lowres, lowres_file), (prepare, prepare_file), (prompt, prompt_file)] = names;
+    [
+        (lowres, lowres_file, decoder_model(sam, state, DecoderVariant::LowRes)),
+        (prepare, prepare_file, decoder_prepare_model(sam, state)),
+        (prompt, prompt_file, decoder_prompt_model(sam, state)),
+    ]
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {

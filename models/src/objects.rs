@@ -36,21 +36,8 @@ pub fn components(mask: &[bool], (h, w): (usize, usize), min_pixels: usize) -> V
 
 /// The pixels of `mask` 8-connected to any of `seeds` (row-major indices; a seed outside the mask reaches
 /// nothing): the union of the components that contain a seed.
-pub fn reached(mask: &[bool], (h, w): (usize, usize), seeds: &[usize]) -> Vec<bool> {
-    let mut out = vec![false; h * w];
-    let mut stack: Vec<usize> = seeds.iter().copied().filter(|&i| i < h * w && mask[i]).collect();
-    for &i in &stack {
-        out[i] = true;
-    }
-    while let Some(i) = stack.pop() {
-        for j in neighbours(i, (h, w)) {
-            if mask[j] && !out[j] {
-                out[j] = true;
-                stack.push(j);
-            }
-        }
-    }
-    out
+pub fn reached(mask: &[bool], hw: (usize, usize), seeds: &[usize]) -> Vec<bool> {
+    flood(mask, hw, seeds, |i| neighbours(i, hw))
 }
 
 /// `mask` with its holes filled: the background regions the image border does not reach. Background is
@@ -64,24 +51,24 @@ pub fn fill_holes(mask: &[bool], (h, w): (usize, usize)) -> Vec<bool> {
         .chain((h - 1) * w..h * w)
         .chain((0..h).flat_map(|y| [y * w, y * w + w - 1]))
         .collect();
-    let outside = reached_4(&background, (h, w), &border);
+    let outside = flood(&background, (h, w), &border, |i| edge_neighbours(i, (h, w)));
     outside.iter().map(|&o| !o).collect()
 }
 
-/// The pixels of `mask` 4-connected to any of `seeds`.
-fn reached_4(mask: &[bool], (h, w): (usize, usize), seeds: &[usize]) -> Vec<bool> {
+/// The pixels of `mask` reached from `seeds` (those inside it) through `next`'s neighbours.
+fn flood<N: Iterator<Item = usize>>(
+    mask: &[bool],
+    (h, w): (usize, usize),
+    seeds: &[usize],
+    next: impl Fn(usize) -> N,
+) -> Vec<bool> {
     let mut out = vec![false; h * w];
     let mut stack: Vec<usize> = seeds.iter().copied().filter(|&i| i < h * w && mask[i]).collect();
     for &i in &stack {
         out[i] = true;
     }
     while let Some(i) = stack.pop() {
-        let (y, x) = (i / w, i % w);
-        let up = (y > 0).then(|| i - w);
-        let down = (y + 1 < h).then(|| i + w);
-        let left = (x > 0).then(|| i - 1);
-        let right = (x + 1 < w).then(|| i + 1);
-        for j in [up, down, left, right].into_iter().flatten() {
+        for j in next(i) {
             if mask[j] && !out[j] {
                 out[j] = true;
                 stack.push(j);
@@ -89,6 +76,16 @@ fn reached_4(mask: &[bool], (h, w): (usize, usize), seeds: &[usize]) -> Vec<bool
         }
     }
     out
+}
+
+/// The edge-sharing (4-connected) neighbours of pixel `i` (row-major) inside an `h x w` image.
+fn edge_neighbours(i: usize, (h, w): (usize, usize)) -> impl Iterator<Item = usize> {
+    let (y, x) = (i / w, i % w);
+    let up = (y > 0).then(|| i - w);
+    let down = (y + 1 < h).then(|| i + w);
+    let left = (x > 0).then(|| i - 1);
+    let right = (x + 1 < w).then(|| i + 1);
+    [up, down, left, right].into_iter().flatten()
 }
 
 /// The 8-connected neighbours of pixel `i` (row-major) inside an `h x w` image.
