@@ -216,10 +216,17 @@ pub struct PropagationDefaults {
     /// When a walk away from the annotated slices stops.
     pub stop: medico_models::stop_rule::StopRule,
     /// The walk's own decoder: the base checkpoint's prompt encoder and mask decoder moved this fraction of
-    /// the way to the finetune's (weight-space ensembling, WiSE-FT; 0 is the base, 1 the finetune), exported
-    /// as the `propagation_decoder_*` graphs. Absent: walks prompt with the interactive decoder.
+    /// the way to a finetune's (weight-space ensembling, WiSE-FT; 0 is the base, 1 the finetune) — the
+    /// walk decoder's own ([`Self::decoder_overlay`]) when there is one, else the interactive finetune —
+    /// exported as the `propagation_decoder_*` graphs. Absent with no `decoder_overlay`: walks prompt with
+    /// the interactive decoder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder_blend: Option<f64>,
+    /// A walk decoder trained on its own (`train`'s `walk` objective): the overlay (file name and SHA-256)
+    /// applied over the base checkpoint for the `propagation_decoder_*` graphs, all the way unless
+    /// `decoder_blend` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_overlay: Option<SourceCheckpoint>,
     /// Where the choice was measured (a document or a command), for the reader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured: Option<String>,
@@ -230,6 +237,19 @@ fn default_box_extension() -> f64 {
 }
 
 impl PropagationDefaults {
+    /// What the walk's own decoder is, in words (`None`: walks prompt with the interactive decoder).
+    pub fn walk_decoder(&self) -> Option<String> {
+        match (&self.decoder_overlay, self.decoder_blend) {
+            (Some(trained), Some(blend)) => Some(format!(
+                "walk decoder {} blended {blend} of the way from the base",
+                trained.file
+            )),
+            (Some(trained), None) => Some(format!("walk decoder trained for walks ({})", trained.file)),
+            (None, Some(blend)) => Some(format!("walk decoder blended {blend} of the way to the finetune")),
+            (None, None) => None,
+        }
+    }
+
     /// Refuses thresholds out of range and a negative or non-finite box extension.
     pub fn validate(&self) -> Result<(), medico_models::Problem> {
         if !(self.box_extension >= 0.0 && self.box_extension.is_finite()) {

@@ -152,9 +152,9 @@ fn read_manifest(path: &Path) -> Result<Manifest, BundleError> {
 /// decoder).
 fn walk_decoder_present(manifest: &Manifest, propagation: &PropagationDefaults) -> Result<(), Problem> {
     let has_graph = manifest.graphs.contains_key(&GraphRole::PropagationDecoderLowres);
-    match propagation.decoder_blend {
-        Some(blend) if !has_graph => Err(format!(
-            "propagation.decoder_blend is {blend} but the bundle has no '{}' graph",
+    match propagation.walk_decoder() {
+        Some(walk) if !has_graph => Err(format!(
+            "propagation declares a {walk} but the bundle has no '{}' graph",
             GraphRole::PropagationDecoderLowres
         )
         .into()),

@@ -738,8 +738,10 @@ impl ModelResult<'_> {
     /// The propagation the walks ran with, the bundle's walk decoder named.
     fn declared_propagation(&self) -> PropagationDefaults {
         let manifest = &self.model.bundle.manifest;
+        let declared = manifest.propagation.as_ref();
         PropagationDefaults {
-            decoder_blend: manifest.propagation.as_ref().and_then(|p| p.decoder_blend),
+            decoder_blend: declared.and_then(|p| p.decoder_blend),
+            decoder_overlay: declared.and_then(|p| p.decoder_overlay.clone()),
             ..self.config.declared()
         }
     }
@@ -948,10 +950,10 @@ fn print_model(result: &ModelResult<'_>, iterations: usize) {
         }
     }
     if !result.rows_3d.is_empty() {
-        let walker = match result.declared_propagation().decoder_blend {
-            Some(blend) => format!("walk decoder blended {blend} of the way to the finetune"),
-            None => "the interactive decoder".to_string(),
-        };
+        let walker = result
+            .declared_propagation()
+            .walk_decoder()
+            .unwrap_or_else(|| "the interactive decoder".to_string());
         println!(
             "  3D, propagated ({}, {walker}, stop: {}): mean Dice box / point",
             result.config.projection, result.config.stop

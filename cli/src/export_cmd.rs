@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use medico_bundle::cache::default_cache_dir;
 use medico_bundle::checksum::sha256_file;
-use medico_bundle::{PropagationDefaults, Provenance};
-use medico_export::bundle::{export_bundle, ExportError, ExportRequest, SemanticExport};
+use medico_bundle::{PropagationDefaults, Provenance, SourceCheckpoint};
+use medico_export::bundle::{export_bundle, ExportError, ExportRequest, SemanticExport, WalkOverlay};
 use medico_export::overlay::Overlay;
 use medico_export::registry::{active_registry, pull, RegistryEntry, RegistryError};
-use medico_models::{load_checkpoint, SamConfig};
+use medico_models::{load_checkpoint, SamConfig, StateDict};
 use medico_runtime::volume::propagation::PropagationConfig;
 
 use crate::Failure;
@@ -48,8 +48,14 @@ pub struct ExportArgs {
     /// Give propagation its own decoder: the checkpoint's prompt encoder and mask decoder moved WEIGHT of the
     /// way (0 to 1) to the overlay's (weight-space ensembling, WiSE-FT), as `propagation_decoder_*` graphs;
     /// the architecture's default propagation settings are recorded with it.
-    #[arg(long, value_name = "WEIGHT", requires = "overlay")]
+    #[arg(long, value_name = "WEIGHT")]
     propagation_blend: Option<f64>,
+    /// Give propagation a decoder trained for walks (`train` with the `walk` objective, its tensors taken
+    /// with `checkpoint diff`): the overlay applied over the checkpoint as `propagation_decoder_*` graphs
+    /// (with `--propagation-blend`, moved that far from the checkpoint toward it); the architecture's
+    /// default propagation settings are recorded with it.
+    #[arg(long, value_name = "OVERLAY")]
+    walk_overlay: Option<PathBuf>,
 }
 
 fn export_failure(e: ExportError) -> Failure {
@@ -70,12 +76,12 @@ fn semantic_export(path: &std::path::Path, classes: &[String]) -> Result<Semanti
     Ok(export)
 }
 
-/// The architecture's default propagation settings with a walk decoder blended `blend` of the way to the
-/// overlay.
-fn blended_walk(
+/// The architecture's default propagation settings with a walk decoder (blended `blend` of the way to its
+/// finetune when given).
+fn walk_propagation(
     checkpoint: &std::path::Path,
     config: Option<&SamConfig>,
-    blend: f64,
+    blend: Option<f64>,
 ) -> Result<PropagationDefaults, Failure> {
     let architecture = match config {
         Some(config) => config.architecture_name().to_string(),
@@ -87,13 +93,24 @@ fn blended_walk(
         }
     };
     let declared = PropagationDefaults {
-        decoder_blend: Some(blend),
+        decoder_blend: blend,
         ..PropagationConfig::for_architecture(&architecture).declared()
     };
     declared
         .validate()
         .map_err(|problem| Failure::usage(anyhow::anyhow!("--propagation-blend: {}", problem.0)))?;
     Ok(declared)
+}
+
+/// The tensors of `--walk-overlay` with the file name and checksum `model.json` records.
+fn read_walk_overlay(path: &std::path::Path) -> Result<(StateDict, SourceCheckpoint), Failure> {
+    let tensors = load_checkpoint(path).map_err(Failure::model)?;
+    let sha256 = sha256_file(path).map_err(|e| Failure::input(anyhow::anyhow!("{}: {e}", path.display())))?;
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((tensors, SourceCheckpoint { file, sha256 }))
 }
 
 pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
@@ -121,9 +138,18 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         Some(path) => Some(semantic_export(path, &args.classes).map_err(export_failure)?),
         None => None,
     };
-    let propagation = match args.propagation_blend {
-        Some(blend) => Some(blended_walk(&args.checkpoint, config.as_ref(), blend)?),
+    if args.propagation_blend.is_some() && overlay.is_none() && args.walk_overlay.is_none() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--propagation-blend needs --overlay or --walk-overlay (the finetune to blend toward)"
+        )));
+    }
+    let walk_overlay = match args.walk_overlay.as_deref() {
+        Some(path) => Some(read_walk_overlay(path)?),
         None => None,
+    };
+    let propagation = match (args.propagation_blend, &walk_overlay) {
+        (None, None) => None,
+        (blend, _) => Some(walk_propagation(&args.checkpoint, config.as_ref(), blend)?),
     };
     let manifest = export_bundle(&ExportRequest {
         checkpoint: &args.checkpoint,
@@ -136,6 +162,10 @@ pub fn run_export(args: ExportArgs) -> Result<(), Failure> {
         propagation,
         interaction: None,
         masks: None,
+        walk_overlay: walk_overlay.as_ref().map(|(tensors, source)| WalkOverlay {
+            tensors,
+            source: source.clone(),
+        }),
     })
     .map_err(export_failure)?;
     println!(

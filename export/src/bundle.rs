@@ -77,6 +77,12 @@ pub enum ExportError {
         /// The checkpoint.
         path: PathBuf,
     },
+    /// A walk decoder was given without the propagation settings it walks with.
+    #[error("{file}: a walk decoder needs the propagation settings it walks with")]
+    WalkWithoutPropagation {
+        /// The walk decoder's overlay.
+        file: String,
+    },
     /// An exported graph failed the structural check (a bug of the exporter, not of the input).
     #[error("{file}: exported graph is malformed: {}", problems.join("; "))]
     Malformed {
@@ -105,10 +111,22 @@ pub struct ExportRequest<'a> {
     pub semantic: Option<SemanticExport>,
     /// The propagation settings measured for this model, recorded in `model.json`.
     pub propagation: Option<PropagationDefaults>,
+    /// A walk decoder trained on its own (`train`'s `walk` objective): its overlay over the checkpoint, for
+    /// the `propagation_decoder_*` graphs (needs `propagation`; recorded as its `decoder_overlay`).
+    pub walk_overlay: Option<WalkOverlay<'a>>,
     /// The composition of correction rounds measured for this model, recorded in `model.json`.
     pub interaction: Option<InteractionDefaults>,
     /// The treatment of binary masks measured for this model, recorded in `model.json`.
     pub masks: Option<MaskDefaults>,
+}
+
+/// The tensors of a walk decoder trained on its own, with the file they came from, for
+/// [`ExportRequest::walk_overlay`].
+pub struct WalkOverlay<'a> {
+    /// The overlay's tensors (keys and shapes of the base checkpoint).
+    pub tensors: &'a StateDict,
+    /// Its file name and SHA-256, recorded in `model.json`.
+    pub source: SourceCheckpoint,
 }
 
 /// A UNETR decoder state (torch-em keys) with the names of its classes, for [`ExportRequest::semantic`].
@@ -182,29 +200,14 @@ fn is_non_empty_dir(path: &Path) -> bool {
 }
 
 /// The checkpoint read and checked against its architecture (given, or inferred from its shapes), with the
-/// overlay applied; and the walk decoder's state when the request declares a blend.
+/// overlay applied; and the walk decoder's state when the request has one ([`walk_state`]).
 fn load_model(request: &ExportRequest<'_>) -> Result<(Sam, StateDict, Option<StateDict>), ExportError> {
     let base = load_checkpoint(request.checkpoint)?;
     let overlay_error = |origin: &Path, source| ExportError::Overlay {
         path: origin.into(),
         source,
     };
-    let blend = request.propagation.as_ref().and_then(|p| p.decoder_blend);
-    let walk_state = match (blend, &request.overlay) {
-        (None, _) => None,
-        (Some(_), None) => {
-            return Err(ExportError::BlendWithoutOverlay {
-                path: request.checkpoint.into(),
-            })
-        }
-        (Some(weight), Some(overlay)) => {
-            let blended =
-                blended_overlay(&base, overlay.tensors, weight as f32).map_err(|e| overlay_error(overlay.origin, e))?;
-            let mut walk = base.clone();
-            apply_overlay(&mut walk, &blended).map_err(|e| overlay_error(overlay.origin, e))?;
-            Some(walk)
-        }
-    };
+    let walk_state = walk_state(&base, request)?;
     let mut state = base;
     if let Some(overlay) = &request.overlay {
         apply_overlay(&mut state, overlay.tensors).map_err(|e| overlay_error(overlay.origin, e))?;
@@ -221,6 +224,39 @@ fn load_model(request: &ExportRequest<'_>) -> Result<(Sam, StateDict, Option<Sta
             problem: e.to_string(),
         })?;
     Ok((sam, state, walk_state))
+}
+
+/// The walk decoder's parameters: the base checkpoint with the walk decoder's own overlay applied (moved
+/// `decoder_blend` of the way to it when declared), or moved `decoder_blend` of the way to the interactive
+/// overlay; `None` when the request declares neither.
+fn walk_state(base: &StateDict, request: &ExportRequest<'_>) -> Result<Option<StateDict>, ExportError> {
+    let blend = request.propagation.as_ref().and_then(|p| p.decoder_blend);
+    let (origin, toward) = match (&request.walk_overlay, &request.overlay) {
+        (Some(walk), _) if request.propagation.is_none() => {
+            return Err(ExportError::WalkWithoutPropagation {
+                file: walk.source.file.clone(),
+            })
+        }
+        (Some(walk), _) => (PathBuf::from(&walk.source.file), walk.tensors),
+        (None, _) if blend.is_none() => return Ok(None),
+        (None, Some(overlay)) => (overlay.origin.to_path_buf(), overlay.tensors),
+        (None, None) => {
+            return Err(ExportError::BlendWithoutOverlay {
+                path: request.checkpoint.into(),
+            })
+        }
+    };
+    let overlay_error = |source| ExportError::Overlay {
+        path: origin.clone(),
+        source,
+    };
+    let moved = match blend {
+        Some(weight) => blended_overlay(base, toward, weight as f32).map_err(overlay_error)?,
+        None => toward.clone(),
+    };
+    let mut walk = base.clone();
+    apply_overlay(&mut walk, &moved).map_err(overlay_error)?;
+    Ok(Some(walk))
 }
 
 /// A semantic decoder checked against the SAM model it runs on and its class list: its head for
@@ -368,7 +404,10 @@ fn write_bundle(
         ir_version: IR_VERSION,
         provenance: request.provenance.clone(),
         semantic: semantic.map(|(head, _)| head),
-        propagation: request.propagation.clone(),
+        propagation: request.propagation.clone().map(|declared| PropagationDefaults {
+            decoder_overlay: request.walk_overlay.as_ref().map(|walk| walk.source.clone()),
+            ..declared
+        }),
         interaction: request.interaction.clone(),
         masks: request.masks.clone(),
     };

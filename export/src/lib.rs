@@ -11,7 +11,7 @@ pub mod overlay;
 pub mod registry;
 pub mod validate;
 
-pub use bundle::{export_bundle, ExportError, ExportRequest};
+pub use bundle::{export_bundle, ExportError, ExportRequest, WalkOverlay};
 pub use graphs::{
     decoder_model, decoder_prepare_model, decoder_prompt_model, encoder_model, matmul_model,
     segmentation_decoder_model, DecoderVariant,

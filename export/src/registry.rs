@@ -327,6 +327,7 @@ fn box_propagation(stop: StopRule) -> PropagationDefaults {
         box_extension: 0.05,
         stop: stop.with_blank_slice_stop(),
         decoder_blend: None,
+        decoder_overlay: None,
         measured: Some(
             "docs/propagation.md (medico-cli eval interactive + eval stop-rule on the shared 3D objects)".into(),
         ),
@@ -834,6 +835,7 @@ pub fn pull(name: &str, cache: &Path, local: Option<&Path>, progress: bool) -> R
         propagation: entry.propagation.clone(),
         interaction: entry.interaction.clone(),
         masks: entry.masks.clone(),
+        walk_overlay: None,
     })?;
     Ok(Pulled {
         checkpoint,

@@ -9,7 +9,7 @@
 //! horizontal pass first, then vertical, rounding and clamping to 0–255 after each pass. Reproducing it
 //! bit for bit is what makes our embeddings match the official predictor's.
 
-use ndarray::Array4;
+use ndarray::{Array2, Array4};
 
 use medico_models::preprocessing::{Normalization, Preprocessing, ResizeMethod};
 use medico_models::prompt::resized_size;
@@ -181,6 +181,28 @@ pub fn resize_rgb(rgb: &[u8], hw: (usize, usize), method: ResizeMethod, out_hw: 
         ResizeMethod::PillowBilinear => resize_pillow_bilinear(rgb, hw, 3, out_hw),
         ResizeMethod::Cv2Area => resize_area(rgb, hw, 3, out_hw),
     }
+}
+
+/// Logit of probability 0.999 (and minus it for 0.001): how a binary mask becomes a mask prompt.
+pub const MASK_LOGIT: f32 = 6.906_755;
+
+/// The mask as a `low x low` logit prompt: resized (longest side to `low`, Pillow bilinear), re-binarised
+/// at one half, ±[`MASK_LOGIT`], zero-padded bottom/right.
+pub fn mask_logits(mask: &[bool], (h, w): (usize, usize), low: usize) -> Array2<f32> {
+    let (rh, rw) = resized_size(h, w, low);
+    let gray: Vec<u8> = mask.iter().map(|&m| if m { 255 } else { 0 }).collect();
+    let resized = resize_pillow_bilinear(&gray, (h, w), 1, (rh, rw));
+    let mut out = Array2::<f32>::zeros((low, low));
+    for y in 0..rh {
+        for x in 0..rw {
+            out[[y, x]] = if resized[y * rw + x] >= 128 {
+                MASK_LOGIT
+            } else {
+                -MASK_LOGIT
+            };
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ fn main() {
         propagation: None,
         interaction: None,
         masks: None,
+        walk_overlay: None,
     })
     .unwrap();
     println!("export: {:.1} s", started.elapsed().as_secs_f64());

@@ -17,7 +17,7 @@ use medico_io::image2d::read_image;
 use medico_io::input::{open_scan, Scan};
 use medico_io::intensity::Intensity;
 use medico_io::label_source::read_labels_for;
-use medico_io::preprocess::encoder_input;
+use medico_io::preprocess::{encoder_input, mask_logits};
 use medico_io::volume::Volume;
 use medico_io::IoError;
 use medico_models::clicks::lite_medsam_box_around;
@@ -141,6 +141,9 @@ pub struct DerivedObject {
     pub prompt: BoxPrompt,
     /// This slice's mask of the object, `S x S` row-major (all false past the object's end).
     pub target: Vec<bool>,
+    /// The neighbour's mask as the mask prompt the runtime derives from it (`mask_logits` at the model's
+    /// low-res size, row-major): +1 inside, -1 outside, 0 in the padding, in units of `MASK_LOGIT`.
+    pub prompt_mask: Vec<i8>,
 }
 
 /// Propagation objects kept per slice, at most, half of them past an object's end when there are such.
@@ -212,7 +215,9 @@ pub fn slice_samples(
             ObjectRule::Components => classes.iter().flat_map(|m| components(m, side, min_pixels)).collect(),
         };
         let derived = if source.propagation {
-            derived_objects(volume, (source.axis, index), &wanted, config.img_size, min_pixels)
+            let object_of = |v: i64| object_of_value(v, source.groups.as_deref(), &wanted, &source.exclude);
+            let sizes = (config.img_size, config.low_res_size());
+            derived_objects(volume, (source.axis, index), &object_of, sizes, min_pixels)
         } else {
             Vec::new()
         };
@@ -220,38 +225,65 @@ pub fn slice_samples(
     })
 }
 
-/// The propagation objects of slice `index` along `axis` of a label volume: for each wanted label value
-/// with at least `min_pixels` pixels (at model resolution) on a neighbouring slice, the `lite_medsam` box of
-/// the neighbour's mask (computed at the slice's own resolution, as the runtime does, then mapped to the
-/// model's input frame) and this slice's mask of the value (empty past the object's end). At most
-/// [`DERIVED_PER_SLICE`], half of them past an end when there are such, chosen by a generator seeded
-/// with the slice index.
+/// The object a label value belongs to for propagation (0: none): the value itself when it is wanted, or,
+/// with `groups`, one more than the index of the first group holding it (a value in two groups propagates
+/// with the first only) unless it is excluded.
+fn object_of_value(value: i64, groups: Option<&[LabelGroup]>, wanted: &impl Fn(i64) -> bool, exclude: &[i64]) -> i64 {
+    if value == 0 || exclude.contains(&value) {
+        return 0;
+    }
+    match groups {
+        Some(groups) => groups
+            .iter()
+            .position(|g| g.contains(value))
+            .map_or(0, |k| k as i64 + 1),
+        None if wanted(value) => value,
+        None => 0,
+    }
+}
+
+/// A label slice with each value replaced by its object ([`object_of_value`]).
+fn relabelled(values: Vec<f32>, object_of: &impl Fn(i64) -> i64) -> Vec<f32> {
+    values.into_iter().map(|v| object_of(v as i64) as f32).collect()
+}
+
+/// The propagation objects of slice `index` along `axis` of a label volume: for each object (`object_of`
+/// maps a label value to its object, 0 for none) with at least `min_pixels` pixels (at model resolution)
+/// on a neighbouring slice, the `lite_medsam` box of the neighbour's mask (computed at the slice's own
+/// resolution, as the runtime does, then mapped to the model's input frame) and this slice's mask of the
+/// object (empty past its end), with the neighbour's mask as a `low x low` mask prompt. At most
+/// [`DERIVED_PER_SLICE`], half of them past an end when there are such, chosen by a generator seeded with
+/// the slice index.
 fn derived_objects(
     labels: &Volume,
     (axis, index): (usize, usize),
-    wanted: &impl Fn(i64) -> bool,
-    side: usize,
+    object_of: &impl Fn(i64) -> i64,
+    (side, low): (usize, usize),
     min_pixels: usize,
 ) -> Vec<DerivedObject> {
     let (here, hw) = labels.slice(axis, index);
+    let here = relabelled(here, object_of);
     let resized_hw = resized_size(hw.0, hw.1, side);
     let map = CoordinateMap::new(hw, side);
     let here_resized = resize_labels(&here, hw, resized_hw, side);
     let here_values: HashSet<i64> = here_resized.iter().map(|&l| l as i64).collect();
-    // Candidates (value, box) first; only the chosen ones get their target mask built.
+    // Candidates (value, box, neighbour) first; only the chosen ones get their masks built.
     let (mut inside, mut past_end) = (Vec::new(), Vec::new());
-    let neighbours = [
+    let neighbours: Vec<Vec<f32>> = [
         index.checked_sub(1),
         Some(index + 1).filter(|&n| n < labels.slices(axis)),
-    ];
-    for neighbour in neighbours.into_iter().flatten() {
-        let (values, _) = labels.slice(axis, neighbour);
-        let pixels = value_counts(&resize_labels(&values, hw, resized_hw, side));
-        let boxes = value_boxes(&values, hw.1);
+    ]
+    .into_iter()
+    .flatten()
+    .map(|n| relabelled(labels.slice(axis, n).0, object_of))
+    .collect();
+    for (slot, values) in neighbours.iter().enumerate() {
+        let pixels = value_counts(&resize_labels(values, hw, resized_hw, side));
+        let boxes = value_boxes(values, hw.1);
         let mut present: Vec<i64> = values.iter().filter(|&&v| v != 0.0).map(|&v| v as i64).collect();
         present.sort_unstable();
         present.dedup();
-        for value in present.into_iter().filter(|&v| wanted(v)) {
+        for value in present {
             if pixels.get(&value).copied().unwrap_or(0) < min_pixels {
                 continue;
             }
@@ -265,9 +297,9 @@ fn derived_objects(
                 y1: f64::from(by1),
             };
             if here_values.contains(&value) {
-                inside.push((value, prompt));
+                inside.push((value, prompt, slot));
             } else {
-                past_end.push((value, prompt));
+                past_end.push((value, prompt, slot));
             }
         }
     }
@@ -280,9 +312,17 @@ fn derived_objects(
         .take(ends)
         .chain(inside.into_iter().take(DERIVED_PER_SLICE - ends));
     chosen
-        .map(|(value, prompt)| DerivedObject {
-            prompt,
-            target: here_resized.iter().map(|&l| l as i64 == value).collect(),
+        .map(|(value, prompt, slot)| {
+            let neighbour_mask: Vec<bool> = neighbours[slot].iter().map(|&l| l as i64 == value).collect();
+            let prompt_mask = mask_logits(&neighbour_mask, hw, low)
+                .iter()
+                .map(|&logit| i8::from(logit > 0.0) - i8::from(logit < 0.0))
+                .collect();
+            DerivedObject {
+                prompt,
+                target: here_resized.iter().map(|&l| l as i64 == value).collect(),
+                prompt_mask,
+            }
         })
         .collect()
 }

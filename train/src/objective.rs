@@ -7,6 +7,7 @@
 //! unless configured), averaged over rounds. Ablations: `simple` (one round, point or box at random),
 //! `medsam` (one round, box).
 
+use medico_io::preprocess::MASK_LOGIT;
 use medico_models::clicks::{correction_clicks, start_box, start_point, BOX_JITTER};
 use medico_models::distance::farthest_interior_point;
 use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
@@ -20,7 +21,7 @@ use tch::{Kind, Tensor};
 use crate::backend::{TchBackend, TchTensor};
 use crate::data::DerivedObject;
 
-/// Which objective to train with (`medicosam`, `simple` or `medsam` in a configuration).
+/// Which objective to train with (`medicosam`, `simple`, `medsam` or `walk` in a configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Objective {
@@ -30,6 +31,9 @@ pub enum Objective {
     Simple,
     /// One round, box only.
     MedSam,
+    /// The propagation term alone (every volume with `"propagation": true`): a decoder for a bundle's
+    /// walks (`propagation_decoder_*`), which answers only the prompts a walk derives, never a user's clicks.
+    Walk,
 }
 
 impl Objective {
@@ -39,6 +43,7 @@ impl Objective {
             Objective::MedicoSam => "medicosam",
             Objective::Simple => "simple",
             Objective::MedSam => "medsam",
+            Objective::Walk => "walk",
         }
     }
 }
@@ -85,6 +90,9 @@ pub struct ObjectiveConfig {
     /// Weight of the propagation term (batches with [`Batch::derived`] objects): one decoding of each derived
     /// box, loss = Dice + BCE (weight 1: Dice alone has no gradient towards an empty mask) + IoU MSE.
     pub propagation_weight: f64,
+    /// Whether the propagation term also gives the decoder the neighbour's mask as the mask prompt (the
+    /// runtime's `lite_medsam+mask` projection), not only its box.
+    pub propagation_mask: bool,
     /// Weight of a click term added to each round's loss (0: the paper's loss): the binary cross-entropy of
     /// the best output's logit at every click so far against the click's label, each object's clicks
     /// averaged — a decoder that ignores a correction at the very pixel clicked pays for it. Training only:
@@ -102,17 +110,20 @@ impl Default for ObjectiveConfig {
             iou_weight: 1.0,
             point_start: PointStart::Uniform,
             propagation_weight: 1.0,
+            propagation_mask: false,
             click_weight: 0.0,
         }
     }
 }
 
 impl ObjectiveConfig {
-    /// How many rounds each batch is decoded: `rounds` for the full objective, one for the ablations.
+    /// How many rounds each batch is decoded: `rounds` for the full objective, one for the ablations, none
+    /// for `walk` (its one decoding per derived box is the propagation term's).
     pub fn decoding_rounds(&self) -> usize {
         match self.objective {
             Objective::MedicoSam => self.rounds.max(1),
             Objective::Simple | Objective::MedSam => 1,
+            Objective::Walk => 0,
         }
     }
 }
@@ -232,12 +243,15 @@ fn propagation_term(
         boxes: batch.derived.iter().map(|(_, d)| Some(d.prompt)).collect(),
     };
     let (coords, labels) = sparse_inputs(backend, &prompts, side);
+    let neighbour_masks = config
+        .propagation_mask
+        .then(|| backend.input(&neighbour_mask_prompts(batch, sam.config.low_res_size(), device)));
     let output = sam.decode(
         backend,
         &object_embeddings,
         PromptTensors {
             sparse: Some((&coords, &labels)),
-            dense: DensePrompt::None,
+            dense: neighbour_masks.as_ref().map_or(DensePrompt::None, DensePrompt::Mask),
         },
     );
     let selected = sam.select_outputs(backend, &output, false);
@@ -251,13 +265,33 @@ fn propagation_term(
     round_loss(&logits, &predicted_iou, &target, config, batch.totals.derived).0
 }
 
+/// The derived objects' neighbour masks as mask-prompt logits `[N, 1, low, low]` (±`MASK_LOGIT`, 0 in the
+/// padding, as the runtime's `mask_logits`).
+fn neighbour_mask_prompts(batch: &Batch, low: usize, device: tch::Device) -> Tensor {
+    let values: Vec<f32> = batch
+        .derived
+        .iter()
+        .flat_map(|(_, d)| {
+            assert_eq!(
+                d.prompt_mask.len(),
+                low * low,
+                "a derived object's mask prompt is low x low"
+            );
+            d.prompt_mask.iter().map(|&s| f32::from(s) * MASK_LOGIT)
+        })
+        .collect();
+    Tensor::from_slice(&values)
+        .reshape([batch.derived.len() as i64, 1, low as i64, low as i64])
+        .to_device(device)
+}
+
 /// Whether this iteration starts from boxes, and how many rounds it decodes.
 fn start_and_rounds(config: ObjectiveConfig, iteration: u64, rng: &mut impl Rng) -> (bool, usize) {
     let rounds = config.decoding_rounds();
     match config.objective {
         Objective::MedicoSam => (iteration % 2 == 1, rounds),
         Objective::Simple => (rng.random_bool(0.5), rounds),
-        Objective::MedSam => (true, rounds),
+        Objective::MedSam | Objective::Walk => (true, rounds),
     }
 }
 
@@ -438,7 +472,7 @@ pub fn objective_forward(
     let propagation = (!batch.derived.is_empty()).then(|| propagation_term(sam, backend, &embeddings, batch, config));
     let propagation_loss = propagation.as_ref().map(|t| t.double_value(&[]));
     let weighted = propagation.map(|t| t * config.propagation_weight);
-    if batch.objects.is_empty() {
+    if batch.objects.is_empty() || config.objective == Objective::Walk {
         return ObjectiveOutput {
             loss: weighted.unwrap_or_else(|| Tensor::zeros([], (Kind::Float, device))),
             round_losses: Vec::new(),

@@ -435,10 +435,16 @@ fn start_trainer(context: &RunContext<'_>, device: Device) -> Result<Trainer, Tr
     if let Some(overlay) = &run.init_overlay {
         let path = resolve(&context.base, overlay);
         let tensors = load_checkpoint(&path)?;
-        medico_export::overlay::apply_overlay(&mut state, &tensors).map_err(|e| TrainError::Config {
+        let problem = |e: medico_export::overlay::OverlayMismatch| TrainError::Config {
             path: path.clone(),
             problem: e.to_string(),
-        })?;
+        };
+        let start = if run.init_overlay_blend < 1.0 {
+            medico_export::overlay::blended_overlay(&state, &tensors, run.init_overlay_blend as f32).map_err(problem)?
+        } else {
+            tensors
+        };
+        medico_export::overlay::apply_overlay(&mut state, &start).map_err(problem)?;
     }
     sam().param_specs().check(&medico_models::checkpoint::shapes(&state))?;
     Ok(Trainer::new(
@@ -636,6 +642,7 @@ fn export_result(
         propagation: None,
         interaction: None,
         masks: None,
+        walk_overlay: None,
     })?;
     Ok(bundle)
 }

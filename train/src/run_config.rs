@@ -121,9 +121,15 @@ pub struct RunConfig {
     pub propagation_weight: f64,
     /// Weight of the click term (default 0: the paper's loss).
     pub click_weight: f64,
+    /// The propagation term also gives the neighbour's mask as the mask prompt (the runtime's
+    /// `lite_medsam+mask` projection; default false: its box only).
+    pub propagation_mask_prompt: bool,
     /// An overlay (`checkpoint diff`'s output) applied over `init` before training: a shipped finetune
     /// trained further from the files in the repository.
     pub init_overlay: Option<PathBuf>,
+    /// With `init_overlay`: start this fraction of the way from `init` to the overlay (weight-space
+    /// ensembling, as a bundle's blended walk decoder is made; default 1: the overlay as it is).
+    pub init_overlay_blend: f64,
     /// Optimisation steps.
     pub steps: u64,
     /// Images per batch.
@@ -176,7 +182,9 @@ impl Default for RunConfig {
             point_start: objective.point_start,
             propagation_weight: objective.propagation_weight,
             click_weight: objective.click_weight,
+            propagation_mask_prompt: objective.propagation_mask,
             init_overlay: None,
+            init_overlay_blend: 1.0,
             steps: 0,
             batch_size: 2,
             accumulate: 1,
@@ -239,6 +247,20 @@ impl RunConfig {
             .any(|entry| matches!(entry, DataEntry::Volume(v) if !(v.weight.is_finite() && v.weight > 0.0)))
         {
             Some("a volume entry's weight must be a positive number")
+        } else if !(0.0..=1.0).contains(&self.init_overlay_blend) {
+            Some("init_overlay_blend must be within [0, 1]")
+        } else if self.objective == Objective::Walk
+            && !self
+                .train
+                .iter()
+                .chain(&self.val)
+                .all(|e| matches!(e, DataEntry::Volume(v) if v.propagation))
+        {
+            Some("the walk objective trains on propagation only: every train and val entry must be a volume with \"propagation\": true")
+        } else if !(0.0..=1.0).contains(&self.init_overlay_blend) {
+            Some("init_overlay_blend must be within [0, 1]")
+        } else if self.objective == Objective::Walk && self.propagation_weight == 0.0 {
+            Some("the walk objective needs a propagation_weight above 0")
         } else if self.train_only_iou_head && !self.freeze_image_encoder {
             Some("train_only_iou_head needs freeze_image_encoder (the embeddings are computed once)")
         } else {
@@ -263,6 +285,7 @@ impl RunConfig {
             iou_weight: self.iou_weight,
             point_start: self.point_start,
             propagation_weight: self.propagation_weight,
+            propagation_mask: self.propagation_mask_prompt,
             click_weight: self.click_weight,
         }
     }
@@ -314,6 +337,19 @@ mod tests {
             panic!("a volume entry")
         };
         assert_eq!((entry.objects, entry.groups.is_none()), (ObjectRule::Labels, true));
+    }
+
+    #[test]
+    fn the_walk_objective_needs_propagation_on_every_volume() {
+        let walk = |fields: &str| {
+            with_volume_fields(&format!(
+                r#""propagation": {fields}}}], "objective": "walk", "val": [{{"image": "i.nii.gz", "labels": "l.nii.gz", "propagation": true"#
+            ))
+        };
+        let run = walk("true").unwrap();
+        assert_eq!(run.objective, Objective::Walk);
+        let err = walk("false").unwrap_err().to_string();
+        assert!(err.contains("walk objective") && err.contains("train.json"), "{err}");
     }
 
     #[test]

@@ -410,7 +410,71 @@ fn a_walk_decoder_is_exported_beside_the_interactive_one_and_checked() {
     let cause = format!("{:?}", Bundle::open(&out).unwrap_err());
     assert!(
         err.contains("model.json")
-            && cause.contains("decoder_blend is 0.5 but the bundle has no 'propagation_decoder_lowres' graph"),
+            && cause.contains("walk decoder blended 0.5 of the way to the finetune")
+            && cause.contains("the bundle has no 'propagation_decoder_lowres' graph"),
         "{err}: {cause}"
     );
+}
+
+#[test]
+fn a_walk_decoder_trained_on_its_own_is_exported_with_its_source() {
+    use medico_export::overlay::{write_overlay, OverlayPrecision};
+    let dir = scratch("walk-overlay");
+    let tiny = shared().join("reference/tiny");
+    let checkpoint = tiny.join("weights.safetensors");
+    // A walk decoder that differs from the checkpoint's in its mask tokens.
+    let mut state = medico_models::load_checkpoint(&checkpoint).unwrap();
+    let key = "mask_decoder.mask_tokens.weight";
+    let mut tokens = state.remove(key).unwrap();
+    tokens.data.iter_mut().for_each(|v| *v += 0.25);
+    let walk = dir.join("walk.safetensors");
+    write_overlay(&[(key.to_string(), tokens)].into(), OverlayPrecision::F32, &walk).unwrap();
+    let out = dir.join("bundle");
+    let export = |extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--config",
+            tiny.join("config.json").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--force",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        medico(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let graph = |name: &str| std::fs::read(out.join(name)).unwrap();
+
+    let run = export(&["--walk-overlay", walk.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let declared = Bundle::open(&out).unwrap().manifest.propagation.unwrap();
+    let source = declared
+        .decoder_overlay
+        .clone()
+        .expect("the walk decoder's source recorded");
+    assert_eq!(source.file, "walk.safetensors");
+    assert_eq!(source.sha256, medico_bundle::checksum::sha256_file(&walk).unwrap());
+    assert_eq!(declared.decoder_blend, None);
+    assert!(declared.walk_decoder().unwrap().contains("trained for walks"));
+    assert_ne!(graph("propagation_decoder_lowres.onnx"), graph("decoder_lowres.onnx"));
+
+    // Blended none of the way, the walk decoder is the checkpoint's own: the same graph as the interactive one.
+    let run = export(&["--walk-overlay", walk.to_str().unwrap(), "--propagation-blend", "0"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(graph("propagation_decoder_lowres.onnx"), graph("decoder_lowres.onnx"));
+
+    // An overlay that does not fit the checkpoint is refused, naming the file.
+    let bad = dir.join("bad.safetensors");
+    let wrong = medico_models::HostTensor {
+        shape: vec![3],
+        data: vec![0.0; 3],
+    };
+    write_overlay(&[(key.to_string(), wrong)].into(), OverlayPrecision::F32, &bad).unwrap();
+    let run = export(&["--walk-overlay", bad.to_str().unwrap()]);
+    assert!(!run.status.success());
+    assert!(text(&run.stderr).contains("bad.safetensors"), "{}", text(&run.stderr));
 }

@@ -9,13 +9,10 @@ use std::str::FromStr;
 use medico_models::clicks::tight_box;
 pub use medico_models::clicks::{lite_medsam_box, LITE_MEDSAM_BOX_SHIFT};
 use medico_models::distance::{argmax_in_mask, distance_transform};
-use medico_models::prompt::{resized_size, BoxPrompt, Point};
+use medico_models::prompt::{BoxPrompt, Point};
 use ndarray::Array2;
 
-use medico_io::preprocess::resize_pillow_bilinear;
-
-/// Logit of probability 0.999 (and minus it for 0.001): how a binary mask becomes a mask prompt.
-pub const MASK_LOGIT: f32 = 6.906_755;
+pub use medico_io::preprocess::{mask_logits, MASK_LOGIT};
 
 /// Which prompts are derived from the previous slice's mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +72,15 @@ impl Default for Projection {
 /// A projection spelling that names no mode.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown projection '{0}' (expected mask, points, box, points_and_mask, single_point, lite_medsam or a combination like box+mask+points)"
+    "unknown projection '{0}' (expected mask, points, box, points_and_mask, single_point, lite_medsam or a combination like box+mask+points or lite_medsam+mask)"
 )]
 pub struct UnknownProjection(pub String);
 
 impl FromStr for Projection {
     type Err = UnknownProjection;
 
-    /// A mode name, or a custom combination `box+mask+points` (any non-empty subset, `+`-separated).
+    /// A mode name, or a custom combination `box+mask+points` (any non-empty subset, `+`-separated; `lite_medsam`
+    /// in a combination is upstream LiteMedSAM's box, as `lite_medsam+mask`).
     fn from_str(text: &str) -> Result<Self, UnknownProjection> {
         if let Some((_, p)) = MODES.iter().find(|(name, _)| *name == text) {
             return Ok(*p);
@@ -91,6 +89,10 @@ impl FromStr for Projection {
         for part in text.split('+') {
             match part {
                 "box" => p.use_box = true,
+                "lite_medsam" => {
+                    p.use_box = true;
+                    p.lite_medsam_box = true;
+                }
                 "mask" => p.use_mask = true,
                 "points" => p.use_points = true,
                 _ => return Err(UnknownProjection(text.into())),
@@ -105,8 +107,9 @@ impl fmt::Display for Projection {
         if let Some((name, _)) = MODES.iter().find(|(_, p)| p == self) {
             return f.write_str(name);
         }
+        let box_name = if self.lite_medsam_box { "lite_medsam" } else { "box" };
         let parts: Vec<&str> = [
-            (self.use_box, "box"),
+            (self.use_box, box_name),
             (self.use_mask, "mask"),
             (self.use_points, "points"),
         ]
@@ -253,25 +256,6 @@ pub fn deepest_point(mask: &[bool], hw: (usize, usize)) -> Option<Point> {
     argmax_in_mask(&gaussian_sigma1(&distance_transform(mask, hw), hw), mask, hw)
 }
 
-/// The mask as a `low x low` logit prompt: resized (longest side to `low`, Pillow bilinear), re-binarised
-/// at one half, ±[`MASK_LOGIT`], zero-padded bottom/right.
-pub fn mask_logits(mask: &[bool], (h, w): (usize, usize), low: usize) -> Array2<f32> {
-    let (rh, rw) = resized_size(h, w, low);
-    let gray: Vec<u8> = mask.iter().map(|&m| if m { 255 } else { 0 }).collect();
-    let resized = resize_pillow_bilinear(&gray, (h, w), 1, (rh, rw));
-    let mut out = Array2::<f32>::zeros((low, low));
-    for y in 0..rh {
-        for x in 0..rw {
-            out[[y, x]] = if resized[y * rw + x] >= 128 {
-                MASK_LOGIT
-            } else {
-                -MASK_LOGIT
-            };
-        }
-    }
-    out
-}
-
 /// The prompts `projection` derives from a non-empty `mask` (`None` for an empty one).
 pub fn prompts_from_mask(
     mask: &[bool],
@@ -330,10 +314,13 @@ mod tests {
             "single_point",
             "lite_medsam",
             "box+points",
+            "lite_medsam+mask",
         ] {
             assert_eq!(name.parse::<Projection>().unwrap().to_string(), name);
         }
         assert_eq!("box+mask".parse::<Projection>().unwrap(), "mask".parse().unwrap());
+        let lite_with_mask: Projection = "lite_medsam+mask".parse().unwrap();
+        assert!(lite_with_mask.lite_medsam_box && lite_with_mask.use_box && lite_with_mask.use_mask);
         assert!("boxes"
             .parse::<Projection>()
             .unwrap_err()

@@ -104,6 +104,7 @@ impl PropagationConfig {
             box_extension: self.box_extension,
             stop: self.stop,
             decoder_blend: None,
+            decoder_overlay: None,
             measured: None,
         }
     }

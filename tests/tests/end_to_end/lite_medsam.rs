@@ -51,6 +51,7 @@ fn export() -> (Scratch, Bundle) {
         propagation: None,
         interaction: None,
         masks: None,
+        walk_overlay: None,
     })
     .expect("export LiteMedSAM with the architecture inferred from the checkpoint");
     assert_eq!(manifest.architecture, "lite_medsam");

@@ -26,6 +26,7 @@ fn check(name: &str, backend: BackendChoice) {
         propagation: None,
         interaction: None,
         masks: None,
+        walk_overlay: None,
     })
     .unwrap();
     let bundle = Bundle::open(&out).unwrap();

@@ -41,6 +41,7 @@ fn tiny_bundle_with(out: &Path, overlay: Option<&StateDict>, propagation: Option
         propagation,
         interaction: None,
         masks: None,
+        walk_overlay: None,
     })
     .unwrap();
     Bundle::open(out).unwrap()
@@ -233,6 +234,7 @@ fn a_walk_decoder_answers_propagated_prompts_and_only_those() {
         propagation: Some(walk(0.5)),
         interaction: None,
         masks: None,
+        walk_overlay: None,
     })
     .unwrap_err();
     assert!(matches!(refused, ExportError::BlendWithoutOverlay { .. }), "{refused}");

@@ -390,6 +390,7 @@ fn export(
         propagation: None,
         interaction: None,
         masks: None,
+        walk_overlay: None,
     })?;
     Ok(bundle)
 }

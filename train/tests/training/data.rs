@@ -75,6 +75,7 @@ fn mni_slices_become_batches_the_trainer_steps_on() {
         point_start: Default::default(),
         propagation_weight: 1.0,
         click_weight: 0.0,
+        propagation_mask: false,
     };
     let mut trainer = Trainer::new(sam, &state, Device::Cpu, objective, OptimizerConfig::default(), 0);
     let report = trainer.step(&batch);
@@ -313,6 +314,14 @@ fn propagation_objects_are_derived_from_the_neighbours_and_empty_past_the_object
         past_end.derived[0].target.iter().all(|&t| !t),
         "past the end the target is empty"
     );
+    // The neighbour's mask is the mask prompt, at the model's low resolution: the brain's last slice, small,
+    // and nothing in the padding of the 197 x 233 slice's right-hand columns.
+    let low = config.low_res_size();
+    let prompt_mask = &past_end.derived[0].prompt_mask;
+    assert_eq!(prompt_mask.len(), low * low);
+    let inside_prompt = prompt_mask.iter().filter(|&&s| s > 0).count();
+    assert!(inside_prompt > 0 && inside_prompt < low * low / 50, "{inside_prompt}");
+    assert_eq!(prompt_mask[low - 1], 0, "padding");
     let inside = samples.iter().find(|s| s.id.slice == 90).unwrap();
     // Both neighbours hold the brain: one derived object from each, within the brain's slice.
     assert_eq!(inside.derived.len(), 2);
@@ -344,6 +353,38 @@ fn propagation_objects_are_derived_from_the_neighbours_and_empty_past_the_object
     )
     .unwrap();
     assert!(plain.iter().all(|s| s.derived.is_empty()) && !plain.iter().any(|s| s.id.slice == 155));
+}
+
+/// A label group propagates as one object: the whole brain of grey and white matter, not each tissue.
+#[test]
+fn propagation_objects_follow_label_groups() {
+    let reference = shared().join("reference/tiny");
+    let config = SamConfig::from_json_file(&reference.join("config.json")).unwrap();
+    let group = |text: &str| LabelGroup::try_from(text.to_string()).unwrap();
+    let source = VolumeSource {
+        groups: Some(vec![group("1-2")]),
+        propagation: true,
+        ..mni_tissue_axial(45)
+    };
+    let samples = slice_samples(&source, &config, 20).unwrap();
+    let inside = samples.iter().find(|s| s.id.slice == 90).unwrap();
+    assert_eq!(inside.objects.len(), 1, "one group object");
+    assert_eq!(inside.derived.len(), 2, "one from each neighbour, for the group");
+    for derived in &inside.derived {
+        assert_eq!(derived.target, inside.objects[0]);
+    }
+    // Excluded values are left out of the group's propagation target as of its object.
+    let without_wm = slice_samples(
+        &VolumeSource {
+            exclude: vec![2],
+            ..source
+        },
+        &config,
+        20,
+    )
+    .unwrap();
+    let inside = without_wm.iter().find(|s| s.id.slice == 90).unwrap();
+    assert!(inside.derived.iter().all(|d| d.target == inside.objects[0]));
 }
 
 /// An RT Structure Set as training labels: the TotalSegmentator liver and spleen of the 20-slice CT series,

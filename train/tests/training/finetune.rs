@@ -50,6 +50,7 @@ fn objective() -> ObjectiveConfig {
         point_start: Default::default(),
         propagation_weight: 1.0,
         click_weight: 0.0,
+        propagation_mask: false,
     }
 }
 

@@ -79,6 +79,7 @@ fn config(objective: Objective) -> ObjectiveConfig {
         point_start: Default::default(),
         propagation_weight: 1.0,
         click_weight: 0.0,
+        propagation_mask: false,
     }
 }
 
@@ -273,7 +274,14 @@ fn the_propagation_term_teaches_an_empty_mask_past_the_object() {
                 y1: 160.0,
             };
             let target = vec![false; side * side];
-            (i, DerivedObject { prompt, target })
+            (
+                i,
+                DerivedObject {
+                    prompt,
+                    target,
+                    prompt_mask: Vec::new(),
+                },
+            )
         })
         .collect();
     let data = Batch::new(batch(side).input, Vec::new(), derived);
@@ -289,6 +297,87 @@ fn the_propagation_term_teaches_an_empty_mask_past_the_object() {
 }
 
 #[test]
+fn the_walk_objective_trains_the_propagation_term_alone() {
+    use medico_models::prompt::BoxPrompt;
+    use medico_train::data::DerivedObject;
+    let side = 256;
+    let interactive = batch(side);
+    let mask = interactive.objects[0].1.clone();
+    let prompt = BoxPrompt {
+        x0: 38.0,
+        y0: 57.0,
+        x1: 90.0,
+        y1: 110.0,
+    };
+    let derived = vec![(
+        0,
+        DerivedObject {
+            prompt,
+            target: mask,
+            prompt_mask: Vec::new(),
+        },
+    )];
+    let data = Batch::new(interactive.input, interactive.objects, derived);
+    let without_objects = Batch::new(batch(side).input, Vec::new(), data.derived.clone());
+    let walk = trainer(Objective::Walk, 1e-3);
+    // The interactive objects are not decoded: the loss is the propagation term's, as for a batch without them.
+    let propagation_only = trainer(Objective::MedicoSam, 1e-3).evaluate(&without_objects, 3);
+    assert!((walk.evaluate(&data, 3) - propagation_only).abs() < 1e-6);
+    assert!((trainer(Objective::MedicoSam, 1e-3).evaluate(&data, 3) - propagation_only).abs() > 1e-3);
+    let mut walk = walk;
+    let report = walk.step(&data);
+    assert!(report.round_losses.is_empty(), "no rounds");
+    let term = report.propagation_loss.expect("a propagation term");
+    assert!((term - report.loss).abs() < 1e-6, "{term} {}", report.loss);
+}
+
+#[test]
+fn the_neighbours_mask_is_the_walk_decoders_mask_prompt_when_asked() {
+    use medico_models::prompt::BoxPrompt;
+    use medico_train::data::DerivedObject;
+    let side = 256;
+    let low = tiny().0.config.low_res_size();
+    let interactive = batch(side);
+    let target = interactive.objects[0].1.clone();
+    // The neighbour's mask as the runtime's mask prompt: the square's rows and columns at low resolution.
+    let scale = side / low;
+    let prompt_mask: Vec<i8> = (0..low * low)
+        .map(|i| {
+            if target[(i / low) * scale * side + (i % low) * scale] {
+                1
+            } else {
+                -1
+            }
+        })
+        .collect();
+    let prompt = BoxPrompt {
+        x0: 38.0,
+        y0: 57.0,
+        x1: 122.0,
+        y1: 152.0,
+    };
+    let derived = vec![(
+        0,
+        DerivedObject {
+            prompt,
+            target,
+            prompt_mask,
+        },
+    )];
+    let data = Batch::new(interactive.input, Vec::new(), derived);
+    let loss = |propagation_mask: bool| {
+        let config = ObjectiveConfig {
+            propagation_mask,
+            ..config(Objective::Walk)
+        };
+        trainer_with(config, 1e-3).evaluate(&data, 5)
+    };
+    let (box_only, with_mask) = (loss(false), loss(true));
+    assert!(box_only.is_finite() && with_mask.is_finite());
+    assert!((box_only - with_mask).abs() > 1e-4, "{box_only} {with_mask}");
+}
+
+#[test]
 fn the_propagation_weight_scales_the_term_added_to_the_rounds() {
     use medico_models::prompt::BoxPrompt;
     use medico_train::data::DerivedObject;
@@ -301,7 +390,14 @@ fn the_propagation_weight_scales_the_term_added_to_the_rounds() {
         x1: 122.0,
         y1: 152.0,
     };
-    data.derived = vec![(0, DerivedObject { prompt, target: mask })];
+    data.derived = vec![(
+        0,
+        DerivedObject {
+            prompt,
+            target: mask,
+            prompt_mask: Vec::new(),
+        },
+    )];
     let loss = |weight: f64| {
         let config = ObjectiveConfig {
             propagation_weight: weight,
