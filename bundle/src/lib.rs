@@ -12,5 +12,6 @@ pub mod staging;
 pub use manifest::{
     default_intensity, FileEntry, GraphRole, InteractionDefaults, Manifest, MaskDefaults, PropagationDefaults,
     Provenance, SemanticHead, SourceCheckpoint, DEFAULT_INTENSITY, FORMAT, LITE_MEDSAM_INTENSITY, MANIFEST,
+    MAX_CLOSE_RADIUS,
 };
 pub use open::{Bundle, BundleError};

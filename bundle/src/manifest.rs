@@ -154,9 +154,30 @@ pub struct MaskDefaults {
     /// object's interior, such as the ventricles of a whole-brain mask, is the object's).
     #[serde(default)]
     pub fill_holes: bool,
+    /// Close a walk's gaps first: each mask a propagation carries closed with a disc of this radius, in the
+    /// model's input pixels (scaled to the image's), before its holes are filled — an outline open by less
+    /// than the decoder resolves encloses its interior. A user's own rounds are not closed (it would undo
+    /// a negative click in a notch). At most [`MAX_CLOSE_RADIUS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_radius: Option<f32>,
     /// Where the choice was measured (a document or a command), for the reader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured: Option<String>,
+}
+
+/// The largest `masks.close_radius` a bundle may declare (model input pixels).
+pub const MAX_CLOSE_RADIUS: f32 = 32.0;
+
+impl MaskDefaults {
+    /// Refuses a closing radius that is not a number in (0, [`MAX_CLOSE_RADIUS`]].
+    pub fn validate(&self) -> Result<(), medico_models::Problem> {
+        match self.close_radius {
+            Some(r) if !(r > 0.0 && r <= MAX_CLOSE_RADIUS) => {
+                Err(format!("masks.close_radius must be within (0, {MAX_CLOSE_RADIUS}] (got {r})").into())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A model's own composition of correction rounds (`segment`, the server, `eval interactive`).
@@ -323,6 +344,20 @@ pub struct SourceCheckpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closing_radius_must_be_positive_and_bounded() {
+        let masks = |close_radius| MaskDefaults {
+            fill_holes: true,
+            close_radius,
+            measured: None,
+        };
+        assert!(masks(None).validate().is_ok() && masks(Some(5.0)).validate().is_ok());
+        for bad in [0.0, -1.0, f32::NAN, MAX_CLOSE_RADIUS + 1.0] {
+            let problem = masks(Some(bad)).validate().unwrap_err().0;
+            assert!(problem.contains("masks.close_radius"), "{problem}");
+        }
+    }
 
     #[test]
     fn graph_roles_are_written_as_model_json_names() {

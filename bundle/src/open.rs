@@ -139,6 +139,12 @@ fn read_manifest(path: &Path) -> Result<Manifest, BundleError> {
                 source,
             })?;
     }
+    if let Some(masks) = &manifest.masks {
+        masks.validate().map_err(|source| BundleError::Config {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     if let Some(interaction) = &manifest.interaction {
         interaction.validate().map_err(|source| BundleError::Config {
             path: path.to_path_buf(),

@@ -62,6 +62,19 @@ pub struct CompositionArgs {
     /// Fill the holes of every mask the model returns (2D rounds and 3D walks alike).
     #[arg(long, value_name = "BOOL")]
     fill_holes: Option<bool>,
+    /// Close every mask with a disc of this radius (model input pixels) before its holes are filled; 0: none.
+    #[arg(long, value_name = "PIXELS", value_parser = close_radius)]
+    close_radius: Option<f32>,
+}
+
+/// A closing radius: 0 (none) up to the largest a bundle may declare.
+fn close_radius(text: &str) -> Result<f32, String> {
+    let radius: f32 = text.parse().map_err(|_| format!("'{text}' is not a number"))?;
+    if (0.0..=medico_bundle::MAX_CLOSE_RADIUS).contains(&radius) {
+        Ok(radius)
+    } else {
+        Err(format!("must be within [0, {}]", medico_bundle::MAX_CLOSE_RADIUS))
+    }
 }
 
 impl CompositionArgs {
@@ -70,6 +83,14 @@ impl CompositionArgs {
         if let Some(fill_holes) = self.fill_holes {
             let declared = model.bundle.manifest.masks.take().unwrap_or_default();
             model.bundle.manifest.masks = Some(MaskDefaults { fill_holes, ..declared });
+        }
+        if let Some(radius) = self.close_radius {
+            let declared = model.bundle.manifest.masks.take().unwrap_or_default();
+            let close_radius = (radius > 0.0).then_some(radius);
+            model.bundle.manifest.masks = Some(MaskDefaults {
+                close_radius,
+                ..declared
+            });
         }
         model
     }

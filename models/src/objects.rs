@@ -1,6 +1,8 @@
 //! Objects of a binary mask: its 8-connected components, as micro-sam's evaluation and MedicoSAM's training
 //! data define an object (a class mask split into the pieces a user would click on one at a time).
 
+use crate::distance::distance_transform;
+
 /// 8-connected components of `mask` with at least `min_pixels` pixels, each as a full-size mask.
 pub fn components(mask: &[bool], (h, w): (usize, usize), min_pixels: usize) -> Vec<Vec<bool>> {
     let mut label = vec![0usize; h * w];
@@ -53,6 +55,30 @@ pub fn fill_holes(mask: &[bool], (h, w): (usize, usize)) -> Vec<bool> {
         .collect();
     let outside = flood(&background, (h, w), &border, |i| edge_neighbours(i, (h, w)));
     outside.iter().map(|&o| !o).collect()
+}
+
+/// `mask` closed with a disc of `radius` pixels (dilated, then eroded; outside the image is background):
+/// gaps and notches narrower than the disc become mask, nothing of the mask is lost. Computed with two exact
+/// Euclidean distance transforms on the image padded by the radius.
+pub fn close(mask: &[bool], (h, w): (usize, usize), radius: f32) -> Vec<bool> {
+    if h == 0 || w == 0 || radius <= 0.0 || !radius.is_finite() {
+        return mask.to_vec();
+    }
+    let pad = radius.ceil() as usize + 1;
+    let (ph, pw) = (h + 2 * pad, w + 2 * pad);
+    let mut padded = vec![false; ph * pw];
+    for y in 0..h {
+        padded[(y + pad) * pw + pad..(y + pad) * pw + pad + w].copy_from_slice(&mask[y * w..(y + 1) * w]);
+    }
+    // Dilation: within `radius` of the mask; erosion of that: farther than `radius` from what it leaves out.
+    let background: Vec<bool> = padded.iter().map(|&m| !m).collect();
+    let to_mask = distance_transform(&background, (ph, pw));
+    let dilation: Vec<bool> = to_mask.iter().map(|&d| d <= radius).collect();
+    let to_outside = distance_transform(&dilation, (ph, pw));
+    let closed: Vec<bool> = to_outside.iter().zip(&padded).map(|(&d, &m)| m || d > radius).collect();
+    (0..h)
+        .flat_map(|y| closed[(y + pad) * pw + pad..(y + pad) * pw + pad + w].iter().copied())
+        .collect()
 }
 
 /// The pixels of `mask` reached from `seeds` (those inside it) through `next`'s neighbours.
@@ -129,6 +155,27 @@ mod tests {
             [true, false, true],
             "a one-row image has no hole"
         );
+    }
+
+    #[test]
+    fn closing_bridges_narrow_gaps_and_keeps_the_mask() {
+        // Two 5-wide bars 2 pixels apart: a 2-pixel disc bridges the gap, a 0.5-pixel one does not.
+        let (h, w) = (9, 16);
+        let mask: Vec<bool> = (0..h * w)
+            .map(|i| (2..7).contains(&(i / w)) && ((1..6).contains(&(i % w)) || (8..13).contains(&(i % w))))
+            .collect();
+        let bridged = close(&mask, (h, w), 2.0);
+        assert!(bridged[4 * w + 6] && bridged[4 * w + 7], "the gap is closed");
+        assert!(
+            mask.iter().zip(&bridged).all(|(&m, &c)| !m || c),
+            "nothing of the mask is lost"
+        );
+        assert!(!bridged[0] && !bridged[8 * w + 15], "far background stays");
+        assert_eq!(close(&mask, (h, w), 0.5), mask);
+        // At the image border the outside counts as background: a bar touching it is not eroded away.
+        let edge: Vec<bool> = (0..h * w).map(|i| i % w < 3).collect();
+        assert_eq!(close(&edge, (h, w), 3.0), edge);
+        assert_eq!(close(&[], (0, 0), 2.0), Vec::<bool>::new());
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl WorkerSlices<'_> {
         let prediction = predictor.predict_with(DecoderUse::Propagation, points, bbox, mask_logits, false)?;
         self.score.get_or_insert(prediction.iou[0]);
         Ok(SliceMask {
-            mask: predictor.binary_mask(&prediction.logits[0]),
+            mask: predictor.binary_mask(DecoderUse::Propagation, &prediction.logits[0]),
             predicted_iou: prediction.iou[0],
         })
     }

@@ -10,7 +10,7 @@ use medico_models::objects::reached;
 use medico_models::prompt::{is_single_click, BoxPrompt, Point};
 use ndarray::Array2;
 
-use crate::prediction::predictor::{Prediction, Predictor};
+use crate::prediction::predictor::{DecoderUse, Prediction, Predictor};
 use crate::volume::mask_prompts::mask_logits;
 use crate::{PromptError, RuntimeError};
 
@@ -314,7 +314,7 @@ impl Interaction {
         self.rounds += 1;
         self.calls += 1;
         let logits = logits.swap_remove(chosen);
-        let mask = predictor.binary_mask(&logits);
+        let mask = predictor.binary_mask(DecoderUse::Interactive, &logits);
         if self.composition.local_removals {
             self.shown = Some((mask.clone(), logits.dim()));
         }

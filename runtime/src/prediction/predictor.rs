@@ -2,7 +2,7 @@
 //! points, a box and/or the previous low-res mask; the same results as the official `SamPredictor`.
 
 use medico_bundle::{Bundle, GraphRole};
-use medico_models::objects::fill_holes;
+use medico_models::objects::{close, fill_holes};
 use medico_models::prepared_decoder::PreparedImage;
 use medico_models::prompt::{sparse_prompt, BoxPrompt, CoordinateMap, Point};
 use medico_models::{Preprocessing, SamConfig};
@@ -160,6 +160,8 @@ pub struct Predictor {
     config: SamConfig,
     /// Fill the holes of every binary mask (the bundle's `masks.fill_holes`).
     fill_holes: bool,
+    /// Close every mask a walk carries first, with a disc of this radius in input pixels (`masks.close_radius`).
+    close_radius: Option<f32>,
     /// How the bundle's model composes correction rounds.
     composition: Composition,
     preprocessing: Preprocessing,
@@ -183,6 +185,7 @@ impl Predictor {
         Ok(Self {
             config: bundle.manifest.config.clone(),
             fill_holes: bundle.manifest.masks.as_ref().is_some_and(|m| m.fill_holes),
+            close_radius: bundle.manifest.masks.as_ref().and_then(|m| m.close_radius),
             composition: Composition::for_bundle(bundle),
             preprocessing: bundle.manifest.preprocessing,
             encoder: open_engine(backend, &required_graph(bundle, GraphRole::Encoder)?, threads)?,
@@ -212,13 +215,20 @@ impl Predictor {
         self.composition
     }
 
-    /// The binary mask of `logits` (at the image's size) as the model returns masks: above the mask
-    /// threshold, holes filled when the bundle declares it.
-    pub fn binary_mask(&self, logits: &Array2<f32>) -> Vec<bool> {
+    /// The binary mask of `logits` (at the image's size) as the model returns masks for `usage`: above the
+    /// mask threshold; a walk's masks closed first when the bundle declares `masks.close_radius` (a user's
+    /// round is not: closing would undo a negative click in a notch); holes filled when it declares it.
+    pub fn binary_mask(&self, usage: DecoderUse, logits: &Array2<f32>) -> Vec<bool> {
         let threshold = self.config.mask_threshold as f32;
-        let mask: Vec<bool> = logits.iter().map(|&l| l > threshold).collect();
+        let hw = logits.dim();
+        let mut mask: Vec<bool> = logits.iter().map(|&l| l > threshold).collect();
+        if let (DecoderUse::Propagation, Some(radius)) = (usage, self.close_radius) {
+            // Input pixels to the image's: the longest side was resized to the input size.
+            let scale = hw.0.max(hw.1) as f32 / self.config.img_size as f32;
+            mask = close(&mask, hw, radius * scale);
+        }
         if self.fill_holes {
-            fill_holes(&mask, logits.dim())
+            fill_holes(&mask, hw)
         } else {
             mask
         }

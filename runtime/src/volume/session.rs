@@ -216,9 +216,10 @@ impl VolumeSession {
         Ok(prediction)
     }
 
-    /// The binary mask of the best output of a prediction.
-    fn binary(&self, prediction: &Prediction) -> Vec<bool> {
-        self.predictor.binary_mask(&prediction.logits[prediction.best()])
+    /// The binary mask of the best output of a prediction of a walk.
+    fn walked_mask(&self, prediction: &Prediction) -> Vec<bool> {
+        self.predictor
+            .binary_mask(DecoderUse::Propagation, &prediction.logits[prediction.best()])
     }
 
     /// Segments slice `index` from a user's prompts, in the order given (the box or first click, then each
@@ -315,7 +316,7 @@ impl SliceSegmenter for VolumeSession {
             false,
         )?;
         Ok(SliceMask {
-            mask: self.binary(&prediction),
+            mask: self.walked_mask(&prediction),
             predicted_iou: prediction.iou[prediction.best()],
         })
     }
