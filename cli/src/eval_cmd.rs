@@ -80,18 +80,17 @@ fn close_radius(text: &str) -> Result<f32, String> {
 impl CompositionArgs {
     /// `model` with its declared treatment of masks overridden as asked.
     fn with_masks(&self, mut model: Model) -> Model {
+        if self.fill_holes.is_none() && self.close_radius.is_none() {
+            return model;
+        }
+        let mut masks: MaskDefaults = model.bundle.manifest.masks.take().unwrap_or_default();
         if let Some(fill_holes) = self.fill_holes {
-            let declared = model.bundle.manifest.masks.take().unwrap_or_default();
-            model.bundle.manifest.masks = Some(MaskDefaults { fill_holes, ..declared });
+            masks.fill_holes = fill_holes;
         }
         if let Some(radius) = self.close_radius {
-            let declared = model.bundle.manifest.masks.take().unwrap_or_default();
-            let close_radius = (radius > 0.0).then_some(radius);
-            model.bundle.manifest.masks = Some(MaskDefaults {
-                close_radius,
-                ..declared
-            });
+            masks.close_radius = (radius > 0.0).then_some(radius);
         }
+        model.bundle.manifest.masks = Some(masks);
         model
     }
 

@@ -250,10 +250,7 @@ fn walk_state(base: &StateDict, request: &ExportRequest<'_>) -> Result<Option<St
         path: origin.clone(),
         source,
     };
-    let moved = match blend {
-        Some(weight) => blended_overlay(base, toward, weight as f32).map_err(overlay_error)?,
-        None => toward.clone(),
-    };
+    let moved = blended_overlay(base, toward, blend.unwrap_or(1.0) as f32).map_err(overlay_error)?;
     let mut walk = base.clone();
     apply_overlay(&mut walk, &moved).map_err(overlay_error)?;
     Ok(Some(walk))

@@ -82,9 +82,12 @@ pub fn changed_tensors(base: &StateDict, finetuned: &StateDict) -> Result<StateD
 
 /// `base`'s tensors moved `weight` of the way to `overlay`'s (`base + weight * (overlay - base)`, for every
 /// key of the overlay): weight-space ensembling of a finetune with the checkpoint it started from (WiSE-FT).
-/// 0 gives `base`'s values, 1 the overlay's.
+/// 0 gives `base`'s values, 1 the overlay's exactly.
 pub fn blended_overlay(base: &StateDict, overlay: &StateDict, weight: f32) -> Result<StateDict, OverlayMismatch> {
     let changed = changed_tensors(base, overlay)?;
+    if weight == 1.0 {
+        return Ok(changed);
+    }
     Ok(changed
         .into_iter()
         .map(|(key, tuned)| {

@@ -52,8 +52,11 @@ pub struct VolumeSource {
     pub groups: Option<Vec<LabelGroup>>,
     /// What an object is: a class's whole mask on the slice, or each of its connected pieces.
     pub objects: ObjectRule,
-    /// Also derive propagation objects from this volume ([`DerivedObject`]; per label value).
+    /// Also derive propagation objects from this volume ([`DerivedObject`]; per label value or group).
     pub propagation: bool,
+    /// Give those objects the neighbour's mask as a mask prompt too ([`DerivedObject::prompt_mask`]; only
+    /// what a run with `propagation_mask_prompt` reads).
+    pub mask_prompts: bool,
 }
 
 /// What one training object of a label class is on a slice.
@@ -142,7 +145,8 @@ pub struct DerivedObject {
     /// This slice's mask of the object, `S x S` row-major (all false past the object's end).
     pub target: Vec<bool>,
     /// The neighbour's mask as the mask prompt the runtime derives from it (`mask_logits` at the model's
-    /// low-res size, row-major): +1 inside, -1 outside, 0 in the padding, in units of `MASK_LOGIT`.
+    /// low-res size, row-major): +1 inside, -1 outside, 0 in the padding, in units of `MASK_LOGIT`. Empty
+    /// unless the source asks for mask prompts.
     pub prompt_mask: Vec<i8>,
 }
 
@@ -216,7 +220,7 @@ pub fn slice_samples(
         };
         let derived = if source.propagation {
             let object_of = |v: i64| object_of_value(v, source.groups.as_deref(), &wanted, &source.exclude);
-            let sizes = (config.img_size, config.low_res_size());
+            let sizes = (config.img_size, source.mask_prompts.then(|| config.low_res_size()));
             derived_objects(volume, (source.axis, index), &object_of, sizes, min_pixels)
         } else {
             Vec::new()
@@ -251,14 +255,14 @@ fn relabelled(values: Vec<f32>, object_of: &impl Fn(i64) -> i64) -> Vec<f32> {
 /// maps a label value to its object, 0 for none) with at least `min_pixels` pixels (at model resolution)
 /// on a neighbouring slice, the `lite_medsam` box of the neighbour's mask (computed at the slice's own
 /// resolution, as the runtime does, then mapped to the model's input frame) and this slice's mask of the
-/// object (empty past its end), with the neighbour's mask as a `low x low` mask prompt. At most
+/// object (empty past its end), with the neighbour's mask as a `low x low` mask prompt when `low` is given. At most
 /// [`DERIVED_PER_SLICE`], half of them past an end when there are such, chosen by a generator seeded with
 /// the slice index.
 fn derived_objects(
     labels: &Volume,
     (axis, index): (usize, usize),
     object_of: &impl Fn(i64) -> i64,
-    (side, low): (usize, usize),
+    (side, low): (usize, Option<usize>),
     min_pixels: usize,
 ) -> Vec<DerivedObject> {
     let (here, hw) = labels.slice(axis, index);
@@ -313,11 +317,13 @@ fn derived_objects(
         .chain(inside.into_iter().take(DERIVED_PER_SLICE - ends));
     chosen
         .map(|(value, prompt, slot)| {
-            let neighbour_mask: Vec<bool> = neighbours[slot].iter().map(|&l| l as i64 == value).collect();
-            let prompt_mask = mask_logits(&neighbour_mask, hw, low)
-                .iter()
-                .map(|&logit| i8::from(logit > 0.0) - i8::from(logit < 0.0))
-                .collect();
+            let prompt_mask = low.map_or_else(Vec::new, |low| {
+                let neighbour_mask: Vec<bool> = neighbours[slot].iter().map(|&l| l as i64 == value).collect();
+                mask_logits(&neighbour_mask, hw, low)
+                    .iter()
+                    .map(|&logit| i8::from(logit > 0.0) - i8::from(logit < 0.0))
+                    .collect()
+            });
             DerivedObject {
                 prompt,
                 target: here_resized.iter().map(|&l| l as i64 == value).collect(),

@@ -116,12 +116,13 @@ pub fn random_state(sam: &Sam, seed: u64) -> StateDict {
         .collect()
 }
 
-/// The samples of every entry, paths relative to `base`, and each sample's drawing weight (its entry's).
+/// The samples of every entry, paths relative to `base`, and each sample's drawing weight (its entry's);
+/// propagation objects carry their neighbour's mask prompt when `mask_prompts`.
 fn samples_of(
     entries: &[DataEntry],
     base: &Path,
     config: &SamConfig,
-    min_pixels: usize,
+    (min_pixels, mask_prompts): (usize, bool),
 ) -> Result<(Vec<SliceSample>, Vec<f64>), IoError> {
     let (mut all, mut weights) = (Vec::new(), Vec::new());
     for entry in entries {
@@ -141,6 +142,7 @@ fn samples_of(
                     groups: e.groups.clone(),
                     objects: e.objects,
                     propagation: e.propagation,
+                    mask_prompts: e.propagation && mask_prompts,
                 };
                 slice_samples(&source, config, min_pixels)?
             }
@@ -386,8 +388,9 @@ fn prepare<'a>(config_path: &'a Path, parallel: &'a DataParallel) -> Result<RunC
     check_batch_covers_ranks(config_path, run.batch_size, parallel)?;
     let base = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let (sam_config, out) = model_and_output(&base, &run.model, &run.out)?;
-    let (train, weights) = samples_of(&run.train, &base, &sam_config, run.min_object_pixels)?;
-    let (val, _) = samples_of(&run.val, &base, &sam_config, run.min_object_pixels)?;
+    let sampling = (run.min_object_pixels, run.propagation_mask_prompt);
+    let (train, weights) = samples_of(&run.train, &base, &sam_config, sampling)?;
+    let (val, _) = samples_of(&run.val, &base, &sam_config, sampling)?;
     let train_weights = weights.iter().any(|&w| w != 1.0).then_some(weights);
     if train.is_empty() {
         return Err(TrainError::Config {
@@ -439,11 +442,8 @@ fn start_trainer(context: &RunContext<'_>, device: Device) -> Result<Trainer, Tr
             path: path.clone(),
             problem: e.to_string(),
         };
-        let start = if run.init_overlay_blend < 1.0 {
-            medico_export::overlay::blended_overlay(&state, &tensors, run.init_overlay_blend as f32).map_err(problem)?
-        } else {
-            tensors
-        };
+        let start = medico_export::overlay::blended_overlay(&state, &tensors, run.init_overlay_blend as f32)
+            .map_err(problem)?;
         medico_export::overlay::apply_overlay(&mut state, &start).map_err(problem)?;
     }
     sam().param_specs().check(&medico_models::checkpoint::shapes(&state))?;

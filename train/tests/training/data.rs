@@ -33,6 +33,7 @@ pub fn mni_tissue_axial(slice_step: usize) -> VolumeSource {
         groups: None,
         objects: ObjectRule::Labels,
         propagation: false,
+        mask_prompts: false,
     }
 }
 
@@ -141,6 +142,7 @@ fn label_groups_are_one_object_each() {
         groups: Some(vec![group("1-999"), group("1000-1999"), group("1-1999")]),
         objects: ObjectRule::Labels,
         propagation: false,
+        mask_prompts: false,
     };
     let samples = slice_samples(&source, &config, 20).unwrap();
     let three: Vec<_> = samples.iter().filter(|s| s.objects.len() == 3).collect();
@@ -170,6 +172,7 @@ fn mismatched_grids_are_refused_with_the_file_named() {
         groups: None,
         objects: ObjectRule::Labels,
         propagation: false,
+        mask_prompts: false,
     };
     let err = slice_samples(&source, &config, 20).err().unwrap().to_string();
     assert!(
@@ -301,6 +304,7 @@ fn propagation_objects_are_derived_from_the_neighbours_and_empty_past_the_object
     let source = VolumeSource {
         labels: shared().join("data/volumes/mni152_brain_mask.nii.gz"),
         propagation: true,
+        mask_prompts: true,
         ..mni_tissue_axial(1)
     };
     let samples = slice_samples(&source, &config, 20).unwrap();
@@ -342,6 +346,19 @@ fn propagation_objects_are_derived_from_the_neighbours_and_empty_past_the_object
         assert!(inside_box as f64 > 0.98 * total as f64, "{inside_box} of {total}");
         assert!(b.x1 < side as f64 && b.y1 < side as f64 && b.x0 >= 0.0 && b.y0 >= 0.0);
     }
+    // Without mask prompts the derived objects carry none.
+    let box_only = slice_samples(
+        &VolumeSource {
+            mask_prompts: false,
+            ..source.clone()
+        },
+        &config,
+        20,
+    )
+    .unwrap();
+    let box_only_end = box_only.iter().find(|s| s.id.slice == 155).unwrap();
+    assert!(box_only_end.derived[0].prompt_mask.is_empty());
+    assert_eq!(box_only_end.derived[0].prompt, past_end.derived[0].prompt);
     // Without propagation the same volume yields no derived object and drops the empty slices.
     let plain = slice_samples(
         &VolumeSource {
@@ -428,6 +445,7 @@ fn a_structure_set_gives_the_objects_of_the_label_map_it_holds() {
         groups: None,
         objects: ObjectRule::Labels,
         propagation: false,
+        mask_prompts: false,
     };
     // ROI numbers 1 (liver) and 2 (spleen) in the structure set; TotalSegmentator's 5 and 1 in the map.
     let by_contours = slice_samples(&from(contours, vec![1, 2]), &config, 20).unwrap();

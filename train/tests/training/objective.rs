@@ -259,30 +259,30 @@ fn the_iou_term_scales_with_its_weight() {
     );
 }
 
+/// A propagation object on image `image`: the box `[x0, y0, x1, y1]`, its target and its mask prompt.
+fn derived_object(
+    image: usize,
+    [x0, y0, x1, y1]: [f64; 4],
+    target: Vec<bool>,
+    prompt_mask: Vec<i8>,
+) -> (usize, medico_train::data::DerivedObject) {
+    let prompt = medico_models::prompt::BoxPrompt { x0, y0, x1, y1 };
+    (
+        image,
+        medico_train::data::DerivedObject {
+            prompt,
+            target,
+            prompt_mask,
+        },
+    )
+}
+
 #[test]
 fn the_propagation_term_teaches_an_empty_mask_past_the_object() {
-    use medico_models::prompt::BoxPrompt;
-    use medico_train::data::DerivedObject;
     let side = 256;
     // Derived boxes only, over a dark region where the object has ended: the target is empty.
     let derived = (0..2)
-        .map(|i| {
-            let prompt = BoxPrompt {
-                x0: 30.0,
-                y0: 40.0,
-                x1: 130.0,
-                y1: 160.0,
-            };
-            let target = vec![false; side * side];
-            (
-                i,
-                DerivedObject {
-                    prompt,
-                    target,
-                    prompt_mask: Vec::new(),
-                },
-            )
-        })
+        .map(|i| derived_object(i, [30.0, 40.0, 130.0, 160.0], vec![false; side * side], Vec::new()))
         .collect();
     let data = Batch::new(batch(side).input, Vec::new(), derived);
     let mut trainer = trainer(Objective::MedicoSam, 1e-3);
@@ -298,25 +298,10 @@ fn the_propagation_term_teaches_an_empty_mask_past_the_object() {
 
 #[test]
 fn the_walk_objective_trains_the_propagation_term_alone() {
-    use medico_models::prompt::BoxPrompt;
-    use medico_train::data::DerivedObject;
     let side = 256;
     let interactive = batch(side);
     let mask = interactive.objects[0].1.clone();
-    let prompt = BoxPrompt {
-        x0: 38.0,
-        y0: 57.0,
-        x1: 90.0,
-        y1: 110.0,
-    };
-    let derived = vec![(
-        0,
-        DerivedObject {
-            prompt,
-            target: mask,
-            prompt_mask: Vec::new(),
-        },
-    )];
+    let derived = vec![derived_object(0, [38.0, 57.0, 90.0, 110.0], mask, Vec::new())];
     let data = Batch::new(interactive.input, interactive.objects, derived);
     let without_objects = Batch::new(batch(side).input, Vec::new(), data.derived.clone());
     let walk = trainer(Objective::Walk, 1e-3);
@@ -333,8 +318,6 @@ fn the_walk_objective_trains_the_propagation_term_alone() {
 
 #[test]
 fn the_neighbours_mask_is_the_walk_decoders_mask_prompt_when_asked() {
-    use medico_models::prompt::BoxPrompt;
-    use medico_train::data::DerivedObject;
     let side = 256;
     let low = tiny().0.config.low_res_size();
     let interactive = batch(side);
@@ -350,20 +333,7 @@ fn the_neighbours_mask_is_the_walk_decoders_mask_prompt_when_asked() {
             }
         })
         .collect();
-    let prompt = BoxPrompt {
-        x0: 38.0,
-        y0: 57.0,
-        x1: 122.0,
-        y1: 152.0,
-    };
-    let derived = vec![(
-        0,
-        DerivedObject {
-            prompt,
-            target,
-            prompt_mask,
-        },
-    )];
+    let derived = vec![derived_object(0, [38.0, 57.0, 122.0, 152.0], target, prompt_mask)];
     let data = Batch::new(interactive.input, Vec::new(), derived);
     let loss = |propagation_mask: bool| {
         let config = ObjectiveConfig {
@@ -379,25 +349,10 @@ fn the_neighbours_mask_is_the_walk_decoders_mask_prompt_when_asked() {
 
 #[test]
 fn the_propagation_weight_scales_the_term_added_to_the_rounds() {
-    use medico_models::prompt::BoxPrompt;
-    use medico_train::data::DerivedObject;
     let side = 256;
     let mut data = batch(side);
     let mask = data.objects[0].1.clone();
-    let prompt = BoxPrompt {
-        x0: 38.0,
-        y0: 57.0,
-        x1: 122.0,
-        y1: 152.0,
-    };
-    data.derived = vec![(
-        0,
-        DerivedObject {
-            prompt,
-            target: mask,
-            prompt_mask: Vec::new(),
-        },
-    )];
+    data.derived = vec![derived_object(0, [38.0, 57.0, 122.0, 152.0], mask, Vec::new())];
     let loss = |weight: f64| {
         let config = ObjectiveConfig {
             propagation_weight: weight,
